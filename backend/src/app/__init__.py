@@ -1,0 +1,1 @@
+"""AI Trading Agent: an LLM decision engine for crypto perpetual futures."""

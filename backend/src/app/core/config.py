@@ -1,0 +1,97 @@
+"""Settings from the environment and `.env` (pydantic-settings). Frozen: read once, passed down."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.core.timeframes import timeframe_seconds
+
+DEFAULT_DB_PATH = Path("data") / "trading.db"
+
+
+def normalise_database_url(url: str) -> str:
+    """Map plain driver URLs to the async drivers we ship (`sqlite` -> aiosqlite, `postgresql` -> asyncpg)."""
+    if url.startswith("sqlite://"):
+        return "sqlite+aiosqlite://" + url.removeprefix("sqlite://")
+    for prefix in ("postgresql://", "postgres://", "postgresql+psycopg2://", "postgresql+psycopg://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url.removeprefix(prefix)
+    return url
+
+
+class Settings(BaseSettings):
+    """Everything the agent reads from its environment. Unknown keys in `.env` are ignored."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    assets: Annotated[list[str], NoDecode] = Field(
+        default=["BTC", "ETH", "SOL"], description="Comma-separated assets to trade (ASSETS)."
+    )
+    interval: str = Field(default="5m", description="Decision timeframe: one cycle per closed candle.")
+    long_interval: str = Field(default="4h", description="Higher timeframe for trend context.")
+    database_url: str = Field(
+        default=f"sqlite+aiosqlite:///./{DEFAULT_DB_PATH.as_posix()}",
+        description="SQLAlchemy URL; SQLite file under ./data/ by default, PostgreSQL via DATABASE_URL.",
+    )
+
+    openrouter_api_key: SecretStr | None = None
+    llm_model: str = "deepseek/deepseek-chat-v3.1"
+
+    market_source: Literal["simulated"] = "simulated"
+    trading_mode: Literal["paper", "live"] = "paper"
+    venue: Literal["binanceusdm", "hyperliquid"] = "binanceusdm"
+
+    # Simulation: the market simulator's clock runs `sim_speed` times faster than the wall clock, so a
+    # 5m candle closes every 2 s at the default of 150.
+    sim_speed: float = Field(default=150.0, gt=0)
+    sim_seed: int = 7
+
+    initial_balance: float = Field(default=10_000.0, gt=0, description="Default paper account balance (USD).")
+    max_concurrent_accounts: int = Field(default=8, ge=1)
+    price_history_candles: int = Field(default=24, ge=1, le=500)
+    indicator_series_length: int = Field(default=10, ge=1, le=200)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @field_validator("assets", mode="before")
+    @classmethod
+    def _split_assets(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in value.replace(" ", "").split(",") if part]
+        if isinstance(value, list):
+            return [str(v).strip().upper() for v in value]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        return normalise_database_url(value)
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if not self.assets:
+            raise ValueError("ASSETS must name at least one asset, e.g. ASSETS=BTC,ETH,SOL")
+        if len(set(self.assets)) != len(self.assets):
+            raise ValueError(f"ASSETS lists an asset twice: {','.join(self.assets)}")
+        base, long_ = timeframe_seconds(self.interval), timeframe_seconds(self.long_interval)
+        if long_ <= base or long_ % base:
+            raise ValueError(
+                f"LONG_INTERVAL ({self.long_interval}) must be a whole multiple of INTERVAL ({self.interval})"
+            )
+        return self
+
+    @cached_property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def llm_configured(self) -> bool:
+        return self.openrouter_api_key is not None and bool(self.openrouter_api_key.get_secret_value())

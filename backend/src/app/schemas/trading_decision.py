@@ -151,9 +151,7 @@ class MarketContext(_UTCModel):
     """Multi-asset market data context for perpetual futures trading decisions."""
 
     assets: dict[str, AssetMarketData] = Field(..., description="Market data for each asset symbol")
-    market_sentiment: str | None = Field(
-        None, description="Overall market sentiment (bullish/bearish/neutral)"
-    )
+    market_sentiment: str | None = Field(None, description="Overall market sentiment (bullish/bearish/neutral)")
     timestamp: datetime = Field(default_factory=utc_now)
 
 
@@ -182,9 +180,7 @@ class TradingStrategy(_UTCModel):
     strategy_type: StrategyType = Field(..., description="Strategy type classification")
     prompt_template: str = Field(..., description="LLM prompt template for this strategy")
     risk_parameters: StrategyRiskParameters = Field(..., description="Risk management parameters")
-    timeframe_preference: list[str] = Field(
-        default=["1h", "4h"], description="Preferred timeframes for analysis"
-    )
+    timeframe_preference: list[str] = Field(default=["1h", "4h"], description="Preferred timeframes for analysis")
     max_positions: int = Field(default=3, ge=1, description="Maximum concurrent positions")
     position_sizing: Literal["fixed", "percentage", "kelly", "volatility_adjusted"] = Field(
         default="percentage", description="Position sizing method"
@@ -270,9 +266,7 @@ class TradingContext(_UTCModel):
     account_id: int
     market_data: MarketContext = Field(..., description="Multi-asset market data")
     account_state: AccountContext
-    recent_trades: dict[str, list[TradeHistory]] = Field(
-        ..., description="Recent trades grouped by asset symbol"
-    )
+    recent_trades: dict[str, list[TradeHistory]] = Field(..., description="Recent trades grouped by asset symbol")
     risk_metrics: RiskMetrics
     timestamp: datetime
     errors: list[str] = Field(default_factory=list, description="Errors encountered during context building")

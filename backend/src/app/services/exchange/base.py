@@ -129,12 +129,8 @@ class FeeProfile:
 
 
 FEE_PROFILES: dict[str, FeeProfile] = {
-    "binanceusdm": FeeProfile(
-        "binanceusdm", maker_bps=2.0, taker_bps=5.0, funding_interval_hours=8, min_notional=5.0
-    ),
-    "hyperliquid": FeeProfile(
-        "hyperliquid", maker_bps=1.5, taker_bps=4.5, funding_interval_hours=1, min_notional=10.0
-    ),
+    "binanceusdm": FeeProfile("binanceusdm", maker_bps=2.0, taker_bps=5.0, funding_interval_hours=8, min_notional=5.0),
+    "hyperliquid": FeeProfile("hyperliquid", maker_bps=1.5, taker_bps=4.5, funding_interval_hours=1, min_notional=10.0),
 }
 
 

@@ -97,9 +97,7 @@ class MarketDataSource(Protocol):
     name: str
     is_simulated: bool
 
-    async def fetch_candles(
-        self, symbol: str, timeframe: str, *, limit: int, until: datetime
-    ) -> CandleSeries: ...
+    async def fetch_candles(self, symbol: str, timeframe: str, *, limit: int, until: datetime) -> CandleSeries: ...
 
     async def fetch_funding_rate(self, symbol: str, at: datetime) -> FundingRate | None: ...
 

@@ -1,0 +1,225 @@
+"""Wiring: build every part of the agent from the settings, and say which parts are simulated and why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.core.clock import AcceleratedClock, Clock
+from app.core.config import Settings
+from app.core.errors import ConfigurationError
+from app.core.timeframes import floor_time, timeframe_delta, timeframe_seconds
+from app.db.migrate import ensure_migrated
+from app.db.models import Account
+from app.db.repositories.accounts import AccountRepository
+from app.db.repositories.decisions import DecisionRepository
+from app.db.session import create_engine, create_session_factory
+from app.services.account.account_service import AccountService
+from app.services.exchange.base import FEE_PROFILES
+from app.services.exchange.registry import VenueRegistry
+from app.services.execution.executor import Executor
+from app.services.execution.reconciler import Reconciler
+from app.services.llm.context_builder import ContextBuilder
+from app.services.llm.decision_engine import DecisionEngine
+from app.services.llm.decision_validator import DecisionValidator
+from app.services.llm.llm_service import LLMService
+from app.services.llm.prompts.builder import PromptBuilder
+from app.services.llm.providers.base import DecisionModel
+from app.services.llm.providers.baseline import BASELINE_MODEL_NAME, BaselineModel
+from app.services.llm.strategy_manager import DEFAULT_STRATEGY_ID, StrategyManager
+from app.services.market_data.base import MarketDataSource
+from app.services.market_data.simulator import MarketSimulator
+from app.trading.loop import TradingLoop
+
+DEFAULT_ACCOUNT_NAME = "paper-1"
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str
+    what: str
+    simulated: bool
+    why: str
+
+
+@dataclass
+class Agent:
+    settings: Settings
+    db: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    clock: Clock
+    market: MarketDataSource
+    venues: VenueRegistry
+    llm: LLMService
+    strategies: StrategyManager
+    engine: DecisionEngine
+    loop: TradingLoop
+    parts: list[Part] = field(default_factory=list)
+
+    def describe(self) -> str:
+        lines = ["AI Trading Agent: what is real and what is simulated"]
+        for part in self.parts:
+            flag = "SIMULATED" if part.simulated else "real"
+            lines.append(f"  {part.name:<9} {flag:<9} {part.what}  ({part.why})")
+        return "\n".join(lines)
+
+    async def close(self) -> None:
+        self.loop.stop()
+        await self.market.close()
+        await self.db.dispose()
+
+
+def _check_mode(settings: Settings) -> None:
+    if settings.trading_mode == "live":
+        raise ConfigurationError(
+            "TRADING_MODE=live is refused: the live exchange adapter is not part of this version. "
+            "Use TRADING_MODE=paper (the default)."
+        )
+
+
+async def _start_time(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> datetime:
+    """Simulated time resumes at the candle after the last stored cycle, or starts at the current candle.
+    (The one place that reads the wall clock: to anchor the simulated one.)"""
+    async with sessions() as session:
+        last = await DecisionRepository(session).last_cycle_time()
+    start = floor_time(datetime.now(UTC), settings.interval)
+    return max(start, last + timeframe_delta(settings.interval)) if last else start
+
+
+async def ensure_default_account(sessions: async_sessionmaker[AsyncSession], settings: Settings, clock: Clock) -> int:
+    """Create the default paper account on first start; returns its id (or the first account's)."""
+    async with sessions.begin() as session:
+        repo = AccountRepository(session)
+        existing = await repo.all()
+        if existing:
+            return existing[0].id
+        profile = FEE_PROFILES[settings.venue]
+        now = clock.now()
+        account = await repo.add(
+            Account(
+                name=DEFAULT_ACCOUNT_NAME,
+                mode="paper",
+                venue=settings.venue,
+                status="ACTIVE",
+                model=None,
+                strategy_id=DEFAULT_STRATEGY_ID,
+                initial_balance=settings.initial_balance,
+                max_position_size=settings.initial_balance * 0.25,
+                max_leverage=5.0,
+                maker_fee_bps=profile.maker_bps,
+                taker_fee_bps=profile.taker_bps,
+                created_at=now,
+                updated_at=now,
+            ),
+            reason="default paper account created at first start",
+            now=now,
+        )
+        return account.id
+
+
+async def build_agent(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    market: MarketDataSource | None = None,
+    provider: DecisionModel | None = None,
+) -> Agent:
+    """Migrate the database, create the defaults and wire every service."""
+    _check_mode(settings)
+    db = create_engine(settings.database_url)
+    await ensure_migrated(db)
+    sessions = create_session_factory(db)
+    parts: list[Part] = []
+    db_kind = "SQLite" if settings.is_sqlite else "PostgreSQL"
+    parts.append(
+        Part(
+            "database",
+            db_kind,
+            False,
+            "DATABASE_URL" if "DATABASE_URL" in settings.model_fields_set else "default",
+        )
+    )
+
+    if clock is None:
+        clock = AcceleratedClock(await _start_time(sessions, settings), settings.sim_speed)
+        every = timeframe_seconds(settings.interval) / settings.sim_speed
+        parts.append(
+            Part(
+                "clock",
+                f"accelerated x{settings.sim_speed:g}",
+                True,
+                f"a {settings.interval} candle every {every:g} s; SIM_SPEED",
+            )
+        )
+    if market is None:
+        market = MarketSimulator(settings.assets, base_timeframe=settings.interval, seed=settings.sim_seed)
+        parts.append(Part("market", f"seeded simulator (seed {settings.sim_seed})", True, "MARKET_SOURCE=simulated"))
+    parts.append(Part("venue", f"paper {settings.venue}", True, "TRADING_MODE=paper"))
+
+    if provider is None:
+        provider = BaselineModel()
+        why = (
+            "OPENROUTER_API_KEY is set, but this version has no OpenRouter provider yet"
+            if settings.llm_configured
+            else "no OPENROUTER_API_KEY"
+        )
+        parts.append(Part("model", BASELINE_MODEL_NAME, True, why))
+    model_name = settings.llm_model if not provider.is_simulated else provider.name
+
+    strategies = StrategyManager(sessions, clock)
+    await strategies.ensure_builtins()
+    await ensure_default_account(sessions, settings, clock)
+
+    venues = VenueRegistry(
+        market=market, sessions=sessions, clock=clock, assets=settings.assets, interval=settings.interval
+    )
+    accounts = AccountService(periods_per_year=365 * 86400 / timeframe_seconds(settings.interval))
+    prompts = PromptBuilder(interval=settings.interval, long_interval=settings.long_interval)
+    llm = LLMService(provider=provider, model=model_name, prompts=prompts)
+    context_builder = ContextBuilder(
+        market=market,
+        sessions=sessions,
+        accounts=accounts,
+        venues=venues,
+        strategies=strategies,
+        clock=clock,
+        interval=settings.interval,
+        long_interval=settings.long_interval,
+        price_history_candles=settings.price_history_candles,
+        indicator_series_length=settings.indicator_series_length,
+    )
+    engine = DecisionEngine(
+        sessions=sessions,
+        clock=clock,
+        assets=settings.assets,
+        interval=settings.interval,
+        context_builder=context_builder,
+        strategies=strategies,
+        llm=llm,
+        validator=DecisionValidator(),
+        executor=Executor(await venues.rules()),
+        reconciler=Reconciler(),
+        venues=venues,
+    )
+    loop = TradingLoop(
+        engine=engine,
+        sessions=sessions,
+        clock=clock,
+        interval=settings.interval,
+        max_concurrency=settings.max_concurrent_accounts,
+    )
+    return Agent(
+        settings=settings,
+        db=db,
+        sessions=sessions,
+        clock=clock,
+        market=market,
+        venues=venues,
+        llm=llm,
+        strategies=strategies,
+        engine=engine,
+        loop=loop,
+        parts=parts,
+    )

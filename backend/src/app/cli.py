@@ -1,0 +1,186 @@
+"""`trading-agent`: run the agent, make one decision, migrate the database."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from app.core.config import Settings
+from app.core.errors import ConfigurationError
+from app.core.logging import configure_logging
+from app.schemas.decision_result import DecisionResult
+
+app = typer.Typer(help="AI Trading Agent: an LLM decision engine for crypto perpetual futures.", no_args_is_help=True)
+db_app = typer.Typer(help="Database commands.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console()
+
+
+def _settings() -> Settings:
+    settings = Settings()
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+    return settings
+
+
+@app.command()
+def run(
+    host: Annotated[str | None, typer.Option(help="Bind address (default API_HOST, 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default API_PORT, 8000)")] = None,
+) -> None:
+    """Serve the API and run a decision cycle for every active account on every closed candle."""
+    _serve(host, port, run_loop=True)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default API_HOST, 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default API_PORT, 8000)")] = None,
+) -> None:
+    """Serve the API only (decisions are made on request)."""
+    _serve(host, port, run_loop=False)
+
+
+def _serve(host: str | None, port: int | None, *, run_loop: bool) -> None:
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = _settings()
+    bind_host, bind_port = host or settings.api_host, port or settings.api_port
+    console.print(
+        f"API on http://{bind_host}:{bind_port} (docs at /docs)" + (" with the trading loop" if run_loop else "")
+    )
+    try:
+        uvicorn.run(create_app(settings, run_loop=run_loop), host=bind_host, port=bind_port, log_config=None)
+    except ConfigurationError as exc:
+        console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def decide(
+    once: Annotated[bool, typer.Option("--once", help="Make exactly one decision and exit")] = False,
+    account_id: Annotated[int, typer.Option("--account-id", help="Account to decide for")] = 1,
+    symbols: Annotated[str | None, typer.Option(help="Comma-separated assets (default: ASSETS)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON")] = False,
+    cycles: Annotated[int, typer.Option(help="Without --once: how many cycles to run (0: forever)")] = 0,
+) -> None:
+    """Make a decision now and print it, its validation and the orders placed."""
+    settings = _settings()
+    wanted = [s for s in symbols.split(",") if s.strip()] if symbols else None
+    try:
+        asyncio.run(_decide(settings, account_id, wanted, as_json, 1 if once else cycles))
+    except ConfigurationError as exc:
+        console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+async def _decide(settings: Settings, account_id: int, symbols: list[str] | None, as_json: bool, cycles: int) -> None:
+    from app.bootstrap import build_agent
+    from app.core.timeframes import floor_time, timeframe_delta
+    from app.services.llm.llm_exceptions import DecisionEngineError
+
+    agent = await build_agent(settings)
+    try:
+        if not as_json:
+            console.print(agent.describe())
+        done = 0
+        while cycles == 0 or done < cycles:
+            if done:
+                next_close = floor_time(agent.clock.now(), settings.interval) + timeframe_delta(settings.interval)
+                await agent.clock.sleep_until(next_close)
+            try:
+                result = await agent.engine.make_trading_decision(symbols, account_id, trigger="cli")
+            except DecisionEngineError as exc:
+                console.print(f"[red]error:[/red] {exc}")
+                raise typer.Exit(1) from exc
+            if as_json:
+                print(result.model_dump_json())
+            else:
+                print_decision(result)
+            done += 1
+    finally:
+        await agent.close()
+
+
+def print_decision(result: DecisionResult) -> None:
+    """Decision, validation verdicts and orders, as tables."""
+    console.rule(f"decision {result.id}  account {result.account_id}  {result.cycle_time:%Y-%m-%d %H:%M} UTC")
+    console.print(
+        f"status [bold]{result.status}[/bold]  model {result.model_served or result.model_requested}"
+        f"  latency {result.latency_ms or 0:.1f} ms  tokens {result.usage.total_tokens or 0}"
+        f"  cost ${result.usage.cost_usd or 0:.4f}"
+    )
+    if result.error:
+        console.print(f"[yellow]{result.error}[/yellow]")
+    verdicts = Table("asset", "action", "allocation", "SL", "TP", "verdict", "reasons", title="decision and validation")
+    for v in result.validation.verdicts if result.validation else []:
+        final = v.final
+        verdicts.add_row(
+            v.asset,
+            final.action
+            if v.original is None or v.original.action == final.action
+            else f"{v.original.action} -> {final.action}",
+            f"{final.allocation_usd:,.2f}",
+            f"{final.sl_price:g}" if final.sl_price else "",
+            f"{final.tp_price:g}" if final.tp_price else "",
+            v.status,
+            "; ".join(v.reasons),
+        )
+    console.print(verdicts)
+    if result.validation and result.validation.errors:
+        console.print("validation notes: " + "; ".join(result.validation.errors))
+    if result.orders:
+        orders = Table("client order id", "asset", "side", "type", "kind", "status", "qty", "price", title="orders")
+        for o in result.orders:
+            price = o.avg_fill_price or o.trigger_price
+            orders.add_row(
+                o.client_order_id,
+                o.symbol,
+                o.side,
+                o.type,
+                o.kind,
+                o.status + (f" ({o.reject_reason})" if o.reject_reason else ""),
+                f"{o.quantity:g}",
+                f"{price:g}" if price else "",
+            )
+        console.print(orders)
+    else:
+        console.print("orders: none")
+    for error in result.execution_errors + result.context_errors:
+        console.print(f"[yellow]note:[/yellow] {error}")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the database named by DATABASE_URL to the latest schema."""
+    from app.db.migrate import current_revision, upgrade
+    from app.db.session import create_engine
+
+    settings = _settings()
+
+    async def _run() -> str | None:
+        engine = create_engine(settings.database_url)
+        try:
+            await upgrade(engine)
+            return await current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    revision = asyncio.run(_run())
+    console.print(f"database at revision {revision}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,29 @@
+"""Asset names. We name assets by their base (`BTC`); users and APIs also say `BTCUSDT`, `BTC/USDT:USDT`,
+`BTC-PERP` or `btc`, which all mean the same perpetual."""
+
+from __future__ import annotations
+
+import re
+
+_QUOTES = ("USDT", "USDC", "USD", "BUSD")
+_VALID = re.compile(r"^[A-Z0-9]{1,20}$")
+
+
+def normalise_asset(symbol: str) -> str:
+    """Return the base asset of a symbol, e.g. `BTCUSDT` -> `BTC`. Raises ValueError when it is not one."""
+    text = symbol.strip().upper()
+    text = text.split(":")[0]
+    for sep in ("/", "-", "_"):
+        if sep in text:
+            text = text.split(sep)[0]
+            break
+    else:
+        for quote in _QUOTES:
+            if text.endswith(quote) and len(text) > len(quote):
+                text = text[: -len(quote)]
+                break
+    if text.endswith("PERP") and len(text) > 4:
+        text = text[:-4]
+    if not _VALID.match(text):
+        raise ValueError(f"not an asset symbol: {symbol!r} (expected e.g. BTC, BTCUSDT or BTC/USDT:USDT)")
+    return text

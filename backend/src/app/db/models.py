@@ -1,0 +1,231 @@
+"""SQLAlchemy 2 models: accounts, strategies, decisions (with provenance), orders, fills, positions,
+equity snapshots, candles and funding rates. The schema is created by the Alembic migrations only."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from app.db.types import UTCDateTime
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+JSONType = JSON()
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Strategy(Base):
+    __tablename__ = "strategies"
+
+    strategy_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    strategy_name: Mapped[str] = mapped_column(String(200))
+    strategy_type: Mapped[str] = mapped_column(String(32))
+    prompt_template: Mapped[str] = mapped_column(Text)
+    risk_parameters: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    timeframe_preference: Mapped[list[str]] = mapped_column(JSONType)
+    max_positions: Mapped[int] = mapped_column(Integer)
+    position_sizing: Mapped[str] = mapped_column(String(32))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    is_builtin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    mode: Mapped[str] = mapped_column(String(16))  # paper | live
+    venue: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="ACTIVE")  # ACTIVE REDUCING HALTED PAUSED
+    model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    strategy_id: Mapped[str] = mapped_column(ForeignKey("strategies.strategy_id"))
+    initial_balance: Mapped[float] = mapped_column(Float)
+    max_position_size: Mapped[float] = mapped_column(Float)
+    max_leverage: Mapped[float] = mapped_column(Float)
+    maker_fee_bps: Mapped[float] = mapped_column(Float)
+    taker_fee_bps: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class StrategyAssignment(Base):
+    __tablename__ = "strategy_assignments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    strategy_id: Mapped[str] = mapped_column(ForeignKey("strategies.strategy_id"))
+    reason: Mapped[str] = mapped_column(Text)
+    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Decision(Base):
+    """One decision cycle of one account, with everything needed to explain and replay it."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (Index("ix_decisions_account_cycle", "account_id", "cycle_time"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    cycle_time: Mapped[datetime] = mapped_column(UTCDateTime)  # the clock's time of the cycle
+    trigger: Mapped[str] = mapped_column(String(16))  # loop | api | cli
+    status: Mapped[str] = mapped_column(String(16))  # executed | partial | no_action | fallback | error
+    symbols: Mapped[list[str]] = mapped_column(JSONType)
+    symbols_key: Mapped[str] = mapped_column(String(1000))  # ",BTC,ETH," for the symbol filter
+    strategy_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    context_snapshot: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
+    model_requested: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    model_served: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    provider: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    raw_response: Mapped[str | None] = mapped_column(Text, nullable=True)
+    parsed_decision: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    validation_result: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    final_decision: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    is_fallback: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    failure: Mapped[str | None] = mapped_column(String(32), nullable=True)  # class of a model failure
+    execution_errors: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    finish_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    total_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    __table_args__ = (Index("ix_orders_account_status", "account_id", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    decision_id: Mapped[int | None] = mapped_column(ForeignKey("decisions.id"), nullable=True, index=True)
+    client_order_id: Mapped[str] = mapped_column(String(64), unique=True)
+    venue_order_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    symbol: Mapped[str] = mapped_column(String(32))
+    side: Mapped[str] = mapped_column(String(8))
+    type: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))  # entry increase decrease close stop_loss take_profit
+    reduce_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16))
+    quantity: Mapped[float] = mapped_column(Float)
+    trigger_price: Mapped[float | None] = mapped_column(Float, nullable=True)
+    filled_quantity: Mapped[float] = mapped_column(Float, default=0.0)
+    avg_fill_price: Mapped[float | None] = mapped_column(Float, nullable=True)
+    reject_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Fill(Base):
+    __tablename__ = "fills"
+    __table_args__ = (UniqueConstraint("account_id", "venue_fill_id", name="uq_fills_account_venue_fill"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), nullable=True, index=True)
+    client_order_id: Mapped[str] = mapped_column(String(64))
+    venue_fill_id: Mapped[str] = mapped_column(String(64))
+    symbol: Mapped[str] = mapped_column(String(32))
+    side: Mapped[str] = mapped_column(String(8))
+    reason: Mapped[str] = mapped_column(String(16))
+    quantity: Mapped[float] = mapped_column(Float)
+    price: Mapped[float] = mapped_column(Float)
+    fee: Mapped[float] = mapped_column(Float)
+    realized_pnl: Mapped[float] = mapped_column(Float)
+    liquidity: Mapped[str] = mapped_column(String(8))
+    filled_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Position(Base):
+    __tablename__ = "positions"
+    __table_args__ = (Index("ix_positions_account_status", "account_id", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    decision_id: Mapped[int | None] = mapped_column(ForeignKey("decisions.id"), nullable=True)
+    symbol: Mapped[str] = mapped_column(String(32))
+    side: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(8))  # open | closed
+    size: Mapped[float] = mapped_column(Float)
+    entry_price: Mapped[float] = mapped_column(Float)
+    leverage: Mapped[float] = mapped_column(Float)
+    margin: Mapped[float] = mapped_column(Float)
+    liquidation_price: Mapped[float | None] = mapped_column(Float, nullable=True)
+    stop_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    take_profit: Mapped[float | None] = mapped_column(Float, nullable=True)
+    entry_rationale: Mapped[str | None] = mapped_column(Text, nullable=True)
+    exit_plan: Mapped[str | None] = mapped_column(Text, nullable=True)
+    realized_pnl: Mapped[float] = mapped_column(Float, default=0.0)  # gross of fees
+    fees: Mapped[float] = mapped_column(Float, default=0.0)
+    exit_price: Mapped[float | None] = mapped_column(Float, nullable=True)
+    exit_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class EquitySnapshot(Base):
+    __tablename__ = "equity_snapshots"
+    __table_args__ = (Index("ix_equity_snapshots_account_time", "account_id", "taken_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    taken_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    wallet_balance: Mapped[float] = mapped_column(Float)
+    unrealized_pnl: Mapped[float] = mapped_column(Float)
+    equity: Mapped[float] = mapped_column(Float)
+    margin_used: Mapped[float] = mapped_column(Float)
+    realized_pnl: Mapped[float] = mapped_column(Float)
+    fees_paid: Mapped[float] = mapped_column(Float)
+
+
+class CandleRow(Base):
+    __tablename__ = "candles"
+    __table_args__ = (UniqueConstraint("source", "symbol", "timeframe", "open_time", name="uq_candles_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(32))
+    symbol: Mapped[str] = mapped_column(String(32))
+    timeframe: Mapped[str] = mapped_column(String(8))
+    open_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    open: Mapped[float] = mapped_column(Float)
+    high: Mapped[float] = mapped_column(Float)
+    low: Mapped[float] = mapped_column(Float)
+    close: Mapped[float] = mapped_column(Float)
+    volume: Mapped[float] = mapped_column(Float)
+
+
+class FundingRateRow(Base):
+    __tablename__ = "funding_rates"
+    __table_args__ = (UniqueConstraint("source", "symbol", "funding_time", name="uq_funding_rates_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(32))
+    symbol: Mapped[str] = mapped_column(String(32))
+    funding_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    rate: Mapped[float] = mapped_column(Float)

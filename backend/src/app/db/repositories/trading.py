@@ -1,0 +1,84 @@
+"""Orders, fills, positions and equity snapshots of an account: the local mirror of the venue."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import EquitySnapshot, Fill, Order, Position
+
+
+class TradingRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # ------------------------------------------------------------------------------------------- orders
+    async def order_by_client_id(self, client_order_id: str) -> Order | None:
+        return await self.session.scalar(select(Order).where(Order.client_order_id == client_order_id))
+
+    async def open_orders(self, account_id: int) -> list[Order]:
+        query = select(Order).where(Order.account_id == account_id, Order.status == "open").order_by(Order.id)
+        return list((await self.session.scalars(query)).all())
+
+    async def orders_for_decision(self, decision_id: int) -> list[Order]:
+        query = select(Order).where(Order.decision_id == decision_id).order_by(Order.id)
+        return list((await self.session.scalars(query)).all())
+
+    async def orders(self, account_id: int, *, limit: int = 500) -> list[Order]:
+        query = select(Order).where(Order.account_id == account_id).order_by(Order.id.desc()).limit(limit)
+        return list((await self.session.scalars(query)).all())
+
+    def add(self, row: Order | Fill | Position | EquitySnapshot) -> None:
+        self.session.add(row)
+
+    # -------------------------------------------------------------------------------------------- fills
+    async def fills(self, account_id: int) -> list[Fill]:
+        query = select(Fill).where(Fill.account_id == account_id).order_by(Fill.id)
+        return list((await self.session.scalars(query)).all())
+
+    async def position_fills(self, account_id: int, symbol: str, since: datetime) -> list[Fill]:
+        """Fills of one asset from `since` on (a position's own fills), oldest first."""
+        query = select(Fill).where(Fill.account_id == account_id, Fill.symbol == symbol, Fill.filled_at >= since)
+        return list((await self.session.scalars(query.order_by(Fill.id))).all())
+
+    async def known_fill_ids(self, account_id: int, since: datetime | None) -> set[str]:
+        query = select(Fill.venue_fill_id).where(Fill.account_id == account_id)
+        if since is not None:
+            query = query.where(Fill.filled_at >= since)
+        return set((await self.session.scalars(query)).all())
+
+    async def last_fill_time(self, account_id: int) -> datetime | None:
+        return await self.session.scalar(select(func.max(Fill.filled_at)).where(Fill.account_id == account_id))
+
+    async def ledger_totals(self, account_id: int) -> tuple[float, float]:
+        """(realized PnL, fees) summed over every fill of the account."""
+        query = select(func.coalesce(func.sum(Fill.realized_pnl), 0.0), func.coalesce(func.sum(Fill.fee), 0.0))
+        realized, fees = (await self.session.execute(query.where(Fill.account_id == account_id))).one()
+        return float(realized), float(fees)
+
+    # ---------------------------------------------------------------------------------------- positions
+    async def open_positions(self, account_id: int) -> list[Position]:
+        query = select(Position).where(Position.account_id == account_id, Position.status == "open")
+        return list((await self.session.scalars(query.order_by(Position.id))).all())
+
+    async def closed_positions(self, account_id: int, *, limit: int = 500) -> list[Position]:
+        query = (
+            select(Position)
+            .where(Position.account_id == account_id, Position.status == "closed")
+            .order_by(Position.closed_at.desc(), Position.id.desc())
+            .limit(limit)
+        )
+        return list((await self.session.scalars(query)).all())
+
+    # ------------------------------------------------------------------------------------------- equity
+    async def equity_curve(self, account_id: int, *, limit: int = 2000) -> list[EquitySnapshot]:
+        """Oldest first, the most recent `limit` snapshots."""
+        query = (
+            select(EquitySnapshot)
+            .where(EquitySnapshot.account_id == account_id)
+            .order_by(EquitySnapshot.id.desc())
+            .limit(limit)
+        )
+        return list(reversed((await self.session.scalars(query)).all()))

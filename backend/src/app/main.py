@@ -1,0 +1,58 @@
+"""FastAPI app factory. The lifespan builds the agent and, when asked, runs the trading loop beside the API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from fastapi import FastAPI
+
+from app.api import health
+from app.api.errors import install_error_handlers
+from app.api.v1 import decisions
+from app.bootstrap import Agent, build_agent
+from app.core.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    run_loop: bool = False,
+    agent_factory: Callable[[Settings], Awaitable[Agent]] | None = None,
+) -> FastAPI:
+    """The API; `run_loop=True` also runs a decision cycle per account on every closed candle."""
+    settings = settings or Settings()
+    factory = agent_factory or build_agent
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        agent = await factory(settings)
+        app.state.agent = agent
+        print(agent.describe(), flush=True)
+        task: asyncio.Task[None] | None = None
+        if run_loop:
+            task = asyncio.create_task(agent.loop.run_forever(), name="trading-loop")
+        try:
+            yield
+        finally:
+            agent.loop.stop()
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await agent.close()
+
+    app = FastAPI(
+        title="AI Trading Agent",
+        version="0.1.0",
+        description="LLM decision engine for crypto perpetual futures: decisions, their provenance and health.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(decisions.router)
+    return app

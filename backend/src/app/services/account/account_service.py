@@ -1,0 +1,111 @@
+"""Account truth for the decision: money and positions from the venue, history from the database."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import Account
+from app.db.repositories.trading import TradingRepository
+from app.schemas.trading_decision import (
+    AccountContext,
+    PerformanceMetrics,
+    PositionSummary,
+    TradeHistory,
+    TradingStrategy,
+)
+from app.services.account.metrics import performance_metrics
+from app.services.exchange.base import Exchange
+
+
+class AccountService:
+    """Builds `AccountContext` and the recent trades of an account."""
+
+    def __init__(self, *, periods_per_year: float) -> None:
+        self.periods_per_year = periods_per_year
+
+    async def account_context(
+        self, session: AsyncSession, account: Account, exchange: Exchange, strategy: TradingStrategy
+    ) -> AccountContext:
+        repo = TradingRepository(session)
+        balance = await exchange.fetch_balance()
+        venue_positions = await exchange.fetch_positions()
+        stored = {p.symbol: p for p in await repo.open_positions(account.id)}
+        summaries: list[PositionSummary] = []
+        for pos in venue_positions:
+            row = stored.get(pos.symbol)
+            summaries.append(
+                PositionSummary(
+                    symbol=pos.symbol,
+                    side=pos.side,
+                    size=pos.size,
+                    entry_price=pos.entry_price,
+                    current_price=pos.mark_price,
+                    unrealized_pnl=pos.unrealized_pnl,
+                    percentage_pnl=pos.unrealized_pnl / pos.margin * 100 if pos.margin else 0.0,
+                    leverage=pos.leverage,
+                    margin_usd=pos.margin,
+                    liquidation_price=pos.liquidation_price,
+                    stop_loss=row.stop_loss if row else None,
+                    take_profit=row.take_profit if row else None,
+                    exit_plan=row.exit_plan if row else None,
+                    entry_rationale=row.entry_rationale if row else None,
+                    opened_at=pos.opened_at,
+                )
+            )
+        curve = [s.equity for s in await repo.equity_curve(account.id)] + [balance.equity]
+        closed = await repo.closed_positions(account.id)
+        performance = performance_metrics(
+            [p.realized_pnl - p.fees for p in closed],
+            curve,
+            balance.equity - account.initial_balance,
+            self.periods_per_year,
+        )
+        gross = sum(p.notional for p in venue_positions)
+        return AccountContext(
+            account_id=account.id,
+            balance_usd=balance.equity,
+            available_balance=balance.available,
+            total_pnl=balance.equity - account.initial_balance,
+            open_positions=summaries,
+            recent_performance=performance,
+            risk_exposure=gross / balance.equity if balance.equity > 0 else 0.0,
+            max_position_size=account.max_position_size,
+            active_strategy=strategy,
+            maker_fee_bps=account.maker_fee_bps,
+            taker_fee_bps=account.taker_fee_bps,
+        )
+
+    async def equity_curve(self, session: AsyncSession, account_id: int) -> list[float]:
+        return [s.equity for s in await TradingRepository(session).equity_curve(account_id)]
+
+    async def recent_trades(
+        self, session: AsyncSession, account_id: int, symbols: Sequence[str], per_symbol: int = 5
+    ) -> dict[str, list[TradeHistory]]:
+        """Closed trades grouped by asset, newest first, at most `per_symbol` each."""
+        grouped: dict[str, list[TradeHistory]] = defaultdict(list)
+        for row in await TradingRepository(session).closed_positions(account_id, limit=per_symbol * 20):
+            if row.symbol not in symbols or len(grouped[row.symbol]) >= per_symbol or row.closed_at is None:
+                continue
+            grouped[row.symbol].append(
+                TradeHistory(
+                    symbol=row.symbol,
+                    side=row.side,
+                    size=row.size,
+                    entry_price=row.entry_price,
+                    exit_price=row.exit_price or row.entry_price,
+                    realized_pnl=row.realized_pnl,
+                    fees=row.fees,
+                    exit_reason=row.exit_reason or "unknown",
+                    opened_at=row.opened_at,
+                    closed_at=row.closed_at,
+                )
+            )
+        return {s: grouped.get(s, []) for s in symbols}
+
+
+EMPTY_PERFORMANCE = PerformanceMetrics(
+    total_pnl=0.0, win_rate=0.0, avg_win=0.0, avg_loss=0.0, max_drawdown=0.0, sharpe_ratio=0.0
+)

@@ -1,0 +1,144 @@
+"""One venue per account. Paper venues are rebuilt from the database at start-up (the ledger of fills,
+the open positions and the open orders) and fed the market's closed candles as the clock moves."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.clock import Clock
+from app.core.timeframes import from_ms, timeframe_delta, to_ms
+from app.db.models import Account
+from app.db.repositories.trading import TradingRepository
+from app.services.exchange.base import FEE_PROFILES, Exchange, Fill, Order, Position
+from app.services.exchange.paper import PaperVenue
+from app.services.llm.llm_exceptions import AccountNotFoundError
+from app.services.market_data.base import MarketDataSource, MarketRules
+
+MAX_REPLAY_CANDLES = 500
+
+
+class VenueRegistry:
+    """Hands out each account's `Exchange` and keeps paper venues in step with the market."""
+
+    def __init__(
+        self,
+        *,
+        market: MarketDataSource,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        assets: list[str],
+        interval: str,
+    ) -> None:
+        self.market = market
+        self.sessions = sessions
+        self.clock = clock
+        self.assets = assets
+        self.interval = interval
+        self._venues: dict[int, PaperVenue] = {}
+        self._processed: dict[tuple[int, str], int] = {}  # (account, symbol) -> last processed open ms
+        self._rules: dict[str, MarketRules] = {}
+        self._lock = asyncio.Lock()
+
+    async def rules(self) -> dict[str, MarketRules]:
+        if not self._rules:
+            for asset in self.assets:
+                self._rules[asset] = await self.market.market_rules(asset)
+        return self._rules
+
+    async def exchange_for(self, account_id: int) -> Exchange:
+        return await self._venue(account_id)
+
+    async def _venue(self, account_id: int) -> PaperVenue:
+        async with self._lock:
+            venue = self._venues.get(account_id)
+            if venue is None:
+                venue = await self._restore(account_id)
+                self._venues[account_id] = venue
+            return venue
+
+    async def _restore(self, account_id: int) -> PaperVenue:
+        async with self.sessions() as session:
+            account = await session.get(Account, account_id)
+            if account is None:
+                raise AccountNotFoundError(account_id)
+            repo = TradingRepository(session)
+            realized, fees = await repo.ledger_totals(account_id)
+            position_rows = await repo.open_positions(account_id)
+            order_rows = await repo.open_orders(account_id)
+            curve = await repo.equity_curve(account_id, limit=1)
+        profile = FEE_PROFILES[account.venue]
+        venue = PaperVenue(
+            initial_balance=account.initial_balance, rules=await self.rules(), fees=profile, clock=self.clock
+        )
+        positions = [
+            Position(
+                symbol=r.symbol,
+                side="long" if r.side == "long" else "short",
+                size=r.size,
+                entry_price=r.entry_price,
+                leverage=r.leverage,
+                margin=r.margin,
+                liquidation_price=r.liquidation_price,
+                opened_at=r.opened_at,
+                mark_price=r.entry_price,
+            )
+            for r in position_rows
+        ]
+        orders = [
+            Order(
+                client_order_id=r.client_order_id,
+                venue_order_id=r.venue_order_id or r.client_order_id,
+                symbol=r.symbol,
+                side="buy" if r.side == "buy" else "sell",
+                type=r.type,  # type: ignore[arg-type]
+                quantity=r.quantity,
+                status="open",
+                created_at=r.created_at,
+                updated_at=r.updated_at,
+                trigger_price=r.trigger_price,
+                reduce_only=r.reduce_only,
+                reason=r.kind,  # type: ignore[arg-type]
+            )
+            for r in order_rows
+        ]
+        venue.restore(
+            initial_balance=account.initial_balance,
+            wallet_balance=account.initial_balance + realized - fees,
+            realized_pnl=realized,
+            fees_paid=fees,
+            positions=positions,
+            open_orders=orders,
+        )
+        if curve:
+            # Candles closed after the last snapshot were not seen by the venue: replay them.
+            last_seen = to_ms(curve[-1].taken_at - timeframe_delta(self.interval))
+            for symbol in {*self.assets, *(p.symbol for p in positions)}:
+                self._processed[(account_id, symbol)] = last_seen
+        return venue
+
+    async def advance(self, account_id: int, until: datetime) -> list[Fill]:
+        """Feed the account's venue every closed candle it has not seen yet, up to `until`."""
+        venue = await self._venue(account_id)
+        symbols = {*self.assets, *(p.symbol for p in await venue.fetch_positions())}
+        fills: list[Fill] = []
+        for symbol in sorted(symbols):
+            series = await self.market.fetch_candles(symbol, self.interval, limit=MAX_REPLAY_CANDLES, until=until)
+            if len(series) == 0:
+                continue
+            key = (account_id, symbol)
+            seen = self._processed.get(key)
+            if seen is None:
+                venue.set_mark_price(symbol, float(series.close[-1]))
+            else:
+                for i in range(len(series)):
+                    if int(series.open_time_ms[i]) > seen:
+                        fills.extend(venue.on_candle(symbol, series.candle(i)))
+            self._processed[key] = int(series.open_time_ms[-1])
+        return fills
+
+    def processed_until(self, account_id: int, symbol: str) -> datetime | None:
+        seen = self._processed.get((account_id, symbol))
+        return from_ms(seen) if seen is not None else None

@@ -1,0 +1,227 @@
+"""Validated decision -> venue orders, with the protective-stop guarantee.
+
+Every new position gets its stop-loss right after the entry fills; if the venue refuses the stop, the
+position is closed at once. Stops are moved by placing the new one before cancelling the old, so a position
+is never without one. Order creation is never retried: a refusal is reported with the venue's reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from app.schemas.trading_decision import AssetDecision, TradingStrategy
+from app.schemas.validation import AssetVerdict
+from app.services.exchange.base import Exchange, FillReason, Order, OrderRequest, OrderType, Position
+from app.services.execution.reconciler import PositionIntent
+from app.services.market_data.base import MarketRules
+
+
+@dataclass
+class ExecutionReport:
+    orders: list[Order] = field(default_factory=list)
+    intents: dict[str, PositionIntent] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    executed_assets: list[str] = field(default_factory=list)
+
+
+def entry_leverage(strategy: TradingStrategy, account_max: float, rules: MarketRules | None) -> float:
+    """The leverage a new position uses: the lowest of strategy, account and venue maximum."""
+    caps = [strategy.risk_parameters.max_leverage, account_max]
+    if rules is not None:
+        caps.append(rules.max_leverage)
+    return max(1.0, min(caps))
+
+
+class _Run:
+    """One decision's execution on one account."""
+
+    def __init__(self, exchange: Exchange, account_id: int, decision_id: int, report: ExecutionReport) -> None:
+        self.exchange = exchange
+        self.prefix = f"a{account_id}-d{decision_id}"
+        self.decision_id = decision_id
+        self.report = report
+        self._n = 0
+
+    async def place(
+        self,
+        asset: str,
+        side: str,
+        type_: OrderType,
+        quantity: float,
+        reason: FillReason,
+        *,
+        trigger: float | None = None,
+        reduce_only: bool = False,
+    ) -> Order:
+        self._n += 1
+        request = OrderRequest(
+            client_order_id=f"{self.prefix}-{asset}-{self._n}",
+            symbol=asset,
+            side="buy" if side == "buy" else "sell",
+            type=type_,
+            quantity=quantity,
+            trigger_price=trigger,
+            reduce_only=reduce_only,
+            reason=reason,
+        )
+        order = await self.exchange.place_order(request)
+        self.report.orders.append(order)
+        if order.status == "rejected":
+            self.report.errors.append(f"{asset}: {reason} order rejected by the venue: {order.reject_reason}")
+        return order
+
+    async def protect(self, position: Position, kind: FillReason, price: float) -> Order:
+        """Place a reduce-only stop or target for the whole position."""
+        close_side = "sell" if position.side == "long" else "buy"
+        type_: OrderType = "stop_market" if kind == "stop_loss" else "take_profit_market"
+        return await self.place(
+            position.symbol, close_side, type_, position.size, kind, trigger=price, reduce_only=True
+        )
+
+    async def replace(self, position: Position, kind: FillReason, price: float, existing: list[Order]) -> None:
+        """New protective order first, then cancel the old ones of that kind."""
+        new = await self.protect(position, kind, price)
+        if new.status == "rejected":
+            return
+        for old in existing:
+            if old.reason == kind and old.client_order_id != new.client_order_id:
+                self.report.orders.append(await self.exchange.cancel_order(old.symbol, old.client_order_id))
+
+
+class Executor:
+    def __init__(self, rules: dict[str, MarketRules]) -> None:
+        self.rules = rules
+
+    async def execute(
+        self,
+        exchange: Exchange,
+        verdicts: list[AssetVerdict],
+        *,
+        account_id: int,
+        decision_id: int,
+        strategy: TradingStrategy,
+        account_max_leverage: float,
+        prices: dict[str, float],
+        allow_new_exposure: bool = True,
+    ) -> ExecutionReport:
+        """Send the orders for every verdict that is not a rejection and not a hold."""
+        report = ExecutionReport()
+        run = _Run(exchange, account_id, decision_id, report)
+        positions = {p.symbol: p for p in await exchange.fetch_positions()}
+        for verdict in verdicts:
+            item = verdict.final
+            if verdict.status == "rejected" or item.action == "hold":
+                continue
+            position = positions.get(item.asset)
+            adds_exposure = item.action in ("buy", "sell") or (
+                item.action == "adjust_position"
+                and item.position_adjustment is not None
+                and item.position_adjustment.adjustment_type == "increase"
+            )
+            if adds_exposure and not allow_new_exposure:
+                report.errors.append(f"{item.asset}: {item.action} skipped: the account may only reduce exposure")
+                continue
+            price = prices.get(item.asset)
+            if price is None or price <= 0:
+                report.errors.append(f"{item.asset}: no price to execute {item.action}")
+                continue
+            before = len(report.errors)
+            if item.action in ("buy", "sell"):
+                await self._open(run, exchange, item, strategy, account_max_leverage, price)
+            elif position is None:
+                report.errors.append(f"{item.asset}: {item.action} skipped: no open position on the venue")
+                continue
+            elif item.action == "close_position":
+                await run.place(
+                    item.asset,
+                    "sell" if position.side == "long" else "buy",
+                    "market",
+                    position.size,
+                    "close",
+                    reduce_only=True,
+                )
+            elif item.action == "adjust_orders":
+                await self._adjust_orders(run, exchange, item, position)
+            elif item.action == "adjust_position":
+                await self._adjust_position(run, exchange, item, position, price)
+            if len(report.errors) == before:
+                report.executed_assets.append(item.asset)
+        return report
+
+    async def _open(
+        self,
+        run: _Run,
+        exchange: Exchange,
+        item: AssetDecision,
+        strategy: TradingStrategy,
+        account_max_leverage: float,
+        price: float,
+    ) -> None:
+        leverage = entry_leverage(strategy, account_max_leverage, self.rules.get(item.asset))
+        await exchange.set_leverage(item.asset, leverage)
+        quantity = item.allocation_usd * leverage / price
+        entry = await run.place(item.asset, item.action, "market", quantity, "entry")
+        if entry.status != "filled":
+            return
+        position = next((p for p in await exchange.fetch_positions() if p.symbol == item.asset), None)
+        if position is None:
+            run.report.errors.append(f"{item.asset}: entry filled but the venue shows no position")
+            return
+        assert item.sl_price is not None  # the validator rejects entries without a stop
+        stop = await run.protect(position, "stop_loss", item.sl_price)
+        if stop.status == "rejected":
+            close_side = "sell" if position.side == "long" else "buy"
+            await run.place(item.asset, close_side, "market", position.size, "close", reduce_only=True)
+            run.report.errors.append(f"{item.asset}: the stop could not be placed, so the position was closed")
+            return
+        if item.tp_price is not None:
+            await run.protect(position, "take_profit", item.tp_price)
+        run.report.intents[item.asset] = PositionIntent(run.decision_id, item.rationale, item.exit_plan)
+
+    async def _adjust_orders(self, run: _Run, exchange: Exchange, item: AssetDecision, position: Position) -> None:
+        adj = item.order_adjustment
+        if adj is None:
+            return
+        existing = await exchange.fetch_open_orders(item.asset)
+        if adj.new_sl_price is not None:
+            await run.replace(position, "stop_loss", adj.new_sl_price, existing)
+        if adj.new_tp_price is not None:
+            await run.replace(position, "take_profit", adj.new_tp_price, existing)
+        elif adj.cancel_tp:
+            for old in existing:
+                if old.reason == "take_profit":
+                    run.report.orders.append(await exchange.cancel_order(old.symbol, old.client_order_id))
+
+    async def _adjust_position(
+        self, run: _Run, exchange: Exchange, item: AssetDecision, position: Position, price: float
+    ) -> None:
+        adj = item.position_adjustment
+        if adj is None:
+            return
+        same_side = "buy" if position.side == "long" else "sell"
+        close_side = "sell" if position.side == "long" else "buy"
+        if adj.adjustment_type == "increase":
+            quantity = adj.adjustment_amount_usd * position.leverage / price
+            order = await run.place(item.asset, same_side, "market", quantity, "increase")
+        else:
+            if adj.adjustment_percentage is not None:
+                quantity = position.size * adj.adjustment_percentage / 100.0
+            else:
+                quantity = adj.adjustment_amount_usd * position.leverage / price
+            order = await run.place(
+                item.asset, close_side, "market", min(quantity, position.size), "decrease", reduce_only=True
+            )
+        if order.status != "filled":
+            return
+        current = next((p for p in await exchange.fetch_positions() if p.symbol == item.asset), None)
+        if current is None:
+            return
+        existing = await exchange.fetch_open_orders(item.asset)
+        stops = [o for o in existing if o.reason == "stop_loss"]
+        targets = [o for o in existing if o.reason == "take_profit"]
+        new_sl = adj.new_sl_price or (stops[0].trigger_price if stops else None)
+        new_tp = adj.new_tp_price or (targets[0].trigger_price if targets else None)
+        if new_sl is not None and (adj.adjustment_type == "increase" or adj.new_sl_price is not None):
+            await run.replace(current, "stop_loss", new_sl, existing)
+        if new_tp is not None and (adj.adjustment_type == "increase" or adj.new_tp_price is not None):
+            await run.replace(current, "take_profit", new_tp, existing)

@@ -1,0 +1,192 @@
+"""Mirror the venue's orders, fills and positions into the database. The venue is the source of truth:
+after every execution and every market update the local tables are brought in line with it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import models
+from app.db.repositories.trading import TradingRepository
+from app.services.exchange.base import Balance, Exchange, Order
+
+
+@dataclass(frozen=True)
+class PositionIntent:
+    """Why a position was opened, kept with it for the model's next look."""
+
+    decision_id: int | None
+    rationale: str
+    exit_plan: str
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    new_fills: int
+    opened: list[str]
+    closed: list[str]
+
+
+def _apply_order(row: models.Order, order: Order) -> None:
+    row.venue_order_id = order.venue_order_id
+    row.status = order.status
+    row.filled_quantity = order.filled_quantity
+    row.avg_fill_price = order.avg_fill_price
+    row.reject_reason = order.reject_reason
+    row.trigger_price = order.trigger_price
+    row.quantity = order.quantity
+    row.updated_at = order.updated_at
+
+
+class Reconciler:
+    async def sync(
+        self,
+        session: AsyncSession,
+        account_id: int,
+        exchange: Exchange,
+        *,
+        placed: Sequence[Order] = (),
+        decision_id: int | None = None,
+        intents: dict[str, PositionIntent] | None = None,
+    ) -> SyncReport:
+        """Record `placed` orders, refresh open ones, add new fills, open/update/close position rows."""
+        repo = TradingRepository(session)
+        for order in placed:
+            row = await repo.order_by_client_id(order.client_order_id)
+            if row is None:
+                row = models.Order(
+                    account_id=account_id,
+                    decision_id=decision_id,
+                    client_order_id=order.client_order_id,
+                    symbol=order.symbol,
+                    side=order.side,
+                    type=order.type,
+                    kind=order.reason,
+                    reduce_only=order.reduce_only,
+                    created_at=order.created_at,
+                    status=order.status,
+                    quantity=order.quantity,
+                )
+                repo.add(row)
+            _apply_order(row, order)
+        await session.flush()
+
+        for row in await repo.open_orders(account_id):
+            venue_order = await exchange.fetch_order(row.symbol, row.client_order_id)
+            if venue_order is None:
+                row.status = "canceled"
+                row.reject_reason = "not found on the venue during reconciliation"
+            else:
+                _apply_order(row, venue_order)
+
+        since = await repo.last_fill_time(account_id)
+        known = await repo.known_fill_ids(account_id, since)
+        new_fills = [f for f in await exchange.fetch_fills(since) if f.fill_id not in known]
+        for fill in new_fills:
+            order_row = await repo.order_by_client_id(fill.client_order_id)
+            repo.add(
+                models.Fill(
+                    account_id=account_id,
+                    order_id=order_row.id if order_row else None,
+                    client_order_id=fill.client_order_id,
+                    venue_fill_id=fill.fill_id,
+                    symbol=fill.symbol,
+                    side=fill.side,
+                    reason=fill.reason,
+                    quantity=fill.quantity,
+                    price=fill.price,
+                    fee=fill.fee,
+                    realized_pnl=fill.realized_pnl,
+                    liquidity=fill.liquidity,
+                    filled_at=fill.timestamp,
+                )
+            )
+        await session.flush()
+        opened, closed = await self._sync_positions(session, repo, account_id, exchange, intents or {})
+        await session.flush()
+        return SyncReport(new_fills=len(new_fills), opened=opened, closed=closed)
+
+    async def _sync_positions(
+        self,
+        session: AsyncSession,
+        repo: TradingRepository,
+        account_id: int,
+        exchange: Exchange,
+        intents: dict[str, PositionIntent],
+    ) -> tuple[list[str], list[str]]:
+        venue = {p.symbol: p for p in await exchange.fetch_positions()}
+        rows = {r.symbol: r for r in await repo.open_positions(account_id)}
+        protective: dict[str, dict[str, float | None]] = {}
+        for order in await exchange.fetch_open_orders():
+            if order.reason in ("stop_loss", "take_profit"):
+                protective.setdefault(order.symbol, {})[order.reason] = order.trigger_price
+        opened: list[str] = []
+        closed: list[str] = []
+
+        for symbol, stale in rows.items():
+            position = venue.get(symbol)
+            if position is not None and position.side == stale.side:
+                continue
+            own = await repo.position_fills(account_id, symbol, stale.opened_at)
+            exits = [f for f in own if f.reason not in ("entry", "increase")]
+            stale.status = "closed"
+            stale.realized_pnl = sum(f.realized_pnl for f in own)
+            stale.fees = sum(f.fee for f in own)
+            last = exits[-1] if exits else (own[-1] if own else None)
+            stale.closed_at = last.filled_at if last else stale.opened_at
+            stale.exit_reason = last.reason if last else "unknown"
+            if exits:
+                quantity = sum(f.quantity for f in exits)
+                stale.exit_price = sum(f.price * f.quantity for f in exits) / quantity if quantity else None
+            closed.append(symbol)
+        await session.flush()
+
+        for symbol, position in venue.items():
+            row = rows.get(symbol)
+            if row is None or row.status == "closed":
+                intent = intents.get(symbol)
+                row = models.Position(
+                    account_id=account_id,
+                    decision_id=intent.decision_id if intent else None,
+                    symbol=symbol,
+                    side=position.side,
+                    status="open",
+                    opened_at=position.opened_at,
+                    entry_rationale=intent.rationale if intent else None,
+                    exit_plan=intent.exit_plan if intent else None,
+                    realized_pnl=0.0,
+                    fees=0.0,
+                )
+                repo.add(row)
+                opened.append(symbol)
+            row.size = position.size
+            row.entry_price = position.entry_price
+            row.leverage = position.leverage
+            row.margin = position.margin
+            row.liquidation_price = position.liquidation_price
+            own = await repo.position_fills(account_id, symbol, position.opened_at)
+            row.realized_pnl = sum(f.realized_pnl for f in own)
+            row.fees = sum(f.fee for f in own)
+            row.stop_loss = protective.get(symbol, {}).get("stop_loss")
+            row.take_profit = protective.get(symbol, {}).get("take_profit")
+        return opened, closed
+
+    async def snapshot_equity(
+        self, session: AsyncSession, account_id: int, balance: Balance, at: datetime
+    ) -> models.EquitySnapshot:
+        row = models.EquitySnapshot(
+            account_id=account_id,
+            taken_at=at,
+            wallet_balance=balance.wallet_balance,
+            unrealized_pnl=balance.unrealized_pnl,
+            equity=balance.equity,
+            margin_used=balance.margin_used,
+            realized_pnl=balance.realized_pnl,
+            fees_paid=balance.fees_paid,
+        )
+        session.add(row)
+        await session.flush()
+        return row

@@ -1,0 +1,216 @@
+"""Trading context assembly: market data on both timeframes, indicators, account state, trades, risk.
+
+Missing or stale parts degrade into `TradingContext.errors`; an asset without usable price data is left out
+of the market data (with its reason in `errors`) instead of failing the whole context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.clock import Clock
+from app.core.timeframes import from_ms, timeframe_seconds
+from app.db.models import Account
+from app.schemas.trading_decision import (
+    AccountContext,
+    AssetMarketData,
+    MarketContext,
+    PricePoint,
+    TechnicalIndicators,
+    TradingContext,
+    TradingStrategy,
+)
+from app.services.account.account_service import AccountService
+from app.services.account.metrics import risk_metrics
+from app.services.exchange.registry import VenueRegistry
+from app.services.llm.llm_exceptions import AccountNotFoundError, ContextBuildingError, InsufficientDataError
+from app.services.llm.strategy_manager import StrategyManager
+from app.services.market_data.base import CandleSeries, MarketDataSource
+from app.services.technical_analysis.indicators import compute_indicators
+
+CANDLES_FOR_INDICATORS = 120  # EMA50 needs 50; MACD 34; the rest is the reported series
+STALE_AFTER_CANDLES = 2
+
+
+def _log_returns(series: CandleSeries) -> np.ndarray:
+    closes = series.close
+    if closes.size < 2:
+        return np.empty(0)
+    return np.diff(np.log(closes))
+
+
+class ContextBuilder:
+    def __init__(
+        self,
+        *,
+        market: MarketDataSource,
+        sessions: async_sessionmaker[AsyncSession],
+        accounts: AccountService,
+        venues: VenueRegistry,
+        strategies: StrategyManager,
+        clock: Clock,
+        interval: str,
+        long_interval: str,
+        price_history_candles: int,
+        indicator_series_length: int,
+    ) -> None:
+        self.market = market
+        self.sessions = sessions
+        self.accounts = accounts
+        self.venues = venues
+        self.strategies = strategies
+        self.clock = clock
+        self.interval = interval
+        self.long_interval = long_interval
+        self.price_history_candles = price_history_candles
+        self.indicator_series_length = indicator_series_length
+
+    async def build_trading_context(
+        self, symbols: list[str], account_id: int, strategy: TradingStrategy | None = None
+    ) -> TradingContext:
+        """The full context for one account's decision over `symbols` (the account's strategy unless
+        `strategy` is given)."""
+        now = self.clock.now()
+        exchange = await self.venues.exchange_for(account_id)
+        if strategy is None:
+            strategy = await self.strategies.get_account_strategy(account_id)
+        market, errors, returns = await self._market(symbols, [self.interval, self.long_interval])
+        async with self.sessions() as session:
+            account = await session.get(Account, account_id)
+            if account is None:
+                raise AccountNotFoundError(account_id)
+            account_state = await self.accounts.account_context(session, account, exchange, strategy)
+            trades = await self.accounts.recent_trades(session, account_id, symbols)
+            curve = await self.accounts.equity_curve(session, account_id)
+        notionals = {p.symbol: p.size * p.current_price for p in account_state.open_positions}
+        risk = risk_metrics([*curve, account_state.balance_usd], notionals, returns)
+        return TradingContext(
+            symbols=symbols,
+            account_id=account_id,
+            market_data=market,
+            account_state=account_state,
+            recent_trades=trades,
+            risk_metrics=risk,
+            timestamp=now,
+            errors=errors,
+        )
+
+    async def get_market_context(self, symbols: list[str], timeframes: list[str]) -> MarketContext:
+        """Market data for `symbols`; `timeframes` is (decision timeframe, trend timeframe)."""
+        market, _errors, _returns = await self._market(symbols, timeframes)
+        return market
+
+    async def get_account_context(self, account_id: int) -> AccountContext:
+        exchange = await self.venues.exchange_for(account_id)
+        strategy = await self.strategies.get_account_strategy(account_id)
+        async with self.sessions() as session:
+            account = await session.get(Account, account_id)
+            if account is None:
+                raise AccountNotFoundError(account_id)
+            return await self.accounts.account_context(session, account, exchange, strategy)
+
+    # ------------------------------------------------------------------------------------------ market
+    async def _market(
+        self, symbols: Sequence[str], timeframes: Sequence[str]
+    ) -> tuple[MarketContext, list[str], dict[str, np.ndarray]]:
+        interval, long_interval = [*timeframes, self.long_interval][:2]
+        results = await asyncio.gather(
+            *(self._asset(s, interval, long_interval) for s in symbols), return_exceptions=True
+        )
+        assets: dict[str, AssetMarketData] = {}
+        errors: list[str] = []
+        returns: dict[str, np.ndarray] = {}
+        for symbol, result in zip(symbols, results, strict=True):
+            if isinstance(result, InsufficientDataError):
+                errors.append(str(result))
+            elif isinstance(result, BaseException):
+                errors.append(f"{symbol}: market data unavailable: {type(result).__name__}: {result}")
+            else:
+                data, asset_errors, asset_returns = result
+                assets[symbol] = data
+                errors.extend(asset_errors)
+                returns[symbol] = asset_returns
+        if not assets and symbols:
+            raise ContextBuildingError("no usable market data for any asset: " + "; ".join(errors))
+        return (
+            MarketContext(assets=assets, market_sentiment=_sentiment(assets), timestamp=self.clock.now()),
+            errors,
+            returns,
+        )
+
+    async def _asset(
+        self, symbol: str, interval: str, long_interval: str
+    ) -> tuple[AssetMarketData, list[str], np.ndarray]:
+        now = self.clock.now()
+        errors: list[str] = []
+        base = await self.market.fetch_candles(symbol, interval, limit=CANDLES_FOR_INDICATORS, until=now)
+        if len(base) == 0:
+            raise InsufficientDataError(f"{symbol}: no closed {interval} candles", symbol=symbol)
+        last_close_time = from_ms(int(base.open_time_ms[-1])).timestamp() + timeframe_seconds(interval)
+        age = now.timestamp() - last_close_time
+        if age > STALE_AFTER_CANDLES * timeframe_seconds(interval):
+            raise InsufficientDataError(
+                f"{symbol}: stale data: the newest {interval} candle closed {age:.0f} s ago", symbol=symbol
+            )
+        long = await self.market.fetch_candles(symbol, long_interval, limit=CANDLES_FOR_INDICATORS, until=now)
+        ticker = await self.market.fetch_ticker_24h(symbol, now)
+        funding = await self.market.fetch_funding_rate(symbol, now)
+        open_interest = await self.market.fetch_open_interest(symbol, now)
+        if funding is None:
+            errors.append(f"{symbol}: no funding rate")
+        interval_ind = compute_indicators(base, self.indicator_series_length)
+        long_ind = compute_indicators(long, self.indicator_series_length)
+        if interval_ind.ema_50 is None:
+            errors.append(f"{symbol}: only {len(base)} {interval} candles; some indicators are missing")
+        if long_ind.ema_50 is None:
+            errors.append(f"{symbol}: only {len(long)} {long_interval} candles; some indicators are missing")
+        returns = _log_returns(base)
+        per_day = 86400 / timeframe_seconds(interval)
+        volatility = float(returns.std(ddof=1) * math.sqrt(per_day) * 100) if returns.size > 2 else 0.0
+        history_start = max(0, len(base) - self.price_history_candles)
+        history = [
+            PricePoint(
+                timestamp=from_ms(int(base.open_time_ms[i])),
+                open=float(base.open[i]),
+                high=float(base.high[i]),
+                low=float(base.low[i]),
+                close=float(base.close[i]),
+                volume=float(base.volume[i]),
+            )
+            for i in range(history_start, len(base))
+        ]
+        data = AssetMarketData(
+            symbol=symbol,
+            current_price=float(base.close[-1]),
+            price_change_24h=ticker.price_change_pct,
+            volume_24h=ticker.quote_volume,
+            funding_rate=funding.rate if funding else None,
+            open_interest=open_interest,
+            price_history=history,
+            volatility=volatility,
+            technical_indicators=TechnicalIndicators(interval=interval_ind, long_interval=long_ind),
+        )
+        return data, errors, returns
+
+
+def _sentiment(assets: dict[str, AssetMarketData]) -> str | None:
+    """bullish/bearish/neutral from the trend timeframe's EMA20 vs EMA50 across assets."""
+    votes = 0
+    counted = 0
+    for data in assets.values():
+        ind = data.technical_indicators.long_interval
+        if ind.ema_20 and ind.ema_50:
+            counted += 1
+            votes += 1 if ind.ema_20[-1] > ind.ema_50[-1] else -1
+    if counted == 0:
+        return None
+    if votes > counted / 3:
+        return "bullish"
+    if votes < -counted / 3:
+        return "bearish"
+    return "neutral"

@@ -1,0 +1,426 @@
+"""The decision orchestrator: context -> model -> validation -> execution -> persistence, per account.
+
+One decision at a time per account (a lock), so the loop and an API call can never trade the same
+account twice at once. Within one candle a repeated request returns the stored decision unless
+`force_refresh` is set. Every cycle is stored, including the ones where the model failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.clock import Clock
+from app.core.symbols import normalise_asset
+from app.core.timeframes import floor_time
+from app.db import models
+from app.db.repositories.decisions import DecisionRepository, symbols_key
+from app.db.repositories.strategies import StrategyRepository
+from app.db.repositories.trading import TradingRepository
+from app.schemas.decision_result import DecisionResult, OrderSummary, UsageSummary
+from app.schemas.trading_decision import TradingContext, TradingDecision, TradingStrategy
+from app.schemas.validation import AssetVerdict, ValidationResult
+from app.services.exchange.registry import VenueRegistry
+from app.services.execution.executor import ExecutionReport, Executor
+from app.services.execution.reconciler import Reconciler
+from app.services.llm.context_builder import ContextBuilder
+from app.services.llm.decision_validator import DecisionValidator, fallback_hold
+from app.services.llm.llm_exceptions import (
+    AccountNotFoundError,
+    ContextBuildingError,
+    DecisionEngineError,
+    LLMAPIError,
+    UnknownAssetError,
+)
+from app.services.llm.llm_service import LLMService
+from app.services.llm.providers.base import ModelResponse
+from app.services.llm.strategy_manager import StrategyManager
+
+log = logging.getLogger(__name__)
+
+TRADABLE = ("ACTIVE", "REDUCING")
+
+
+def _fallback_validation(context: TradingContext, why: str) -> ValidationResult:
+    """Every asset holds (protective orders stay) because the model gave no usable decision."""
+    positions = {p.symbol: p for p in context.account_state.open_positions}
+    verdicts = [
+        AssetVerdict(
+            asset=s,
+            status="rejected",
+            reasons=[why],
+            original=None,
+            final=fallback_hold(s, why, positions.get(s)),
+            is_fallback=True,
+        )
+        for s in context.symbols
+    ]
+    final = TradingDecision(
+        decisions=[v.final for v in verdicts],
+        portfolio_rationale=f"Fallback: {why}",
+        total_allocation_usd=0.0,
+        portfolio_risk_level="low",
+        timestamp=context.timestamp,
+    )
+    return ValidationResult(is_valid=False, verdicts=verdicts, errors=[why], final_decision=final)
+
+
+def _status(validation: ValidationResult, report: ExecutionReport, fallback: bool) -> str:
+    if fallback:
+        return "fallback"
+    acting = [v for v in validation.verdicts if v.status != "rejected" and v.final.action != "hold"]
+    if report.errors or any(v.status == "rejected" for v in validation.verdicts):
+        return "partial" if report.executed_assets else ("no_action" if not acting else "partial")
+    return "executed" if acting else "no_action"
+
+
+class DecisionEngine:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        assets: list[str],
+        interval: str,
+        context_builder: ContextBuilder,
+        strategies: StrategyManager,
+        llm: LLMService,
+        validator: DecisionValidator,
+        executor: Executor,
+        reconciler: Reconciler,
+        venues: VenueRegistry,
+    ) -> None:
+        self.sessions = sessions
+        self.clock = clock
+        self.assets = assets
+        self.interval = interval
+        self.context_builder = context_builder
+        self.strategies = strategies
+        self.llm = llm
+        self.validator = validator
+        self.executor = executor
+        self.reconciler = reconciler
+        self.venues = venues
+        self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    # ------------------------------------------------------------------------------------------ public
+    def resolve_symbols(self, symbols: list[str] | None) -> list[str]:
+        """Normalise requested symbols (`BTCUSDT` -> `BTC`); None means every configured asset."""
+        if not symbols:
+            return list(self.assets)
+        resolved: list[str] = []
+        for raw in symbols:
+            try:
+                asset = normalise_asset(raw)
+            except ValueError as exc:
+                raise UnknownAssetError(str(exc)) from exc
+            if asset not in self.assets:
+                raise UnknownAssetError(
+                    f"unknown symbol {raw!r}: this agent trades {', '.join(self.assets)} (set ASSETS to change)"
+                )
+            if asset not in resolved:
+                resolved.append(asset)
+        return resolved
+
+    async def make_trading_decision(
+        self,
+        symbols: list[str] | None,
+        account_id: int,
+        strategy_override: str | None = None,
+        *,
+        trigger: str = "api",
+        force_refresh: bool = False,
+    ) -> DecisionResult:
+        """Run one decision cycle for `account_id` over `symbols` and return what it produced."""
+        assets = self.resolve_symbols(symbols)
+        async with self._locks[account_id]:
+            return await self._decide(assets, account_id, strategy_override, trigger, force_refresh)
+
+    async def get_decision_history(
+        self,
+        account_id: int,
+        limit: int = 100,
+        symbol: str | None = None,
+        *,
+        before_id: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[DecisionResult]:
+        asset = self.resolve_symbols([symbol])[0] if symbol else None
+        async with self.sessions() as session:
+            if await session.get(models.Account, account_id) is None:
+                raise AccountNotFoundError(account_id)
+            rows = await DecisionRepository(session).history(
+                account_id, limit=limit, symbol=asset, before_id=before_id, since=since, until=until
+            )
+            orders = await self._orders_by_decision(session, [r.id for r in rows])
+        return [to_result(r, orders.get(r.id, [])) for r in rows]
+
+    async def switch_strategy(self, account_id: int, strategy_id: str) -> bool:
+        async with self.sessions.begin() as session:
+            account = await session.get(models.Account, account_id)
+            if account is None:
+                raise AccountNotFoundError(account_id)
+            if await StrategyRepository(session).get(strategy_id) is None:
+                return False
+            account.strategy_id = strategy_id
+            account.updated_at = self.clock.now()
+            session.add(
+                models.StrategyAssignment(
+                    account_id=account_id,
+                    strategy_id=strategy_id,
+                    reason="switch_strategy",
+                    assigned_at=self.clock.now(),
+                )
+            )
+        return True
+
+    async def sync_account(self, account_id: int) -> None:
+        """Bring the account's venue up to the clock and mirror it into the database."""
+        exchange = await self.venues.exchange_for(account_id)
+        await self.venues.advance(account_id, self.clock.now())
+        async with self.sessions.begin() as session:
+            await self.reconciler.sync(session, account_id, exchange)
+
+    # ------------------------------------------------------------------------------------------- cycle
+    async def _decide(
+        self,
+        assets: list[str],
+        account_id: int,
+        strategy_override: str | None,
+        trigger: str,
+        force_refresh: bool,
+    ) -> DecisionResult:
+        now = self.clock.now()
+        cycle_time = floor_time(now, self.interval)
+        async with self.sessions() as session:
+            account = await session.get(models.Account, account_id)
+            if account is None:
+                raise AccountNotFoundError(account_id)
+            if not force_refresh:
+                cached = await self._cached(session, account_id, cycle_time, assets)
+                if cached is not None:
+                    return cached
+            status, max_leverage = account.status, account.max_leverage
+
+        strategy = (
+            await self.strategies.get_strategy(strategy_override)
+            if strategy_override
+            else await self.strategies.get_account_strategy(account_id)
+        )
+        await self.sync_account(account_id)
+        row = models.Decision(
+            account_id=account_id,
+            cycle_time=cycle_time,
+            trigger=trigger,
+            status="pending",
+            symbols=assets,
+            symbols_key=symbols_key(assets),
+            strategy_id=strategy.strategy_id,
+            model_requested=self.llm.model,
+            is_fallback=False,
+            created_at=now,
+        )
+        try:
+            context = await self.context_builder.build_trading_context(assets, account_id, strategy)
+        except ContextBuildingError as exc:
+            row.status, row.error, row.is_fallback = "error", f"context: {exc}", True
+            async with self.sessions.begin() as session:
+                await DecisionRepository(session).add(row)
+            return to_result(row, [])
+
+        request = self.llm.request_for(assets, context)
+        row.context_snapshot = context.model_dump(mode="json")
+        row.prompt = f"[system]\n{request.system_prompt}\n\n[user]\n{request.user_prompt}"
+        async with self.sessions.begin() as session:
+            await DecisionRepository(session).add(row)
+        decision_id = row.id
+
+        response: ModelResponse | None = None
+        fallback_why: str | None = None
+        started = time.perf_counter()
+        try:
+            response = await self.llm.generate(request)
+        except LLMAPIError as exc:
+            fallback_why = f"model call failed: {exc}"
+            row.failure = "api_error"
+        except DecisionEngineError as exc:  # pragma: no cover - providers report bad answers, not raise
+            fallback_why = f"model failed: {exc}"
+            row.failure = "error"
+        if response is not None:
+            self._record_response(row, response)
+            if response.decision is None:
+                fallback_why = f"unusable model answer ({response.failure}): {response.error}"
+        else:
+            row.latency_ms = (time.perf_counter() - started) * 1000
+
+        if response is not None and response.decision is not None:
+            validation = await self.validator.validate_decision(response.decision, context)
+        else:
+            validation = _fallback_validation(context, fallback_why or "no decision")
+
+        exchange = await self.venues.exchange_for(account_id)
+        report = ExecutionReport()
+        if status in TRADABLE:
+            try:
+                report = await self.executor.execute(
+                    exchange,
+                    validation.verdicts,
+                    account_id=account_id,
+                    decision_id=decision_id,
+                    strategy=strategy,
+                    account_max_leverage=max_leverage,
+                    prices={s: a.current_price for s, a in context.market_data.assets.items()},
+                    allow_new_exposure=status == "ACTIVE",
+                )
+            except Exception as exc:  # the venue failed mid-way: record it, keep what was done
+                log.exception("execution failed for account %s decision %s", account_id, decision_id)
+                report.errors.append(f"execution stopped: {type(exc).__name__}: {exc}")
+
+        async with self.sessions.begin() as session:
+            await self.reconciler.sync(
+                session,
+                account_id,
+                exchange,
+                placed=report.orders,
+                decision_id=decision_id,
+                intents=report.intents,
+            )
+            await self.reconciler.snapshot_equity(session, account_id, await exchange.fetch_balance(), now)
+            stored = await session.get(models.Decision, decision_id)
+            assert stored is not None
+            stored.failure = row.failure
+            stored.error = fallback_why
+            stored.is_fallback = fallback_why is not None or validation.has_fallback
+            stored.validation_result = validation.model_dump(mode="json")
+            stored.final_decision = validation.final_decision.model_dump(mode="json")
+            stored.execution_errors = report.errors
+            stored.status = (
+                "skipped" if status not in TRADABLE else _status(validation, report, fallback_why is not None)
+            )
+            if status not in TRADABLE:
+                stored.execution_errors = [f"account is {status}: no orders were sent"]
+            for field in (
+                "model_served",
+                "provider",
+                "raw_response",
+                "parsed_decision",
+                "finish_reason",
+                "prompt_tokens",
+                "completion_tokens",
+                "total_tokens",
+                "cost_usd",
+                "latency_ms",
+            ):
+                setattr(stored, field, getattr(row, field))
+            orders = await TradingRepository(session).orders_for_decision(decision_id)
+            return to_result(stored, orders)
+
+    # ----------------------------------------------------------------------------------------- helpers
+    @staticmethod
+    def _record_response(row: models.Decision, response: ModelResponse) -> None:
+        row.model_served = response.model_served
+        row.provider = response.provider
+        row.raw_response = response.raw_text
+        row.parsed_decision = response.decision.model_dump(mode="json") if response.decision else None
+        row.finish_reason = response.finish_reason
+        row.failure = response.failure
+        row.prompt_tokens = response.usage.prompt_tokens
+        row.completion_tokens = response.usage.completion_tokens
+        row.total_tokens = response.usage.total_tokens
+        row.cost_usd = response.usage.cost_usd
+        row.latency_ms = response.latency_ms
+
+    async def _cached(
+        self, session: AsyncSession, account_id: int, cycle_time: datetime, assets: list[str]
+    ) -> DecisionResult | None:
+        query = (
+            select(models.Decision)
+            .where(
+                models.Decision.account_id == account_id,
+                models.Decision.cycle_time == cycle_time,
+                models.Decision.symbols_key == symbols_key(assets),
+                models.Decision.status.not_in(("error", "pending")),
+            )
+            .order_by(models.Decision.id.desc())
+            .limit(1)
+        )
+        row = await session.scalar(query)
+        if row is None:
+            return None
+        orders = await TradingRepository(session).orders_for_decision(row.id)
+        return to_result(row, orders)
+
+    async def _orders_by_decision(
+        self, session: AsyncSession, decision_ids: list[int]
+    ) -> dict[int, list[models.Order]]:
+        if not decision_ids:
+            return {}
+        query = select(models.Order).where(models.Order.decision_id.in_(decision_ids)).order_by(models.Order.id)
+        grouped: dict[int, list[models.Order]] = defaultdict(list)
+        for order in (await session.scalars(query)).all():
+            assert order.decision_id is not None
+            grouped[order.decision_id].append(order)
+        return grouped
+
+
+def to_result(row: models.Decision, orders: list[models.Order], *, provenance: bool = False) -> DecisionResult:
+    """The API view of a stored decision."""
+    usage = UsageSummary(
+        prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens,
+        total_tokens=row.total_tokens,
+        cost_usd=row.cost_usd,
+    )
+    context_errors = list((row.context_snapshot or {}).get("errors", []))
+    return DecisionResult(
+        id=row.id,
+        account_id=row.account_id,
+        cycle_time=row.cycle_time,
+        created_at=row.created_at,
+        trigger=row.trigger,
+        status=row.status,
+        symbols=list(row.symbols or []),
+        strategy_id=row.strategy_id,
+        decision=TradingDecision.model_validate(row.final_decision) if row.final_decision else None,
+        model_decision=TradingDecision.model_validate(row.parsed_decision) if row.parsed_decision else None,
+        validation=ValidationResult.model_validate(row.validation_result) if row.validation_result else None,
+        orders=[
+            OrderSummary(
+                client_order_id=o.client_order_id,
+                symbol=o.symbol,
+                side=o.side,
+                type=o.type,
+                kind=o.kind,
+                status=o.status,
+                quantity=o.quantity,
+                trigger_price=o.trigger_price,
+                filled_quantity=o.filled_quantity,
+                avg_fill_price=o.avg_fill_price,
+                reject_reason=o.reject_reason,
+            )
+            for o in orders
+        ],
+        is_fallback=row.is_fallback,
+        error=row.error,
+        failure=row.failure,
+        context_errors=context_errors,
+        execution_errors=list(row.execution_errors or []),
+        model_requested=row.model_requested,
+        model_served=row.model_served,
+        provider=row.provider,
+        finish_reason=row.finish_reason,
+        usage=usage,
+        latency_ms=row.latency_ms,
+        raw_response=row.raw_response,
+        provenance={"context": row.context_snapshot, "prompt": row.prompt} if provenance else None,
+    )
+
+
+__all__ = ["DecisionEngine", "TradingStrategy", "to_result"]

@@ -1,0 +1,268 @@
+"""Decision validation and business rules: the model proposes, this code disposes.
+
+Every asset gets a verdict (accepted, adjusted with reasons, rejected with reasons). A rejected asset falls
+back to the conservative action, hold (protective orders stay), marked as a fallback; the model's own
+answer is kept beside it. Nothing here throws the model's answer away or raises on a bad decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from app.core.symbols import normalise_asset
+from app.schemas.trading_decision import (
+    AccountContext,
+    AssetDecision,
+    PositionSummary,
+    TradingContext,
+    TradingDecision,
+)
+from app.schemas.validation import AssetVerdict, RiskValidationResult, ValidationResult
+
+NEW_MONEY_ACTIONS = ("buy", "sell")
+ALLOCATION_TOLERANCE_USD = 0.01
+
+
+def fallback_hold(asset: str, why: str, position: PositionSummary | None = None) -> AssetDecision:
+    """The conservative action: do nothing new, keep any protective orders in place."""
+    plan = position.exit_plan if position is not None and position.exit_plan else "Keep protective orders as they are."
+    return AssetDecision(
+        asset=asset,
+        action="hold",
+        allocation_usd=0.0,
+        exit_plan=plan,
+        rationale=f"Fallback to hold: {why}",
+        confidence=0.0,
+        risk_level="low",
+    )
+
+
+@dataclass
+class _Draft:
+    """A verdict being built."""
+
+    asset: str
+    original: AssetDecision | None
+    final: AssetDecision
+    reasons: list[str] = field(default_factory=list)
+    adjusted: bool = False
+    rejected: bool = False
+
+    def reject(self, reason: str, position: PositionSummary | None) -> None:
+        self.rejected = True
+        self.reasons.append(reason)
+        self.final = fallback_hold(self.asset, reason, position)
+
+    def adjust(self, reason: str, **changes: object) -> None:
+        self.adjusted = True
+        self.reasons.append(reason)
+        self.final = self.final.model_copy(update=changes)
+
+    def verdict(self) -> AssetVerdict:
+        status = "rejected" if self.rejected else "adjusted" if self.adjusted else "accepted"
+        return AssetVerdict(
+            asset=self.asset,
+            status=status,
+            reasons=self.reasons,
+            original=self.original,
+            final=self.final,
+            is_fallback=self.rejected or self.original is None,
+        )
+
+
+def _side_errors(*, is_long: bool, price: float, sl: float | None, tp: float | None, what: str) -> list[str]:
+    """Stops sit on the losing side of the price, targets on the winning side."""
+    errors = []
+    if sl is not None and (sl >= price if is_long else sl <= price):
+        errors.append(
+            f"{what} stop-loss {sl:g} is on the wrong side of the price {price:g} "
+            f"(must be {'below' if is_long else 'above'} it for a {'long' if is_long else 'short'})"
+        )
+    if tp is not None and (tp <= price if is_long else tp >= price):
+        errors.append(
+            f"{what} take-profit {tp:g} is on the wrong side of the price {price:g} "
+            f"(must be {'above' if is_long else 'below'} it for a {'long' if is_long else 'short'})"
+        )
+    return errors
+
+
+class DecisionValidator:
+    """Schema-level and business-rule checks of a `TradingDecision` against its `TradingContext`."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {"accepted": 0, "adjusted": 0, "rejected": 0}
+
+    async def validate_decision(self, decision: TradingDecision, context: TradingContext) -> ValidationResult:
+        """Per-asset verdicts for `decision`, plus the decision that may execute."""
+        result = self.validate(decision, context)
+        for verdict in result.verdicts:
+            self._counts[verdict.status] += 1
+        return result
+
+    async def apply_risk_checks(
+        self, decision: TradingDecision, account_context: AccountContext
+    ) -> RiskValidationResult:
+        """Account-level limits: per-asset allocation cap and total allocation within the available balance."""
+        drafts = [_Draft(d.asset, d, d) for d in decision.decisions]
+        errors = self._apply_allocation_limits(drafts, account_context)
+        verdicts = [d.verdict() for d in drafts]
+        return RiskValidationResult(
+            passed=not any(v.status == "rejected" for v in verdicts), verdicts=verdicts, errors=errors
+        )
+
+    async def get_validation_metrics(self) -> dict[str, int]:
+        return dict(self._counts)
+
+    # ---------------------------------------------------------------------------------------------- core
+    def validate(self, decision: TradingDecision, context: TradingContext) -> ValidationResult:
+        positions = {p.symbol: p for p in context.account_state.open_positions}
+        drafts: dict[str, _Draft] = {}
+        errors: list[str] = []
+        for item in decision.decisions:
+            try:
+                asset = normalise_asset(item.asset)
+            except ValueError as exc:
+                errors.append(f"dropped a decision: {exc}")
+                continue
+            if asset not in context.symbols:
+                errors.append(f"dropped the decision for {item.asset}: not one of the assets {context.symbols}")
+                continue
+            if asset in drafts:
+                errors.append(f"dropped a second decision for {asset}: one decision per asset")
+                continue
+            draft = _Draft(asset, item, item.model_copy(update={"asset": asset}))
+            drafts[asset] = draft
+            self._check_asset(draft, context, positions.get(asset))
+
+        for asset in context.symbols:
+            if asset not in drafts:
+                draft = _Draft(asset, None, fallback_hold(asset, "the model gave no decision", positions.get(asset)))
+                draft.reasons.append("no decision from the model for this asset")
+                drafts[asset] = draft
+
+        ordered = [drafts[a] for a in context.symbols]
+        errors.extend(self._apply_allocation_limits(ordered, context.account_state))
+        total = round(sum(d.final.allocation_usd for d in ordered if d.final.action in NEW_MONEY_ACTIONS), 2)
+        if abs(total - decision.total_allocation_usd) > ALLOCATION_TOLERANCE_USD:
+            errors.append(
+                f"total_allocation_usd {decision.total_allocation_usd:g} does not equal the sum of the executable "
+                f"allocations {total:g}; using {total:g}"
+            )
+        verdicts = [d.verdict() for d in ordered]
+        final = TradingDecision(
+            decisions=[v.final for v in verdicts],
+            portfolio_rationale=decision.portfolio_rationale,
+            total_allocation_usd=total,
+            portfolio_risk_level=decision.portfolio_risk_level,
+            timestamp=decision.timestamp,
+        )
+        return ValidationResult(
+            is_valid=not any(v.status == "rejected" for v in verdicts),
+            verdicts=verdicts,
+            errors=errors,
+            final_decision=final,
+        )
+
+    def _check_asset(self, draft: _Draft, context: TradingContext, position: PositionSummary | None) -> None:
+        item = draft.final
+        market = context.market_data.assets.get(draft.asset)
+        if item.action == "hold":
+            if item.allocation_usd:
+                draft.adjust("hold commits no money; allocation set to 0", allocation_usd=0.0)
+            return
+        if market is None:
+            draft.reject(f"no usable market data for {draft.asset} this cycle", position)
+            return
+        price = market.current_price
+        if item.action in NEW_MONEY_ACTIONS:
+            is_long = item.action == "buy"
+            if position is not None:
+                same = (position.side == "long") == is_long
+                draft.reject(
+                    f"a {position.side} position is already open; use adjust_position"
+                    if same
+                    else f"a {position.side} position is open; close it before opening the other side",
+                    position,
+                )
+                return
+            if item.allocation_usd <= 0:
+                draft.reject(f"{item.action} needs a positive allocation_usd", position)
+                return
+            if item.sl_price is None:
+                draft.reject("a new position needs a protective stop-loss (sl_price)", position)
+                return
+            problems = _side_errors(is_long=is_long, price=price, sl=item.sl_price, tp=item.tp_price, what="the")
+            if problems:
+                draft.reject("; ".join(problems), position)
+            return
+        if position is None:
+            draft.reject(f"{item.action} needs an open position in {draft.asset}, and there is none", position)
+            return
+        is_long = position.side == "long"
+        if item.allocation_usd:
+            draft.adjust(f"{item.action} commits no new allocation; allocation set to 0", allocation_usd=0.0)
+        if item.action == "adjust_orders":
+            adj = item.order_adjustment
+            if adj is None:
+                draft.reject("adjust_orders needs order_adjustment", position)
+                return
+            if adj.cancel_sl and adj.new_sl_price is None:
+                draft.reject("cancelling the stop-loss would leave the position unprotected", position)
+                return
+            problems = _side_errors(
+                is_long=is_long,
+                price=price,
+                sl=adj.new_sl_price if adj.adjust_sl or adj.new_sl_price else None,
+                tp=adj.new_tp_price if adj.adjust_tp or adj.new_tp_price else None,
+                what="the new",
+            )
+            if adj.adjust_sl and adj.new_sl_price is None:
+                problems.append("adjust_sl is set but new_sl_price is missing")
+            if adj.adjust_tp and adj.new_tp_price is None and not adj.cancel_tp:
+                problems.append("adjust_tp is set but new_tp_price is missing")
+            if problems:
+                draft.reject("; ".join(problems), position)
+        elif item.action == "adjust_position":
+            padj = item.position_adjustment
+            if padj is None:
+                draft.reject("adjust_position needs position_adjustment", position)
+                return
+            problems = _side_errors(
+                is_long=is_long, price=price, sl=padj.new_sl_price, tp=padj.new_tp_price, what="the new"
+            )
+            if problems:
+                draft.reject("; ".join(problems), position)
+
+    def _apply_allocation_limits(self, drafts: list[_Draft], account: AccountContext) -> list[str]:
+        """Clamp each new position to `max_position_size`, then scale all of them to the available balance
+        (margin plus the entry's taker fee)."""
+        errors: list[str] = []
+        leverage = account.active_strategy.risk_parameters.max_leverage
+        fee_rate = account.taker_fee_bps / 10_000.0
+        entries = [d for d in drafts if not d.rejected and d.final.action in NEW_MONEY_ACTIONS]
+        for draft in entries:
+            if draft.final.allocation_usd > account.max_position_size:
+                draft.adjust(
+                    f"allocation {draft.final.allocation_usd:g} USD above the account's max position size "
+                    f"{account.max_position_size:g} USD; clamped",
+                    allocation_usd=account.max_position_size,
+                )
+        needed = sum(d.final.allocation_usd * (1 + leverage * fee_rate) for d in entries)
+        available = max(0.0, account.available_balance)
+        if needed > available + ALLOCATION_TOLERANCE_USD:
+            scale = available / needed if needed else 0.0
+            errors.append(
+                f"new allocations need {needed:.2f} USD with fees but {available:.2f} USD is available; "
+                f"scaled by {scale:.4f}"
+            )
+            for draft in entries:
+                new_allocation = round(draft.final.allocation_usd * scale - 0.005, 2)
+                if new_allocation <= 0:
+                    draft.reject("no available balance left for this position", None)
+                else:
+                    draft.adjust(
+                        f"allocation scaled from {draft.final.allocation_usd:g} to {new_allocation:g} USD to fit "
+                        f"the available balance",
+                        allocation_usd=new_allocation,
+                    )
+        return errors

@@ -1,0 +1,1 @@
+"""Prompt templates (Jinja2, sandboxed) and the builder that renders a context into a prompt."""

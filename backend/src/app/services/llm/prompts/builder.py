@@ -1,0 +1,78 @@
+"""Render a strategy and a `TradingContext` into the system and user prompts (Jinja2, sandboxed)."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+from app.schemas.trading_decision import TradingContext, TradingDecision, TradingStrategy
+
+PROMPTS_DIR = Path(__file__).parent
+
+ANSWER_FORMAT = """Answer with one JSON object and nothing else, matching this JSON schema:
+{schema}
+One entry in "decisions" per asset. Actions: buy/sell open a position (sl_price required, on the losing side
+of the price; tp_price on the winning side); close_position closes one; adjust_orders moves its TP/SL;
+adjust_position increases or decreases it; hold does nothing. total_allocation_usd is the sum of the buy/sell
+allocations."""
+
+
+def _fmt(series: list[float] | None, count: int = 3) -> str:
+    if not series:
+        return "n/a"
+    return ", ".join(f"{v:.6g}" for v in series[-count:])
+
+
+def _environment() -> SandboxedEnvironment:
+    env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, trim_blocks=False)
+    env.filters["fmt"] = _fmt
+    return env
+
+
+@lru_cache(maxsize=1)
+def decision_schema_json() -> str:
+    """The compact JSON schema of `TradingDecision` that the model must answer with."""
+    return json.dumps(TradingDecision.model_json_schema(), separators=(",", ":"))
+
+
+def read_template(name: str) -> str:
+    return (PROMPTS_DIR / name).read_text(encoding="utf-8")
+
+
+class PromptBuilder:
+    """Renders prompts; a template error is reported as a ValueError with the reason."""
+
+    def __init__(self, *, interval: str, long_interval: str) -> None:
+        self.interval = interval
+        self.long_interval = long_interval
+        self._env = _environment()
+        self._user = self._env.from_string(read_template("decision_user.j2"))
+
+    def render_strategy(self, strategy: TradingStrategy) -> str:
+        try:
+            template = self._env.from_string(strategy.prompt_template)
+            return template.render(
+                risk=strategy.risk_parameters,
+                max_positions=strategy.max_positions,
+                strategy=strategy,
+            ).strip()
+        except TemplateError as exc:
+            raise ValueError(f"strategy {strategy.strategy_id}: prompt template error: {exc}") from exc
+
+    def build(self, context: TradingContext, strategy: TradingStrategy) -> tuple[str, str]:
+        """(system prompt, user prompt) for one decision."""
+        system = self.render_strategy(strategy) + "\n\n" + ANSWER_FORMAT.format(schema=decision_schema_json())
+        user = self._user.render(
+            ctx=context,
+            acct=context.account_state,
+            risk=strategy.risk_parameters,
+            assets=context.market_data.assets,
+            symbols=context.symbols,
+            interval=self.interval,
+            long_interval=self.long_interval,
+        )
+        return system, user.strip()

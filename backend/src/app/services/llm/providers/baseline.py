@@ -1,0 +1,195 @@
+"""The rule-based baseline model: a trend-following decision maker behind the same port as the LLM.
+
+It is what the agent uses offline and when no LLM key is configured, and the yardstick any model has to
+beat. Rules per asset, from the context only:
+
+* flat: buy when EMA20 > EMA50 and MACD > signal on the decision timeframe, RSI14 in (50, 70) and the long
+  timeframe does not disagree (EMA20 >= EMA50 there, when known); sell on the mirror image (RSI in (30, 50));
+  otherwise hold. At most the strategy's `max_positions` positions are open at once.
+* open position: close it when the decision timeframe's trend has turned against it (EMA and MACD both
+  flipped); otherwise hold and keep the protective orders.
+* sizing: the stop sits max(2 x ATR14, the strategy's default stop %) from the price, the target
+  `take_profit_ratio` times as far; the position risks `max_risk_per_trade` % of equity at the stop, at the
+  strategy's maximum leverage, within `max_position_size` and the available balance.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from app.schemas.trading_decision import (
+    AssetDecision,
+    AssetMarketData,
+    PositionSummary,
+    TechnicalIndicatorsSet,
+    TradingDecision,
+)
+from app.services.llm.providers.base import ModelRequest, ModelResponse
+
+BASELINE_MODEL_NAME = "baseline/trend-following-v1"
+
+
+def _last(series: list[float] | None) -> float | None:
+    return series[-1] if series else None
+
+
+@dataclass(frozen=True)
+class _Signal:
+    direction: int  # +1 long, -1 short, 0 none
+    strength: float  # 0..1
+
+
+def _trend(ind: TechnicalIndicatorsSet) -> int:
+    ema20, ema50 = _last(ind.ema_20), _last(ind.ema_50)
+    macd, signal = _last(ind.macd), _last(ind.macd_signal)
+    if None in (ema20, ema50, macd, signal):
+        return 0
+    assert ema20 is not None and ema50 is not None and macd is not None and signal is not None
+    if ema20 > ema50 and macd > signal:
+        return 1
+    if ema20 < ema50 and macd < signal:
+        return -1
+    return 0
+
+
+def _entry_signal(data: AssetMarketData) -> _Signal:
+    ind = data.technical_indicators
+    trend = _trend(ind.interval)
+    rsi = _last(ind.interval.rsi)
+    if trend == 0 or rsi is None:
+        return _Signal(0, 0.0)
+    long_ema20, long_ema50 = _last(ind.long_interval.ema_20), _last(ind.long_interval.ema_50)
+    if long_ema20 is not None and long_ema50 is not None:
+        long_trend = 1 if long_ema20 >= long_ema50 else -1
+        if long_trend != trend:
+            return _Signal(0, 0.0)
+    if trend == 1 and 50 < rsi < 70:
+        return _Signal(1, min(1.0, (rsi - 50) / 20))
+    if trend == -1 and 30 < rsi < 50:
+        return _Signal(-1, min(1.0, (50 - rsi) / 20))
+    return _Signal(0, 0.0)
+
+
+def _hold(asset: str, rationale: str, position: PositionSummary | None) -> AssetDecision:
+    plan = position.exit_plan if position and position.exit_plan else "No position; wait for a trend signal."
+    return AssetDecision(
+        asset=asset,
+        action="hold",
+        allocation_usd=0.0,
+        exit_plan=plan,
+        rationale=rationale,
+        confidence=50.0,
+        risk_level="low",
+    )
+
+
+class BaselineModel:
+    """Deterministic trend follower; answers instantly, costs nothing."""
+
+    name = BASELINE_MODEL_NAME
+    is_simulated = True
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        started = time.perf_counter()
+        decision = self.decide(request)
+        raw = decision.model_dump_json()
+        return ModelResponse(
+            raw_text=raw,
+            decision=TradingDecision.model_validate(json.loads(raw)),
+            model_requested=request.model,
+            model_served=self.name,
+            provider="baseline",
+            latency_ms=(time.perf_counter() - started) * 1000,
+            finish_reason="stop",
+        )
+
+    def decide(self, request: ModelRequest) -> TradingDecision:
+        context, strategy = request.context, request.strategy
+        risk = strategy.risk_parameters
+        account = context.account_state
+        positions = {p.symbol: p for p in account.open_positions}
+        equity = account.balance_usd
+        available = account.available_balance
+        open_slots = max(0, strategy.max_positions - len(positions))
+        leverage = risk.max_leverage
+
+        decisions: list[AssetDecision] = []
+        total = 0.0
+        for asset in request.symbols:
+            data = context.market_data.assets.get(asset)
+            position = positions.get(asset)
+            if data is None:
+                decisions.append(_hold(asset, "No market data for this asset this cycle.", position))
+                continue
+            if position is not None:
+                decisions.append(self._manage(asset, data, position))
+                continue
+            signal = _entry_signal(data)
+            if signal.direction == 0 or open_slots == 0:
+                why = "No aligned trend and momentum signal." if signal.direction == 0 else "Position limit reached."
+                decisions.append(_hold(asset, why, None))
+                continue
+            price = data.current_price
+            atr = _last(data.technical_indicators.interval.atr) or 0.0
+            stop_distance = max(2.0 * atr, price * risk.stop_loss_percentage / 100.0)
+            if stop_distance <= 0:
+                decisions.append(_hold(asset, "Cannot size: no stop distance.", None))
+                continue
+            notional = equity * risk.max_risk_per_trade / 100.0 * price / stop_distance
+            margin = min(notional / leverage, account.max_position_size, available * 0.95)
+            if margin <= 0:
+                decisions.append(_hold(asset, "No available balance for a new position.", None))
+                continue
+            side = "buy" if signal.direction > 0 else "sell"
+            sl = price - signal.direction * stop_distance
+            tp = price + signal.direction * stop_distance * risk.take_profit_ratio
+            trend_word = "up" if signal.direction > 0 else "down"
+            decisions.append(
+                AssetDecision(
+                    asset=asset,
+                    action=side,
+                    allocation_usd=round(margin, 2),
+                    tp_price=tp,
+                    sl_price=sl,
+                    exit_plan=(
+                        f"Stop at {sl:.6g}, target {tp:.6g} ({risk.take_profit_ratio:g}R); close early if EMA20/EMA50 "
+                        "and MACD both turn against the position."
+                    ),
+                    rationale=f"EMA20/EMA50 and MACD point {trend_word}; RSI confirms without being stretched.",
+                    confidence=round(50 + 40 * signal.strength, 1),
+                    risk_level="medium",
+                )
+            )
+            available -= margin
+            total += round(margin, 2)
+            open_slots -= 1
+
+        acting = [d for d in decisions if d.action != "hold"]
+        rationale = (
+            f"Rule-based trend following over {len(request.symbols)} assets; "
+            f"{len(acting)} action(s), {len(decisions) - len(acting)} hold(s)."
+        )
+        return TradingDecision(
+            decisions=decisions,
+            portfolio_rationale=rationale,
+            total_allocation_usd=round(total, 2),
+            portfolio_risk_level="medium" if acting else "low",
+            timestamp=context.timestamp,
+        )
+
+    def _manage(self, asset: str, data: AssetMarketData, position: PositionSummary) -> AssetDecision:
+        trend = _trend(data.technical_indicators.interval)
+        against = (position.side == "long" and trend == -1) or (position.side == "short" and trend == 1)
+        if not against:
+            return _hold(asset, f"Keep the {position.side}: the trend has not turned against it.", position)
+        return AssetDecision(
+            asset=asset,
+            action="close_position",
+            allocation_usd=0.0,
+            exit_plan="Close now at market; protective orders are cancelled with the position.",
+            rationale=f"EMA20/EMA50 and MACD have both turned against the {position.side}.",
+            confidence=70.0,
+            risk_level="medium",
+        )

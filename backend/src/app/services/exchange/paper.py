@@ -1,7 +1,8 @@
 """`PaperVenue`: an isolated-margin, one-way-mode USD-M perpetuals simulator behind the `Exchange` port.
 
 Prices come in through `on_candle` (or `set_mark_price`). Each candle is walked along an assumed path:
-O -> H -> L -> C when the candle is bullish (close >= open) and O -> L -> H -> C when it is bearish.
+O -> L -> H -> C when the candle is bullish (close >= open: it dipped, then rallied to the close) and
+O -> H -> L -> C when it is bearish (the usual convention of backtesters).
 Resting stop / take-profit orders and liquidations fire where the path first reaches them, with these rules:
 
 - Gap: a trigger already reached at the open fills at the open, not at its trigger price.

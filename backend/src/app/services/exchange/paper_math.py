@@ -102,10 +102,10 @@ def touched(price: float, level: float, direction: Direction) -> bool:
 
 
 def candle_path(candle: Candle) -> tuple[float, ...]:
-    """Return the assumed intra-candle path: O-H-L-C if close >= open, else O-L-H-C."""
+    """Return the assumed intra-candle path: O-L-H-C if close >= open (dip, then rally), else O-H-L-C."""
     if candle.close >= candle.open:
-        return (candle.open, candle.high, candle.low, candle.close)
-    return (candle.open, candle.low, candle.high, candle.close)
+        return (candle.open, candle.low, candle.high, candle.close)
+    return (candle.open, candle.high, candle.low, candle.close)
 
 
 def first_touch(path: tuple[float, ...], level: float, direction: Direction) -> float | None:

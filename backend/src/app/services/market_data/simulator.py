@@ -44,7 +44,7 @@ _T_DF = 5.0  # Student-t degrees of freedom of the diffusive shocks
 _VOL_HALF_LIFE_S = 12 * 3600  # log-volatility AR(1)
 _VOL_STD = 0.5  # stationary std of log-volatility
 _JUMPS_PER_DAY = 0.5
-_JUMP_SIZE = 4.0  # Laplace scale of a jump, in base-candle standard deviations
+_JUMP_SIZE = 0.24  # Laplace scale of a jump, in daily standard deviations
 _JUMP_VOL_KICK = 0.5  # log-volatility added by a jump
 _PREMIUM_MEAN = 0.00005  # per 8 h; a touch under the interest, as on the venues
 _PREMIUM_TAU_S = 86_400
@@ -155,7 +155,7 @@ class _Tape:
         jump_rate = _JUMPS_PER_DAY * base_s / 86_400
         jumped = rng.poisson(jump_rate, n) > 0
         sigma_base = p.annual_vol * math.sqrt(base_s / _YEAR_S)
-        jump_scale = _JUMP_SIZE * sigma_base
+        jump_scale = _JUMP_SIZE * p.annual_vol / math.sqrt(365)
         jumps = rng.laplace(0.0, jump_scale, n) * jumped
         u_high, u_low = 1.0 - rng.random(n), 1.0 - rng.random(n)
         volume_noise, premium_noise, oi_noise = (rng.standard_normal(n) for _ in range(3))
@@ -168,7 +168,7 @@ class _Tape:
         log_vol = _ar1(_VOL_STD * math.sqrt(1 - phi_v**2) * eta + _JUMP_VOL_KICK * jumped, phi_v, st.log_vol)
         # Keep the average variance at sigma_base**2: remove what jumps and their volatility kicks add.
         kick_mean = _JUMP_VOL_KICK * jump_rate / (1 - phi_v)
-        diffusive = sigma_base * math.sqrt(max(0.1, 1 - 2 * jump_rate * _JUMP_SIZE**2))
+        diffusive = sigma_base * math.sqrt(max(0.1, 1 - 2 * jump_rate * (jump_scale / sigma_base) ** 2))
         sigma = diffusive * season * np.exp(log_vol - kick_mean - _VOL_STD**2)
         returns = sigma * shocks - 0.5 * sigma**2 + jumps
         log_price = st.log_price + np.cumsum(returns)

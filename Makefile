@@ -11,7 +11,6 @@ setup: $(STAMP)
 
 $(STAMP): $(BACKEND)/requirements.lock $(BACKEND)/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r $(BACKEND)/requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e $(BACKEND)
 	@touch $(STAMP)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.core.clock import AcceleratedClock, Clock
+from app.core.clock import AcceleratedClock, Clock, WallClock
 from app.core.config import Settings
 from app.core.errors import ConfigurationError
 from app.core.timeframes import floor_time, timeframe_delta, timeframe_seconds
@@ -138,34 +138,41 @@ async def build_agent(
             "database",
             db_kind,
             False,
-            "DATABASE_URL" if "DATABASE_URL" in settings.model_fields_set else "default",
+            "default SQLite file" if settings.uses_default_database else "DATABASE_URL",
         )
     )
 
     if clock is None:
         clock = AcceleratedClock(await _start_time(sessions, settings), settings.sim_speed)
-        every = timeframe_seconds(settings.interval) / settings.sim_speed
+    if isinstance(clock, AcceleratedClock):
+        every = timeframe_seconds(settings.interval) / clock.speed
         parts.append(
             Part(
                 "clock",
-                f"accelerated x{settings.sim_speed:g}",
+                f"accelerated x{clock.speed:g}",
                 True,
                 f"a {settings.interval} candle every {every:g} s; SIM_SPEED",
             )
         )
+    else:
+        parts.append(Part("clock", type(clock).__name__, not isinstance(clock, WallClock), "injected"))
     if market is None:
         market = MarketSimulator(settings.assets, base_timeframe=settings.interval, seed=settings.sim_seed)
-        parts.append(Part("market", f"seeded simulator (seed {settings.sim_seed})", True, "MARKET_SOURCE=simulated"))
+    what = f"seeded simulator (seed {market.seed})" if isinstance(market, MarketSimulator) else market.name
+    parts.append(Part("market", what, market.is_simulated, f"MARKET_SOURCE={settings.market_source}"))
     parts.append(Part("venue", f"paper {settings.venue}", True, "TRADING_MODE=paper"))
 
     if provider is None:
         provider = BaselineModel()
+    if provider.is_simulated:
         why = (
             "OPENROUTER_API_KEY is set, but this version has no OpenRouter provider yet"
             if settings.llm_configured
             else "no OPENROUTER_API_KEY"
         )
-        parts.append(Part("model", BASELINE_MODEL_NAME, True, why))
+    else:
+        why = "OPENROUTER_API_KEY"
+    parts.append(Part("model", provider.name, provider.is_simulated, why))
     model_name = settings.llm_model if not provider.is_simulated else provider.name
 
     strategies = StrategyManager(sessions, clock)

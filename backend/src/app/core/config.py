@@ -93,5 +93,9 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
     @property
+    def uses_default_database(self) -> bool:
+        return self.database_url == Settings.model_fields["database_url"].default
+
+    @property
     def llm_configured(self) -> bool:
         return self.openrouter_api_key is not None and bool(self.openrouter_api_key.get_secret_value())

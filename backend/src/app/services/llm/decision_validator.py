@@ -13,6 +13,7 @@ from app.core.symbols import normalise_asset
 from app.schemas.trading_decision import (
     AccountContext,
     AssetDecision,
+    PositionAdjustment,
     PositionSummary,
     TradingContext,
     TradingDecision,
@@ -232,6 +233,28 @@ class DecisionValidator:
             )
             if problems:
                 draft.reject("; ".join(problems), position)
+                return
+            if padj.adjustment_type == "increase":
+                self._cap_increase(draft, context.account_state, position, padj)
+
+    @staticmethod
+    def _cap_increase(
+        draft: _Draft, account: AccountContext, position: PositionSummary, padj: PositionAdjustment
+    ) -> None:
+        """An increase adds margin to the position: the position as a whole stays within `max_position_size`."""
+        room = round(account.max_position_size - position.margin_usd - 0.005, 2)  # floored to the cent
+        if room <= 0:
+            draft.reject(
+                f"the {draft.asset} position already uses {position.margin_usd:.2f} USD of margin, the account's "
+                f"max position size is {account.max_position_size:g} USD; it cannot be increased",
+                position,
+            )
+        elif padj.adjustment_amount_usd > room:
+            draft.adjust(
+                f"increase of {padj.adjustment_amount_usd:g} USD would take the position above the account's max "
+                f"position size {account.max_position_size:g} USD; reduced to {room:g} USD",
+                position_adjustment=padj.model_copy(update={"adjustment_amount_usd": room}),
+            )
 
     def _apply_allocation_limits(self, drafts: list[_Draft], account: AccountContext) -> list[str]:
         """Clamp each new position to `max_position_size`, then scale all of them to the available balance
@@ -241,12 +264,17 @@ class DecisionValidator:
         fee_rate = account.taker_fee_bps / 10_000.0
         entries = [d for d in drafts if not d.rejected and d.final.action in NEW_MONEY_ACTIONS]
         for draft in entries:
-            if draft.final.allocation_usd > account.max_position_size:
+            if account.max_position_size <= 0:
+                draft.reject(
+                    f"the account's max position size is {account.max_position_size:g} USD: no new positions", None
+                )
+            elif draft.final.allocation_usd > account.max_position_size:
                 draft.adjust(
                     f"allocation {draft.final.allocation_usd:g} USD above the account's max position size "
                     f"{account.max_position_size:g} USD; clamped",
                     allocation_usd=account.max_position_size,
                 )
+        entries = [d for d in entries if not d.rejected]
         needed = sum(d.final.allocation_usd * (1 + leverage * fee_rate) for d in entries)
         available = max(0.0, account.available_balance)
         if needed > available + ALLOCATION_TOLERANCE_USD:

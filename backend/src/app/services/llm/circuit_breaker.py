@@ -1,0 +1,160 @@
+"""A circuit breaker per model: stop calling a model that keeps failing, try it again after a while.
+
+* closed: calls go through; `failure_threshold` consecutive failures open the circuit.
+* open: calls are refused until `recovery_timeout_s` has passed since it opened, then it is half-open.
+* half_open: up to `half_open_max_calls` trial calls go through; a success closes the circuit, a failure
+  opens it again for another `recovery_timeout_s`.
+
+The caller asks `allow()` before a call and reports `record_success()` / `record_failure()` after it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+State = Literal["closed", "open", "half_open"]
+
+
+class CircuitBreaker:
+    def __init__(
+        self,
+        failure_threshold: int,
+        recovery_timeout_s: float,
+        half_open_max_calls: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if failure_threshold < 1:
+            raise ValueError("failure_threshold must be at least 1")
+        if recovery_timeout_s < 0:
+            raise ValueError("recovery_timeout_s must not be negative")
+        if half_open_max_calls < 1:
+            raise ValueError("half_open_max_calls must be at least 1")
+        self.failure_threshold = failure_threshold
+        self.recovery_timeout_s = recovery_timeout_s
+        self.half_open_max_calls = half_open_max_calls
+        self._clock = clock
+        self._state: State = "closed"
+        self._failures = 0  # consecutive failures
+        self._opened_at: float | None = None
+        self._half_open_calls = 0
+        self.total_failures = 0
+        self.total_successes = 0
+        self.times_opened = 0
+
+    @property
+    def state(self) -> State:
+        if self._state == "open" and self._recovery_due():
+            self._state = "half_open"
+            self._half_open_calls = 0
+        return self._state
+
+    @property
+    def failures(self) -> int:
+        return self._failures
+
+    def allow(self) -> bool:
+        """May a call go through now? In half-open state each True counts as one trial call."""
+        state = self.state
+        if state == "closed":
+            return True
+        if state == "open":
+            return False
+        if self._half_open_calls < self.half_open_max_calls:
+            self._half_open_calls += 1
+            return True
+        return False
+
+    def record_success(self) -> None:
+        self.total_successes += 1
+        self._failures = 0
+        if self.state != "closed":
+            self._close()
+
+    def record_failure(self) -> None:
+        self.total_failures += 1
+        self._failures += 1
+        state = self.state
+        if state == "half_open" or (state == "closed" and self._failures >= self.failure_threshold):
+            self._open()
+        # already open: a late failure report (a call let through before opening) changes nothing
+
+    def reset(self) -> None:
+        self._close()
+        self._failures = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        state = self.state
+        next_in: float | None = None
+        if state == "open" and self._opened_at is not None:
+            next_in = max(0.0, self._opened_at + self.recovery_timeout_s - self._clock())
+        return {
+            "state": state,
+            "failures": self._failures,
+            "failure_threshold": self.failure_threshold,
+            "opened_at": self._opened_at,
+            "next_attempt_in_s": next_in,
+            "half_open_calls": self._half_open_calls if state == "half_open" else 0,
+            "times_opened": self.times_opened,
+            "total_failures": self.total_failures,
+            "total_successes": self.total_successes,
+        }
+
+    def _recovery_due(self) -> bool:
+        return self._opened_at is not None and self._clock() - self._opened_at >= self.recovery_timeout_s
+
+    def _open(self) -> None:
+        self._state = "open"
+        self._opened_at = self._clock()
+        self._half_open_calls = 0
+        self.times_opened += 1
+
+    def _close(self) -> None:
+        self._state = "closed"
+        self._opened_at = None
+        self._half_open_calls = 0
+
+
+class CircuitBreakerRegistry:
+    """One breaker per key (a model slug), all with the same settings, created on first use."""
+
+    def __init__(
+        self,
+        failure_threshold: int = 5,
+        recovery_timeout_s: float = 60.0,
+        half_open_max_calls: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.failure_threshold = failure_threshold
+        self.recovery_timeout_s = recovery_timeout_s
+        self.half_open_max_calls = half_open_max_calls
+        self._clock = clock
+        self._breakers: dict[str, CircuitBreaker] = {}
+
+    def get(self, key: str) -> CircuitBreaker:
+        breaker = self._breakers.get(key)
+        if breaker is None:
+            breaker = CircuitBreaker(
+                self.failure_threshold, self.recovery_timeout_s, self.half_open_max_calls, clock=self._clock
+            )
+            self._breakers[key] = breaker
+        return breaker
+
+    def allow(self, key: str) -> bool:
+        return self.get(key).allow()
+
+    def record_success(self, key: str) -> None:
+        self.get(key).record_success()
+
+    def record_failure(self, key: str) -> None:
+        self.get(key).record_failure()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._breakers
+
+    def keys(self) -> list[str]:
+        return sorted(self._breakers)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        return {key: breaker.snapshot() for key, breaker in sorted(self._breakers.items())}

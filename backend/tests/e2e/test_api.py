@@ -1,0 +1,107 @@
+"""The decision API over a real socket: generate, history, health, and clear 4xx answers to bad requests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from app.bootstrap import Agent, build_agent
+from app.core.clock import ManualClock
+from app.core.config import Settings
+from app.main import create_app
+from app.services.market_data.simulator import MarketSimulator
+from tests.e2e.server import serve
+
+pytestmark = pytest.mark.db
+
+
+@pytest.fixture
+async def api(settings: Settings, clock: ManualClock) -> AsyncIterator[tuple[httpx.AsyncClient, ManualClock]]:
+    async def factory(s: Settings) -> Agent:
+        market = MarketSimulator(s.assets, base_timeframe=s.interval, seed=s.sim_seed)
+        return await build_agent(s, clock=clock, market=market)
+
+    async with serve(create_app(settings, agent_factory=factory)) as base_url:
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+            yield client, clock
+
+
+async def test_generate_then_history(api: tuple[httpx.AsyncClient, ManualClock]) -> None:
+    client, clock = api
+    first = await client.post("/api/v1/decisions/generate", json={"account_id": 1})
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["account_id"] == 1 and body["symbols"] == ["BTC", "ETH", "SOL"]
+    assert body["status"] in ("executed", "no_action", "partial")
+    assert {v["asset"] for v in body["validation"]["verdicts"]} == {"BTC", "ETH", "SOL"}
+    assert body["model_served"] == "baseline/trend-following-v1"
+
+    again = await client.post("/api/v1/decisions/generate", json={"account_id": 1})
+    assert again.json()["id"] == body["id"], "a second request in the same candle returns the stored decision"
+    forced = await client.post("/api/v1/decisions/generate", json={"account_id": 1, "force_refresh": True})
+    assert forced.json()["id"] != body["id"]
+
+    clock.advance(timedelta(minutes=5))
+    one = await client.post("/api/v1/decisions/generate", json={"account_id": 1, "symbols": ["BTCUSDT"]})
+    assert one.status_code == 200 and one.json()["symbols"] == ["BTC"]
+
+    history = await client.get("/api/v1/decisions/history", params={"account_id": 1, "limit": 50})
+    assert history.status_code == 200
+    ids = [d["id"] for d in history.json()]
+    assert ids == sorted(ids, reverse=True) and len(ids) == 3
+    only_eth = await client.get("/api/v1/decisions/history", params={"account_id": 1, "symbol": "ETHUSDT"})
+    assert [d["id"] for d in only_eth.json()] == [forced.json()["id"], body["id"]]
+    page = await client.get("/api/v1/decisions/history", params={"account_id": 1, "limit": 1, "before_id": ids[0]})
+    assert [d["id"] for d in page.json()] == [ids[1]]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "payload", "status", "needle"),
+    [
+        ("POST", "/api/v1/decisions/generate", {}, 422, "account_id"),
+        ("POST", "/api/v1/decisions/generate", {"account_id": "one"}, 422, "account_id"),
+        ("POST", "/api/v1/decisions/generate", {"account_id": 0}, 422, "account_id"),
+        ("POST", "/api/v1/decisions/generate", {"account_id": 1, "symbols": ["DOGE"]}, 400, "unknown symbol"),
+        ("POST", "/api/v1/decisions/generate", {"account_id": 1, "symbols": ["$$$"]}, 400, "not an asset symbol"),
+        ("POST", "/api/v1/decisions/generate", {"account_id": 1, "symbols": "BTC"}, 422, "symbols"),
+        ("POST", "/api/v1/decisions/generate", {"account_id": 1, "surprise": True}, 422, "surprise"),
+        ("POST", "/api/v1/decisions/generate", {"account_id": 999}, 404, "account 999 does not exist"),
+        ("GET", "/api/v1/decisions/history", None, 422, "account_id"),
+        ("GET", "/api/v1/decisions/history?account_id=1&limit=0", None, 422, "limit"),
+        ("GET", "/api/v1/decisions/history?account_id=1&limit=abc", None, 422, "limit"),
+        ("GET", "/api/v1/decisions/history?account_id=1&since=yesterday", None, 422, "since"),
+        ("GET", "/api/v1/decisions/history?account_id=1&symbol=NOPE", None, 400, "unknown symbol"),
+        ("GET", "/api/v1/decisions/history?account_id=42", None, 404, "account 42 does not exist"),
+    ],
+)
+async def test_bad_requests_get_a_clear_4xx(
+    api: tuple[httpx.AsyncClient, ManualClock], method: str, path: str, payload: object, status: int, needle: str
+) -> None:
+    client, _ = api
+    response = (
+        await client.request(method, path, json=payload) if payload is not None else await client.request(method, path)
+    )
+    assert response.status_code == status, response.text
+    assert needle in response.json()["detail"]
+
+
+async def test_malformed_json_body_is_a_422_not_a_500(api: tuple[httpx.AsyncClient, ManualClock]) -> None:
+    client, _ = api
+    response = await client.post(
+        "/api/v1/decisions/generate", content=b'{"account_id": 1,', headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert "invalid request" in response.json()["detail"]
+
+
+async def test_health_reports_the_simulated_parts(api: tuple[httpx.AsyncClient, ManualClock]) -> None:
+    client, _ = api
+    health = (await client.get("/health")).json()
+    assert health["database"] == "ok"
+    names = {p["name"]: p for p in health["parts"]}
+    assert names["market"]["simulated"] and names["venue"]["simulated"] and names["model"]["simulated"]
+    assert (await client.get("/docs")).status_code == 200
+    assert "/api/v1/decisions/generate" in (await client.get("/openapi.json")).json()["paths"]

@@ -1,0 +1,93 @@
+"""The commands a new user types, run as real processes on a fresh SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.server import free_port
+
+BIN = Path(sys.executable).parent / "trading-agent"
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "OPENROUTER_API_KEY", "ASSETS")}
+    env.update({"DATABASE_URL": f"sqlite:///{tmp_path / 'agent.db'}", "LOG_LEVEL": "WARNING", **extra})
+    return env
+
+
+def test_db_upgrade_then_decide_once_prints_decision_validation_and_orders(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    upgrade = subprocess.run([BIN, "db", "upgrade"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert upgrade.returncode == 0, upgrade.stderr
+    assert "database at revision" in upgrade.stdout
+
+    once = subprocess.run([BIN, "decide", "--once"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert once.returncode == 0, once.stderr
+    out = once.stdout
+    for needle in ("SIMULATED", "market", "venue", "model", "decision 1", "decision and validation", "BTC", "orders"):
+        assert needle in out, f"{needle!r} missing from:\n{out}"
+
+    as_json = subprocess.run(
+        [BIN, "decide", "--once", "--json", "--symbols", "ETH"], env=env, cwd=tmp_path, capture_output=True, text=True,
+        timeout=120,
+    )
+    assert as_json.returncode == 0, as_json.stderr
+    result = json.loads(as_json.stdout.strip().splitlines()[-1])
+    assert result["id"] == 2 and result["symbols"] == ["ETH"]
+
+
+def test_decide_refuses_live_mode_without_the_adapter(tmp_path: Path) -> None:
+    env = _env(tmp_path, TRADING_MODE="live")
+    run = subprocess.run([BIN, "decide", "--once"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert "TRADING_MODE=live is refused" in run.stdout
+
+
+def test_run_serves_decisions_from_a_fresh_start(tmp_path: Path) -> None:
+    """`make run`'s promise: the API is up and the history shows decisions soon after start."""
+    port = free_port()
+    env = _env(tmp_path, API_PORT=str(port))
+    proc = subprocess.Popen([BIN, "run"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 60  # a hang guard, not a performance assertion
+        decisions: list[dict[str, object]] = []
+        while time.monotonic() < deadline and len(decisions) < 2:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/api/v1/decisions/history", params={"account_id": 1})
+                if response.status_code == 200:
+                    decisions = response.json()
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        assert len(decisions) >= 2, "no decisions from the running loop"
+        assert all(d["trigger"] == "loop" for d in decisions)
+        health = httpx.get(f"http://127.0.0.1:{port}/health").json()
+        assert health["loop"]["running"] and health["loop"]["cycles"] >= 2
+    finally:
+        proc.terminate()
+        try:
+            output, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output, _ = proc.communicate()
+    assert "what is real and what is simulated" in output
+    assert "DATABASE_URL" in output  # the database part says where its setting came from
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal: -15 is a clean stop.
+    assert proc.returncode in (0, -15), output[-2000:]
+    assert "Traceback" not in output, output[-4000:]
+
+
+@pytest.mark.parametrize("command", [["--help"], ["run", "--help"], ["decide", "--help"], ["db", "upgrade", "--help"]])
+def test_help_works(command: list[str], tmp_path: Path) -> None:
+    run = subprocess.run([BIN, *command], env=_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and "Usage" in run.stdout

@@ -237,7 +237,9 @@ class FakeOpenRouter:
 
     def start(self) -> FakeOpenRouter:
         self._server = _Server(self)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-openrouter", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-openrouter", daemon=True
+        )
         self._thread.start()
         return self
 

@@ -28,6 +28,7 @@ _THINK_CLOSE = re.compile(r"</think(?:ing)?>", re.IGNORECASE)
 _CLOSERS = {"[": "]", "{": "}"}
 _VALUE_START = set('"{[]}-0123456789tfnNI')  # NaN / Infinity: json accepts them
 
+WORK_PER_CHAR = 8  # scanner steps plus decoded characters allowed per character of input
 _STRICT = json.JSONDecoder()
 _LAX = json.JSONDecoder(strict=False)
 
@@ -67,6 +68,7 @@ class Scan:
 
     found: list[Found] = field(default_factory=list)
     broken: list[Broken] = field(default_factory=list)
+    exhausted: bool = False
 
     @property
     def top_level(self) -> list[Found]:
@@ -77,12 +79,29 @@ class Scan:
         return bool(self.found or self.broken)
 
 
-def _match(text: str, start: int, memo: dict[int, tuple[SpanState, int]]) -> None:
+class _Exhausted(Exception):
+    """The work budget ran out: pathological input (thousands of nested or string-straddling brackets)."""
+
+
+class _Budget:
+    """Caps the scanner's work at a multiple of the text length so no input costs more than linear time."""
+
+    def __init__(self, length: int) -> None:
+        self.left = WORK_PER_CHAR * length + 50_000
+
+    def spend(self, amount: int) -> None:
+        self.left -= amount
+        if self.left < 0:
+            raise _Exhausted
+
+
+def _match(text: str, start: int, memo: dict[int, tuple[SpanState, int]], budget: _Budget) -> None:
     """Match the opener at `start`; record the outcome of it and of every opener met outside strings."""
     stack: list[tuple[str, int]] = [(text[start], start)]
     pos = start + 1
     length = len(text)
     while True:
+        budget.spend(1)
         m = _STRUCTURAL.search(text, pos)
         if m is None:
             for _, p in stack:
@@ -92,6 +111,7 @@ def _match(text: str, start: int, memo: dict[int, tuple[SpanState, int]]) -> Non
         if char == '"':
             j = i + 1
             while True:
+                budget.spend(1)
                 s = _IN_STRING.search(text, j)
                 if s is None:
                     for _, p in stack:
@@ -180,6 +200,7 @@ def scan(text: str) -> Scan:
     """Find every complete JSON object/array in `text` (outermost first) and the broken JSON-looking spans."""
     result = Scan()
     memo: dict[int, tuple[SpanState, int]] = {}
+    budget = _Budget(len(text))
     covered = 0  # end of the last top-level span: openers before it are nested
     pos = 0
     while True:
@@ -190,9 +211,16 @@ def scan(text: str) -> Scan:
         if not _plausible_start(text, i):
             pos = i + 1
             continue
-        if i not in memo:
-            _match(text, i, memo)
-        state, end = memo[i]
+        try:
+            if i not in memo:
+                _match(text, i, memo, budget)
+            state, end = memo[i]
+            if state == "closed":
+                budget.spend(end - i)
+        except _Exhausted:
+            result.exhausted = True
+            result.broken.append(Broken(i, len(text), "invalid", "scan stopped early: pathological bracket structure"))
+            return result
         top = i >= covered
         error = "the JSON never closes before the end of the text" if state == "unclosed" else "unbalanced brackets"
         if state == "closed":
@@ -202,10 +230,9 @@ def scan(text: str) -> Scan:
                 covered = max(covered, end)
                 pos = end
                 continue
-        if _json_ish(text, i, end):
-            if top:
-                result.broken.append(Broken(i, end, "unclosed" if state == "unclosed" else "invalid", error))
-            covered = max(covered, end)
+        if top and _json_ish(text, i, end):  # a nested broken span lies inside an already covered one
+            result.broken.append(Broken(i, end, "unclosed" if state == "unclosed" else "invalid", error))
+            covered = end
         pos = i + 1
 
 

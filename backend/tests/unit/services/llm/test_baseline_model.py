@@ -236,6 +236,12 @@ def test_a_stop_that_would_be_below_zero_means_no_trade() -> None:
     assert only(context({"BTC": market(ind, ind)})).action == "hold"
 
 
+def test_a_short_target_that_would_be_below_zero_means_no_trade() -> None:
+    # a 40% stop at 3R puts a short's target at -20% of zero
+    ind = f.trending_set(BTC, -1, atr=BTC * 0.2)
+    assert only(context({"BTC": market(ind, ind)}, strategy=f.strategy(take_profit_ratio=3.0))).action == "hold"
+
+
 async def test_complete_returns_the_decision_and_its_raw_json() -> None:
     ctx = context({"BTC": market(UP)})
     response = await BaselineModel().complete(request_for(ctx))
@@ -257,10 +263,10 @@ def baseline_contexts(draw: st.DrawFn) -> TradingContext:
     for s in symbols:
         price = f.price_of(s)
         direction = draw(st.sampled_from([1, -1, 0]))
-        interval = f.trending_set(
-            price, direction, rsi=draw(st.floats(1.0, 99.0)), atr=draw(st.floats(0.0, 0.7)) * price
-        )
-        long_interval = f.trending_set(price, draw(st.sampled_from([1, -1, 0])))
+        rsi = draw(st.one_of(st.floats(1.0, 99.0), st.floats(50.5, 69.5).map(lambda r: r if direction > 0 else 100 - r)))
+        atr = draw(st.one_of(st.floats(0.0, 0.05), st.floats(0.0, 0.7))) * price
+        interval = f.trending_set(price, direction, rsi=rsi, atr=atr)
+        long_interval = f.trending_set(price, draw(st.sampled_from([direction, 1, -1, 0])))
         markets[s] = market(interval, long_interval, symbol=s)
     strategy = f.strategy(
         max_risk_per_trade=draw(st.floats(0.1, 5.0)),
@@ -269,13 +275,16 @@ def baseline_contexts(draw: st.DrawFn) -> TradingContext:
         max_leverage=draw(st.floats(1.0, 10.0)),
         max_positions=draw(st.integers(1, 3)),
     )
-    positions = [f.position(s, draw(st.sampled_from(["long", "short"]))) for s in symbols if draw(st.booleans())]
+    positions = [
+        f.position(s, draw(st.sampled_from(["long", "short"]))) for s in symbols if draw(st.integers(0, 3)) == 0
+    ]
+    balance = draw(st.floats(100.0, 100_000.0))
     return context(
         markets,
         strategy=strategy,
         positions=positions,
-        balance=draw(st.floats(100.0, 100_000.0)),
-        available=draw(st.floats(0.0, 100_000.0)),
+        balance=balance,
+        available=balance * draw(st.one_of(st.floats(0.0, 0.3), st.floats(0.0, 1.0))),
         max_position_size=draw(st.floats(1.0, 50_000.0)),
         taker_fee_bps=draw(st.floats(0.0, 10.0)),
     )

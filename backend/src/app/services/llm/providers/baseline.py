@@ -10,12 +10,14 @@ beat. Rules per asset, from the context only:
   flipped); otherwise hold and keep the protective orders.
 * sizing: the stop sits max(2 x ATR14, the strategy's default stop %) from the price, the target
   `take_profit_ratio` times as far; the position risks `max_risk_per_trade` % of equity at the stop, at the
-  strategy's maximum leverage, within `max_position_size` and the available balance.
+  strategy's maximum leverage, within `max_position_size` and the available balance (margin plus the entry's
+  taker fee, as the validator counts it). No trade when the stop or target would fall to zero or below.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 
@@ -114,6 +116,7 @@ class BaselineModel:
         available = account.available_balance
         open_slots = max(0, strategy.max_positions - len(positions))
         leverage = risk.max_leverage
+        cost_per_margin = 1.0 + leverage * account.taker_fee_bps / 10_000.0
 
         decisions: list[AssetDecision] = []
         total = 0.0
@@ -137,20 +140,25 @@ class BaselineModel:
             if stop_distance <= 0:
                 decisions.append(_hold(asset, "Cannot size: no stop distance.", None))
                 continue
+            sl = price - signal.direction * stop_distance
+            tp = price + signal.direction * stop_distance * risk.take_profit_ratio
+            if sl <= 0 or tp <= 0:
+                decisions.append(_hold(asset, "Cannot place the stop and target: the stop is too wide.", None))
+                continue
             notional = equity * risk.max_risk_per_trade / 100.0 * price / stop_distance
-            margin = min(notional / leverage, account.max_position_size, available * 0.95)
+            # the entry's taker fee on the notional comes out of the available balance too
+            margin = min(notional / leverage, account.max_position_size, available * 0.95 / cost_per_margin)
+            margin = math.floor(margin * 100) / 100  # to the cent, never above a cap
             if margin <= 0:
                 decisions.append(_hold(asset, "No available balance for a new position.", None))
                 continue
             side = "buy" if signal.direction > 0 else "sell"
-            sl = price - signal.direction * stop_distance
-            tp = price + signal.direction * stop_distance * risk.take_profit_ratio
             trend_word = "up" if signal.direction > 0 else "down"
             decisions.append(
                 AssetDecision(
                     asset=asset,
                     action=side,
-                    allocation_usd=round(margin, 2),
+                    allocation_usd=margin,
                     tp_price=tp,
                     sl_price=sl,
                     exit_plan=(
@@ -162,8 +170,8 @@ class BaselineModel:
                     risk_level="medium",
                 )
             )
-            available -= margin
-            total += round(margin, 2)
+            available -= margin * cost_per_margin
+            total += margin
             open_slots -= 1
 
         acting = [d for d in decisions if d.action != "hold"]

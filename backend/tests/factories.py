@@ -93,7 +93,9 @@ def indicator_set(
     )
 
 
-def trending_set(price: float, direction: int, *, rsi: float | None = None, atr: float | None = None) -> TechnicalIndicatorsSet:
+def trending_set(
+    price: float, direction: int, *, rsi: float | None = None, atr: float | None = None
+) -> TechnicalIndicatorsSet:
     """Indicators of an up (+1), down (-1) or flat (0) trend: EMA20 vs EMA50 and MACD vs signal agree."""
     if rsi is None:
         rsi = {1: 60.0, -1: 40.0, 0: 50.0}[direction]

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from app.commands.llm import llm_app
 from app.core.config import Settings
 from app.core.errors import ConfigurationError
 from app.core.logging import configure_logging
@@ -17,6 +18,7 @@ from app.schemas.decision_result import DecisionResult
 app = typer.Typer(help="AI Trading Agent: an LLM decision engine for crypto perpetual futures.", no_args_is_help=True)
 db_app = typer.Typer(help="Database commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(llm_app, name="llm", help="LLM tools: parse raw model outputs and say why they were rejected.")
 console = Console()
 
 

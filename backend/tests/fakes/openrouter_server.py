@@ -9,6 +9,8 @@ serves a scriptable catalog. An empty queue answers 500 with a clear message, so
         ... OpenRouterModel(base_url=server.base_url, ...)
         assert server.chat_requests[0].json["model"] == "openai/gpt-5"
 
+or as the `fake_openrouter` pytest fixture (import `fake_openrouter_fixture` into a test module or conftest).
+
 Body builders mirror the real bodies in `../shared/data/openrouter` (loaders for those are at the bottom).
 """
 
@@ -18,11 +20,14 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+import pytest
 
 API_PREFIX = "/api/v1"
 SHARED_OPENROUTER = Path(__file__).resolve().parents[4] / "shared" / "data" / "openrouter"
@@ -58,7 +63,7 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]  # lower-cased names
     body: bytes
-    json: Any | None
+    json: Any  # the parsed JSON body (None when absent or not JSON)
     received_at: float
 
 
@@ -333,6 +338,14 @@ class FakeOpenRouter:
                     return self._models_queue.popleft()
                 return Scripted(200, {"data": list(self.models)})
         return Scripted(404, error_body(404, f"FakeOpenRouter: no route for {method} {path}"))
+
+
+@pytest.fixture(name="fake_openrouter")
+def fake_openrouter_fixture() -> Iterator[FakeOpenRouter]:
+    """The `fake_openrouter` fixture: a running fake for one test. Import `fake_openrouter_fixture` into a test
+    module or a conftest (`# noqa: F401`) and ask for `fake_openrouter`."""
+    with FakeOpenRouter() as fake:
+        yield fake
 
 
 # ------------------------------------------------------------------------------- the real recorded bodies

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-_QUOTES = ("USDT", "USDC", "USD", "BUSD")
+_QUOTES = ("USDT", "USDC", "BUSD", "USD")  # longest match first: ETHBUSD is ETH, not ETHB
 _VALID = re.compile(r"^[A-Z0-9]{1,20}$")
 
 

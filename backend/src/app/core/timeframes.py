@@ -19,10 +19,15 @@ def timeframe_delta(timeframe: str) -> timedelta:
     return timedelta(seconds=timeframe_seconds(timeframe))
 
 
+def _utc(moment: datetime) -> datetime:
+    """A naive datetime is read as UTC (never as the machine's local time)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
 def floor_time(moment: datetime, timeframe: str) -> datetime:
     """Open time of the candle that contains `moment` (candles are aligned to the Unix epoch)."""
     seconds = timeframe_seconds(timeframe)
-    epoch = int(moment.timestamp())
+    epoch = int(_utc(moment).timestamp())
     return datetime.fromtimestamp(epoch - epoch % seconds, tz=UTC)
 
 
@@ -32,7 +37,7 @@ def last_closed_open_time(now: datetime, timeframe: str) -> datetime:
 
 
 def to_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
+    return int(_utc(moment).timestamp() * 1000)
 
 
 def from_ms(ms: int) -> datetime:

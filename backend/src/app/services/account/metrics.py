@@ -10,6 +10,7 @@ import numpy as np
 from app.schemas.trading_decision import PerformanceMetrics, RiskMetrics
 
 MIN_RETURNS_FOR_STATS = 10
+RETURN_NOISE = 1e-12  # a standard deviation of returns at or below this is float rounding
 
 
 def max_drawdown(equity: Sequence[float]) -> float:
@@ -38,7 +39,8 @@ def sharpe_ratio(equity: Sequence[float], periods_per_year: float) -> float:
     if returns.size < MIN_RETURNS_FOR_STATS:
         return 0.0
     std = float(returns.std(ddof=1))
-    if std == 0 or not math.isfinite(std):
+    # equal returns (a flat or steadily compounding curve) leave float noise, not volatility: no ratio
+    if not math.isfinite(std) or std <= RETURN_NOISE * max(1.0, abs(float(returns.mean()))):
         return 0.0
     return float(returns.mean() / std * math.sqrt(periods_per_year))
 
@@ -72,9 +74,10 @@ def risk_metrics(
     if len(held) >= 2:
         length = min(len(asset_returns[s]) for s in held)
         matrix = np.vstack([np.asarray(asset_returns[s][-length:], dtype=float) for s in held])
-        if np.all(matrix.std(axis=1) > 0):
+        matrix = matrix[matrix.std(axis=1) > 0]  # a flat series correlates with nothing; it must not hide the rest
+        if matrix.shape[0] >= 2:
             corr = np.corrcoef(matrix)
-            upper = corr[np.triu_indices(len(held), k=1)]
+            upper = corr[np.triu_indices(matrix.shape[0], k=1)]
             correlation = float(np.mean(np.abs(upper)))
     return RiskMetrics(
         var_95=var_95,

@@ -78,14 +78,15 @@ class _Run:
             position.symbol, close_side, type_, position.size, kind, trigger=price, reduce_only=True
         )
 
-    async def replace(self, position: Position, kind: FillReason, price: float, existing: list[Order]) -> None:
-        """New protective order first, then cancel the old ones of that kind."""
+    async def replace(self, position: Position, kind: FillReason, price: float, existing: list[Order]) -> Order:
+        """New protective order first, then cancel the old ones of that kind; return the new order."""
         new = await self.protect(position, kind, price)
         if new.status == "rejected":
-            return
+            return new
         for old in existing:
             if old.reason == kind and old.client_order_id != new.client_order_id:
                 self.report.orders.append(await self.exchange.cancel_order(old.symbol, old.client_order_id))
+        return new
 
 
 class Executor:
@@ -222,6 +223,36 @@ class Executor:
         new_sl = adj.new_sl_price or (stops[0].trigger_price if stops else None)
         new_tp = adj.new_tp_price or (targets[0].trigger_price if targets else None)
         if new_sl is not None and (adj.adjustment_type == "increase" or adj.new_sl_price is not None):
-            await run.replace(current, "stop_loss", new_sl, existing)
+            stop = await run.replace(current, "stop_loss", new_sl, existing)
+            if (
+                stop.status == "rejected"
+                and adj.adjustment_type == "increase"
+                and not await self._protect_increase(run, current, stops, existing, order, close_side)
+            ):
+                return  # the increase was undone: the old orders fit the old size
         if new_tp is not None and (adj.adjustment_type == "increase" or adj.new_tp_price is not None):
             await run.replace(current, "take_profit", new_tp, existing)
+
+    async def _protect_increase(
+        self,
+        run: _Run,
+        position: Position,
+        stops: list[Order],
+        existing: list[Order],
+        increase: Order,
+        close_side: str,
+    ) -> bool:
+        """The resized stop was refused: the old stops cover only the old size. Resize the stop at its old level
+        (True); failing that, undo the increase (False), so no part of the position is left without a stop."""
+        old_level = stops[0].trigger_price if stops else None
+        if (
+            old_level is not None
+            and (await run.replace(position, "stop_loss", old_level, existing)).status != "rejected"
+        ):
+            run.report.errors.append(
+                f"{position.symbol}: the new stop was refused; the old one now covers the position"
+            )
+            return True
+        await run.place(position.symbol, close_side, "market", increase.filled_quantity, "decrease", reduce_only=True)
+        run.report.errors.append(f"{position.symbol}: no stop could cover the increase, so it was undone")
+        return False

@@ -22,6 +22,7 @@ _IN_STRING = re.compile(r'["\\]')
 _OPENER = re.compile(r"[\[{]")
 _NUMBER_LIST = re.compile(r"\[\s*-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?\s*,")
 _OBJECT_KEY = re.compile(r'"(?:[^"\\\n]|\\.){0,200}"\s*:')
+_SMART_KEY = re.compile(r"“[^“”\n]{0,200}”\s*:")
 _TRAILING_COMMA = re.compile(r'("(?:[^"\\]|\\.)*")|,(\s*[}\]])', re.DOTALL)
 _THINK_OPEN = re.compile(r"<think(?:ing)?>", re.IGNORECASE)
 _THINK_CLOSE = re.compile(r"</think(?:ing)?>", re.IGNORECASE)
@@ -145,8 +146,8 @@ def _plausible_start(text: str, start: int) -> bool:
     if not rest:
         return True
     if text[start] == "{":
-        return rest[0] in '"}'
-    return rest[0] in _VALUE_START
+        return rest[0] in '"}“'
+    return rest[0] in _VALUE_START or rest[0] == "“"
 
 
 def _json_ish(text: str, start: int, end: int) -> bool:
@@ -155,8 +156,8 @@ def _json_ish(text: str, start: int, end: int) -> bool:
     if not rest:
         return True
     if text[start] == "{":
-        return rest[0] == "}" or _OBJECT_KEY.match(rest) is not None
-    if rest[0] in '{["':
+        return rest[0] == "}" or _OBJECT_KEY.match(rest) is not None or _SMART_KEY.match(rest) is not None
+    if rest[0] in '{["“':
         return True
     return _NUMBER_LIST.match(text, start) is not None or (end == len(text) and rest[0] in "-0123456789")
 
@@ -231,9 +232,35 @@ def scan(text: str) -> Scan:
                 pos = end
                 continue
         if top and _json_ish(text, i, end):  # a nested broken span lies inside an already covered one
-            result.broken.append(Broken(i, end, "unclosed" if state == "unclosed" else "invalid", error))
+            kind: Literal["invalid", "unclosed"] = "invalid"
+            if state == "unclosed":
+                budget.spend(end - i)
+                cut, stop = _cut_off(text[i:])
+                if cut:
+                    kind = "unclosed"
+                else:  # prose like `{"ETH": {...}, etc.` that never closes: broken only up to where JSON stops
+                    end, error = i + max(stop, 1), "JSON-looking text that stops being JSON and never closes"
+            result.broken.append(Broken(i, end, kind, error))
             covered = end
         pos = i + 1
+
+
+def _cut_off(span: str) -> tuple[bool, int]:
+    """Is an unclosed span a JSON prefix cut at the end (True), or JSON-looking text that turns into prose?
+
+    Returns the verdict and the offset where decoding stopped."""
+    try:
+        _LAX.decode(span)
+    except json.JSONDecodeError as exc:
+        if exc.msg.startswith("Unterminated string"):
+            return True, exc.pos
+        tail = span.rstrip()
+        while tail.endswith(("...", "…")):
+            tail = tail.removesuffix("...").removesuffix("…").rstrip()
+        return exc.pos >= len(tail) - 6, exc.pos
+    except (ValueError, RecursionError):
+        return False, len(span)
+    return False, len(span)
 
 
 @dataclass(frozen=True)
@@ -244,17 +271,20 @@ class ThinkSplit:
     inside: str
     had_think: bool
     unclosed: bool
+    tags: tuple[int, ...] = ()  # where the tags that were used start
 
 
 def split_think(text: str) -> ThinkSplit:
     """Separate `<think>...</think>` blocks (also an unclosed `<think>`, or a `</think>` with no opening tag)."""
     outside: list[str] = []
     inside: list[str] = []
+    tags: list[int] = []
     pos = 0
     first_open = _THINK_OPEN.search(text)
     first_close = _THINK_CLOSE.search(text)
     if first_close is not None and (first_open is None or first_close.start() < first_open.start()):
         inside.append(text[: first_close.start()])
+        tags.append(first_close.start())
         pos = first_close.end()
     unclosed = False
     while True:
@@ -263,12 +293,13 @@ def split_think(text: str) -> ThinkSplit:
             outside.append(text[pos:])
             break
         outside.append(text[pos : o.start()])
+        tags.append(o.start())
         c = _THINK_CLOSE.search(text, o.end())
         if c is None:
             inside.append(text[o.end() :])
             unclosed = True
             break
         inside.append(text[o.end() : c.start()])
+        tags.append(c.start())
         pos = c.end()
-    had = bool(inside)
-    return ThinkSplit("\n".join(outside), "\n".join(inside), had, unclosed)
+    return ThinkSplit("\n".join(outside), "\n".join(inside), bool(tags), unclosed, tuple(tags))

@@ -113,6 +113,9 @@ def _find(text: str, notes: list[str]) -> tuple[Scan, str]:
     parts = split_think(text)
     if not parts.had_think:
         return scan(text), text
+    whole = scan(text)
+    if any(f.start < tag < f.end for f in whole.top_level for tag in parts.tags):
+        return whole, text  # the "tag" is inside a JSON string (e.g. a rationale quoting it), not a think block
     outside = scan(parts.outside)
     if outside.anything:
         notes.append("<think> block ignored")
@@ -183,6 +186,11 @@ def _note_surroundings(source: str, chosen: Found, count: int, notes: list[str])
 
 def _wrap(value: Any, notes: list[str]) -> Any:
     """Turn one asset decision or a bare list of them into a TradingDecision-shaped dict."""
+    if isinstance(value, dict) and len(value) == 1:
+        ((key, inner),) = value.items()
+        if _is_decision_like(inner):
+            notes.append(f"decision nested under {key!r}: unwrapped")
+            value = inner
     if _is_decision_like(value) and _is_asset_like(value["decisions"]):
         notes.append("'decisions' was one object: wrapped in a list")
         return {**value, "decisions": [value["decisions"]]}

@@ -263,7 +263,8 @@ def baseline_contexts(draw: st.DrawFn) -> TradingContext:
     for s in symbols:
         price = f.price_of(s)
         direction = draw(st.sampled_from([1, -1, 0]))
-        rsi = draw(st.one_of(st.floats(1.0, 99.0), st.floats(50.5, 69.5).map(lambda r: r if direction > 0 else 100 - r)))
+        in_band = draw(st.floats(50.5, 69.5))  # an RSI that confirms the trend
+        rsi = draw(st.sampled_from([in_band if direction > 0 else 100 - in_band, draw(st.floats(1.0, 99.0))]))
         atr = draw(st.one_of(st.floats(0.0, 0.05), st.floats(0.0, 0.7))) * price
         interval = f.trending_set(price, direction, rsi=rsi, atr=atr)
         long_interval = f.trending_set(price, draw(st.sampled_from([direction, 1, -1, 0])))

@@ -205,9 +205,7 @@ def test_an_entry_for_an_asset_without_market_data_is_rejected() -> None:
     "item",
     [
         f.decision("BTC", "close_position"),
-        f.decision(
-            "BTC", "adjust_orders", order_adjustment=OrderAdjustment(adjust_sl=True, new_sl_price=95_000.0)
-        ),
+        f.decision("BTC", "adjust_orders", order_adjustment=OrderAdjustment(adjust_sl=True, new_sl_price=95_000.0)),
         f.decision(
             "BTC",
             "adjust_position",
@@ -351,9 +349,7 @@ def test_no_new_position_when_the_max_position_size_is_zero() -> None:
 
 @pytest.mark.parametrize("leverage", [1.0, 3.0, 10.0])
 def test_allocations_are_scaled_to_the_available_balance_fees_included(leverage: float) -> None:
-    account = f.account_context(
-        available=1_000.0, taker_fee_bps=5.0, active_strategy=f.strategy(max_leverage=leverage)
-    )
+    account = f.account_context(available=1_000.0, taker_fee_bps=5.0, active_strategy=f.strategy(max_leverage=leverage))
     context = f.trading_context(account=account)
     result = validate([f.buy("BTC", 800.0), f.sell("ETH", 800.0)], context)
 
@@ -455,11 +451,7 @@ def random_cases(draw: st.DrawFn) -> tuple[TradingDecision, TradingContext]:
         max_position_size=draw(st.floats(0.0, 10_000.0)),
         taker_fee_bps=draw(st.floats(0.0, 10.0)),
         active_strategy=f.strategy(max_leverage=leverage),
-        positions=[
-            f.position(s, draw(st.sampled_from(["long", "short"])))
-            for s in SYMBOLS
-            if draw(st.booleans())
-        ],
+        positions=[f.position(s, draw(st.sampled_from(["long", "short"]))) for s in SYMBOLS if draw(st.booleans())],
     )
     decisions = []
     for symbol in draw(st.lists(st.sampled_from([*SYMBOLS, "BTCUSDT", "eth", "DOGE"]), max_size=5)):
@@ -525,9 +517,7 @@ def test_property_the_final_decision_never_breaks_a_risk_rule(case: tuple[Tradin
             assert margin <= account.max_position_size + 0.01
     needed = sum(d.allocation_usd * (1 + leverage * fee) for d in entries)
     assert needed <= max(0.0, account.available_balance) + 0.01
-    assert result.final_decision.total_allocation_usd == pytest.approx(
-        sum(d.allocation_usd for d in entries), abs=0.01
-    )
+    assert result.final_decision.total_allocation_usd == pytest.approx(sum(d.allocation_usd for d in entries), abs=0.01)
     assert result.is_valid == all(v.status != "rejected" for v in result.verdicts)
 
 
@@ -599,7 +589,9 @@ def valid_cases(draw: st.DrawFn) -> tuple[TradingDecision, TradingContext]:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(valid_cases())
-def test_property_a_decision_that_satisfies_every_rule_is_accepted(case: tuple[TradingDecision, TradingContext]) -> None:
+def test_property_a_decision_that_satisfies_every_rule_is_accepted(
+    case: tuple[TradingDecision, TradingContext],
+) -> None:
     decision, context = case
     result = DecisionValidator().validate(decision, context)
 

@@ -62,6 +62,10 @@ class PromptBuilder:
             ).strip()
         except TemplateError as exc:
             raise ValueError(f"strategy {strategy.strategy_id}: prompt template error: {exc}") from exc
+        except Exception as exc:  # a strategy's own template can fail in other ways, e.g. range(10**9), 1/0
+            raise ValueError(
+                f"strategy {strategy.strategy_id}: prompt template error: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def build(self, context: TradingContext, strategy: TradingStrategy) -> tuple[str, str]:
         """(system prompt, user prompt) for one decision."""

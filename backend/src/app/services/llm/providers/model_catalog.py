@@ -81,6 +81,13 @@ BUILTIN_MODELS: dict[str, ModelInfo] = {
 }
 
 
+def _per_million(per_token: Any) -> float:
+    value = float(per_token) * 1e6
+    if value < 0:  # OpenRouter uses -1 for "varies" (e.g. the auto router)
+        raise ValueError("no fixed price")
+    return round(value, 9)
+
+
 def parse_models_payload(payload: Any) -> dict[str, ModelInfo]:
     """`GET /models` JSON (`{"data": [...]}`) -> ModelInfo per id; malformed entries are skipped."""
     entries = payload.get("data") if isinstance(payload, dict) else None
@@ -94,7 +101,7 @@ def parse_models_payload(payload: Any) -> dict[str, ModelInfo]:
         pricing = entry.get("pricing") or {}
         price: ModelPrice | None
         try:
-            price = ModelPrice(float(pricing["prompt"]) * 1e6, float(pricing["completion"]) * 1e6)
+            price = ModelPrice(_per_million(pricing["prompt"]), _per_million(pricing["completion"]))
         except (KeyError, TypeError, ValueError):
             price = None
         context = entry.get("context_length")

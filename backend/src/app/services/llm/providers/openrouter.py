@@ -184,9 +184,10 @@ class OpenRouterModel:
         note: str | None = None
         if outcome.json_found and not outcome.schema_valid and outcome.failure is None:
             errors = outcome.errors or ["the JSON does not match the TradingDecision schema"]
+            said = content if content and content.strip() else json.dumps(outcome.value)  # JSON found in reasoning
             reask = [
                 *messages,
-                {"role": "assistant", "content": content},
+                {"role": "assistant", "content": said},
                 {"role": "user", "content": reask_prompt(errors)},
             ]
             try:

@@ -1,0 +1,117 @@
+"""`trading-agent llm ...`: diagnostics for what models answer (wired in `app.cli` as `llm`)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from app.services.llm.response_parser import parse_decision
+
+llm_app = typer.Typer(help="LLM answer diagnostics.", no_args_is_help=True)
+
+
+@llm_app.callback()
+def _group() -> None:
+    """LLM answer diagnostics (a group even with one command, so `llm parse FILE` works standalone too)."""
+
+
+def _records(path: Path, text: str, fmt: str) -> Iterator[dict[str, Any]]:
+    """One record per answer: `id`, `raw`, optional `finish_reason`/`reasoning`/`kind`, or `input_error`."""
+    if fmt == "text" or (fmt == "auto" and not _looks_like_jsonl(path, text)):
+        yield {"id": path.name, "raw": text}
+        return
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            yield {"id": number, "input_error": f"line {number} is not valid JSON: {exc}"}
+            continue
+        if not isinstance(record, dict) or "raw" not in record:
+            yield {"id": number, "input_error": f"line {number} is not a JSON object with a 'raw' field"}
+            continue
+        yield {
+            "id": record.get("id", number),
+            **{k: record[k] for k in ("raw", "finish_reason", "reasoning", "kind") if k in record},
+        }
+
+
+def _looks_like_jsonl(path: Path, text: str) -> bool:
+    if path.suffix.lower() == ".jsonl":
+        return True
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    try:
+        record = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and "raw" in record
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+@llm_app.command("parse")
+def parse(
+    file: Annotated[Path, typer.Argument(help="A raw answer (text file) or JSONL whose lines have a 'raw' field")],
+    symbols: Annotated[str, typer.Option(help="Comma-separated assets the answer should cover")] = "BTC,ETH,SOL",
+    input_format: Annotated[
+        str, typer.Option("--format", help="auto (JSONL for .jsonl or when the first line has 'raw'), text, jsonl")
+    ] = "auto",
+    summary: Annotated[bool, typer.Option("--summary", help="Print counts per outcome to stderr at the end")] = False,
+) -> None:
+    """Run the response parser on raw model outputs and print one JSON line per answer.
+
+    Exit code 0 even when answers are bad (a diagnostic); 2 when FILE cannot be read.
+    """
+    if input_format not in ("auto", "text", "jsonl"):
+        typer.echo(f"error: --format must be auto, text or jsonl, not {input_format!r}", err=True)
+        raise typer.Exit(2)
+    try:
+        text = file.read_bytes().decode("utf-8", errors="replace")
+    except OSError as exc:
+        typer.echo(f"error: cannot read {file}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(2) from exc
+    wanted = [s.strip() for s in symbols.split(",") if s.strip()]
+    counts: Counter[str] = Counter()
+    for record in _records(file, text, input_format):
+        if "input_error" in record:
+            row: dict[str, Any] = {
+                "id": record["id"],
+                "input_error": record["input_error"],
+                "json_found": False,
+                "failure": None,
+                "schema_valid": False,
+                "errors": [],
+                "notes": [],
+            }
+            counts["input_error"] += 1
+        else:
+            outcome = parse_decision(
+                _text_or_none(record["raw"]),
+                wanted,
+                finish_reason=_text_or_none(record.get("finish_reason")),
+                reasoning=_text_or_none(record.get("reasoning")),
+            )
+            row = {
+                "id": record["id"],
+                "json_found": outcome.json_found,
+                "failure": outcome.failure,
+                "schema_valid": outcome.schema_valid,
+                "errors": outcome.errors,
+                "notes": outcome.notes,
+            }
+            if "kind" in record:
+                row["kind"] = record["kind"]
+            counts[outcome.failure or ("schema_valid" if outcome.schema_valid else "schema_invalid")] += 1
+            counts["json_found"] += outcome.json_found
+        counts["answers"] += 1
+        typer.echo(json.dumps(row, ensure_ascii=False, default=str))
+    if summary:
+        typer.echo(json.dumps(dict(sorted(counts.items()))), err=True)

@@ -1,0 +1,189 @@
+"""The decision schemas: timestamps always aware UTC, and the constraints that keep nonsense out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from app.schemas.trading_decision import (
+    AssetDecision,
+    OrderAdjustment,
+    PositionAdjustment,
+    PricePoint,
+    StrategyRiskParameters,
+    TradeHistory,
+    TradingDecision,
+)
+from tests import factories as f
+
+PARIS_WINTER = timezone(timedelta(hours=1))
+
+
+def asset_decision(**overrides: Any) -> AssetDecision:
+    values: dict[str, Any] = {
+        "asset": "BTC",
+        "action": "buy",
+        "allocation_usd": 100.0,
+        "tp_price": 104_000.0,
+        "sl_price": 98_000.0,
+        "exit_plan": "stop and target",
+        "rationale": "trend",
+        "confidence": 60.0,
+        "risk_level": "medium",
+    }
+    values.update(overrides)
+    return AssetDecision.model_validate(values)
+
+
+def risk(**overrides: Any) -> StrategyRiskParameters:
+    values: dict[str, Any] = {"max_risk_per_trade": 1.0, "max_daily_loss": 3.0, "stop_loss_percentage": 2.0}
+    values.update(overrides)
+    return StrategyRiskParameters.model_validate(values)
+
+
+# ---- time ----------------------------------------------------------------------------------------------
+
+
+def test_a_naive_datetime_is_read_as_utc() -> None:
+    point = PricePoint(timestamp=datetime(2026, 3, 2, 12, 5), open=1, high=1, low=1, close=1, volume=1)
+    assert point.timestamp == datetime(2026, 3, 2, 12, 5, tzinfo=UTC)
+    assert point.timestamp.utcoffset() == timedelta(0)
+
+
+def test_an_aware_datetime_is_converted_to_utc() -> None:
+    point = PricePoint(
+        timestamp=datetime(2026, 3, 2, 13, 5, tzinfo=PARIS_WINTER), open=1, high=1, low=1, close=1, volume=1
+    )
+    assert point.timestamp == datetime(2026, 3, 2, 12, 5, tzinfo=UTC)
+    assert point.timestamp.tzinfo == UTC  # converted, not just equal
+    assert point.timestamp.hour == 12
+
+
+def test_an_iso_string_with_an_offset_is_converted_to_utc() -> None:
+    decision = TradingDecision.model_validate(
+        {
+            "decisions": [],
+            "portfolio_rationale": "",
+            "total_allocation_usd": 0,
+            "portfolio_risk_level": "low",
+            "timestamp": "2026-03-02T07:05:00-05:00",
+        }
+    )
+    assert decision.timestamp == datetime(2026, 3, 2, 12, 5, tzinfo=UTC)
+    assert decision.timestamp.tzinfo == UTC
+
+
+def test_the_default_timestamp_is_aware_utc() -> None:
+    decision = TradingDecision(decisions=[], portfolio_rationale="", total_allocation_usd=0, portfolio_risk_level="low")
+    assert decision.timestamp.tzinfo == UTC
+    assert abs(datetime.now(UTC) - decision.timestamp) < timedelta(minutes=1)
+
+
+def test_optional_datetimes_are_normalised_and_none_stays_none() -> None:
+    trade = TradeHistory(
+        symbol="BTC",
+        side="long",
+        size=0.01,
+        entry_price=100_000,
+        exit_price=101_000,
+        realized_pnl=10,
+        fees=1,
+        exit_reason="take_profit",
+        opened_at=datetime(2026, 3, 2, 10, 0),
+        closed_at=datetime(2026, 3, 2, 13, 0, tzinfo=PARIS_WINTER),
+    )
+    assert trade.opened_at == datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    assert trade.closed_at.tzinfo == UTC and trade.closed_at.hour == 12
+    position = f.position().model_copy(update={"opened_at": None})
+    assert type(position).model_validate(position.model_dump()).opened_at is None
+
+
+def test_a_context_round_trips_through_json() -> None:
+    context = f.trading_context()
+    again = type(context).model_validate_json(context.model_dump_json())
+    assert again == context
+    assert again.timestamp.tzinfo == UTC
+
+
+# ---- constraints ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("confidence", [0.0, 55.5, 100.0])
+def test_confidence_within_0_and_100_is_accepted(confidence: float) -> None:
+    assert asset_decision(confidence=confidence).confidence == confidence
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("confidence", -0.1),
+        ("confidence", 100.1),
+        ("allocation_usd", -0.01),
+        ("tp_price", 0.0),
+        ("tp_price", -5.0),
+        ("sl_price", 0.0),
+        ("sl_price", -1.0),
+        ("action", "short"),
+        ("risk_level", "extreme"),
+    ],
+)
+def test_bad_asset_decisions_are_refused(field: str, value: object) -> None:
+    with pytest.raises(ValidationError, match=field):
+        asset_decision(**{field: value})
+
+
+def test_zero_allocation_and_no_stop_or_target_pass_the_schema() -> None:
+    # the schema allows them; the validator decides whether they make sense for the action
+    item = asset_decision(action="hold", allocation_usd=0.0, tp_price=None, sl_price=None)
+    assert (item.allocation_usd, item.tp_price, item.sl_price) == (0.0, None, None)
+
+
+@pytest.mark.parametrize("value", [1.0, 2.5, 10.0])
+def test_max_leverage_up_to_10_is_accepted(value: float) -> None:
+    assert risk(max_leverage=value).max_leverage == value
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("max_leverage", 10.01),
+        ("max_leverage", 0.5),
+        ("max_risk_per_trade", 101.0),
+        ("max_risk_per_trade", -1.0),
+        ("stop_loss_percentage", 51.0),
+        ("take_profit_ratio", 0.9),
+        ("cooldown_period", -1),
+    ],
+)
+def test_bad_risk_parameters_are_refused(field: str, value: float) -> None:
+    with pytest.raises(ValidationError, match=field):
+        risk(**{field: value})
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"adjustment_type": "increase", "adjustment_amount_usd": 0.0},
+        {"adjustment_type": "decrease", "adjustment_amount_usd": 10.0, "adjustment_percentage": 100.5},
+        {"adjustment_type": "decrease", "adjustment_amount_usd": 10.0, "adjustment_percentage": -1},
+        {"adjustment_type": "increase", "adjustment_amount_usd": 10.0, "new_sl_price": 0.0},
+        {"adjustment_type": "double", "adjustment_amount_usd": 10.0},
+    ],
+)
+def test_bad_position_adjustments_are_refused(values: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        PositionAdjustment.model_validate(values)
+
+
+@pytest.mark.parametrize("field", ["new_sl_price", "new_tp_price"])
+def test_order_adjustment_prices_must_be_positive(field: str) -> None:
+    with pytest.raises(ValidationError, match=field):
+        OrderAdjustment.model_validate({field: 0.0})
+
+
+def test_a_negative_total_allocation_is_refused() -> None:
+    with pytest.raises(ValidationError, match="total_allocation_usd"):
+        TradingDecision(decisions=[], portfolio_rationale="", total_allocation_usd=-1, portfolio_risk_level="low")

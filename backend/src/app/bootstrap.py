@@ -21,13 +21,14 @@ from app.services.exchange.base import FEE_PROFILES
 from app.services.exchange.registry import VenueRegistry
 from app.services.execution.executor import Executor
 from app.services.execution.reconciler import Reconciler
+from app.services.llm.circuit_breaker import CircuitBreakerRegistry
 from app.services.llm.context_builder import ContextBuilder
 from app.services.llm.decision_engine import DecisionEngine
 from app.services.llm.decision_validator import DecisionValidator
 from app.services.llm.llm_service import LLMService
 from app.services.llm.prompts.builder import PromptBuilder
 from app.services.llm.providers.base import DecisionModel
-from app.services.llm.providers.baseline import BASELINE_MODEL_NAME, BaselineModel
+from app.services.llm.providers.factory import build_provider
 from app.services.llm.strategy_manager import DEFAULT_STRATEGY_ID, StrategyManager
 from app.services.market_data.base import MarketDataSource
 from app.services.market_data.simulator import MarketSimulator
@@ -67,6 +68,9 @@ class Agent:
 
     async def close(self) -> None:
         self.loop.stop()
+        closer = getattr(self.llm.provider, "aclose", None)
+        if closer is not None:
+            await closer()
         await self.market.close()
         await self.db.dispose()
 
@@ -163,17 +167,11 @@ async def build_agent(
     parts.append(Part("venue", f"paper {settings.venue}", True, "TRADING_MODE=paper"))
 
     if provider is None:
-        provider = BaselineModel()
-    if provider.is_simulated:
-        why = (
-            "OPENROUTER_API_KEY is set, but this version has no OpenRouter provider yet"
-            if settings.llm_configured
-            else "no OPENROUTER_API_KEY"
-        )
+        choice = build_provider(settings)
+        provider, models, why = choice.provider, choice.models, choice.why
     else:
-        why = "OPENROUTER_API_KEY"
-    parts.append(Part("model", provider.name, provider.is_simulated, why))
-    model_name = settings.llm_model if not provider.is_simulated else provider.name
+        models, why = ([provider.name] if provider.is_simulated else settings.llm_models), "injected"
+    parts.append(Part("model", f"{provider.name}: {', '.join(models)}", provider.is_simulated, why))
 
     strategies = StrategyManager(sessions, clock)
     await strategies.ensure_builtins()
@@ -184,7 +182,17 @@ async def build_agent(
     )
     accounts = AccountService(periods_per_year=365 * 86400 / timeframe_seconds(settings.interval))
     prompts = PromptBuilder(interval=settings.interval, long_interval=settings.long_interval)
-    llm = LLMService(provider=provider, model=model_name, prompts=prompts)
+    llm = LLMService(
+        provider=provider,
+        models=models,
+        prompts=prompts,
+        breakers=CircuitBreakerRegistry(
+            failure_threshold=settings.llm_circuit_failure_threshold,
+            recovery_timeout_s=settings.llm_circuit_recovery_s,
+        ),
+        requests_per_minute=settings.llm_requests_per_minute,
+        max_concurrency=settings.llm_max_concurrency,
+    )
     context_builder = ContextBuilder(
         market=market,
         sessions=sessions,
@@ -209,6 +217,7 @@ async def build_agent(
         executor=Executor(await venues.rules()),
         reconciler=Reconciler(),
         venues=venues,
+        daily_budget_usd=settings.llm_daily_budget_usd,
     )
     loop = TradingLoop(
         engine=engine,

@@ -36,7 +36,11 @@ def test_db_upgrade_then_decide_once_prints_decision_validation_and_orders(tmp_p
         assert needle in out, f"{needle!r} missing from:\n{out}"
 
     as_json = subprocess.run(
-        [BIN, "decide", "--once", "--json", "--symbols", "ETH"], env=env, cwd=tmp_path, capture_output=True, text=True,
+        [BIN, "decide", "--once", "--json", "--symbols", "ETH"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
         timeout=120,
     )
     assert as_json.returncode == 0, as_json.stderr
@@ -55,8 +59,9 @@ def test_run_serves_decisions_from_a_fresh_start(tmp_path: Path) -> None:
     """`make run`'s promise: the API is up and the history shows decisions soon after start."""
     port = free_port()
     env = _env(tmp_path, API_PORT=str(port))
-    proc = subprocess.Popen([BIN, "run"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = subprocess.Popen(
+        [BIN, "run"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         deadline = time.monotonic() + 60  # a hang guard, not a performance assertion
         decisions: list[dict[str, object]] = []
@@ -91,3 +96,30 @@ def test_run_serves_decisions_from_a_fresh_start(tmp_path: Path) -> None:
 def test_help_works(command: list[str], tmp_path: Path) -> None:
     run = subprocess.run([BIN, *command], env=_env(tmp_path), capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and "Usage" in run.stdout
+
+
+def test_decide_once_uses_the_openrouter_compatible_server_it_is_pointed_at(tmp_path: Path) -> None:
+    import sqlite3
+
+    from tests.e2e.test_llm_loop import hold_all
+    from tests.fakes.openrouter_server import FakeOpenRouter, chat_completion
+
+    key = "sk-or-v1-cli-test-abcdef0123456789"
+    with FakeOpenRouter() as fake:
+        fake.reply(chat_completion(hold_all(), model="openai/gpt-5", provider="OpenAI", cost=0.0123), padding="\n\n  ")
+        env = _env(tmp_path, OPENROUTER_API_KEY=key, OPENROUTER_BASE_URL=fake.base_url, LLM_MODEL="openai/gpt-5")
+        run = subprocess.run(
+            [BIN, "decide", "--once"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        assert run.returncode == 0, run.stderr
+        assert len(fake.chat_requests) == 1
+        assert fake.chat_requests[0].headers.get("authorization") == f"Bearer {key}"
+    out = run.stdout
+    assert "openrouter: openai/gpt-5" in out and "OPENROUTER_BASE_URL" in out
+    assert "tokens 1550" in out and "cost $0.0123" in out
+    assert key not in out + run.stderr
+    with sqlite3.connect(tmp_path / "agent.db") as db:
+        model, tokens, cost, latency = db.execute(
+            "select model_served, total_tokens, cost_usd, latency_ms from decisions"
+        ).fetchone()
+    assert (model, tokens, cost) == ("openai/gpt-5", 1550, 0.0123) and latency > 0

@@ -40,7 +40,28 @@ class Settings(BaseSettings):
     )
 
     openrouter_api_key: SecretStr | None = None
+    openrouter_base_url: str = "https://openrouter.ai/api/v1"
+    llm_base_url: str | None = Field(
+        default=None, description="Any OpenAI-compatible endpoint (Ollama, vLLM, LM Studio); overrides OpenRouter."
+    )
+    llm_api_key: SecretStr | None = Field(default=None, description="Key for LLM_BASE_URL, when it needs one.")
     llm_model: str = "deepseek/deepseek-chat-v3.1"
+    llm_fallback_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated models tried in order when LLM_MODEL is unavailable."
+    )
+    llm_timeout_s: float = Field(default=90.0, gt=0)
+    llm_max_attempts: int = Field(default=3, ge=1, le=10)
+    llm_max_tokens: int | None = Field(default=8000, ge=256)
+    llm_temperature: float | None = Field(default=None, ge=0, le=2)
+    llm_circuit_failure_threshold: int = Field(default=3, ge=1)
+    llm_circuit_recovery_s: float = Field(default=120.0, gt=0)
+    llm_requests_per_minute: float = Field(default=60.0, gt=0, description="Shared by every account.")
+    llm_max_concurrency: int = Field(default=8, ge=1, description="Calls in flight at once, all accounts.")
+    llm_daily_budget_usd: float | None = Field(
+        default=5.0, ge=0, description="Per-account LLM spend per UTC day; once spent the account holds."
+    )
+    llm_app_url: str = "https://github.com/ai-trading-agent"
+    llm_app_title: str = "AI Trading Agent"
 
     market_source: Literal["simulated"] = "simulated"
     trading_mode: Literal["paper", "live"] = "paper"
@@ -68,6 +89,13 @@ class Settings(BaseSettings):
             value = [part for part in value.replace(" ", "").split(",") if part]
         if isinstance(value, list):
             return [str(v).strip().upper() for v in value]
+        return value
+
+    @field_validator("llm_fallback_models", mode="before")
+    @classmethod
+    def _split_models(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
     @field_validator("database_url")
@@ -98,4 +126,12 @@ class Settings(BaseSettings):
 
     @property
     def llm_configured(self) -> bool:
-        return self.openrouter_api_key is not None and bool(self.openrouter_api_key.get_secret_value())
+        """A real model is configured: an OpenRouter key, or an OpenAI-compatible LLM_BASE_URL."""
+        return bool(self.llm_base_url) or (
+            self.openrouter_api_key is not None and bool(self.openrouter_api_key.get_secret_value())
+        )
+
+    @property
+    def llm_models(self) -> list[str]:
+        """LLM_MODEL, then the fallbacks, without repeats."""
+        return list(dict.fromkeys([self.llm_model, *self.llm_fallback_models]))

@@ -195,7 +195,8 @@ async def test_schema_breaking_json_is_re_asked_once(server: Fake, make_model: M
     assert "confidence" in messages[3]["content"] and "portfolio_rationale" in messages[3]["content"]
     assert response.decision is not None and response.failure is None
     assert response.raw_text == valid_json()
-    assert response.error is not None and "re-asked" in response.error and first in response.error
+    assert response.error is not None and "re-asked" in response.error
+    assert response.reasked and response.first_raw_text == first and response.attempts == 2
     assert response.usage.prompt_tokens == 2400 and response.usage.completion_tokens == 620
     assert response.usage.cost_usd == pytest.approx(0.03)
 

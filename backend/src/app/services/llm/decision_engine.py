@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import defaultdict
 from datetime import datetime
 
@@ -21,6 +20,7 @@ from app.core.symbols import normalise_asset
 from app.core.timeframes import floor_time
 from app.db import models
 from app.db.repositories.decisions import DecisionRepository, symbols_key
+from app.db.repositories.llm_calls import LLMCallRepository
 from app.db.repositories.strategies import StrategyRepository
 from app.db.repositories.trading import TradingRepository
 from app.schemas.decision_result import DecisionResult, OrderSummary, UsageSummary
@@ -31,14 +31,8 @@ from app.services.execution.executor import ExecutionReport, Executor
 from app.services.execution.reconciler import Reconciler
 from app.services.llm.context_builder import ContextBuilder
 from app.services.llm.decision_validator import DecisionValidator, fallback_hold
-from app.services.llm.llm_exceptions import (
-    AccountNotFoundError,
-    ContextBuildingError,
-    DecisionEngineError,
-    LLMAPIError,
-    UnknownAssetError,
-)
-from app.services.llm.llm_service import LLMService
+from app.services.llm.llm_exceptions import AccountNotFoundError, ContextBuildingError, UnknownAssetError
+from app.services.llm.llm_service import CallRecord, LLMService
 from app.services.llm.providers.base import ModelResponse
 from app.services.llm.strategy_manager import StrategyManager
 
@@ -95,7 +89,9 @@ class DecisionEngine:
         executor: Executor,
         reconciler: Reconciler,
         venues: VenueRegistry,
+        daily_budget_usd: float | None = None,
     ) -> None:
+        self.daily_budget_usd = daily_budget_usd
         self.sessions = sessions
         self.clock = clock
         self.assets = assets
@@ -208,6 +204,9 @@ class DecisionEngine:
                 if cached is not None:
                     return cached
             status, max_leverage = account.status, account.max_leverage
+            daily_budget = account.daily_llm_budget_usd
+            if daily_budget is None:
+                daily_budget = self.daily_budget_usd
 
         strategy = (
             await self.strategies.get_strategy(strategy_override)
@@ -244,21 +243,21 @@ class DecisionEngine:
 
         response: ModelResponse | None = None
         fallback_why: str | None = None
-        started = time.perf_counter()
-        try:
-            response = await self.llm.generate(request)
-        except LLMAPIError as exc:
-            fallback_why = f"model call failed: {exc}"
-            row.failure = "api_error"
-        except DecisionEngineError as exc:  # pragma: no cover - providers report bad answers, not raise
-            fallback_why = f"model failed: {exc}"
-            row.failure = "error"
-        if response is not None:
-            self._record_response(row, response)
-            if response.decision is None:
-                fallback_why = f"unusable model answer ({response.failure}): {response.error}"
+        calls: list[CallRecord] = []
+        budget_note = await self._budget_exhausted(account_id, daily_budget, now)
+        if budget_note is not None:
+            fallback_why, row.failure = budget_note, "budget"
         else:
-            row.latency_ms = (time.perf_counter() - started) * 1000
+            result = await self.llm.generate(request)
+            calls, response = result.calls, result.response
+            if response is None:
+                fallback_why = f"no model answered: {result.error}"
+                row.failure = "api_error"
+                row.latency_ms = sum(c.latency_ms for c in calls)
+            else:
+                self._record_response(row, response)
+                if response.decision is None:
+                    fallback_why = f"unusable model answer ({response.failure}): {response.error}"
 
         if response is not None and response.decision is not None:
             validation = await self.validator.validate_decision(response.decision, context)
@@ -284,6 +283,7 @@ class DecisionEngine:
                 report.errors.append(f"execution stopped: {type(exc).__name__}: {exc}")
 
         async with self.sessions.begin() as session:
+            self._store_calls(session, calls, account_id, decision_id, now)
             await self.reconciler.sync(
                 session,
                 account_id,
@@ -323,6 +323,53 @@ class DecisionEngine:
             return to_result(stored, orders)
 
     # ----------------------------------------------------------------------------------------- helpers
+    async def _budget_exhausted(self, account_id: int, budget: float | None, now: datetime) -> str | None:
+        """A note when the account's LLM spend today (UTC, by the agent's clock) reached its budget."""
+        if budget is None or self.llm.is_simulated:
+            return None
+        day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        async with self.sessions() as session:
+            spent = await LLMCallRepository(session).spent_since(account_id, day_start)
+        if spent < budget:
+            return None
+        return (
+            f"daily LLM budget spent: {spent:.4f} of {budget:.2f} USD today (UTC); no model call until tomorrow, "
+            "holding with protective orders in place"
+        )
+
+    @staticmethod
+    def _store_calls(
+        session: AsyncSession, calls: list[CallRecord], account_id: int, decision_id: int, now: datetime
+    ) -> None:
+        repo = LLMCallRepository(session)
+        for call in calls:
+            response = call.response
+            usage = response.usage if response else None
+            repo.add(
+                models.LLMCall(
+                    account_id=account_id,
+                    decision_id=decision_id,
+                    model_requested=call.model,
+                    model_served=response.model_served if response else None,
+                    provider=response.provider if response else None,
+                    generation_id=response.generation_id if response else None,
+                    outcome=call.outcome,
+                    status_code=call.status_code,
+                    error=call.error,
+                    attempts=response.attempts if response else 1,
+                    reasked=response.reasked if response else False,
+                    finish_reason=response.finish_reason if response else None,
+                    prompt_tokens=usage.prompt_tokens if usage else None,
+                    completion_tokens=usage.completion_tokens if usage else None,
+                    reasoning_tokens=usage.reasoning_tokens if usage else None,
+                    cached_tokens=usage.cached_tokens if usage else None,
+                    cost_usd=usage.cost_usd if usage else None,
+                    cost_estimated=response.cost_estimated if response else False,
+                    latency_ms=call.latency_ms,
+                    created_at=now,
+                )
+            )
+
     @staticmethod
     def _record_response(row: models.Decision, response: ModelResponse) -> None:
         row.model_served = response.model_served

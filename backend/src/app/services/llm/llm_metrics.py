@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -36,6 +36,7 @@ class HealthStatus(BaseModel):
     model: str
     simulated: bool
     detail: str | None = None
+    circuits: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class UsageTracker:

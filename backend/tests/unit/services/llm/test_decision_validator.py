@@ -440,29 +440,38 @@ async def test_apply_risk_checks_clamps_and_scales() -> None:
 # small market data, so that a falsifying example stays readable
 SMALL_MARKET = {s: f.asset_market_data(s, history=1) for s in SYMBOLS}
 ACTIONS = ["buy", "sell", "hold", "adjust_position", "close_position", "adjust_orders"]
-level = st.one_of(st.none(), st.floats(0.5, 1.5))  # a stop / target as a multiple of the price
+ENTRY_HEAVY = st.sampled_from(["buy", "sell", "buy", "sell", *ACTIONS])
+# a stop / target as a multiple of the price: usually where it belongs for a long, sometimes anywhere
+BELOW = st.sampled_from([(0.5, 0.999)] * 6 + [(0.5, 1.5), None]).flatmap(lambda r: st.floats(*r) if r else st.none())
+ABOVE = st.sampled_from([(1.001, 1.5)] * 6 + [(0.5, 1.5), None]).flatmap(lambda r: st.floats(*r) if r else st.none())
 
 
 @st.composite
 def random_cases(draw: st.DrawFn) -> tuple[TradingDecision, TradingContext]:
+    """Decisions from a careless model: mostly entries, levels usually but not always on the right side,
+    allocations that often exceed the caps, on accounts with little or no money and some open positions."""
     leverage = draw(st.floats(1.0, 10.0))
     account = f.account_context(
-        available=draw(st.floats(-100.0, 20_000.0)),
-        max_position_size=draw(st.floats(0.0, 10_000.0)),
+        available=draw(st.one_of(st.floats(-100.0, 2_000.0), st.floats(0.0, 20_000.0))),
+        max_position_size=draw(st.sampled_from([0.0, 1.0, 1.0, 1.0]).flatmap(lambda on: st.floats(0.0, 10_000.0 * on))),
         taker_fee_bps=draw(st.floats(0.0, 10.0)),
         active_strategy=f.strategy(max_leverage=leverage),
-        positions=[f.position(s, draw(st.sampled_from(["long", "short"]))) for s in SYMBOLS if draw(st.booleans())],
+        positions=[
+            f.position(s, draw(st.sampled_from(["long", "short"]))) for s in SYMBOLS if draw(st.integers(0, 2)) == 0
+        ],
     )
     decisions = []
-    for symbol in draw(st.lists(st.sampled_from([*SYMBOLS, "BTCUSDT", "eth", "DOGE"]), max_size=5)):
+    for symbol in draw(st.lists(st.sampled_from([*SYMBOLS, *SYMBOLS, "BTCUSDT", "eth", "DOGE"]), max_size=5)):
         price = f.price_of(symbol.upper().removesuffix("USDT"))
-        sl, tp = draw(level), draw(level)
-        new_sl, new_tp = draw(level), draw(level)
+        action = draw(ENTRY_HEAVY)
+        long = action == "buy" if action in ("buy", "sell") else draw(st.booleans())
+        sl, tp = draw(BELOW if long else ABOVE), draw(ABOVE if long else BELOW)
+        new_sl, new_tp = draw(BELOW if long else ABOVE), draw(ABOVE if long else BELOW)
         decisions.append(
             f.decision(
                 symbol,
-                draw(st.sampled_from(ACTIONS)),
-                allocation_usd=draw(st.floats(0.0, 20_000.0)),
+                action,
+                allocation_usd=draw(st.one_of(st.floats(0.0, 20_000.0), st.floats(0.0, 2_000.0))),
                 sl_price=sl and sl * price,
                 tp_price=tp and tp * price,
                 order_adjustment=OrderAdjustment(

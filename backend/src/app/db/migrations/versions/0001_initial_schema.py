@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 20:35:20.376388
+Create Date: 2026-11-25 20:54:34.442470
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ def upgrade() -> None:
         sa.Column("max_leverage", sa.Float(), nullable=False),
         sa.Column("maker_fee_bps", sa.Float(), nullable=False),
         sa.Column("taker_fee_bps", sa.Float(), nullable=False),
+        sa.Column("daily_llm_budget_usd", sa.Float(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
@@ -149,6 +150,37 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("strategy_assignments", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_strategy_assignments_account_id"), ["account_id"], unique=False)
+
+    op.create_table(
+        "llm_calls",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("account_id", sa.Integer(), nullable=True),
+        sa.Column("decision_id", sa.Integer(), nullable=True),
+        sa.Column("model_requested", sa.String(length=200), nullable=False),
+        sa.Column("model_served", sa.String(length=200), nullable=True),
+        sa.Column("provider", sa.String(length=100), nullable=True),
+        sa.Column("generation_id", sa.String(length=100), nullable=True),
+        sa.Column("outcome", sa.String(length=32), nullable=False),
+        sa.Column("status_code", sa.Integer(), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("reasked", sa.Boolean(), nullable=False),
+        sa.Column("finish_reason", sa.String(length=32), nullable=True),
+        sa.Column("prompt_tokens", sa.Integer(), nullable=True),
+        sa.Column("completion_tokens", sa.Integer(), nullable=True),
+        sa.Column("reasoning_tokens", sa.Integer(), nullable=True),
+        sa.Column("cached_tokens", sa.Integer(), nullable=True),
+        sa.Column("cost_usd", sa.Float(), nullable=True),
+        sa.Column("cost_estimated", sa.Boolean(), nullable=False),
+        sa.Column("latency_ms", sa.Float(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], name=op.f("fk_llm_calls_account_id_accounts")),
+        sa.ForeignKeyConstraint(["decision_id"], ["decisions.id"], name=op.f("fk_llm_calls_decision_id_decisions")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_llm_calls")),
+    )
+    with op.batch_alter_table("llm_calls", schema=None) as batch_op:
+        batch_op.create_index("ix_llm_calls_account_time", ["account_id", "created_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_llm_calls_decision_id"), ["decision_id"], unique=False)
 
     op.create_table(
         "orders",
@@ -250,6 +282,11 @@ def downgrade() -> None:
         batch_op.drop_index("ix_orders_account_status")
 
     op.drop_table("orders")
+    with op.batch_alter_table("llm_calls", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_llm_calls_decision_id"))
+        batch_op.drop_index("ix_llm_calls_account_time")
+
+    op.drop_table("llm_calls")
     with op.batch_alter_table("strategy_assignments", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_strategy_assignments_account_id"))
 

@@ -45,6 +45,11 @@ class ModelResponse:
     finish_reason: str | None = None
     failure: str | None = None  # empty | truncated | no_json | invalid_json | schema
     error: str | None = None
+    generation_id: str | None = None  # the provider's id of the (last) generation, e.g. OpenRouter's gen-...
+    attempts: int = 1  # HTTP attempts, retries and the re-ask included
+    reasked: bool = False  # valid JSON broke the schema and the model was asked once more
+    first_raw_text: str | None = None  # the first answer when a re-ask happened
+    cost_estimated: bool = False  # cost from the price table, not reported by the provider
 
 
 class DecisionModel(Protocol):

@@ -182,6 +182,7 @@ class OpenRouterModel:
         content, finish, reasoning = _answer(body)
         outcome = parse_decision(content, request.symbols, finish_reason=finish, reasoning=reasoning)
         note: str | None = None
+        first_raw: str | None = None
         if outcome.json_found and not outcome.schema_valid and outcome.failure is None:
             errors = outcome.errors or ["the JSON does not match the TradingDecision schema"]
             said = content if content and content.strip() else json.dumps(outcome.value)  # JSON found in reasoning
@@ -195,18 +196,18 @@ class OpenRouterModel:
             except LLMAPIError as exc:  # we have an answer: return it rather than raise
                 note = f"re-ask after schema errors failed ({exc}); schema errors: {'; '.join(errors)}"
             else:
-                first_raw = content
+                first_raw = content if content is not None else ""
                 body = body2
                 content, finish, reasoning = _answer(body)
                 outcome = parse_decision(content, request.symbols, finish_reason=finish, reasoning=reasoning)
-                note = f"re-asked once after schema errors: {'; '.join(errors)}; first answer: {first_raw}"
+                note = f"re-asked once after schema errors: {'; '.join(errors)}"
         latency_ms = (time.perf_counter() - started) * 1000
         served = body.get("model") if isinstance(body.get("model"), str) else None
         failure = _failure(outcome)
         error = _error_text(outcome, failure)
         if note:
             error = f"{error}; {note}" if error else note
-        usage = self._usage(exchange.usages, served or model)
+        usage, estimated = self._usage(exchange.usages, served or model)
         log.info(
             "openrouter %s served by %s via %s: %.0f ms, %d HTTP attempt(s), generations %s, cost %s, failure %s",
             model,
@@ -229,6 +230,11 @@ class OpenRouterModel:
             finish_reason=finish,
             failure=failure,
             error=error,
+            generation_id=exchange.generation_ids[-1] if exchange.generation_ids else None,
+            attempts=exchange.attempts,
+            reasked=first_raw is not None,
+            first_raw_text=first_raw,
+            cost_estimated=estimated,
         )
 
     def request_params(self, model: str) -> dict[str, Any]:
@@ -340,7 +346,9 @@ class OpenRouterModel:
     def _redact(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
 
-    def _usage(self, usages: list[dict[str, Any]], model: str) -> TokenUsage:
+    def _usage(self, usages: list[dict[str, Any]], model: str) -> tuple[TokenUsage, bool]:
+        """Usage summed over every billed body; True when the cost is the catalog's estimate."""
+
         def total(*path: str) -> int | float | None:
             values = [
                 v for v in (_dig(u, path) for u in usages) if isinstance(v, int | float) and not isinstance(v, bool)
@@ -352,9 +360,11 @@ class OpenRouterModel:
 
         prompt, completion = as_int(total("prompt_tokens")), as_int(total("completion_tokens"))
         cost = total("cost")
+        estimated = False
         if cost is None and prompt is not None and completion is not None:
             cost = self.catalog.estimate_cost(model, prompt, completion)  # no `usage.cost`: the catalog price
-        return TokenUsage(
+            estimated = cost is not None
+        usage = TokenUsage(
             prompt_tokens=prompt,
             completion_tokens=completion,
             total_tokens=as_int(total("total_tokens")),
@@ -362,6 +372,7 @@ class OpenRouterModel:
             cached_tokens=as_int(total("prompt_tokens_details", "cached_tokens")),
             cost_usd=float(cost) if cost is not None else None,
         )
+        return usage, estimated
 
 
 def reask_prompt(errors: list[str]) -> str:

@@ -115,3 +115,52 @@ def parse(
         typer.echo(json.dumps(row, ensure_ascii=False, default=str))
     if summary:
         typer.echo(json.dumps(dict(sorted(counts.items()))), err=True)
+
+
+@llm_app.command("usage")
+def usage(
+    by: Annotated[str, typer.Option(help="Group by model, account or day")] = "model",
+    days: Annotated[int, typer.Option(help="Only the last N days (0: all)")] = 0,
+) -> None:
+    """Calls, failures, tokens and cost of the stored model calls, per model, account or UTC day."""
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from app.core.config import Settings
+    from app.db.migrate import ensure_migrated
+    from app.db.repositories.llm_calls import LLMCallRepository
+    from app.db.session import create_engine, create_session_factory
+
+    if by not in ("model", "account", "day"):
+        raise typer.BadParameter("--by must be model, account or day")
+    settings = Settings()
+    since = datetime.now(UTC) - timedelta(days=days) if days > 0 else None
+
+    async def _totals() -> list[Any]:
+        engine = create_engine(settings.database_url)
+        try:
+            await ensure_migrated(engine)
+            async with create_session_factory(engine)() as session:
+                return await LLMCallRepository(session).totals(by, since=since)  # type: ignore[arg-type]
+        finally:
+            await engine.dispose()
+
+    table = Table(by, "calls", "failures", "prompt tokens", "completion tokens", "cost USD", title="LLM usage")
+    rows = asyncio.run(_totals())
+    for row in rows:
+        table.add_row(
+            row.key,
+            str(row.calls),
+            str(row.failures),
+            str(row.prompt_tokens),
+            str(row.completion_tokens),
+            f"{row.cost_usd:.4f}",
+        )
+    total_cost = sum(r.cost_usd for r in rows)
+    table.add_row(
+        "total", str(sum(r.calls for r in rows)), str(sum(r.failures for r in rows)), "", "", f"{total_cost:.4f}"
+    )
+    Console().print(table)

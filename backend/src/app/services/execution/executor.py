@@ -2,7 +2,9 @@
 
 Every new position gets its stop-loss right after the entry fills; if the venue refuses the stop, the
 position is closed at once. Stops are moved by placing the new one before cancelling the old, so a position
-is never without one. Order creation is never retried: a refusal is reported with the venue's reason.
+is never without one; when an increase's resized stop is refused, the old level is resized to the whole
+position instead, or failing that the increase is undone. Order creation is never retried: a refusal is
+reported with the venue's reason.
 """
 
 from __future__ import annotations

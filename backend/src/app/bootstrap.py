@@ -214,7 +214,7 @@ async def build_agent(
         strategies=strategies,
         llm=llm,
         validator=DecisionValidator(),
-        executor=Executor(await venues.rules()),
+        executor=Executor(await venues.rules(), taker_fee_bps=FEE_PROFILES[settings.venue].taker_bps),
         reconciler=Reconciler(),
         venues=venues,
         daily_budget_usd=settings.llm_daily_budget_usd,

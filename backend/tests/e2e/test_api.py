@@ -24,9 +24,11 @@ async def api(settings: Settings, clock: ManualClock) -> AsyncIterator[tuple[htt
         market = MarketSimulator(s.assets, base_timeframe=s.interval, seed=s.sim_seed)
         return await build_agent(s, clock=clock, market=market)
 
-    async with serve(create_app(settings, agent_factory=factory)) as base_url:
-        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
-            yield client, clock
+    async with (
+        serve(create_app(settings, agent_factory=factory)) as base_url,
+        httpx.AsyncClient(base_url=base_url, timeout=30) as client,
+    ):
+        yield client, clock
 
 
 async def test_generate_then_history(api: tuple[httpx.AsyncClient, ManualClock]) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from app.schemas.trading_decision import AssetDecision, TradingStrategy
 from app.schemas.validation import AssetVerdict
-from app.services.exchange.base import Exchange, FillReason, Order, OrderRequest, OrderType, Position
+from app.services.exchange.base import Exchange, ExchangeError, FillReason, Order, OrderRequest, OrderType, Position
 from app.services.execution.reconciler import PositionIntent
 from app.services.market_data.base import MarketRules
 
@@ -92,8 +92,15 @@ class _Run:
 
 
 class Executor:
-    def __init__(self, rules: dict[str, MarketRules]) -> None:
+    """`slippage_allowance_bps`: how far worse than the decision's price an entry may fill; entries are
+    trimmed so margin plus taker fee still fit the available balance at that price."""
+
+    def __init__(
+        self, rules: dict[str, MarketRules], *, taker_fee_bps: float = 5.0, slippage_allowance_bps: float = 10.0
+    ) -> None:
         self.rules = rules
+        self.taker_fee_bps = taker_fee_bps
+        self.slippage_allowance_bps = slippage_allowance_bps
 
     async def execute(
         self,
@@ -125,31 +132,40 @@ class Executor:
                 report.errors.append(f"{item.asset}: {item.action} skipped: the account may only reduce exposure")
                 continue
             price = prices.get(item.asset)
-            if price is None or price <= 0:
+            if (price is None or price <= 0) and item.action != "close_position":
                 report.errors.append(f"{item.asset}: no price to execute {item.action}")
                 continue
             before = len(report.errors)
-            if item.action in ("buy", "sell"):
-                await self._open(run, exchange, item, strategy, account_max_leverage, price)
-            elif position is None:
-                report.errors.append(f"{item.asset}: {item.action} skipped: no open position on the venue")
-                continue
-            elif item.action == "close_position":
-                await run.place(
-                    item.asset,
-                    "sell" if position.side == "long" else "buy",
-                    "market",
-                    position.size,
-                    "close",
-                    reduce_only=True,
-                )
-            elif item.action == "adjust_orders":
-                await self._adjust_orders(run, exchange, item, position)
-            elif item.action == "adjust_position":
-                await self._adjust_position(run, exchange, item, position, price)
+            try:
+                await self._one(run, exchange, item, position, strategy, account_max_leverage, price or 0.0)
+            except ExchangeError as exc:  # one asset's refusal must not stop the others
+                report.errors.append(f"{item.asset}: {item.action} refused by the venue: {exc}")
             if len(report.errors) == before:
                 report.executed_assets.append(item.asset)
         return report
+
+    async def _one(
+        self,
+        run: _Run,
+        exchange: Exchange,
+        item: AssetDecision,
+        position: Position | None,
+        strategy: TradingStrategy,
+        account_max_leverage: float,
+        price: float,
+    ) -> None:
+        report = run.report
+        if item.action in ("buy", "sell"):
+            await self._open(run, exchange, item, strategy, account_max_leverage, price)
+        elif position is None:
+            report.errors.append(f"{item.asset}: {item.action} skipped: no open position on the venue")
+        elif item.action == "close_position":
+            close_side = "sell" if position.side == "long" else "buy"
+            await run.place(item.asset, close_side, "market", position.size, "close", reduce_only=True)
+        elif item.action == "adjust_orders":
+            await self._adjust_orders(run, exchange, item, position)
+        elif item.action == "adjust_position":
+            await self._adjust_position(run, exchange, item, position, price)
 
     async def _open(
         self,
@@ -163,6 +179,10 @@ class Executor:
         leverage = entry_leverage(strategy, account_max_leverage, self.rules.get(item.asset))
         await exchange.set_leverage(item.asset, leverage)
         quantity = item.allocation_usd * leverage / price
+        worst_price = price * (1 + self.slippage_allowance_bps / 10_000)
+        available = (await exchange.fetch_balance()).available
+        affordable = available / (worst_price * (1 / leverage + self.taker_fee_bps / 10_000))
+        quantity = min(quantity, affordable)
         entry = await run.place(item.asset, item.action, "market", quantity, "entry")
         if entry.status != "filled":
             return

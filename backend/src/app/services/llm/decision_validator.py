@@ -144,10 +144,11 @@ class DecisionValidator:
         ordered = [drafts[a] for a in context.symbols]
         errors.extend(self._apply_allocation_limits(ordered, context.account_state))
         total = round(sum(d.final.allocation_usd for d in ordered if d.final.action in NEW_MONEY_ACTIONS), 2)
-        if abs(total - decision.total_allocation_usd) > ALLOCATION_TOLERANCE_USD:
+        proposed = sum(d.allocation_usd for d in decision.decisions if d.action in NEW_MONEY_ACTIONS)
+        if abs(proposed - decision.total_allocation_usd) > ALLOCATION_TOLERANCE_USD:
             errors.append(
-                f"total_allocation_usd {decision.total_allocation_usd:g} does not equal the sum of the executable "
-                f"allocations {total:g}; using {total:g}"
+                f"total_allocation_usd {decision.total_allocation_usd:g} does not equal the sum of the buy/sell "
+                f"allocations {proposed:g}; the executable total is {total:g}"
             )
         verdicts = [d.verdict() for d in ordered]
         final = TradingDecision(
@@ -172,6 +173,8 @@ class DecisionValidator:
                 draft.adjust("hold commits no money; allocation set to 0", allocation_usd=0.0)
             return
         if market is None:
+            if item.action == "close_position" and position is not None:
+                return  # closing reduces risk; the venue closes at its own mark without our price
             draft.reject(f"no usable market data for {draft.asset} this cycle", position)
             return
         price = market.current_price

@@ -178,12 +178,22 @@ async def test_when_a_shorts_stop_is_refused_the_short_is_closed(venue: PaperVen
     assert report.errors
 
 
-async def test_a_refused_entry_places_no_protective_orders(venue: PaperVenue) -> None:
+async def test_an_entry_larger_than_the_balance_is_trimmed_to_what_fits(venue: PaperVenue) -> None:
     report = await run(venue, buy(allocation=50_000.0))  # far more margin than the 10k account holds
+
+    entry = report.orders[0]
+    assert entry.status == "filled"
+    balance = await venue.fetch_balance()
+    assert 0 <= balance.available < 0.01 * balance.wallet_balance  # nearly all of it, never more
+    assert any(o.reason == "stop_loss" and o.status == "open" for o in report.orders)
+
+
+async def test_a_refused_entry_places_no_protective_orders(venue: PaperVenue) -> None:
+    report = await run(venue, buy(allocation=1.0))  # below one lot: the venue refuses it
 
     [entry] = report.orders
     assert entry.status == "rejected"
-    assert "insufficient" in (entry.reject_reason or "")
+    assert "zero after rounding" in (entry.reject_reason or "")
     assert await position_of(venue) is None
     assert report.executed_assets == []
 
@@ -425,3 +435,19 @@ async def test_leverage_is_the_lowest_of_strategy_account_and_venue(
     assert position.leverage == pytest.approx(expected)
     assert position.size == pytest.approx(1_000.0 * expected / price, abs=0.001)
     assert position.margin == pytest.approx(1_000.0, rel=0.01)  # the allocation is the margin, at any leverage
+
+
+async def test_a_close_needs_no_price_from_the_context(venue: PaperVenue) -> None:
+    """Stale market data must never stop us from reducing risk: the venue closes at its own mark."""
+    await open_long(venue)
+    report = await run(venue, f.decision("BTC", "close_position"), decision_id=2, prices={})
+    assert [o.status for o in report.orders] == ["filled"]
+    assert await position_of(venue) is None
+
+
+async def test_one_asset_refused_by_the_venue_does_not_stop_the_others(venue: PaperVenue) -> None:
+    unknown = f.decision("DOGE", "buy", allocation_usd=100.0, sl_price=0.1, tp_price=0.2)
+    report = await run(venue, unknown, buy(), prices={"DOGE": 0.15, "BTC": 100_000.0})
+    assert any(e.startswith("DOGE:") for e in report.errors)
+    assert report.executed_assets == ["BTC"]
+    assert await position_of(venue) is not None

@@ -609,3 +609,16 @@ def test_property_a_decision_that_satisfies_every_rule_is_accepted(
     assert result.errors == []
     assert result.final_decision.decisions == decision.decisions
     assert not result.has_fallback
+
+
+def test_a_close_is_accepted_even_without_market_data() -> None:
+    """A stale feed must not lock a position in: closing reduces risk and needs no price of ours."""
+    account = f.account_context(positions=[f.position("BTC", "long")])
+    context = f.trading_context(["BTC", "ETH"], account=account, market={"ETH": f.asset_market_data("ETH")})
+    decision = f.trading_decision([f.decision("BTC", "close_position"), f.decision("ETH")])
+    result = DecisionValidator().validate(decision, context)
+    btc = next(v for v in result.verdicts if v.asset == "BTC")
+    assert btc.status == "accepted" and btc.final.action == "close_position"
+    buy = f.trading_decision([f.buy("BTC", 500.0), f.decision("ETH")])
+    rejected = next(v for v in DecisionValidator().validate(buy, context).verdicts if v.asset == "BTC")
+    assert rejected.status == "rejected" and "no usable market data" in rejected.reasons[0]

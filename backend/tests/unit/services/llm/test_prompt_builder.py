@@ -96,7 +96,7 @@ def test_series_are_labelled_and_rendered_oldest_to_newest(context: TradingConte
     assert "Series are oldest -> newest" in user
 
     btc = context.market_data.assets["BTC"]
-    closes = ", ".join(str(p.close) for p in btc.price_history[-10:])
+    closes = ", ".join(f"{p.close:.7g}" for p in btc.price_history[-10:])
     assert f"closes (5m): {closes}" in user
     # the last three EMA20 points of the decision timeframe, oldest first, newest (the current value) last
     ema = btc.technical_indicators.interval.ema_20
@@ -114,8 +114,8 @@ def test_open_positions_are_shown_with_their_stops_targets_and_exit_plans(
     _, user = build(context, strategy)
     for position in context.account_state.open_positions:
         line = next(line for line in user.splitlines() if line.startswith(f"- {position.symbol} {position.side}"))
-        assert f"SL {position.stop_loss}" in line
-        assert f"TP {position.take_profit}" in line
+        assert f"SL {position.stop_loss:.7g}" in line
+        assert f"TP {position.take_profit:.7g}" in line
         assert f"exit plan: {position.exit_plan}" in line
     assert "OPEN POSITIONS: none" not in user
 

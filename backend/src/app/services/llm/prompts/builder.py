@@ -27,9 +27,15 @@ def _fmt(series: list[float] | None, count: int = 3) -> str:
     return ", ".join(f"{v:.6g}" for v in series[-count:])
 
 
+def _num(value: float | None) -> str:
+    """A price or size with 7 significant figures (no float noise), or n/a."""
+    return "n/a" if value is None else f"{value:.7g}"
+
+
 def _environment() -> SandboxedEnvironment:
     env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, trim_blocks=False)
     env.filters["fmt"] = _fmt
+    env.filters["num"] = _num
     return env
 
 
@@ -73,6 +79,7 @@ class PromptBuilder:
         user = self._user.render(
             ctx=context,
             acct=context.account_state,
+            perf=context.account_state.recent_performance,
             risk=strategy.risk_parameters,
             assets=context.market_data.assets,
             symbols=context.symbols,

@@ -23,11 +23,12 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.bootstrap import build_agent  # noqa: E402
-from app.core.clock import ManualClock  # noqa: E402
-from app.core.config import Settings  # noqa: E402
-from app.services.llm.providers.openrouter import OpenRouterModel  # noqa: E402
-from tests.fakes.openrouter_server import FakeOpenRouter, chat_completion  # noqa: E402
+from tests.fakes.openrouter_server import FakeOpenRouter, chat_completion
+
+from app.bootstrap import build_agent
+from app.core.clock import ManualClock
+from app.core.config import Settings
+from app.services.llm.providers.openrouter import OpenRouterModel
 
 CALLS = 200
 TEN = ["BTC", "ETH", "SOL", "BNB", "XRP", "DOGE", "ADA", "AVAX", "LINK", "DOT"]

@@ -213,3 +213,20 @@ async def test_no_secret_in_stored_errors(
             for d in (await session.scalars(select(models.Decision))).all()
         ]
     assert all(KEY not in t for t in texts)
+
+
+async def test_a_schema_re_ask_keeps_both_answers(
+    make_agent: Callable[..., object], fake: FakeOpenRouter, clock: ManualClock
+) -> None:
+    agent: Agent = await make_agent()  # type: ignore[misc]
+    broken = json.loads(hold_all())
+    broken["decisions"][0]["confidence"] = 150
+    first = json.dumps(broken)
+    fake.reply(chat_completion(first, cost=0.001))
+    fake.reply(chat_completion(hold_all(), cost=0.002))
+    row = await _cycle(agent, clock)
+    assert row.status == "no_action" and row.failure is None
+    assert row.first_raw_response == first and row.raw_response == hold_all()
+    [call] = await _calls(agent, row.id)
+    assert call.reasked and call.attempts == 2 and call.cost_usd == pytest.approx(0.003)
+    assert "confidence" in fake.chat_requests[1].json["messages"][-1]["content"]

@@ -103,6 +103,7 @@ class Decision(Base):
     model_served: Mapped[str | None] = mapped_column(String(200), nullable=True)
     provider: Mapped[str | None] = mapped_column(String(100), nullable=True)
     raw_response: Mapped[str | None] = mapped_column(Text, nullable=True)
+    first_raw_response: Mapped[str | None] = mapped_column(Text, nullable=True)  # before a schema re-ask
     parsed_decision: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     validation_result: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     final_decision: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)

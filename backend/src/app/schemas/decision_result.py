@@ -61,4 +61,5 @@ class DecisionResult(BaseModel):
     usage: UsageSummary = Field(default_factory=UsageSummary)
     latency_ms: float | None = None
     raw_response: str | None = None
+    first_raw_response: str | None = Field(None, description="The first answer, when it was re-asked once")
     provenance: dict[str, Any] | None = Field(None, description="Context snapshot and prompt, when asked for")

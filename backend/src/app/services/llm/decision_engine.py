@@ -310,6 +310,7 @@ class DecisionEngine:
                 "model_served",
                 "provider",
                 "raw_response",
+                "first_raw_response",
                 "parsed_decision",
                 "finish_reason",
                 "prompt_tokens",
@@ -375,6 +376,7 @@ class DecisionEngine:
         row.model_served = response.model_served
         row.provider = response.provider
         row.raw_response = response.raw_text
+        row.first_raw_response = response.first_raw_text
         row.parsed_decision = response.decision.model_dump(mode="json") if response.decision else None
         row.finish_reason = response.finish_reason
         row.failure = response.failure
@@ -466,6 +468,7 @@ def to_result(row: models.Decision, orders: list[models.Order], *, provenance: b
         usage=usage,
         latency_ms=row.latency_ms,
         raw_response=row.raw_response,
+        first_raw_response=row.first_raw_response,
         provenance={"context": row.context_snapshot, "prompt": row.prompt} if provenance else None,
     )
 

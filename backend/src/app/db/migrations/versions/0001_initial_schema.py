@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 20:54:34.442470
+Create Date: 2026-11-25 21:06:22.066073
 """
 
 from __future__ import annotations
@@ -96,6 +96,7 @@ def upgrade() -> None:
         sa.Column("model_served", sa.String(length=200), nullable=True),
         sa.Column("provider", sa.String(length=100), nullable=True),
         sa.Column("raw_response", sa.Text(), nullable=True),
+        sa.Column("first_raw_response", sa.Text(), nullable=True),
         sa.Column("parsed_decision", sa.JSON(), nullable=True),
         sa.Column("validation_result", sa.JSON(), nullable=True),
         sa.Column("final_decision", sa.JSON(), nullable=True),

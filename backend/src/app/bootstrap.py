@@ -178,7 +178,12 @@ async def build_agent(
     await ensure_default_account(sessions, settings, clock)
 
     venues = VenueRegistry(
-        market=market, sessions=sessions, clock=clock, assets=settings.assets, interval=settings.interval
+        market=market,
+        sessions=sessions,
+        clock=clock,
+        assets=settings.assets,
+        interval=settings.interval,
+        venue=settings.venue,
     )
     accounts = AccountService(periods_per_year=365 * 86400 / timeframe_seconds(settings.interval))
     prompts = PromptBuilder(interval=settings.interval, long_interval=settings.long_interval)

@@ -54,9 +54,9 @@ class ScriptedModel:
                 if roll < 0.4:
                     side = rng.choice(["buy", "sell"])
                     sign = 1 if side == "buy" else -1
-                    distance = price * rng.uniform(0.002, 0.02)
+                    distance = price * rng.uniform(0.003, 0.014)  # within the conservative widest stop (1.5%)
                     sl = price - sign * distance * (-1 if invalid else 1)
-                    tp = price + sign * distance * rng.uniform(1.0, 3.0)
+                    tp = price + sign * distance * rng.uniform(3.0, 4.0)  # at least the strategy's 3R
                     decisions.append(
                         AssetDecision(
                             **{

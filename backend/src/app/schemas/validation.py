@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -40,3 +41,16 @@ class RiskValidationResult(BaseModel):
     passed: bool
     verdicts: list[AssetVerdict]
     errors: list[str] = Field(default_factory=list)
+
+
+class RiskState(BaseModel):
+    """What the rules need beyond the context: the account's day, its recent trades and its limits."""
+
+    now: datetime
+    reduce_only_reason: str | None = Field(None, description="Set when only reducing actions may pass")
+    day_start_equity: float | None = Field(None, description="Equity at the first snapshot of the UTC day")
+    day_pnl_usd: float = Field(0.0, description="Equity now minus equity at the start of the UTC day")
+    last_trade_at: dict[str, datetime] = Field(default_factory=dict, description="Last entry/increase per asset")
+    account_max_leverage: float | None = None
+    venue_max_leverage: dict[str, float] = Field(default_factory=dict)
+    maintenance_margin_rate: float = 0.005

@@ -72,7 +72,31 @@ class TradingRepository:
         )
         return list((await self.session.scalars(query)).all())
 
+    async def last_entry_times(self, account_id: int) -> dict[str, datetime]:
+        """When each asset last got new exposure (a filled entry or increase), for cooldowns."""
+        query = (
+            select(Order.symbol, func.max(Order.updated_at))
+            .where(
+                Order.account_id == account_id,
+                Order.kind.in_(("entry", "increase")),
+                Order.status == "filled",
+            )
+            .group_by(Order.symbol)
+        )
+        return {symbol: at for symbol, at in (await self.session.execute(query)).all() if at is not None}
+
     # ------------------------------------------------------------------------------------------- equity
+    async def first_equity_since(self, account_id: int, since: datetime) -> float | None:
+        """Equity at the first snapshot at or after `since` (the start of the day's book)."""
+        query = (
+            select(EquitySnapshot.equity)
+            .where(EquitySnapshot.account_id == account_id, EquitySnapshot.taken_at >= since)
+            .order_by(EquitySnapshot.taken_at, EquitySnapshot.id)
+            .limit(1)
+        )
+        value = await self.session.scalar(query)
+        return float(value) if value is not None else None
+
     async def equity_curve(self, account_id: int, *, limit: int = 2000) -> list[EquitySnapshot]:
         """Oldest first, the most recent `limit` snapshots."""
         query = (

@@ -15,9 +15,10 @@ from app.core.errors import TemporaryError, TradingAgentError
 
 OrderSide = Literal["buy", "sell"]
 PositionSide = Literal["long", "short"]
-OrderType = Literal["market", "stop_market", "take_profit_market"]
+OrderType = Literal["market", "limit", "stop_market", "take_profit_market"]
 OrderStatus = Literal["open", "filled", "canceled", "rejected"]
 FillReason = Literal["entry", "increase", "decrease", "close", "stop_loss", "take_profit", "liquidation"]
+LiquidationFormula = Literal["binance", "hyperliquid"]
 
 
 class ExchangeError(TradingAgentError):
@@ -38,6 +39,7 @@ class OrderRequest:
     trigger_price: float | None = None
     reduce_only: bool = False
     reason: FillReason = "entry"
+    price: float | None = None  # limit price (type "limit" only)
 
 
 @dataclass(slots=True)
@@ -57,6 +59,7 @@ class Order:
     filled_quantity: float = 0.0
     avg_fill_price: float | None = None
     reject_reason: str | None = None
+    price: float | None = None  # limit price, rounded to the tick (type "limit" only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,19 @@ class Fill:
     liquidity: Literal["maker", "taker"]
     reason: FillReason
     timestamp: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FundingPayment:
+    """One funding settlement of one position: `amount` > 0 was received, < 0 was paid."""
+
+    symbol: str
+    funding_time: datetime
+    rate: float  # fraction per funding interval; positive: longs pay shorts
+    position_side: PositionSide
+    position_size: float  # base units, positive
+    mark_price: float
+    amount: float  # signed, USD: -direction * size * mark * rate
 
 
 @dataclass(slots=True)
@@ -99,15 +115,20 @@ class Position:
 
 @dataclass(frozen=True, slots=True)
 class Balance:
-    """Account money on the venue. `equity = wallet_balance + unrealized_pnl`."""
+    """Account money on the venue. `equity = wallet_balance + unrealized_pnl`.
 
-    wallet_balance: float  # initial + realized - fees (+/- funding)
+    `wallet_balance = initial + realized_pnl - fees_paid - funding_paid + funding_received`; both funding
+    totals are >= 0 (paid and received are kept apart).
+    """
+
+    wallet_balance: float
     unrealized_pnl: float
-    margin_used: float
+    margin_used: float  # position margin plus margin reserved by resting orders
     available: float  # what a new order may commit
     realized_pnl: float
     fees_paid: float
     funding_paid: float = 0.0
+    funding_received: float = 0.0
 
     @property
     def equity(self) -> float:
@@ -116,7 +137,14 @@ class Balance:
 
 @dataclass(frozen=True)
 class FeeProfile:
-    """Per-venue simulation parameters (basis points)."""
+    """Per-venue simulation parameters (basis points).
+
+    Liquidation: `liquidation_formula` picks the venue's isolated-margin formula; the maintenance margin rate
+    it uses comes from `maintenance_rate(max_leverage)`: Binance's flat lowest-bracket rate, or
+    Hyperliquid's l = 1 / (2 * max leverage of the asset).
+    Taker slippage: `slippage_bps + impact_bps_per_pct_volume * (order notional / last candle quote volume
+    * 100)`, capped at `max_slippage_bps`; `slippage_bps` alone while no candle volume is known.
+    """
 
     venue: str
     maker_bps: float
@@ -126,11 +154,29 @@ class FeeProfile:
     maintenance_margin_rate: float = 0.004
     slippage_bps: float = 1.0
     max_leverage: dict[str, float] = field(default_factory=dict)
+    liquidation_formula: LiquidationFormula = "binance"
+    impact_bps_per_pct_volume: float = 2.0
+    max_slippage_bps: float = 100.0
+
+    def maintenance_rate(self, max_leverage: float) -> float:
+        """Return the maintenance margin rate of an asset whose maximum leverage is `max_leverage`."""
+        if self.liquidation_formula == "hyperliquid" and max_leverage > 0:
+            return 1.0 / (2.0 * max_leverage)
+        return self.maintenance_margin_rate
 
 
 FEE_PROFILES: dict[str, FeeProfile] = {
     "binanceusdm": FeeProfile("binanceusdm", maker_bps=2.0, taker_bps=5.0, funding_interval_hours=8, min_notional=5.0),
-    "hyperliquid": FeeProfile("hyperliquid", maker_bps=1.5, taker_bps=4.5, funding_interval_hours=1, min_notional=10.0),
+    "hyperliquid": FeeProfile(
+        "hyperliquid",
+        maker_bps=1.5,
+        taker_bps=4.5,
+        funding_interval_hours=1,
+        min_notional=10.0,
+        maintenance_margin_rate=1.0 / 80.0,  # BTC's l = 1 / (2 * 40); per asset see `maintenance_rate`
+        max_leverage={"BTC": 40.0, "ETH": 25.0, "SOL": 20.0},
+        liquidation_formula="hyperliquid",
+    ),
 }
 
 

@@ -3,49 +3,74 @@
 Prices come in through `on_candle` (or `set_mark_price`). Each candle is walked along an assumed path:
 O -> L -> H -> C when the candle is bullish (close >= open: it dipped, then rallied to the close) and
 O -> H -> L -> C when it is bearish (the usual convention of backtesters).
-Resting stop / take-profit orders and liquidations fire where the path first reaches them, with these rules:
+Resting orders (stop, take-profit, limit) and liquidations fire where the path first reaches them:
 
-- Gap: a trigger already reached at the open fills at the open, not at its trigger price.
-- Stop first: when a stop and a take-profit of a symbol are both touched inside one candle, every stop goes
-  before every take-profit (pessimistic), whatever the path says. A take-profit reached at the open is not a
-  guess and still fills first.
+- Gap: an order already reached at the open fills at the open, not at its trigger or limit price.
+- Stop first: when a stop and a target (take-profit or reduce-only limit) of a symbol are both touched inside
+  one candle, every stop goes before every target (pessimistic), whatever the path says. A target reached at
+  the open is not a guess and still fills first.
 - Liquidation competes with stops along the path: a long's stop above its liquidation price is reached first.
-  When both are reached at the open (a gap), the liquidation wins.
+  When both are reached at the open (a gap), the liquidation wins. A limit that opens or grows a position
+  mid-candle gets its liquidation checked on the rest of the path.
 - `set_mark_price` is a one-point path: anything it reaches fills like a gap.
 
-Fills: every taker fill (market, stop, take-profit) is worsened by `fees.slippage_bps` and pays
-`fees.taker_bps` on its notional. A liquidation closes at the liquidation price (or at the open on a gap)
-with no slippage; its loss is capped at the position's isolated margin (the insurance fund takes the rest)
-and its taker fee is paid out of the margin that is left, so a liquidation never costs the wallet more
-than the isolated margin. Other closes happen before the liquidation price, where the margin left exceeds
-taker fee + slippage whenever taker_bps + slippage_bps < maintenance margin (true for the built-in profiles),
-so `available` cannot go negative. Fill reasons: entry / increase / decrease / close for market orders,
+Orders: market, limit, stop_market and take_profit_market. Stops and take-profits must be reduce-only.
+Limits (`price`, rounded to the tick) rest until the path reaches them (a buy at or below its price), then
+fill completely (no queue, no partial fills) as maker at the limit price, or at the open if it opened
+better, with no slippage. A limit that is marketable when placed (buy at or above the mark) fills at once
+as taker, like a market order, at the slipped mark but never worse than its price. A resting limit that is
+not reduce-only reserves its margin and maker fee at its price and the leverage of the moment
+(`margin_used` includes it, `available` excludes it) so that it can always fill; the reservation is
+released at fill or cancel. A reduce-only limit is a target for the stop-first rule and fills
+min(its quantity, the position). A limit that is not reduce-only fills as an entry / increase, or as a
+decrease when the position has turned against it meanwhile; it is canceled at fill time if it would flip the
+position or (a sell that opened higher needs more margin than reserved) if the margin is not there.
+
+Slippage: a taker fill (market, marketable limit, stop, take-profit) is worsened by
+`slippage_bps + impact_bps_per_pct_volume * (notional / quote volume of the last completed candle * 100)`,
+capped at `max_slippage_bps` (`slippage_bps` alone until a candle has been seen; during a candle the previous
+one counts, so there is no look-ahead), and pays `taker_bps`. A closing taker fill is never worse than the
+position's liquidation price (the venue would have liquidated it there), so its loss never exceeds the
+isolated margin. A liquidation closes at the liquidation price (or at the open on a gap) with no slippage;
+its loss is capped at the isolated margin (the insurance fund takes the rest) and its taker fee is paid out
+of the margin left. Liquidation price: `fees.liquidation_formula`, Binance (MMR `maintenance_margin_rate`)
+or Hyperliquid (l = 1 / (2 * max leverage of the asset)); the margin left at it exceeds the taker fee, so
+`available` cannot go negative through trading. Fill reasons: entry / increase / decrease / close for
+market and limit orders (a reduce-only limit placed with reason stop_loss / take_profit keeps it),
 stop_loss, take_profit and liquidation (a venue-made market order "paper-liquidation-<n>") otherwise.
 
 Positions: one per symbol (one-way mode). Orders that would flip a position are rejected ("order would flip
 the position; close it first"). A position that becomes flat cancels its symbol's reduce-only orders; a
 partially reduced one keeps them, and at trigger they fill min(order quantity, position size).
 
-Money: `wallet_balance = initial + realized_pnl - fees_paid` (funding is not simulated yet),
-`available = wallet_balance - margin_used`, so `equity = initial + realized + unrealized - fees` holds.
-Restart: `restore(**old_venue.snapshot())` brings back money, positions, resting orders, leverage and the
-order counter (fill history is not kept).
+Funding: `apply_funding(symbol, rate, funding_time)` settles size x mark x rate (positive rate: longs pay
+shorts) against the wallet balance (as a cross wallet would): the isolated margin and the liquidation price
+do not change, and `available` can go below zero only through funding paid. Settlements are taken in time
+order per symbol: one at or before the last applied for that symbol is a no-op (so a repeat is harmless).
+
+Money: `wallet_balance = initial + realized_pnl - fees_paid - funding_paid + funding_received`,
+`available = wallet_balance - margin_used`, so `equity = initial + realized + unrealized - fees - funding
+paid + funding received` holds. Restart: `restore(**old_venue.snapshot())` brings back money, funding,
+positions, resting orders and their reservations, leverage, marks, volumes and the order counter (fill and
+funding history are not kept).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
-from typing import TypedDict
+from typing import Literal, TypedDict
 
 from app.core.clock import Clock
 from app.services.exchange import paper_math as pm
+from app.services.exchange import paper_orders as po
 from app.services.exchange.base import (
     Balance,
     ExchangeError,
     FeeProfile,
     Fill,
     FillReason,
+    FundingPayment,
     Order,
     OrderRequest,
     OrderSide,
@@ -53,8 +78,8 @@ from app.services.exchange.base import (
 )
 from app.services.market_data.base import Candle, MarketRules, UnknownSymbolError
 
-_CONDITIONAL = ("stop_market", "take_profit_market")
-_AFTER_PATH = 10.0  # added to a take-profit's path time to put it after every stop (stop-first rule)
+_CONDITIONAL = po.CONDITIONAL
+Liquidity = Literal["maker", "taker"]
 
 
 class PaperVenueSnapshot(TypedDict):
@@ -68,6 +93,12 @@ class PaperVenueSnapshot(TypedDict):
     open_orders: list[Order]
     leverage: dict[str, float]
     next_order_seq: int
+    funding_paid: float
+    funding_received: float
+    funding_settled: dict[str, datetime]  # last funding settlement applied, per symbol
+    order_leverage: dict[str, float]  # leverage of each resting limit that reserves margin
+    marks: dict[str, float]
+    quote_volumes: dict[str, float]
 
 
 class PaperVenue:
@@ -93,24 +124,28 @@ class PaperVenue:
         self._fees = fees
         self._clock = clock
         self._initial = float(initial_balance)
-        self._realized = 0.0
-        self._fees_paid = 0.0
+        self._realized = self._fees_paid = self._funding_paid = self._funding_received = 0.0
         self._leverage = {s: min(default_leverage, self._max_leverage(s)) for s in self._rules}
         self._marks: dict[str, float] = {}
+        self._volumes: dict[str, float] = {}  # quote volume of the last candle, per symbol
         self._positions: dict[str, Position] = {}
         self._orders: dict[str, Order] = {}  # every order, by client order id
         self._open: dict[str, Order] = {}  # the resting ones (insertion order = age)
+        self._order_leverage: dict[str, float] = {}  # resting limits that reserve margin -> their leverage
         self._fills: list[Fill] = []
+        self._funding: list[FundingPayment] = []
+        self._funding_settled: dict[str, datetime] = {}
         self._seq = 0
 
     # ---- market data in -------------------------------------------------------------------------------
 
     def on_candle(self, symbol: str, candle: Candle) -> list[Fill]:
-        """Walk `candle` along its path, fire stops / take-profits / liquidation, then mark at the close."""
+        """Walk `candle` along its path, fire resting orders / liquidation, then mark at the close."""
         if not candle.low <= min(candle.open, candle.close) <= max(candle.open, candle.close) <= candle.high:
             raise ValueError(f"inconsistent candle: {candle}")
         fills = self._walk(symbol, pm.candle_path(candle))
         self._mark(symbol, candle.close)
+        self._volumes[symbol] = candle.volume * candle.close
         return fills
 
     def set_mark_price(self, symbol: str, price: float) -> list[Fill]:
@@ -120,6 +155,35 @@ class PaperVenue:
         fills = self._walk(symbol, (price,))
         self._mark(symbol, price)
         return fills
+
+    def apply_funding(
+        self, symbol: str, rate: float, funding_time: datetime, mark_price: float | None = None
+    ) -> FundingPayment | None:
+        """Settle one funding interval of `symbol` at `mark_price` (default: the current mark).
+
+        Return the payment, or None when there is no position or the settlement is not after the last one
+        applied for `symbol` (idempotent).
+        """
+        if symbol not in self._rules:
+            raise UnknownSymbolError(symbol)
+        last = self._funding_settled.get(symbol)
+        if last is not None and funding_time <= last:
+            return None
+        self._funding_settled[symbol] = funding_time
+        position = self._positions.get(symbol)
+        if position is None:
+            return None
+        mark = mark_price if mark_price is not None else self._marks.get(symbol, position.mark_price)
+        if mark <= 0:
+            raise ValueError("funding needs a positive mark price")
+        amount = pm.funding_amount(position.side, position.size, mark, rate)
+        if amount < 0:
+            self._funding_paid -= amount
+        else:
+            self._funding_received += amount
+        payment = FundingPayment(symbol, funding_time, rate, position.side, position.size, mark, amount)
+        self._funding.append(payment)
+        return payment
 
     # ---- Exchange port --------------------------------------------------------------------------------
 
@@ -134,32 +198,20 @@ class PaperVenue:
         return float(leverage)
 
     async def place_order(self, request: OrderRequest) -> Order:
-        """Fill a market order now or rest a reduce-only trigger order; rejections come back as orders."""
-        existing = self._orders.get(request.client_order_id)
-        if existing is not None:
+        """Fill a market or marketable limit order now, or rest the order; rejections come back as orders."""
+        if request.client_order_id in self._orders:
             return self._new_order(request, request.quantity, "duplicate client order id", store=False)
         reason = self._check(request)
         if reason is not None:
             return self._new_order(request, request.quantity, reason)
-        rules = self._rules[request.symbol]
-        quantity = pm.round_down_to_step(request.quantity, rules.lot_size)
-        position = self._positions.get(request.symbol)
+        quantity = pm.round_down_to_step(request.quantity, self._rules[request.symbol].lot_size)
         if request.type in _CONDITIONAL:
             return replace(self._new_order(request, quantity))
         mark = self._marks[request.symbol]
-        price = pm.with_slippage(mark, request.side, self._fees.slippage_bps)
-        if position is not None and pm.closing_side(position.side) == request.side:
-            quantity = min(quantity, position.size)
-            order = self._new_order(request, quantity)
-            self._reduce(position, quantity, price, order, reason=None)
-            return replace(order)
-        leverage = self._leverage[request.symbol]
-        fee = quantity * price * self._fees.taker_bps / 1e4
-        if quantity * price / leverage + fee > self._available() + 1e-9:
-            return self._new_order(request, quantity, "insufficient available balance for margin and fee")
-        order = self._new_order(request, quantity)
-        self._increase(request.symbol, request.side, quantity, price, fee, leverage, order)
-        return replace(order)
+        limit = self._limit_price(request)
+        if limit is not None and not po.marketable(request.side, limit, mark):
+            return self._rest_limit(request, quantity, limit)
+        return self._take(request, quantity, mark, limit)
 
     async def cancel_order(self, symbol: str, client_order_id: str) -> Order:
         """Cancel an open order; raise ExchangeError if it is unknown or no longer open."""
@@ -185,7 +237,7 @@ class PaperVenue:
         return [replace(p) for p in self._positions.values()]
 
     async def fetch_balance(self) -> Balance:
-        """Return wallet, unrealized PnL, margin and available balance."""
+        """Return wallet, unrealized PnL, margin (positions and resting orders) and available balance."""
         wallet = self._wallet()
         margin_used = self._margin_used()
         return Balance(
@@ -195,11 +247,21 @@ class PaperVenue:
             available=wallet - margin_used,
             realized_pnl=self._realized,
             fees_paid=self._fees_paid,
+            funding_paid=self._funding_paid,
+            funding_received=self._funding_received,
         )
 
     async def fetch_fills(self, since: datetime | None = None) -> list[Fill]:
         """Return fills with timestamp >= `since` (all when None), in the order they happened."""
         return [f for f in self._fills if since is None or f.timestamp >= since]
+
+    async def fetch_funding_payments(self, since: datetime | None = None) -> list[FundingPayment]:
+        """Return funding payments with funding_time >= `since` (all when None), in the order applied."""
+        return [p for p in self._funding if since is None or p.funding_time >= since]
+
+    def order_margin(self) -> float:
+        """Return the margin and maker fees reserved by resting limit orders (part of `margin_used`)."""
+        return sum(self._reserve(self._open[cid]) for cid in self._order_leverage if cid in self._open)
 
     # ---- restart --------------------------------------------------------------------------------------
 
@@ -214,6 +276,12 @@ class PaperVenue:
             open_orders=[replace(o) for o in self._open_orders(None)],
             leverage=dict(self._leverage),
             next_order_seq=self._seq + 1,
+            funding_paid=self._funding_paid,
+            funding_received=self._funding_received,
+            funding_settled=dict(self._funding_settled),
+            order_leverage=dict(self._order_leverage),
+            marks=dict(self._marks),
+            quote_volumes=dict(self._volumes),
         )
 
     def restore(
@@ -227,53 +295,94 @@ class PaperVenue:
         initial_balance: float,
         leverage: dict[str, float] | None = None,
         next_order_seq: int | None = None,
+        funding_paid: float = 0.0,
+        funding_received: float = 0.0,
+        funding_settled: dict[str, datetime] | None = None,
+        order_leverage: dict[str, float] | None = None,
+        marks: dict[str, float] | None = None,
+        quote_volumes: dict[str, float] | None = None,
     ) -> None:
-        """Replace the whole state with a saved one; fill history starts empty.
+        """Replace the whole state with a saved one; fill and funding history start empty.
 
-        `wallet_balance` must equal `initial_balance + realized_pnl - fees_paid` (no funding yet).
+        `wallet_balance` must equal `initial_balance + realized_pnl - fees_paid - funding_paid +
+        funding_received`. A resting limit that is not reduce-only reserves margin at `order_leverage[its
+        client order id]` (default: the symbol's leverage).
         """
-        if abs(wallet_balance - (initial_balance + realized_pnl - fees_paid)) > 1e-6 * max(1.0, abs(wallet_balance)):
-            raise ValueError("wallet_balance != initial_balance + realized_pnl - fees_paid")
+        expected = initial_balance + realized_pnl - fees_paid - funding_paid + funding_received
+        if abs(wallet_balance - expected) > 1e-6 * max(1.0, abs(wallet_balance)):
+            raise ValueError("wallet_balance != initial + realized_pnl - fees_paid - funding_paid + funding_received")
+        if funding_paid < 0 or funding_received < 0:
+            raise ValueError("funding totals must not be negative")
         for symbol in [*(p.symbol for p in positions), *(o.symbol for o in open_orders)]:
             if symbol not in self._rules:
                 raise UnknownSymbolError(symbol)
-        if any(o.status != "open" or o.type not in _CONDITIONAL for o in open_orders):
-            raise ValueError("only open stop / take-profit orders can be restored")
+        for o in open_orders:
+            restorable = o.type in _CONDITIONAL or (o.type == "limit" and o.price is not None and o.price > 0)
+            if o.status != "open" or not restorable:
+                raise ValueError("only open stop / take-profit / limit (with a price) orders can be restored")
         self._initial, self._realized, self._fees_paid = initial_balance, realized_pnl, fees_paid
-        self._marks, self._positions, self._orders, self._open, self._fills = {}, {}, {}, {}, []
-        for position in positions:
-            restored = replace(position)
-            restored.liquidation_price = pm.liquidation_price(
-                restored.side, restored.size, restored.entry_price, restored.margin, self._mmr
-            )
-            self._positions[restored.symbol] = restored
-            if restored.mark_price > 0:
-                self._marks[restored.symbol] = restored.mark_price
-        for order in open_orders:
-            self._orders[order.client_order_id] = self._open[order.client_order_id] = replace(order)
+        self._funding_paid, self._funding_received = funding_paid, funding_received
+        self._funding_settled = dict(funding_settled or {})
+        self._positions, self._orders, self._open, self._fills, self._funding = {}, {}, {}, [], []
+        self._marks = {s: p for s, p in (marks or {}).items() if s in self._rules and p > 0}
+        self._volumes = {s: v for s, v in (quote_volumes or {}).items() if s in self._rules}
         for symbol, value in (leverage or {}).items():
             if symbol in self._rules:
                 self._leverage[symbol] = min(max(1.0, value), self._max_leverage(symbol))
+        for position in positions:
+            restored = replace(position)
+            restored.liquidation_price = self._liquidation_price(restored)
+            self._positions[restored.symbol] = restored
+            if restored.mark_price > 0:
+                self._marks.setdefault(restored.symbol, restored.mark_price)
+        self._order_leverage = {}
+        for order in open_orders:
+            self._orders[order.client_order_id] = self._open[order.client_order_id] = replace(order)
+            if order.type == "limit" and not order.reduce_only:
+                saved = (order_leverage or {}).get(order.client_order_id, self._leverage[order.symbol])
+                self._order_leverage[order.client_order_id] = saved
         numeric = [int(o.venue_order_id) for o in open_orders if o.venue_order_id.isdigit()]
         self._seq = max([(next_order_seq or 1) - 1, *numeric])
 
-    # ---- internals ------------------------------------------------------------------------------------
-
-    @property
-    def _mmr(self) -> float:
-        return self._fees.maintenance_margin_rate
+    # ---- internals: state -----------------------------------------------------------------------------
 
     def _max_leverage(self, symbol: str) -> float:
         return min(self._rules[symbol].max_leverage, self._fees.max_leverage.get(symbol, float("inf")))
 
+    def _liquidation_price(self, position: Position) -> float | None:
+        maximum = self._max_leverage(position.symbol)
+        return pm.venue_liquidation_price(
+            self._fees.liquidation_formula,
+            position.side,
+            position.size,
+            position.entry_price,
+            position.margin,
+            self._fees.maintenance_rate(maximum),
+            maximum,
+        )
+
     def _wallet(self) -> float:
-        return self._initial + self._realized - self._fees_paid
+        return self._initial + self._realized - self._fees_paid - self._funding_paid + self._funding_received
 
     def _margin_used(self) -> float:
-        return sum(p.margin for p in self._positions.values())
+        return sum(p.margin for p in self._positions.values()) + self.order_margin()
 
     def _available(self) -> float:
         return self._wallet() - self._margin_used()
+
+    def _reserve(self, order: Order) -> float:
+        """Margin plus maker fee a resting limit holds back: q * price * (1 / leverage + maker)."""
+        leverage = self._order_leverage.get(order.client_order_id)
+        if leverage is None or order.price is None:
+            return 0.0
+        return order.quantity * order.price * (1.0 / leverage + self._fees.maker_bps / 1e4)
+
+    def _slippage(self, symbol: str, notional: float) -> float:
+        fees = self._fees
+        volume = self._volumes.get(symbol)
+        return pm.taker_slippage_bps(
+            fees.slippage_bps, fees.impact_bps_per_pct_volume, fees.max_slippage_bps, notional, volume
+        )
 
     def _open_orders(self, symbol: str | None) -> list[Order]:
         return [o for o in self._open.values() if symbol is None or o.symbol == symbol]
@@ -282,12 +391,18 @@ class PaperVenue:
         order.status = "canceled"
         order.updated_at = self._clock.now()
         self._open.pop(order.client_order_id, None)
+        self._order_leverage.pop(order.client_order_id, None)
 
     def _mark(self, symbol: str, price: float) -> None:
         self._marks[symbol] = price
         position = self._positions.get(symbol)
         if position is not None:
             position.mark_price = price
+
+    # ---- internals: orders ----------------------------------------------------------------------------
+
+    def _limit_price(self, request: OrderRequest) -> float | None:
+        return po.limit_price(request, self._rules.get(request.symbol))
 
     def _check(self, request: OrderRequest) -> str | None:
         """Return why `request` must be rejected, or None (duplicates are checked by the caller)."""
@@ -297,29 +412,41 @@ class PaperVenue:
         mark = self._marks.get(request.symbol)
         if mark is None:
             return f"no mark price yet for {request.symbol}"
-        conditional = request.type in _CONDITIONAL
-        if conditional and not request.reduce_only:
-            return "stop and take-profit orders must be reduce_only on this venue"
-        if conditional and (request.trigger_price is None or request.trigger_price <= 0):
-            return "stop and take-profit orders need a positive trigger price"
-        quantity = pm.round_down_to_step(request.quantity, rules.lot_size)
-        if quantity <= 0:
-            return f"quantity {request.quantity} is zero after rounding to lot size {rules.lot_size}"
-        position = self._positions.get(request.symbol)
-        reduces = position is not None and pm.closing_side(position.side) == request.side
-        if request.reduce_only and not reduces:
-            return "reduce-only order would not reduce the position"
-        if conditional and request.trigger_price is not None:
-            trigger = pm.round_to_tick(request.trigger_price, rules.tick_size)
-            direction = pm.trigger_direction(request.side, request.type)
-            if (direction == "down" and trigger >= mark) or (direction == "up" and trigger <= mark):
-                return f"trigger {trigger} is on the wrong side of the mark price {mark}"
         minimum = max(rules.min_notional, self._fees.min_notional)
-        if not request.reduce_only and quantity * mark < minimum:
-            return f"notional {quantity * mark:.2f} below the minimum {minimum:g}"
-        if reduces and not request.reduce_only and position is not None and quantity > position.size:
-            return "order would flip the position; close it first"
-        return None
+        return po.check(request, rules, mark, self._positions.get(request.symbol), minimum)
+
+    def _take(self, request: OrderRequest, quantity: float, mark: float, limit: float | None) -> Order:
+        """Fill a market (or marketable limit) order now as taker at the slipped mark, capped at `limit`."""
+        position = self._positions.get(request.symbol)
+        closing = position is not None and pm.closing_side(position.side) == request.side
+        if position is not None and closing:
+            quantity = min(quantity, position.size)
+        slippage = self._slippage(request.symbol, quantity * mark)
+        price = pm.not_beyond(pm.with_slippage(mark, request.side, slippage), request.side, limit)
+        if position is not None and closing:
+            price = pm.not_beyond(price, request.side, position.liquidation_price)
+            order = self._new_order(request, quantity)
+            self._reduce(position, quantity, price, order, None, "taker")
+            return replace(order)
+        leverage = self._leverage[request.symbol]
+        fee = quantity * price * self._fees.taker_bps / 1e4
+        if quantity * price / leverage + fee > self._available() + 1e-9:
+            return self._new_order(request, quantity, "insufficient available balance for margin and fee")
+        order = self._new_order(request, quantity)
+        self._increase(request.symbol, request.side, quantity, price, fee, leverage, order, "taker")
+        return replace(order)
+
+    def _rest_limit(self, request: OrderRequest, quantity: float, limit: float) -> Order:
+        """Rest a limit order; one that may open or grow a position reserves its margin and maker fee."""
+        leverage = self._leverage[request.symbol]
+        if not request.reduce_only:
+            reserve = quantity * limit * (1.0 / leverage + self._fees.maker_bps / 1e4)
+            if reserve > self._available() + 1e-9:
+                return self._new_order(request, quantity, "insufficient available balance for margin and fee")
+        order = self._new_order(request, quantity)
+        if not request.reduce_only:
+            self._order_leverage[order.client_order_id] = leverage
+        return replace(order)
 
     def _new_order(
         self,
@@ -335,6 +462,7 @@ class PaperVenue:
         trigger = request.trigger_price
         if trigger is not None and request.symbol in self._rules:
             trigger = pm.round_to_tick(trigger, self._rules[request.symbol].tick_size)
+        limit = self._limit_price(request) if request.symbol in self._rules else request.price
         order = Order(
             client_order_id=request.client_order_id,
             venue_order_id=str(self._seq),
@@ -349,6 +477,7 @@ class PaperVenue:
             reduce_only=request.reduce_only,
             reason=request.reason,
             reject_reason=reject_reason,
+            price=limit if request.type == "limit" else None,
         )
         if store:
             self._orders[order.client_order_id] = order
@@ -356,11 +485,21 @@ class PaperVenue:
                 self._open[order.client_order_id] = order
         return order
 
+    # ---- internals: fills -----------------------------------------------------------------------------
+
     def _record_fill(
-        self, order: Order, quantity: float, price: float, fee: float, pnl: float, reason: FillReason
+        self,
+        order: Order,
+        quantity: float,
+        price: float,
+        fee: float,
+        pnl: float,
+        reason: FillReason,
+        liquidity: Liquidity,
     ) -> Fill:
         order.status = "filled"
         self._open.pop(order.client_order_id, None)
+        self._order_leverage.pop(order.client_order_id, None)
         order.filled_quantity = quantity
         order.avg_fill_price = price
         order.updated_at = self._clock.now()
@@ -373,7 +512,7 @@ class PaperVenue:
             price=price,
             fee=fee,
             realized_pnl=pnl,
-            liquidity="taker",
+            liquidity=liquidity,
             reason=reason,
             timestamp=order.updated_at,
         )
@@ -381,7 +520,15 @@ class PaperVenue:
         return fill
 
     def _increase(
-        self, symbol: str, side: OrderSide, qty: float, price: float, fee: float, lev: float, order: Order
+        self,
+        symbol: str,
+        side: OrderSide,
+        qty: float,
+        price: float,
+        fee: float,
+        lev: float,
+        order: Order,
+        liquidity: Liquidity,
     ) -> Fill:
         """Open or add to a position on `side` (the caller checked the balance)."""
         margin = qty * price / lev
@@ -398,7 +545,7 @@ class PaperVenue:
                 margin=margin,
                 liquidation_price=None,
                 opened_at=self._clock.now(),
-                mark_price=self._marks[symbol],
+                mark_price=self._marks.get(symbol, price),
             )
             self._positions[symbol] = position
         else:
@@ -407,17 +554,23 @@ class PaperVenue:
             position.size = size
             position.margin += margin
             position.leverage = position.size * position.entry_price / position.margin
-        position.liquidation_price = pm.liquidation_price(
-            position.side, position.size, position.entry_price, position.margin, self._mmr
-        )
-        return self._record_fill(order, qty, price, fee, 0.0, reason)
+        position.liquidation_price = self._liquidation_price(position)
+        return self._record_fill(order, qty, price, fee, 0.0, reason, liquidity)
 
-    def _reduce(self, position: Position, qty: float, price: float, order: Order, reason: FillReason | None) -> Fill:
-        """Close `qty` of `position` at `price`; `reason` None means a market order (decrease / close)."""
+    def _reduce(
+        self,
+        position: Position,
+        qty: float,
+        price: float,
+        order: Order,
+        reason: FillReason | None,
+        liquidity: Liquidity,
+    ) -> Fill:
+        """Close `qty` of `position` at `price`; `reason` None means a market or limit order (decrease / close)."""
         full = qty >= position.size
         released = position.margin if full else position.margin * qty / position.size
         pnl = pm.realized_pnl(position.side, position.entry_price, price, qty)
-        fee = qty * price * self._fees.taker_bps / 1e4
+        fee = qty * price * (self._fees.maker_bps if liquidity == "maker" else self._fees.taker_bps) / 1e4
         if reason == "liquidation":
             pnl = max(pnl, -released)
             fee = min(fee, max(0.0, released + pnl))
@@ -426,12 +579,10 @@ class PaperVenue:
         position.realized_pnl += pnl
         position.size = 0.0 if full else pm.snap(position.size - qty, self._rules[position.symbol].lot_size)
         position.margin = 0.0 if position.size <= 0 else position.margin - released
-        position.liquidation_price = pm.liquidation_price(
-            position.side, position.size, position.entry_price, position.margin, self._mmr
-        )
+        position.liquidation_price = self._liquidation_price(position)
         if reason is None:
             reason = "close" if position.size <= 0 else "decrease"
-        fill = self._record_fill(order, qty, price, fee, pnl, reason)
+        fill = self._record_fill(order, qty, price, fee, pnl, reason, liquidity)
         if position.size <= 0:
             del self._positions[position.symbol]
             for resting in self._open_orders(position.symbol):
@@ -440,50 +591,77 @@ class PaperVenue:
         return fill
 
     def _walk(self, symbol: str, path: tuple[float, ...]) -> list[Fill]:
-        """Fire every trigger and liquidation `path` reaches, in path order (see the module docstring)."""
+        """Fire every resting order and liquidation `path` reaches, in path order (see the module docstring)."""
         if symbol not in self._rules:
             raise UnknownSymbolError(symbol)
         position = self._positions.get(symbol)
-        orders = self._open_orders(symbol)
         if position is None:
-            for order in orders:  # orphans (e.g. restored without a position) can never reduce anything
+            for order in self._open_orders(symbol):  # orphans (e.g. restored without a position) reduce nothing
                 if order.reduce_only:
                     self._cancel(order)
+        orders = self._open_orders(symbol)
+        if not orders and position is None:
             return []
-        events: list[tuple[float, int, int, Order | None]] = []
-        lp = position.liquidation_price
-        if lp is not None:
-            when = pm.first_touch(path, lp, pm.liquidation_direction(position.side))
-            if when is not None:
-                events.append((when, 0, 0, None))
-        for rank, order in enumerate(orders):
-            if order.trigger_price is None:
-                continue
-            when = pm.first_touch(path, order.trigger_price, pm.trigger_direction(order.side, order.type))
-            if when is not None:
-                events.append((when, 1 if order.type == "stop_market" else 2, rank, order))
-        if any(e[1] == 1 for e in events):
-            events = [(t + _AFTER_PATH if k == 2 and t > 0 else t, k, r, o) for t, k, r, o in events]
+        events = po.schedule(orders, path)
+        if position is not None and (liq := po.liquidation_event(position.side, position.liquidation_price, path, 0.0)):
+            po.insert(events, liq)
         fills: list[Fill] = []
-        for when, _, _, hit in sorted(events, key=lambda e: e[:3]):
+        while events:
+            event = events.pop(0)
             position = self._positions.get(symbol)
-            if position is None:
-                break
-            at_open = when == 0.0
+            base = path[0] if event.at == 0.0 else event.level
+            hit = event.order
             if hit is None:
-                price = path[0] if at_open else (lp or path[0])
-                fills.append(self._liquidate(position, price))
+                if position is not None:  # a reduction keeps the liquidation price; growth reschedules it
+                    fills.append(self._liquidate(position, base))
                 continue
             if hit.status != "open":
                 continue
-            if hit.side != pm.closing_side(position.side):
-                self._cancel(hit)
+            if hit.type in _CONDITIONAL:
+                fill = self._fire_conditional(hit, position, base)
+            else:
+                fill = self._fill_limit(hit, position, base)
+            if fill is None:
                 continue
-            base = path[0] if at_open else (hit.trigger_price or path[0])
-            price = pm.with_slippage(base, hit.side, self._fees.slippage_bps)
-            reason: FillReason = "stop_loss" if hit.type == "stop_market" else "take_profit"
-            fills.append(self._reduce(position, min(hit.quantity, position.size), price, hit, reason))
+            fills.append(fill)
+            if fill.reason in ("entry", "increase"):  # the position changed: where does it liquidate now?
+                events = [e for e in events if e.order is not None]
+                grown = self._positions[symbol]
+                liq = po.liquidation_event(grown.side, grown.liquidation_price, path, event.at)
+                if liq is not None:
+                    po.insert(events, liq)
         return fills
+
+    def _fire_conditional(self, order: Order, position: Position | None, base: float) -> Fill | None:
+        if position is None or order.side != pm.closing_side(position.side):
+            self._cancel(order)
+            return None
+        quantity = min(order.quantity, position.size)
+        price = pm.with_slippage(base, order.side, self._slippage(order.symbol, quantity * base))
+        price = pm.not_beyond(price, order.side, position.liquidation_price)
+        reason: FillReason = "stop_loss" if order.type == "stop_market" else "take_profit"
+        return self._reduce(position, quantity, price, order, reason, "taker")
+
+    def _fill_limit(self, order: Order, position: Position | None, price: float) -> Fill | None:
+        """Fill a resting limit as maker at `price` (its limit, or the open when that was better)."""
+        exit_reason: FillReason | None = order.reason if order.reason in ("stop_loss", "take_profit") else None
+        if position is not None and order.side == pm.closing_side(position.side):
+            if order.reduce_only or order.quantity <= position.size:
+                self._order_leverage.pop(order.client_order_id, None)
+                return self._reduce(position, min(order.quantity, position.size), price, order, exit_reason, "maker")
+            order.reject_reason = "limit would flip the position at fill; canceled"
+            self._cancel(order)
+            return None
+        if order.reduce_only:
+            self._cancel(order)
+            return None
+        leverage = self._order_leverage.pop(order.client_order_id, self._leverage[order.symbol])
+        fee = order.quantity * price * self._fees.maker_bps / 1e4
+        if order.quantity * price / leverage + fee > self._available() + 1e-9:
+            order.reject_reason = "insufficient available balance for margin and fee at fill; canceled"
+            self._cancel(order)
+            return None
+        return self._increase(order.symbol, order.side, order.quantity, price, fee, leverage, order, "maker")
 
     def _liquidate(self, position: Position, price: float) -> Fill:
         request = OrderRequest(
@@ -496,4 +674,4 @@ class PaperVenue:
             reason="liquidation",
         )
         order = self._new_order(request, position.size)
-        return self._reduce(position, position.size, price, order, "liquidation")
+        return self._reduce(position, position.size, price, order, "liquidation", "taker")

@@ -1,4 +1,4 @@
-"""Pure arithmetic for the paper venue: rounding, PnL, slippage, liquidation price and the candle path.
+"""Pure arithmetic for the paper venue: rounding, PnL, slippage, liquidation price, funding and the candle path.
 
 Nothing here holds state; every function takes plain floats so it is cheap and easy to test.
 """
@@ -9,7 +9,7 @@ import math
 from decimal import Decimal
 from typing import Literal
 
-from app.services.exchange.base import OrderSide, OrderType, PositionSide
+from app.services.exchange.base import LiquidationFormula, OrderSide, OrderType, PositionSide
 from app.services.market_data.base import Candle
 
 Direction = Literal["down", "up"]  # "down": fires when price <= level; "up": when price >= level
@@ -68,6 +68,31 @@ def with_slippage(price: float, side: OrderSide, slippage_bps: float) -> float:
     return price * (1.0 + factor) if side == "buy" else price * (1.0 - factor)
 
 
+def taker_slippage_bps(
+    base_bps: float, impact_bps_per_pct: float, cap_bps: float, notional: float, quote_volume: float | None
+) -> float:
+    """Return the slippage of a taker fill: `base + impact * (notional / quote_volume * 100)`, capped.
+
+    Each 1% of the last candle's quote volume that the order takes costs `impact_bps_per_pct` more; with no
+    known volume (None or <= 0) the slippage is `base_bps` alone. The cap never lowers `base_bps`.
+    """
+    if quote_volume is None or quote_volume <= 0 or impact_bps_per_pct <= 0:
+        return base_bps
+    return max(base_bps, min(cap_bps, base_bps + impact_bps_per_pct * notional / quote_volume * 100.0))
+
+
+def not_beyond(price: float, side: OrderSide, limit: float | None) -> float:
+    """Return `price`, but no worse than `limit` for an order of `side` (a buy pays at most `limit`)."""
+    if limit is None:
+        return price
+    return min(price, limit) if side == "buy" else max(price, limit)
+
+
+def funding_amount(side: PositionSide, size: float, mark: float, rate: float) -> float:
+    """Return the signed funding of a position: size x mark x rate, paid by longs when the rate is positive."""
+    return -direction_of(side) * size * mark * rate
+
+
 def liquidation_price(side: PositionSide, size: float, entry: float, margin: float, mmr: float) -> float | None:
     """Return the Binance one-way isolated liquidation price (cum = 0), or None if it cannot be reached.
 
@@ -81,6 +106,39 @@ def liquidation_price(side: PositionSide, size: float, entry: float, margin: flo
     return (size * entry + margin) / (size * (1.0 + mmr))
 
 
+def hyperliquid_liquidation_price(
+    side: PositionSide, size: float, entry: float, margin: float, max_leverage: float
+) -> float | None:
+    """Return Hyperliquid's isolated liquidation price, or None if it cannot be reached.
+
+    liq = price - side * margin_available / size / (1 - l * side), l = 1 / (2 * max leverage),
+    margin_available = isolated margin - maintenance margin, maintenance margin = l * size * entry.
+    (Algebraically the Binance formula with MMR = l: at liq the margin left is l x the notional at liq.)
+    """
+    if size <= 0:
+        return None
+    rate = 1.0 / (2.0 * max_leverage)
+    sign = direction_of(side)
+    available = margin - rate * size * entry
+    price = entry - sign * available / size / (1.0 - rate * sign)
+    return price if price > 0 else None
+
+
+def venue_liquidation_price(
+    formula: LiquidationFormula,
+    side: PositionSide,
+    size: float,
+    entry: float,
+    margin: float,
+    mmr: float,
+    max_leverage: float,
+) -> float | None:
+    """Return the liquidation price by `formula` (`mmr` for Binance, `max_leverage` for Hyperliquid)."""
+    if formula == "hyperliquid":
+        return hyperliquid_liquidation_price(side, size, entry, margin, max_leverage)
+    return liquidation_price(side, size, entry, margin, mmr)
+
+
 def trigger_direction(side: OrderSide, order_type: OrderType) -> Direction:
     """Return which way the price must move to fire a conditional order.
 
@@ -89,6 +147,11 @@ def trigger_direction(side: OrderSide, order_type: OrderType) -> Direction:
     if order_type == "stop_market":
         return "down" if side == "sell" else "up"
     return "up" if side == "sell" else "down"
+
+
+def limit_direction(side: OrderSide) -> Direction:
+    """Return which way the price must move to fill a resting limit: a buy fills at or below its price."""
+    return "down" if side == "buy" else "up"
 
 
 def liquidation_direction(side: PositionSide) -> Direction:
@@ -108,12 +171,22 @@ def candle_path(candle: Candle) -> tuple[float, ...]:
     return (candle.open, candle.high, candle.low, candle.close)
 
 
-def first_touch(path: tuple[float, ...], level: float, direction: Direction) -> float | None:
-    """Return when the path first reaches `level` (0 = at the first point; i + f along leg i), or None."""
-    if touched(path[0], level, direction):
-        return 0.0
-    for leg in range(len(path) - 1):
-        start, end = path[leg], path[leg + 1]
+def price_at(path: tuple[float, ...], when: float) -> float:
+    """Return the price at path time `when` (linear along each leg)."""
+    leg = min(int(when), len(path) - 1)
+    if leg >= len(path) - 1:
+        return path[-1]
+    fraction = when - leg
+    return path[leg] + (path[leg + 1] - path[leg]) * fraction
+
+
+def first_touch(path: tuple[float, ...], level: float, direction: Direction, start: float = 0.0) -> float | None:
+    """Return when the path first reaches `level` at or after path time `start` (0 = at the first point;
+    i + f along leg i), or None."""
+    if touched(price_at(path, start), level, direction):
+        return start
+    for leg in range(int(start), len(path) - 1):
+        begin, end = path[leg], path[leg + 1]
         if touched(end, level, direction):
-            return leg + (start - level) / (start - end)
+            return max(start, leg + (begin - level) / (begin - end))
     return None

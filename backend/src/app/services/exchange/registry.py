@@ -31,7 +31,9 @@ class VenueRegistry:
         clock: Clock,
         assets: list[str],
         interval: str,
+        venue: str = "binanceusdm",
     ) -> None:
+        self.profile = FEE_PROFILES[venue]
         self.market = market
         self.sessions = sessions
         self.clock = clock
@@ -41,6 +43,11 @@ class VenueRegistry:
         self._processed: dict[tuple[int, str], int] = {}  # (account, symbol) -> last processed open ms
         self._rules: dict[str, MarketRules] = {}
         self._lock = asyncio.Lock()
+
+    @property
+    def maintenance_margin_rate(self) -> float:
+        """The venue profile's maintenance margin rate (the default venue's, for the validator's rules)."""
+        return self.profile.maintenance_margin_rate
 
     async def rules(self) -> dict[str, MarketRules]:
         if not self._rules:

@@ -21,11 +21,10 @@ from app.core.timeframes import floor_time
 from app.db import models
 from app.db.repositories.decisions import DecisionRepository, symbols_key
 from app.db.repositories.llm_calls import LLMCallRepository
-from app.db.repositories.strategies import StrategyRepository
 from app.db.repositories.trading import TradingRepository
 from app.schemas.decision_result import DecisionResult, OrderSummary, UsageSummary
 from app.schemas.trading_decision import TradingContext, TradingDecision, TradingStrategy
-from app.schemas.validation import AssetVerdict, ValidationResult
+from app.schemas.validation import AssetVerdict, RiskState, ValidationResult
 from app.services.exchange.registry import VenueRegistry
 from app.services.execution.executor import ExecutionReport, Executor
 from app.services.execution.reconciler import Reconciler
@@ -158,24 +157,9 @@ class DecisionEngine:
             orders = await self._orders_by_decision(session, [r.id for r in rows])
         return [to_result(r, orders.get(r.id, [])) for r in rows]
 
-    async def switch_strategy(self, account_id: int, strategy_id: str) -> bool:
-        async with self.sessions.begin() as session:
-            account = await session.get(models.Account, account_id)
-            if account is None:
-                raise AccountNotFoundError(account_id)
-            if await StrategyRepository(session).get(strategy_id) is None:
-                return False
-            account.strategy_id = strategy_id
-            account.updated_at = self.clock.now()
-            session.add(
-                models.StrategyAssignment(
-                    account_id=account_id,
-                    strategy_id=strategy_id,
-                    reason="switch_strategy",
-                    assigned_at=self.clock.now(),
-                )
-            )
-        return True
+    async def switch_strategy(self, account_id: int, strategy_id: str, reason: str = "switch_strategy") -> bool:
+        """Assign another strategy to the account (recorded with the reason); False when it is unknown."""
+        return await self.strategies.update_account_strategy(account_id, strategy_id, reason)
 
     async def sync_account(self, account_id: int) -> None:
         """Bring the account's venue up to the clock and mirror it into the database."""
@@ -199,20 +183,17 @@ class DecisionEngine:
             account = await session.get(models.Account, account_id)
             if account is None:
                 raise AccountNotFoundError(account_id)
-            if not force_refresh:
-                cached = await self._cached(session, account_id, cycle_time, assets)
-                if cached is not None:
-                    return cached
             status, max_leverage = account.status, account.max_leverage
             daily_budget = account.daily_llm_budget_usd
             if daily_budget is None:
                 daily_budget = self.daily_budget_usd
+            strategy_id = strategy_override or account.strategy_id
+            if not force_refresh:
+                cached = await self._cached(session, account_id, cycle_time, assets, strategy_id)
+                if cached is not None:
+                    return cached
 
-        strategy = (
-            await self.strategies.get_strategy(strategy_override)
-            if strategy_override
-            else await self.strategies.get_account_strategy(account_id)
-        )
+        strategy = await self.strategies.get_strategy(strategy_id)
         await self.sync_account(account_id)
         row = models.Decision(
             account_id=account_id,
@@ -260,7 +241,8 @@ class DecisionEngine:
                     fallback_why = f"unusable model answer ({response.failure}): {response.error}"
 
         if response is not None and response.decision is not None:
-            validation = await self.validator.validate_decision(response.decision, context)
+            state = await self.risk_state(account_id, status, max_leverage, context, now)
+            validation = await self.validator.validate_decision(response.decision, context, state)
         else:
             validation = _fallback_validation(context, fallback_why or "no decision")
 
@@ -322,6 +304,28 @@ class DecisionEngine:
                 setattr(stored, field, getattr(row, field))
             orders = await TradingRepository(session).orders_for_decision(decision_id)
             return to_result(stored, orders)
+
+    async def risk_state(
+        self, account_id: int, status: str, max_leverage: float, context: TradingContext, now: datetime
+    ) -> RiskState:
+        """The account's day, recent entries and limits, for the validator's rules."""
+        day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        async with self.sessions() as session:
+            repo = TradingRepository(session)
+            start_equity = await repo.first_equity_since(account_id, day_start)
+            last_entries = await repo.last_entry_times(account_id)
+        rules = await self.venues.rules()
+        equity = context.account_state.balance_usd
+        return RiskState(
+            now=now,
+            reduce_only_reason="the account is REDUCING" if status == "REDUCING" else None,
+            day_start_equity=start_equity,
+            day_pnl_usd=equity - start_equity if start_equity is not None else 0.0,
+            last_trade_at=last_entries,
+            account_max_leverage=max_leverage,
+            venue_max_leverage={symbol: r.max_leverage for symbol, r in rules.items()},
+            maintenance_margin_rate=self.venues.maintenance_margin_rate,
+        )
 
     # ----------------------------------------------------------------------------------------- helpers
     async def _budget_exhausted(self, account_id: int, budget: float | None, now: datetime) -> str | None:
@@ -387,14 +391,16 @@ class DecisionEngine:
         row.latency_ms = response.latency_ms
 
     async def _cached(
-        self, session: AsyncSession, account_id: int, cycle_time: datetime, assets: list[str]
+        self, session: AsyncSession, account_id: int, cycle_time: datetime, assets: list[str], strategy_id: str
     ) -> DecisionResult | None:
+        """The decision already made for this candle, assets and strategy (so a repeat never trades twice)."""
         query = (
             select(models.Decision)
             .where(
                 models.Decision.account_id == account_id,
                 models.Decision.cycle_time == cycle_time,
                 models.Decision.symbols_key == symbols_key(assets),
+                models.Decision.strategy_id == strategy_id,
                 models.Decision.status.not_in(("error", "pending")),
             )
             .order_by(models.Decision.id.desc())

@@ -18,7 +18,8 @@ from app.schemas.trading_decision import (
     TradingContext,
     TradingDecision,
 )
-from app.schemas.validation import AssetVerdict, RiskValidationResult, ValidationResult
+from app.schemas.validation import AssetVerdict, RiskState, RiskValidationResult, ValidationResult
+from app.services.llm.risk_rules import check_entry, exposure_block
 
 NEW_MONEY_ACTIONS = ("buy", "sell")
 ALLOCATION_TOLERANCE_USD = 0.01
@@ -93,9 +94,12 @@ class DecisionValidator:
     def __init__(self) -> None:
         self._counts: dict[str, int] = {"accepted": 0, "adjusted": 0, "rejected": 0}
 
-    async def validate_decision(self, decision: TradingDecision, context: TradingContext) -> ValidationResult:
-        """Per-asset verdicts for `decision`, plus the decision that may execute."""
-        result = self.validate(decision, context)
+    async def validate_decision(
+        self, decision: TradingDecision, context: TradingContext, risk_state: RiskState | None = None
+    ) -> ValidationResult:
+        """Per-asset verdicts for `decision`, plus the decision that may execute. `risk_state` (the day's PnL,
+        recent trades, limits) enables the daily-loss, cooldown and reduce-only rules."""
+        result = self.validate(decision, context, risk_state)
         for verdict in result.verdicts:
             self._counts[verdict.status] += 1
         return result
@@ -115,7 +119,9 @@ class DecisionValidator:
         return dict(self._counts)
 
     # ---------------------------------------------------------------------------------------------- core
-    def validate(self, decision: TradingDecision, context: TradingContext) -> ValidationResult:
+    def validate(
+        self, decision: TradingDecision, context: TradingContext, risk_state: RiskState | None = None
+    ) -> ValidationResult:
         positions = {p.symbol: p for p in context.account_state.open_positions}
         drafts: dict[str, _Draft] = {}
         errors: list[str] = []
@@ -133,7 +139,7 @@ class DecisionValidator:
                 continue
             draft = _Draft(asset, item, item.model_copy(update={"asset": asset}))
             drafts[asset] = draft
-            self._check_asset(draft, context, positions.get(asset))
+            self._check_asset(draft, context, positions.get(asset), risk_state)
 
         for asset in context.symbols:
             if asset not in drafts:
@@ -142,6 +148,7 @@ class DecisionValidator:
                 drafts[asset] = draft
 
         ordered = [drafts[a] for a in context.symbols]
+        self._limit_positions(ordered, context)
         errors.extend(self._apply_allocation_limits(ordered, context.account_state))
         total = round(sum(d.final.allocation_usd for d in ordered if d.final.action in NEW_MONEY_ACTIONS), 2)
         proposed = sum(d.allocation_usd for d in decision.decisions if d.action in NEW_MONEY_ACTIONS)
@@ -165,7 +172,24 @@ class DecisionValidator:
             final_decision=final,
         )
 
-    def _check_asset(self, draft: _Draft, context: TradingContext, position: PositionSummary | None) -> None:
+    @staticmethod
+    def _limit_positions(drafts: list[_Draft], context: TradingContext) -> None:
+        """At most the strategy's `max_positions` open at once: the most confident entries go first."""
+        limit = context.account_state.active_strategy.max_positions
+        open_now = len(context.account_state.open_positions)
+        entries = [d for d in drafts if not d.rejected and d.final.action in NEW_MONEY_ACTIONS]
+        entries.sort(key=lambda d: -d.final.confidence)
+        for index, draft in enumerate(entries):
+            if open_now + index >= limit:
+                draft.reject(
+                    f"the strategy allows {limit} open positions; {open_now} open and "
+                    f"{index} more confident entries come first",
+                    None,
+                )
+
+    def _check_asset(
+        self, draft: _Draft, context: TradingContext, position: PositionSummary | None, state: RiskState | None
+    ) -> None:
         item = draft.final
         market = context.market_data.assets.get(draft.asset)
         if item.action == "hold":
@@ -198,6 +222,27 @@ class DecisionValidator:
             problems = _side_errors(is_long=is_long, price=price, sl=item.sl_price, tp=item.tp_price, what="the")
             if problems:
                 draft.reject("; ".join(problems), position)
+                return
+            strategy = context.account_state.active_strategy
+            block = exposure_block(draft.asset, strategy, state)
+            if block is not None:
+                draft.reject(block, position)
+                return
+            check = check_entry(
+                asset=draft.asset,
+                is_long=is_long,
+                allocation=item.allocation_usd,
+                sl=item.sl_price,
+                tp=item.tp_price,
+                market=market,
+                account=context.account_state,
+                strategy=strategy,
+                state=state,
+            )
+            if check.reject is not None:
+                draft.reject(check.reject, position)
+            elif check.changes:
+                draft.adjust("; ".join(check.reasons), **check.changes)
             return
         if position is None:
             draft.reject(f"{item.action} needs an open position in {draft.asset}, and there is none", position)
@@ -238,6 +283,10 @@ class DecisionValidator:
                 draft.reject("; ".join(problems), position)
                 return
             if padj.adjustment_type == "increase":
+                block = exposure_block(draft.asset, context.account_state.active_strategy, state)
+                if block is not None:
+                    draft.reject(block, position)
+                    return
                 self._cap_increase(draft, context.account_state, position, padj)
 
     @staticmethod

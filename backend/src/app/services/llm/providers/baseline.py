@@ -8,10 +8,12 @@ beat. Rules per asset, from the context only:
   otherwise hold. At most the strategy's `max_positions` positions are open at once.
 * open position: close it when the decision timeframe's trend has turned against it (EMA and MACD both
   flipped); otherwise hold and keep the protective orders.
-* sizing: the stop sits max(2 x ATR14, the strategy's default stop %) from the price, the target
-  `take_profit_ratio` times as far; the position risks `max_risk_per_trade` % of equity at the stop, at the
-  strategy's maximum leverage, within `max_position_size` and the available balance (margin plus the entry's
-  taker fee, as the validator counts it). No trade when the stop or target would fall to zero or below.
+* sizing: the stop sits 2 x ATR14 from the price, kept within the strategy's widest stop
+  (`stop_loss_percentage`) and far enough for the target to be worth its fees (at least one ATR for
+  volatility-adjusted sizing); the target is `take_profit_ratio` times as far; the position risks
+  `max_risk_per_trade` % of equity at the stop (round-trip fees included), at the strategy's maximum leverage,
+  within `max_position_size` and the available balance (margin plus the entry's taker fee, as the validator
+  counts it). No trade when the stop or target would fall to zero or below.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from app.schemas.trading_decision import (
     TradingDecision,
 )
 from app.services.llm.providers.base import ModelRequest, ModelResponse
+from app.services.llm.risk_rules import MIN_REWARD_TO_COSTS
 
 BASELINE_MODEL_NAME = "baseline/trend-following-v1"
 
@@ -116,7 +119,8 @@ class BaselineModel:
         available = account.available_balance
         open_slots = max(0, strategy.max_positions - len(positions))
         leverage = risk.max_leverage
-        cost_per_margin = 1.0 + leverage * account.taker_fee_bps / 10_000.0
+        fee_rate = account.taker_fee_bps / 10_000.0
+        cost_per_margin = 1.0 + leverage * fee_rate
 
         decisions: list[AssetDecision] = []
         total = 0.0
@@ -136,16 +140,22 @@ class BaselineModel:
                 continue
             price = data.current_price
             atr = _last(data.technical_indicators.interval.atr) or 0.0
-            stop_distance = max(2.0 * atr, price * risk.stop_loss_percentage / 100.0)
-            if stop_distance <= 0:
-                decisions.append(_hold(asset, "Cannot size: no stop distance.", None))
+            widest = price * risk.stop_loss_percentage / 100.0
+            costs = price * (2 * fee_rate + abs(data.funding_rate or 0.0))
+            narrowest = max(0.25 * widest, MIN_REWARD_TO_COSTS * costs * 1.05 / risk.take_profit_ratio)
+            if strategy.position_sizing == "volatility_adjusted":
+                narrowest = max(narrowest, atr * 1.001)
+            if narrowest > widest:
+                decisions.append(_hold(asset, "Too volatile for the strategy's widest stop.", None))
                 continue
+            stop_distance = min(max(2.0 * atr, narrowest), widest)
             sl = price - signal.direction * stop_distance
             tp = price + signal.direction * stop_distance * risk.take_profit_ratio
             if sl <= 0 or tp <= 0:
                 decisions.append(_hold(asset, "Cannot place the stop and target: the stop is too wide.", None))
                 continue
-            notional = equity * risk.max_risk_per_trade / 100.0 * price / stop_distance
+            # risk at the stop, fees for the round trip included, is max_risk_per_trade % of equity
+            notional = equity * risk.max_risk_per_trade / 100.0 / (stop_distance / price + 2 * fee_rate)
             # the entry's taker fee on the notional comes out of the available balance too
             margin = min(notional / leverage, account.max_position_size, available * 0.95 / cost_per_margin)
             margin = math.floor(margin * 100) / 100  # to the cent, never above a cap

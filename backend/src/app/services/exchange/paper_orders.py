@@ -1,0 +1,138 @@
+"""Orders of the paper venue without account state: request validation, and resting orders along a candle path.
+
+`check` says why a request must be rejected; `schedule` turns the open orders of one symbol into events on
+the path, `liquidation_event` adds the position's liquidation, `Event.key` sorts them. The rules are in the
+module docstring of `app.services.exchange.paper`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.services.exchange import paper_math as pm
+from app.services.exchange.base import Order, OrderRequest, OrderSide, Position, PositionSide
+from app.services.market_data.base import MarketRules
+
+CONDITIONAL = ("stop_market", "take_profit_market")
+AFTER_PATH = 10.0  # added to a target's path time to put it after every stop (stop-first rule)
+
+LIQUIDATION, STOP, LIMIT, TARGET = 0, 1, 2, 3  # tie-break at equal path times
+
+
+def limit_price(request: OrderRequest, rules: MarketRules | None) -> float | None:
+    """Return the limit price of a limit request rounded to the tick (None for other types)."""
+    if request.type != "limit" or request.price is None:
+        return None
+    return request.price if rules is None else pm.round_to_tick(request.price, rules.tick_size)
+
+
+def marketable(side: OrderSide, limit: float, mark: float) -> bool:
+    """Return whether a limit at `limit` would take liquidity at `mark` (a buy at or above the mark)."""
+    return limit >= mark if side == "buy" else limit <= mark
+
+
+def check(
+    request: OrderRequest, rules: MarketRules, mark: float, position: Position | None, minimum: float
+) -> str | None:
+    """Return why `request` must be rejected on a market with `rules` at `mark`, or None.
+
+    Unknown symbols, missing marks and duplicates are the caller's to check. `minimum` is the minimum
+    notional of an order that is not reduce-only (valued at its limit price when it would rest).
+    """
+    conditional = request.type in CONDITIONAL
+    if conditional and not request.reduce_only:
+        return "stop and take-profit orders must be reduce_only on this venue"
+    if conditional and (request.trigger_price is None or request.trigger_price <= 0):
+        return "stop and take-profit orders need a positive trigger price"
+    limit = limit_price(request, rules)
+    if request.type == "limit" and (limit is None or limit <= 0):
+        return "limit orders need a positive price"
+    quantity = pm.round_down_to_step(request.quantity, rules.lot_size)
+    if quantity <= 0:
+        return f"quantity {request.quantity} is zero after rounding to lot size {rules.lot_size}"
+    reduces = position is not None and pm.closing_side(position.side) == request.side
+    if request.reduce_only and not reduces:
+        return "reduce-only order would not reduce the position"
+    if conditional and request.trigger_price is not None:
+        trigger = pm.round_to_tick(request.trigger_price, rules.tick_size)
+        direction = pm.trigger_direction(request.side, request.type)
+        if (direction == "down" and trigger >= mark) or (direction == "up" and trigger <= mark):
+            return f"trigger {trigger} is on the wrong side of the mark price {mark}"
+    reference = mark if limit is None or marketable(request.side, limit, mark) else limit
+    if not request.reduce_only and quantity * reference < minimum:
+        return f"notional {quantity * reference:.2f} below the minimum {minimum:g}"
+    if reduces and not request.reduce_only and position is not None and quantity > position.size:
+        return "order would flip the position; close it first"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something the path reaches: an order (or the liquidation when `order` is None)."""
+
+    when: float  # sort time: path time, plus AFTER_PATH for targets pushed behind a stop
+    kind: int
+    rank: int  # age of the order among the symbol's open orders
+    order: Order | None
+    at: float  # real path time: 0.0 means at the first point (a gap, or a one-point path)
+    level: float  # trigger, limit or liquidation price
+
+    @property
+    def key(self) -> tuple[float, int, int]:
+        return (self.when, self.kind, self.rank)
+
+
+def is_target(order: Order) -> bool:
+    """Return whether `order` is a profit-side exit: a take-profit or a reduce-only limit."""
+    return order.type == "take_profit_market" or (order.type == "limit" and order.reduce_only)
+
+
+def order_event(order: Order, rank: int, path: tuple[float, ...]) -> Event | None:
+    """Return when the path first reaches `order`'s trigger or limit price, or None."""
+    if order.type == "limit":
+        if order.price is None:
+            return None
+        level, direction, kind = order.price, pm.limit_direction(order.side), TARGET if order.reduce_only else LIMIT
+    elif order.type in CONDITIONAL:
+        if order.trigger_price is None:
+            return None
+        level, direction = order.trigger_price, pm.trigger_direction(order.side, order.type)
+        kind = STOP if order.type == "stop_market" else TARGET
+    else:
+        return None
+    when = pm.first_touch(path, level, direction)
+    return None if when is None else Event(when, kind, rank, order, when, level)
+
+
+def schedule(orders: list[Order], path: tuple[float, ...]) -> list[Event]:
+    """Return the events of `orders` on `path`, sorted; targets go after every stop when a stop is reached.
+
+    A target reached at the first point of the path (a gap) is not a guess and keeps its place.
+    """
+    events = [e for rank, order in enumerate(orders) if (e := order_event(order, rank, path)) is not None]
+    if any(e.kind == STOP for e in events):
+        events = [
+            Event(e.when + AFTER_PATH, e.kind, e.rank, e.order, e.at, e.level)
+            if e.order is not None and is_target(e.order) and e.at > 0
+            else e
+            for e in events
+        ]
+    return sorted(events, key=lambda e: e.key)
+
+
+def liquidation_event(
+    side: PositionSide, liquidation_price: float | None, path: tuple[float, ...], start: float
+) -> Event | None:
+    """Return when the path, from path time `start`, first reaches the liquidation price, or None."""
+    if liquidation_price is None:
+        return None
+    when = pm.first_touch(path, liquidation_price, pm.liquidation_direction(side), start)
+    return None if when is None else Event(when, LIQUIDATION, 0, None, when, liquidation_price)
+
+
+def insert(events: list[Event], event: Event) -> None:
+    """Insert `event` into the sorted `events`, after any event with the same key."""
+    index = len(events)
+    while index > 0 and events[index - 1].key > event.key:
+        index -= 1
+    events.insert(index, event)

@@ -96,9 +96,14 @@ class IsolatedSettings(Settings):
         return (init_settings,)
 
 
+ADMIN_KEY = "ta_admin_test-key-0123456789abcdefghijklmnop"
+
+
 @pytest.fixture
-def settings(database_url: str) -> Settings:
-    return IsolatedSettings(database_url=database_url)
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return IsolatedSettings(
+        database_url=database_url, admin_api_key=ADMIN_KEY, secret_key_file=str(tmp_path / "secret.key")
+    )
 
 
 @pytest.fixture

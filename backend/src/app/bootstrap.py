@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.clock import AcceleratedClock, Clock, WallClock
 from app.core.config import Settings
 from app.core.errors import ConfigurationError
+from app.core.metrics import AgentMetrics
+from app.core.security import SecretBox
 from app.core.timeframes import floor_time, timeframe_delta, timeframe_seconds
 from app.db.migrate import ensure_migrated
 from app.db.models import Account
 from app.db.repositories.accounts import AccountRepository
+from app.db.repositories.api_keys import ApiKeyRepository
 from app.db.repositories.decisions import DecisionRepository
 from app.db.session import create_engine, create_session_factory
 from app.services.account.account_service import AccountService
@@ -57,13 +61,19 @@ class Agent:
     strategies: StrategyManager
     engine: DecisionEngine
     loop: TradingLoop
+    secrets: SecretBox
+    metrics: AgentMetrics
     parts: list[Part] = field(default_factory=list)
+    new_admin_key: str | None = None  # generated at this start; shown once, never stored in clear
 
     def describe(self) -> str:
         lines = ["AI Trading Agent: what is real and what is simulated"]
         for part in self.parts:
             flag = "SIMULATED" if part.simulated else "real"
             lines.append(f"  {part.name:<9} {flag:<9} {part.what}  ({part.why})")
+        if self.new_admin_key:
+            lines.append("")
+            lines.append(f"Admin API key (shown only now; store it, e.g. as ADMIN_API_KEY): {self.new_admin_key}")
         return "\n".join(lines)
 
     async def close(self) -> None:
@@ -123,6 +133,22 @@ async def ensure_default_account(sessions: async_sessionmaker[AsyncSession], set
         return account.id
 
 
+async def ensure_admin_key(sessions: async_sessionmaker[AsyncSession], settings: Settings, clock: Clock) -> str | None:
+    """ADMIN_API_KEY is stored (hashed) when given; otherwise the first start generates one and returns it
+    so it can be shown once."""
+    async with sessions.begin() as session:
+        repo = ApiKeyRepository(session)
+        if settings.admin_api_key is not None and settings.admin_api_key.get_secret_value():
+            await repo.ensure(
+                settings.admin_api_key.get_secret_value(), role="admin", name="ADMIN_API_KEY", now=clock.now()
+            )
+            return None
+        if await repo.count_active_admins():
+            return None
+        key, _ = await repo.create(role="admin", account_id=None, name="generated at first start", now=clock.now())
+        return key
+
+
 async def build_agent(
     settings: Settings,
     *,
@@ -176,6 +202,10 @@ async def build_agent(
     strategies = StrategyManager(sessions, clock)
     await strategies.ensure_builtins()
     await ensure_default_account(sessions, settings, clock)
+    new_admin_key = await ensure_admin_key(sessions, settings, clock)
+    secret_box = SecretBox.from_settings(
+        settings.secret_key.get_secret_value() if settings.secret_key else None, Path(settings.secret_key_file)
+    )
 
     venues = VenueRegistry(
         market=market,
@@ -187,6 +217,7 @@ async def build_agent(
     )
     accounts = AccountService(periods_per_year=365 * 86400 / timeframe_seconds(settings.interval))
     prompts = PromptBuilder(interval=settings.interval, long_interval=settings.long_interval)
+    metrics = AgentMetrics()
     llm = LLMService(
         provider=provider,
         models=models,
@@ -223,6 +254,7 @@ async def build_agent(
         reconciler=Reconciler(),
         venues=venues,
         daily_budget_usd=settings.llm_daily_budget_usd,
+        metrics=metrics,
     )
     loop = TradingLoop(
         engine=engine,
@@ -242,5 +274,8 @@ async def build_agent(
         strategies=strategies,
         engine=engine,
         loop=loop,
+        secrets=secret_box,
+        metrics=metrics,
         parts=parts,
+        new_admin_key=new_admin_key,
     )

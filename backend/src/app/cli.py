@@ -24,7 +24,7 @@ console = Console()
 
 def _settings() -> Settings:
     settings = Settings()
-    configure_logging(settings.log_level, json_lines=settings.log_json)
+    configure_logging(settings.log_level, json_lines=settings.log_json, secrets=settings.secret_values())
     return settings
 
 

@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import FastAPI
 
-from app.api import health
+from app.api import health, metrics
+from app.api.auth import MutationLimiter
 from app.api.errors import install_error_handlers
-from app.api.v1 import decisions
+from app.api.middleware import install_middleware
+from app.api.v1 import accounts, decisions, strategies
 from app.bootstrap import Agent, build_agent
 from app.core.config import Settings
 
@@ -52,7 +54,12 @@ def create_app(
         description="LLM decision engine for crypto perpetual futures: decisions, their provenance and health.",
         lifespan=lifespan,
     )
+    app.state.mutation_limiter = MutationLimiter(settings.api_mutations_per_minute)
     install_error_handlers(app)
+    install_middleware(app, max_body_bytes=settings.api_max_body_bytes)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(decisions.router)
+    app.include_router(strategies.router)
+    app.include_router(accounts.router)
     return app

@@ -13,6 +13,7 @@ from app.core.clock import ManualClock
 from app.core.config import Settings
 from app.main import create_app
 from app.services.market_data.simulator import MarketSimulator
+from tests.conftest import ADMIN_KEY
 from tests.e2e.server import serve
 
 pytestmark = pytest.mark.db
@@ -26,7 +27,7 @@ async def api(settings: Settings, clock: ManualClock) -> AsyncIterator[tuple[htt
 
     async with (
         serve(create_app(settings, agent_factory=factory)) as base_url,
-        httpx.AsyncClient(base_url=base_url, timeout=30) as client,
+        httpx.AsyncClient(base_url=base_url, timeout=30, headers={"X-API-Key": ADMIN_KEY}) as client,
     ):
         yield client, clock
 

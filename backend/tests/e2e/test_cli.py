@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import ADMIN_KEY
 from tests.e2e.server import free_port
 
 BIN = Path(sys.executable).parent / "trading-agent"
@@ -19,7 +20,15 @@ BIN = Path(sys.executable).parent / "trading-agent"
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "OPENROUTER_API_KEY", "ASSETS")}
-    env.update({"DATABASE_URL": f"sqlite:///{tmp_path / 'agent.db'}", "LOG_LEVEL": "WARNING", **extra})
+    env.update(
+        {
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'agent.db'}",
+            "LOG_LEVEL": "WARNING",
+            "ADMIN_API_KEY": ADMIN_KEY,
+            "COLUMNS": "200",  # rich wraps at 80 columns without a terminal
+            **extra,
+        }
+    )
     return env
 
 
@@ -68,7 +77,11 @@ def test_run_serves_decisions_from_a_fresh_start(tmp_path: Path) -> None:
         while time.monotonic() < deadline and len(decisions) < 2:
             assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
             try:
-                response = httpx.get(f"http://127.0.0.1:{port}/api/v1/decisions/history", params={"account_id": 1})
+                response = httpx.get(
+                    f"http://127.0.0.1:{port}/api/v1/decisions/history",
+                    params={"account_id": 1},
+                    headers={"X-API-Key": ADMIN_KEY},
+                )
                 if response.status_code == 200:
                     decisions = response.json()
             except httpx.TransportError:

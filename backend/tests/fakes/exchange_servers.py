@@ -1,7 +1,10 @@
 """Fake Binance USD-M and Hyperliquid public APIs: real HTTP servers on 127.0.0.1 (ephemeral port) in a thread.
 
 The data comes from the seeded `MarketSimulator` (5m base candles), served in the venues' own JSON shapes
-(Binance: klines as arrays of strings, filters in exchangeInfo; Hyperliquid: `POST /info` with a `type`).
+(Binance: klines as arrays of strings, filters in exchangeInfo; Hyperliquid: `POST /info` with a `type`;
+the larger bodies are built in `exchange_bodies`). Binance honours `startTime`/`endTime`/`limit` (first
+`limit` from `startTime`, else the last `limit` up to `endTime`); Hyperliquid's candleSnapshot answers at
+most 5000 candles from `startTime` and keeps only the latest `history_limit`.
 The server's clock is `now_ms` (fixed when given, else the wall clock): the candle that is still forming at
 `now_ms` is served too, as the real venues do. Faults are scripted (`fail(...)`): a status, body, headers
 (`Retry-After`) and a delay, matched on the path (Binance) or the info `type` (Hyperliquid); a `slow(...)`
@@ -22,35 +25,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
 from app.core.timeframes import from_ms, timeframe_seconds
 from app.services.market_data.simulator import FUNDING_INTERVAL_MS, MarketSimulator
+from tests.fakes import exchange_bodies as bodies
 
 HOUR_MS = 3_600_000
 Answer = tuple[int, Any, dict[str, str]]
-
-
-@dataclass(frozen=True)
-class Spec:
-    """One listed perpetual: Binance filters and Hyperliquid metadata."""
-
-    tick: str  # Binance PRICE_FILTER tickSize
-    step: str  # Binance LOT_SIZE stepSize
-    min_notional: str  # Binance MIN_NOTIONAL notional
-    sz_decimals: int  # Hyperliquid szDecimals
-    max_leverage: int  # Hyperliquid maxLeverage
-
-
-SPECS: dict[str, Spec] = {
-    "BTC": Spec("0.10", "0.001", "100", 5, 40),
-    "ETH": Spec("0.01", "0.001", "20", 4, 25),
-    "SOL": Spec("0.0100", "0.01", "5", 2, 20),
-}
-OTHER = Spec("0.001", "0.1", "5", 1, 10)
 
 
 @dataclass
@@ -72,14 +57,6 @@ class Recorded:
     json: Any
     received_at: float
     status: int = 0  # 0 until answered
-
-
-def _decimals(step: str) -> int:
-    return len(step.split(".")[1]) if "." in step else 0
-
-
-def _fmt(value: float, decimals: int) -> str:
-    return f"{value:.{decimals}f}"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -149,7 +126,7 @@ class FakeVenue:
 
     # ------------------------------------------------------------------------------------- lifecycle
 
-    def __enter__(self) -> FakeVenue:
+    def __enter__(self) -> Self:
         self._server = _Server(self)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self._thread.start()
@@ -278,25 +255,25 @@ class FakeBinance(FakeVenue):
 
     name = "binanceusdm"
 
-    def _spec(self, market_id: str) -> tuple[str, Spec]:
+    def _asset(self, market_id: str) -> str:
         asset = market_id.removesuffix("USDT")
         if not market_id.endswith("USDT") or asset not in self.assets:
             raise LookupError(market_id)
-        return asset, SPECS.get(asset, OTHER)
+        return asset
 
     def _price(self, asset: str, value: float) -> str:
-        tick = SPECS.get(asset, OTHER).tick
-        return _fmt(round(value / float(tick)) * float(tick), _decimals(tick))
+        tick = bodies.spec(asset).tick
+        return bodies.fmt(round(value / float(tick)) * float(tick), bodies.decimals(tick))
 
     def _size(self, asset: str, value: float) -> str:
-        return _fmt(value, _decimals(SPECS.get(asset, OTHER).step))
+        return bodies.fmt(value, bodies.decimals(bodies.spec(asset).step))
 
     def _route(self, method: str, path: str, query: dict[str, str], body: Any) -> Answer:
         now = self.now_ms
         if path == "/fapi/v1/time":
             return 200, {"serverTime": now}, {}
         if path == "/fapi/v1/exchangeInfo":
-            return 200, self._exchange_info(now), {}
+            return 200, bodies.binance_exchange_info(self.assets, now), {}
         handlers = {
             "/fapi/v1/klines": self._klines,
             "/fapi/v1/fundingRate": self._funding,
@@ -307,53 +284,10 @@ class FakeBinance(FakeVenue):
         if path not in handlers:
             return 404, b"", {}
         try:
-            asset, _ = self._spec(query["symbol"])
+            asset = self._asset(query["symbol"])
         except LookupError:
             return 400, {"code": -1121, "msg": "Invalid symbol."}, {}
         return 200, handlers[path](asset, query, now), {}
-
-    def _exchange_info(self, now: int) -> dict[str, Any]:
-        symbols = []
-        for asset in self.assets:
-            spec = self._spec(f"{asset}USDT")[1]
-            symbols.append(
-                {
-                    "symbol": f"{asset}USDT",
-                    "pair": f"{asset}USDT",
-                    "contractType": "PERPETUAL",
-                    "deliveryDate": 4133404800000,
-                    "onboardDate": 1569398400000,
-                    "status": "TRADING",
-                    "maintMarginPercent": "2.5000",
-                    "requiredMarginPercent": "5.0000",
-                    "baseAsset": asset,
-                    "quoteAsset": "USDT",
-                    "marginAsset": "USDT",
-                    "pricePrecision": _decimals(spec.tick),
-                    "quantityPrecision": _decimals(spec.step),
-                    "baseAssetPrecision": 8,
-                    "quotePrecision": 8,
-                    "underlyingType": "COIN",
-                    "triggerProtect": "0.0500",
-                    "filters": [
-                        {
-                            "filterType": "PRICE_FILTER",
-                            "minPrice": spec.tick,
-                            "maxPrice": "4529764",
-                            "tickSize": spec.tick,
-                        },
-                        {"filterType": "LOT_SIZE", "stepSize": spec.step, "maxQty": "1000", "minQty": spec.step},
-                        {"filterType": "MARKET_LOT_SIZE", "stepSize": spec.step, "maxQty": "120", "minQty": spec.step},
-                        {"filterType": "MAX_NUM_ORDERS", "limit": 200},
-                        {"filterType": "MIN_NOTIONAL", "notional": spec.min_notional},
-                        {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500", "multiplierDown": "0.9500"},
-                    ],
-                    "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET"],
-                    "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"],
-                }
-            )
-        limits = [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 2400}]
-        return {"timezone": "UTC", "serverTime": now, "rateLimits": limits, "exchangeFilters": [], "symbols": symbols}
 
     @staticmethod
     def _window(query: dict[str, str], tf: int, now: int, default: int, cap: int) -> tuple[int, int]:
@@ -369,10 +303,10 @@ class FakeBinance(FakeVenue):
         first, last = self._window(query, tf, now, 500, 1500)
         rows = []
         for t, o, h, low, c, v in self.candles(asset, query["interval"], first, last):
-            quote = _fmt(v * c, 4)
+            quote = bodies.fmt(v * c, 4)
             p, s = self._price, self._size
             rows.append([t, p(asset, o), p(asset, h), p(asset, low), p(asset, c), s(asset, v), t + tf - 1, quote])
-            rows[-1] += [int(v * 40) + 1, s(asset, v / 2), _fmt(v * c / 2, 4), "0"]
+            rows[-1] += [int(v * 40) + 1, s(asset, v / 2), bodies.fmt(v * c / 2, 4), "0"]
         return rows
 
     def _funding(self, asset: str, query: dict[str, str], now: int) -> list[dict[str, Any]]:
@@ -386,45 +320,15 @@ class FakeBinance(FakeVenue):
         ]
 
     def _premium(self, asset: str, query: dict[str, str], now: int) -> dict[str, Any]:
-        snap = self.snapshot(asset)
-        return {
-            "symbol": f"{asset}USDT",
-            "markPrice": self._price(asset, snap["last"]),
-            "indexPrice": self._price(asset, snap["last"] * 0.9999),
-            "estimatedSettlePrice": self._price(asset, snap["last"]),
-            "lastFundingRate": f"{snap['next_funding']:.8f}",
-            "interestRate": "0.00010000",
-            "nextFundingTime": (now // FUNDING_INTERVAL_MS + 1) * FUNDING_INTERVAL_MS,
-            "time": now,
-        }
+        next_funding = (now // FUNDING_INTERVAL_MS + 1) * FUNDING_INTERVAL_MS
+        return bodies.binance_premium_index(asset, self.snapshot(asset), now, next_funding, self._price)
 
     def _open_interest(self, asset: str, query: dict[str, str], now: int) -> dict[str, Any]:
-        return {
-            "symbol": f"{asset}USDT",
-            "openInterest": self._size(asset, self.snapshot(asset)["open_interest"]),
-            "time": now,
-        }
+        oi = self._size(asset, self.snapshot(asset)["open_interest"])
+        return {"symbol": f"{asset}USDT", "openInterest": oi, "time": now}
 
     def _ticker(self, asset: str, query: dict[str, str], now: int) -> dict[str, Any]:
-        s, p = self.snapshot(asset), self._price
-        return {
-            "symbol": f"{asset}USDT",
-            "priceChange": p(asset, s["last"] - s["open"]),
-            "priceChangePercent": f"{s['pct']:.3f}",
-            "weightedAvgPrice": p(asset, s["quote_volume"] / max(s["base_volume"], 1e-12)),
-            "lastPrice": p(asset, s["last"]),
-            "lastQty": self._size(asset, 0.5),
-            "openPrice": p(asset, s["open"]),
-            "highPrice": p(asset, max(s["last"], s["open"]) * 1.01),
-            "lowPrice": p(asset, min(s["last"], s["open"]) * 0.99),
-            "volume": self._size(asset, s["base_volume"]),
-            "quoteVolume": f"{s['quote_volume']:.2f}",
-            "openTime": now - 86_400_000,
-            "closeTime": now,
-            "firstId": 6_000_000_000,
-            "lastId": 6_002_000_000,
-            "count": 2_000_001,
-        }
+        return bodies.binance_ticker(asset, self.snapshot(asset), now, self._price, self._size)
 
 
 class FakeHyperliquid(FakeVenue):
@@ -437,49 +341,29 @@ class FakeHyperliquid(FakeVenue):
         self.history_limit = history_limit  # the venue keeps only the most recent 5000 candles per interval
 
     def _sz(self, asset: str) -> int:
-        return SPECS.get(asset, OTHER).sz_decimals
+        return bodies.spec(asset).sz_decimals
 
     def _price(self, asset: str, value: float) -> str:
         decimals = max(0, min(6 - self._sz(asset), 4 - math.floor(math.log10(abs(value) or 1.0))))
-        return _fmt(round(value, decimals), decimals)
+        return bodies.fmt(round(value, decimals), decimals)
 
     def _size(self, asset: str, value: float) -> str:
-        return _fmt(value, self._sz(asset))
+        return bodies.fmt(value, self._sz(asset))
 
     def _key(self, path: str, body: Any) -> str:
         return str(body.get("type")) if path == "/info" and isinstance(body, dict) else path
 
-    def _meta(self) -> dict[str, Any]:
-        universe = [
-            {"szDecimals": self._sz(a), "name": a, "maxLeverage": SPECS.get(a, OTHER).max_leverage}
-            | {"marginTableId": 50 + i}
-            for i, a in enumerate(self.assets)
-        ]
-        return {"universe": universe, "marginTables": [], "collateralToken": 0}
-
     def _ctx(self, asset: str) -> dict[str, Any]:
-        s, p = self.snapshot(asset), self._price
-        return {
-            "funding": f"{s['next_funding'] / 8:.8f}",
-            "openInterest": self._size(asset, s["open_interest"]),
-            "prevDayPx": p(asset, s["open"]),
-            "dayNtlVlm": f"{s['quote_volume']:.2f}",
-            "premium": "0.0001",
-            "oraclePx": p(asset, s["last"]),
-            "markPx": p(asset, s["last"]),
-            "midPx": p(asset, s["last"]),
-            "impactPxs": [p(asset, s["last"] * 0.99995), p(asset, s["last"] * 1.00005)],
-            "dayBaseVlm": self._size(asset, s["base_volume"]),
-        }
+        return bodies.hyperliquid_asset_ctx(asset, self.snapshot(asset), self._price, self._size)
 
     def _route(self, method: str, path: str, query: dict[str, str], body: Any) -> Answer:
         if method != "POST" or path != "/info" or not isinstance(body, dict):
             return 422, b"Failed to deserialize the JSON body into the target type", {}
         kind = body.get("type")
         if kind == "meta":
-            return 200, self._meta(), {}
+            return 200, bodies.hyperliquid_meta(self.assets), {}
         if kind == "metaAndAssetCtxs":
-            return 200, [self._meta(), [self._ctx(a) for a in self.assets]], {}
+            return 200, [bodies.hyperliquid_meta(self.assets), [self._ctx(a) for a in self.assets]], {}
         if kind == "spotMeta":
             token = {"name": "USDC", "szDecimals": 8, "weiDecimals": 8, "index": 0, "isCanonical": True}
             return 200, {"universe": [], "tokens": [token]}, {}

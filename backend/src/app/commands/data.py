@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from app.core.config import Settings
-from app.core.timeframes import timeframe_delta, timeframe_seconds
+from app.core.timeframes import from_ms, timeframe_delta, timeframe_seconds
 from app.services.market_data.base import CandleSeries, FundingRate
 from app.services.market_data.candle_store import CandleStore
 from app.services.market_data.replay import ReplayDataError, ReplaySource, slice_series
@@ -74,7 +75,7 @@ def import_(
     timeframes: Annotated[
         str | None, typer.Option(help="Comma-separated timeframes; missing files are aggregated (default: the files')")
     ] = None,
-    quote: Annotated[str | None, typer.Option(help="Only pairs quoted in this currency (when DIR mixes quotes)")] = None,
+    quote: Annotated[str | None, typer.Option(help="Only pairs quoted in this currency (DIR mixes quotes)")] = None,
 ) -> None:
     """Import candles and funding rates from CSV files into the database (idempotent).
 
@@ -92,7 +93,9 @@ def import_(
         raise _fail(str(exc)) from exc
     settings = Settings()
     rows = asyncio.run(_import(settings.database_url, source, jobs))
-    table = Table("asset", "timeframe", "rows", "new", "first", "last", "gaps", title=f"imported as {source!r}")
+    table = Table(title=f"imported as {source!r}", box=box.SIMPLE_HEAD)
+    for name in ("asset", "timeframe", "rows", "new", "first (UTC)", "last (UTC)", "gaps"):
+        table.add_column(name, no_wrap=True, justify="right" if name in ("rows", "new", "gaps") else "left")
     for row in rows:
         table.add_row(*row)
     Console().print(table)
@@ -124,7 +127,7 @@ async def _import(database_url: str, source: str, jobs: list[_Job]) -> list[tupl
                     chunk = slice_series(job.candles, start, min(job.size, start + IMPORT_CHUNK))
                     new[key] += await store.upsert_candles(source, job.asset, job.timeframe, chunk, now=now)
                     progress.advance(overall, len(chunk))
-        return [await _summary(store, source, job, new[(job.asset, job.timeframe)], now) for job in jobs]
+        return [await _summary(store, source, job, new[(job.asset, job.timeframe)]) for job in jobs]
     finally:
         await engine.dispose()
 
@@ -133,12 +136,11 @@ def _when(moment: datetime | None) -> str:
     return f"{moment:%Y-%m-%d %H:%M}" if moment else "-"
 
 
-async def _summary(store: CandleStore, source: str, job: _Job, new: int, now: datetime) -> tuple[str, ...]:
+async def _summary(store: CandleStore, source: str, job: _Job, new: int) -> tuple[str, ...]:
     """(asset, timeframe, rows, new, first, last, gaps) of what the database now holds."""
     if job.funding is not None:
-        stored = await store.load_funding(source, job.asset, until=now + timedelta(days=36500))
-        first = datetime.fromtimestamp(stored[0].funding_time_ms / 1000, UTC) if stored else None
-        last = datetime.fromtimestamp(stored[-1].funding_time_ms / 1000, UTC) if stored else None
+        stored = await store.load_funding(source, job.asset)
+        first, last = (from_ms(stored[i].funding_time_ms) if stored else None for i in (0, -1))
         return job.asset, job.timeframe, str(len(stored)), str(new), _when(first), _when(last), ""
     count = await store.count_candles(source, job.asset, job.timeframe)
     span = await store.span(source, job.asset, job.timeframe)

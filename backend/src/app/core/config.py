@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from app.core.timeframes import timeframe_seconds
 
@@ -79,6 +80,15 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    admin_api_key: SecretStr | None = Field(
+        default=None, description="Admin API key; when unset one is generated at first start and printed once."
+    )
+    secret_key: SecretStr | None = Field(
+        default=None, description="Fernet key encrypting secrets at rest; default: data/secret.key (0600)."
+    )
+    secret_key_file: str = "data/secret.key"
+    api_mutations_per_minute: int = Field(default=60, ge=1, description="Per API key, on mutating endpoints.")
+    api_max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     log_level: str = "INFO"
     log_json: bool = False
 
@@ -119,6 +129,13 @@ class Settings(BaseSettings):
     @cached_property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    def secret_values(self) -> list[str]:
+        """Every secret in the configuration, for log redaction."""
+        found = [self.openrouter_api_key, self.llm_api_key, self.admin_api_key, self.secret_key]
+        values = [s.get_secret_value() for s in found if s is not None]
+        password = make_url(self.database_url).password
+        return [v for v in [*values, password] if v]
 
     @property
     def uses_default_database(self) -> bool:

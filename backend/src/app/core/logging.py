@@ -7,8 +7,11 @@ import sys
 
 import structlog
 
+from app.core.security import RedactingFilter
 
-def configure_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
+
+def configure_logging(level: str = "INFO", *, json_lines: bool = False, secrets: list[str] | None = None) -> None:
+    """Console or JSON-lines logs; anything that looks like a key, and every configured secret, is redacted."""
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -24,6 +27,7 @@ def configure_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )
+    handler.addFilter(RedactingFilter(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -69,6 +69,7 @@ class Account(Base):
     maker_fee_bps: Mapped[float] = mapped_column(Float)
     taker_fee_bps: Mapped[float] = mapped_column(Float)
     daily_llm_budget_usd: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: LLM_DAILY_BUDGET_USD
+    credentials_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)  # Fernet token, never clear
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -261,3 +262,37 @@ class FundingRateRow(Base):
     symbol: Mapped[str] = mapped_column(String(32))
     funding_time: Mapped[datetime] = mapped_column(UTCDateTime)
     rate: Mapped[float] = mapped_column(Float)
+
+
+class ApiKey(Base):
+    """An API key: only its SHA-256 is stored. `account_id` None means an admin key."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # first characters, to tell keys apart in lists
+    role: Mapped[str] = mapped_column(String(16))  # admin | account
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), nullable=True, index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class AuditEntry(Base):
+    """Every mutating API request: who, what, when, and the result."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_time", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(64))
+    key_prefix: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    role: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    account_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(300))
+    status_code: Mapped[int] = mapped_column(Integer)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -53,4 +53,7 @@ class RiskState(BaseModel):
     last_trade_at: dict[str, datetime] = Field(default_factory=dict, description="Last entry/increase per asset")
     account_max_leverage: float | None = None
     venue_max_leverage: dict[str, float] = Field(default_factory=dict)
-    maintenance_margin_rate: float = 0.005
+    maintenance_margin_rate: float = Field(0.005, description="The venue's rate, for assets not in the map below")
+    maintenance_margin_rates: dict[str, float] = Field(
+        default_factory=dict, description="Per asset, where the venue's rate depends on it (Hyperliquid)"
+    )

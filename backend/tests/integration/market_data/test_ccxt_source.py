@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import ccxt.async_support as ccxt
 import pytest
 
 from app.core.clock import ManualClock
@@ -92,6 +93,22 @@ async def test_symbol_mapping_and_unknown_symbols(source: CcxtMarketData, venue:
         await source.load()
 
 
+async def test_a_given_exchange_is_used_and_closed(fake: FakeVenue, venue: str) -> None:
+    exchange = getattr(ccxt, venue)({"enableRateLimit": False})
+    source = CcxtMarketData(
+        venue,  # type: ignore[arg-type]
+        ["BTC"],
+        exchange=exchange,
+        api_overrides=local_api_urls(venue, fake.base_url),
+        clock=ManualClock(NOW),
+    )
+    assert source.exchange is exchange and source.name == venue and source.is_simulated is False
+    assert len(await source.fetch_candles("BTC", "1h", limit=3, until=NOW + timedelta(hours=5))) == 3
+    assert fake.requests  # the fake answered, not the real venue
+    await source.close()
+    assert exchange.session is None
+
+
 # ------------------------------------------------------------------------------------------ candles
 
 
@@ -119,7 +136,9 @@ def _rows(series: Any) -> list[tuple[float, ...]]:
 async def test_4h_candles_are_closed_and_aligned(source: CcxtMarketData, fake: FakeVenue) -> None:
     series = await source.fetch_candles("ETH", "4h", limit=10, until=NOW)
     assert int(series.open_time_ms[-1]) == at(datetime(2026, 3, 2, 8, tzinfo=UTC))
-    assert _rows(series) == [tuple(r) for r in fake.candles("ETH", "4h", at(NOW) - 20 * 14_400_000, int(series.open_time_ms[-1]))[-10:]]
+    assert _rows(series) == [
+        tuple(r) for r in fake.candles("ETH", "4h", at(NOW) - 20 * 14_400_000, int(series.open_time_ms[-1]))[-10:]
+    ]
 
 
 async def test_paging_over_more_than_one_page(venue: str) -> None:
@@ -134,7 +153,9 @@ async def test_paging_over_more_than_one_page(venue: str) -> None:
         last_open = at(NOW) // MIN5 * MIN5 - MIN5
         assert len(series) == limit
         assert set(int(d) for d in series.open_time_ms[1:] - series.open_time_ms[:-1]) == {MIN5}
-        assert _rows(series) == [tuple(r) for r in fake.candles("BTC", "5m", last_open - limit * MIN5, last_open)[-limit:]]
+        assert _rows(series) == [
+            tuple(r) for r in fake.candles("BTC", "5m", last_open - limit * MIN5, last_open)[-limit:]
+        ]
         assert len(fake.matching(CANDLES[venue])) == math.ceil((limit + 1) / (1000 if venue == "binanceusdm" else 5000))
 
 
@@ -160,7 +181,10 @@ async def test_live_funding_ticker_and_open_interest_equal_what_was_served(
     assert funding is not None
     if venue == "binanceusdm":
         premium, body = served(fake, venue, "funding"), served(fake, venue, "ticker")
-        assert (funding.rate, funding.funding_time_ms) == (float(premium["lastFundingRate"]), premium["nextFundingTime"])
+        assert (funding.rate, funding.funding_time_ms) == (
+            float(premium["lastFundingRate"]),
+            premium["nextFundingTime"],
+        )
         assert ticker.last_price == float(body["lastPrice"])
         assert ticker.price_change_pct == float(body["priceChangePercent"])
         assert (ticker.base_volume, ticker.quote_volume) == (float(body["volume"]), float(body["quoteVolume"]))
@@ -181,7 +205,7 @@ async def test_past_funding_comes_from_the_history(source: CcxtMarketData, fake:
     settlements = fake.funding_settlements("BTC", at(moment) - 86_400_000, at(moment), interval)
     rate = await source.fetch_funding_rate("BTC", moment)
     assert rate is not None and (rate.funding_time_ms, rate.rate) == settlements[-1]  # jitter rounded off
-    source.venue = replace(source.venue, funding_page=7)  # several pages
+    source.venue = replace(source.venue, funding_page=7 if venue == "binanceusdm" else 50)  # several pages
     history = await source.fetch_funding_history("BTC", NOW - timedelta(days=5), NOW)
     assert [(r.funding_time_ms, r.rate) for r in history] == fake.funding_settlements(
         "BTC", at(NOW) - 5 * 86_400_000, at(NOW), interval
@@ -236,7 +260,9 @@ async def test_persistent_failure_is_a_clear_temporary_error(venue: str) -> None
             await source.load()
             fake.fail(503, b"Service Unavailable", times=10)
             started = time.monotonic()
-            with pytest.raises(TemporaryError, match=r"candles of BTC .* failed after 3 attempts: ExchangeNotAvailable"):
+            with pytest.raises(
+                TemporaryError, match=r"candles of BTC .* failed after 3 attempts: ExchangeNotAvailable"
+            ):
                 await source.fetch_candles("BTC", "5m", limit=3, until=NOW)
         finally:
             await source.close()

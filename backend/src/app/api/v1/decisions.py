@@ -1,18 +1,26 @@
-"""Decision endpoints: generate a decision now, and read the stored history."""
+"""Decision endpoints: generate a decision now, read the history, validate a decision against a context,
+switch models, and decision metrics."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import case, func, select
 
-from app.api.deps import get_engine
+from app.api.auth import CurrentPrincipal, MutatingPrincipal, ensure_scope
+from app.api.deps import get_agent
+from app.bootstrap import Agent
+from app.db import models
+from app.schemas.api import DecisionMetrics, ModelSwitchRequest, ValidateRequest
 from app.schemas.decision_result import DecisionResult
-from app.services.llm.decision_engine import DecisionEngine
+from app.schemas.validation import ValidationResult
+from app.services.llm.strategy_manager import parse_window
 
 router = APIRouter(prefix="/api/v1/decisions", tags=["decisions"])
+AgentDep = Annotated[Agent, Depends(get_agent)]
 
 
 class GenerateDecisionRequest(BaseModel):
@@ -29,19 +37,27 @@ class GenerateDecisionRequest(BaseModel):
     force_refresh: bool = Field(False, description="Decide again even if this candle already has a decision")
 
 
+class ModelSwitchResult(BaseModel):
+    model: str
+    account_id: int | None
+    models: list[str] = Field(..., description="The chain asked in order (first model, then the fallbacks)")
+
+
 @router.post("/generate", response_model=DecisionResult)
 async def generate_decision(
-    body: GenerateDecisionRequest, engine: Annotated[DecisionEngine, Depends(get_engine)]
+    body: GenerateDecisionRequest, agent: AgentDep, principal: MutatingPrincipal
 ) -> DecisionResult:
     """Run one decision cycle for the account now (context, model, validation, execution) and return it."""
-    return await engine.make_trading_decision(
+    ensure_scope(principal, body.account_id)
+    return await agent.engine.make_trading_decision(
         body.symbols, body.account_id, trigger="api", force_refresh=body.force_refresh
     )
 
 
 @router.get("/history", response_model=list[DecisionResult])
 async def decision_history(
-    engine: Annotated[DecisionEngine, Depends(get_engine)],
+    agent: AgentDep,
+    principal: CurrentPrincipal,
     account_id: Annotated[int, Query(ge=1)],
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     symbol: Annotated[str | None, Query(max_length=40, description="Only decisions covering this asset")] = None,
@@ -50,4 +66,105 @@ async def decision_history(
     until: Annotated[datetime | None, Query(description="Cycle time until (ISO 8601)")] = None,
 ) -> list[DecisionResult]:
     """Stored decisions of an account, newest first."""
-    return await engine.get_decision_history(account_id, limit, symbol, before_id=before_id, since=since, until=until)
+    ensure_scope(principal, account_id)
+    return await agent.engine.get_decision_history(
+        account_id, limit, symbol, before_id=before_id, since=since, until=until
+    )
+
+
+@router.post("/validate", response_model=ValidationResult)
+async def validate_decision(body: ValidateRequest, agent: AgentDep, principal: CurrentPrincipal) -> ValidationResult:
+    """Per-asset verdicts for a decision against a context (nothing is executed or stored)."""
+    ensure_scope(principal, body.context.account_id)
+    return await agent.engine.validator.validate_decision(body.decision, body.context, body.risk_state)
+
+
+@router.post("/models/switch", response_model=ModelSwitchResult)
+async def switch_model(body: ModelSwitchRequest, agent: AgentDep, principal: MutatingPrincipal) -> ModelSwitchResult:
+    """With `account_id`: the model that account asks first. Without: the default model (admin only)."""
+    if agent.llm.is_simulated:
+        raise HTTPException(
+            status_code=400, detail="no LLM is configured (set OPENROUTER_API_KEY): the rule-based baseline answers"
+        )
+    if body.account_id is None:
+        if not principal.is_admin:
+            raise HTTPException(status_code=403, detail="switching the default model needs an admin API key")
+        if not await agent.llm.switch_model(body.model):
+            raise HTTPException(status_code=400, detail=f"not a model name: {body.model!r}")
+        return ModelSwitchResult(model=body.model, account_id=None, models=agent.llm.models)
+    ensure_scope(principal, body.account_id)
+    async with agent.sessions.begin() as session:
+        account = await session.get(models.Account, body.account_id)
+        if account is None:
+            raise HTTPException(status_code=404, detail=f"account {body.account_id} does not exist")
+        account.model = body.model
+        account.updated_at = agent.clock.now()
+    chain = [body.model, *(m for m in agent.llm.models if m != body.model)]
+    return ModelSwitchResult(model=body.model, account_id=body.account_id, models=chain)
+
+
+@router.get("/metrics", response_model=DecisionMetrics)
+async def decision_metrics(
+    agent: AgentDep,
+    principal: CurrentPrincipal,
+    account_id: Annotated[int, Query(ge=1)],
+    timeframe: Annotated[str, Query(max_length=8, description="Window, e.g. 24h, 7d")] = "24h",
+) -> DecisionMetrics:
+    """Decisions by status, fallbacks, rejected assets, model calls, tokens, cost and latency over a window."""
+    ensure_scope(principal, account_id)
+    try:
+        since = agent.clock.now() - parse_window(timeframe)
+    except ValueError as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from exc
+    async with agent.sessions() as session:
+        if await session.get(models.Account, account_id) is None:
+            raise HTTPException(status_code=404, detail=f"account {account_id} does not exist")
+        d = models.Decision
+        rows = (
+            await session.execute(
+                select(d.status, func.count())
+                .where(d.account_id == account_id, d.cycle_time >= since)
+                .group_by(d.status)
+            )
+        ).all()
+        by_status = {status: int(count) for status, count in rows}
+        fallbacks = await session.scalar(
+            select(func.count()).select_from(d).where(d.account_id == account_id, d.cycle_time >= since, d.is_fallback)
+        )
+        results = (
+            await session.scalars(
+                select(d.validation_result).where(d.account_id == account_id, d.cycle_time >= since).limit(10_000)
+            )
+        ).all()
+        rejected = sum(
+            1 for result in results for v in (result or {}).get("verdicts", []) if v.get("status") == "rejected"
+        )
+        c = models.LLMCall
+        calls, failures, prompt, completion, cost, latency = (
+            await session.execute(
+                select(
+                    func.count(),
+                    func.coalesce(func.sum(case((c.outcome != "ok", 1), else_=0)), 0),
+                    func.coalesce(func.sum(c.prompt_tokens), 0),
+                    func.coalesce(func.sum(c.completion_tokens), 0),
+                    func.coalesce(func.sum(c.cost_usd), 0.0),
+                    func.avg(c.latency_ms),
+                ).where(c.account_id == account_id, c.created_at >= since)
+            )
+        ).one()
+    total = sum(by_status.values())
+    return DecisionMetrics(
+        account_id=account_id,
+        timeframe=timeframe,
+        since=since,
+        decisions=total,
+        by_status=by_status,
+        fallback_rate=(fallbacks or 0) / total if total else 0.0,
+        rejected_assets=rejected,
+        llm_calls=int(calls),
+        llm_failures=int(failures),
+        prompt_tokens=int(prompt),
+        completion_tokens=int(completion),
+        cost_usd=float(cost),
+        avg_latency_ms=float(latency) if latency is not None else None,
+    )

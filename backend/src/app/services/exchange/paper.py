@@ -73,7 +73,6 @@ from app.services.exchange.base import (
     FundingPayment,
     Order,
     OrderRequest,
-    OrderSide,
     Position,
 )
 from app.services.market_data.base import Candle, MarketRules, UnknownSymbolError
@@ -201,14 +200,17 @@ class PaperVenue:
         """Fill a market or marketable limit order now, or rest the order; rejections come back as orders."""
         if request.client_order_id in self._orders:
             return self._new_order(request, request.quantity, "duplicate client order id", store=False)
-        reason = self._check(request)
+        symbol = request.symbol
+        reason = po.check(
+            request, self._rules.get(symbol), self._marks.get(symbol), self._positions.get(symbol), self._fees
+        )
         if reason is not None:
             return self._new_order(request, request.quantity, reason)
         quantity = pm.round_down_to_step(request.quantity, self._rules[request.symbol].lot_size)
         if request.type in _CONDITIONAL:
             return replace(self._new_order(request, quantity))
         mark = self._marks[request.symbol]
-        limit = self._limit_price(request)
+        limit = po.limit_price(request, self._rules[request.symbol])
         if limit is not None and not po.marketable(request.side, limit, mark):
             return self._rest_limit(request, quantity, limit)
         return self._take(request, quantity, mark, limit)
@@ -261,7 +263,8 @@ class PaperVenue:
 
     def order_margin(self) -> float:
         """Return the margin and maker fees reserved by resting limit orders (part of `margin_used`)."""
-        return sum(self._reserve(self._open[cid]) for cid in self._order_leverage if cid in self._open)
+        maker, orders = self._fees.maker_bps, [(self._open[c], lev) for c, lev in self._order_leverage.items()]
+        return sum(pm.order_reserve(o.quantity, o.price or 0.0, lev, maker) for o, lev in orders)
 
     # ---- restart --------------------------------------------------------------------------------------
 
@@ -316,10 +319,8 @@ class PaperVenue:
         for symbol in [*(p.symbol for p in positions), *(o.symbol for o in open_orders)]:
             if symbol not in self._rules:
                 raise UnknownSymbolError(symbol)
-        for o in open_orders:
-            restorable = o.type in _CONDITIONAL or (o.type == "limit" and o.price is not None and o.price > 0)
-            if o.status != "open" or not restorable:
-                raise ValueError("only open stop / take-profit / limit (with a price) orders can be restored")
+        if not all(po.restorable(o) for o in open_orders):
+            raise ValueError("only open stop / take-profit / limit (with a price) orders can be restored")
         self._initial, self._realized, self._fees_paid = initial_balance, realized_pnl, fees_paid
         self._funding_paid, self._funding_received = funding_paid, funding_received
         self._funding_settled = dict(funding_settled or {})
@@ -350,16 +351,7 @@ class PaperVenue:
         return min(self._rules[symbol].max_leverage, self._fees.max_leverage.get(symbol, float("inf")))
 
     def _liquidation_price(self, position: Position) -> float | None:
-        maximum = self._max_leverage(position.symbol)
-        return pm.venue_liquidation_price(
-            self._fees.liquidation_formula,
-            position.side,
-            position.size,
-            position.entry_price,
-            position.margin,
-            self._fees.maintenance_rate(maximum),
-            maximum,
-        )
+        return pm.position_liquidation_price(self._fees, position, self._max_leverage(position.symbol))
 
     def _wallet(self) -> float:
         return self._initial + self._realized - self._fees_paid - self._funding_paid + self._funding_received
@@ -370,19 +362,8 @@ class PaperVenue:
     def _available(self) -> float:
         return self._wallet() - self._margin_used()
 
-    def _reserve(self, order: Order) -> float:
-        """Margin plus maker fee a resting limit holds back: q * price * (1 / leverage + maker)."""
-        leverage = self._order_leverage.get(order.client_order_id)
-        if leverage is None or order.price is None:
-            return 0.0
-        return order.quantity * order.price * (1.0 / leverage + self._fees.maker_bps / 1e4)
-
     def _slippage(self, symbol: str, notional: float) -> float:
-        fees = self._fees
-        volume = self._volumes.get(symbol)
-        return pm.taker_slippage_bps(
-            fees.slippage_bps, fees.impact_bps_per_pct_volume, fees.max_slippage_bps, notional, volume
-        )
+        return pm.taker_slippage_bps(self._fees, notional, self._volumes.get(symbol))
 
     def _open_orders(self, symbol: str | None) -> list[Order]:
         return [o for o in self._open.values() if symbol is None or o.symbol == symbol]
@@ -400,20 +381,6 @@ class PaperVenue:
             position.mark_price = price
 
     # ---- internals: orders ----------------------------------------------------------------------------
-
-    def _limit_price(self, request: OrderRequest) -> float | None:
-        return po.limit_price(request, self._rules.get(request.symbol))
-
-    def _check(self, request: OrderRequest) -> str | None:
-        """Return why `request` must be rejected, or None (duplicates are checked by the caller)."""
-        rules = self._rules.get(request.symbol)
-        if rules is None:
-            return f"unknown symbol {request.symbol}"
-        mark = self._marks.get(request.symbol)
-        if mark is None:
-            return f"no mark price yet for {request.symbol}"
-        minimum = max(rules.min_notional, self._fees.min_notional)
-        return po.check(request, rules, mark, self._positions.get(request.symbol), minimum)
 
     def _take(self, request: OrderRequest, quantity: float, mark: float, limit: float | None) -> Order:
         """Fill a market (or marketable limit) order now as taker at the slipped mark, capped at `limit`."""
@@ -433,16 +400,15 @@ class PaperVenue:
         if quantity * price / leverage + fee > self._available() + 1e-9:
             return self._new_order(request, quantity, "insufficient available balance for margin and fee")
         order = self._new_order(request, quantity)
-        self._increase(request.symbol, request.side, quantity, price, fee, leverage, order, "taker")
+        self._increase(order, quantity, price, fee, leverage, "taker")
         return replace(order)
 
     def _rest_limit(self, request: OrderRequest, quantity: float, limit: float) -> Order:
         """Rest a limit order; one that may open or grow a position reserves its margin and maker fee."""
         leverage = self._leverage[request.symbol]
-        if not request.reduce_only:
-            reserve = quantity * limit * (1.0 / leverage + self._fees.maker_bps / 1e4)
-            if reserve > self._available() + 1e-9:
-                return self._new_order(request, quantity, "insufficient available balance for margin and fee")
+        reserve = 0.0 if request.reduce_only else pm.order_reserve(quantity, limit, leverage, self._fees.maker_bps)
+        if reserve > self._available() + 1e-9:
+            return self._new_order(request, quantity, "insufficient available balance for margin and fee")
         order = self._new_order(request, quantity)
         if not request.reduce_only:
             self._order_leverage[order.client_order_id] = leverage
@@ -458,27 +424,8 @@ class PaperVenue:
     ) -> Order:
         """Create an order: rejected when `reject_reason` is given, else open (fills mark it filled)."""
         self._seq += 1
-        now = self._clock.now()
-        trigger = request.trigger_price
-        if trigger is not None and request.symbol in self._rules:
-            trigger = pm.round_to_tick(trigger, self._rules[request.symbol].tick_size)
-        limit = self._limit_price(request) if request.symbol in self._rules else request.price
-        order = Order(
-            client_order_id=request.client_order_id,
-            venue_order_id=str(self._seq),
-            symbol=request.symbol,
-            side=request.side,
-            type=request.type,
-            quantity=quantity,
-            status="open" if reject_reason is None else "rejected",
-            created_at=now,
-            updated_at=now,
-            trigger_price=trigger if request.type in _CONDITIONAL else None,
-            reduce_only=request.reduce_only,
-            reason=request.reason,
-            reject_reason=reject_reason,
-            price=limit if request.type == "limit" else None,
-        )
+        rules = self._rules.get(request.symbol)
+        order = po.build_order(request, quantity, str(self._seq), self._clock.now(), rules, reject_reason)
         if store:
             self._orders[order.client_order_id] = order
             if reject_reason is None:
@@ -503,42 +450,21 @@ class PaperVenue:
         order.filled_quantity = quantity
         order.avg_fill_price = price
         order.updated_at = self._clock.now()
-        fill = Fill(
-            fill_id=f"{order.venue_order_id}-1",
-            client_order_id=order.client_order_id,
-            symbol=order.symbol,
-            side=order.side,
-            quantity=quantity,
-            price=price,
-            fee=fee,
-            realized_pnl=pnl,
-            liquidity=liquidity,
-            reason=reason,
-            timestamp=order.updated_at,
-        )
+        cid, symbol, side, at = order.client_order_id, order.symbol, order.side, order.updated_at
+        fill = Fill(f"{order.venue_order_id}-1", cid, symbol, side, quantity, price, fee, pnl, liquidity, reason, at)
         self._fills.append(fill)
         return fill
 
-    def _increase(
-        self,
-        symbol: str,
-        side: OrderSide,
-        qty: float,
-        price: float,
-        fee: float,
-        lev: float,
-        order: Order,
-        liquidity: Liquidity,
-    ) -> Fill:
-        """Open or add to a position on `side` (the caller checked the balance)."""
-        margin = qty * price / lev
+    def _increase(self, order: Order, qty: float, price: float, fee: float, lev: float, liquidity: Liquidity) -> Fill:
+        """Open or add to a position on the side of `order` (the caller checked the balance)."""
+        symbol, margin = order.symbol, qty * price / lev
         self._fees_paid += fee
         position = self._positions.get(symbol)
         reason: FillReason = "entry" if position is None else "increase"
         if position is None:
             position = Position(
                 symbol=symbol,
-                side=pm.position_side(side),
+                side=pm.position_side(order.side),
                 size=qty,
                 entry_price=price,
                 leverage=lev,
@@ -661,7 +587,7 @@ class PaperVenue:
             order.reject_reason = "insufficient available balance for margin and fee at fill; canceled"
             self._cancel(order)
             return None
-        return self._increase(order.symbol, order.side, order.quantity, price, fee, leverage, order, "maker")
+        return self._increase(order, order.quantity, price, fee, leverage, "maker")
 
     def _liquidate(self, position: Position, price: float) -> Fill:
         request = OrderRequest(

@@ -9,7 +9,7 @@ import math
 from decimal import Decimal
 from typing import Literal
 
-from app.services.exchange.base import LiquidationFormula, OrderSide, OrderType, PositionSide
+from app.services.exchange.base import FeeProfile, LiquidationFormula, OrderSide, OrderType, Position, PositionSide
 from app.services.market_data.base import Candle
 
 Direction = Literal["down", "up"]  # "down": fires when price <= level; "up": when price >= level
@@ -68,17 +68,22 @@ def with_slippage(price: float, side: OrderSide, slippage_bps: float) -> float:
     return price * (1.0 + factor) if side == "buy" else price * (1.0 - factor)
 
 
-def taker_slippage_bps(
-    base_bps: float, impact_bps_per_pct: float, cap_bps: float, notional: float, quote_volume: float | None
-) -> float:
-    """Return the slippage of a taker fill: `base + impact * (notional / quote_volume * 100)`, capped.
+def taker_slippage_bps(fees: FeeProfile, notional: float, quote_volume: float | None) -> float:
+    """Return the slippage of a taker fill: `slippage_bps + impact * (notional / quote_volume * 100)`, capped.
 
-    Each 1% of the last candle's quote volume that the order takes costs `impact_bps_per_pct` more; with no
-    known volume (None or <= 0) the slippage is `base_bps` alone. The cap never lowers `base_bps`.
+    Each 1% of the last candle's quote volume that the order takes costs `fees.impact_bps_per_pct_volume`
+    more, up to `fees.max_slippage_bps` in all; with no known volume (None or <= 0) the slippage is
+    `fees.slippage_bps` alone. The cap never lowers `slippage_bps`.
     """
-    if quote_volume is None or quote_volume <= 0 or impact_bps_per_pct <= 0:
-        return base_bps
-    return max(base_bps, min(cap_bps, base_bps + impact_bps_per_pct * notional / quote_volume * 100.0))
+    base, impact = fees.slippage_bps, fees.impact_bps_per_pct_volume
+    if quote_volume is None or quote_volume <= 0 or impact <= 0:
+        return base
+    return max(base, min(fees.max_slippage_bps, base + impact * notional / quote_volume * 100.0))
+
+
+def order_reserve(quantity: float, price: float, leverage: float, maker_bps: float) -> float:
+    """Return what a resting limit holds back: its initial margin plus its maker fee, both at its price."""
+    return quantity * price * (1.0 / leverage + maker_bps / 1e4)
 
 
 def not_beyond(price: float, side: OrderSide, limit: float | None) -> float:
@@ -137,6 +142,14 @@ def venue_liquidation_price(
     if formula == "hyperliquid":
         return hyperliquid_liquidation_price(side, size, entry, margin, max_leverage)
     return liquidation_price(side, size, entry, margin, mmr)
+
+
+def position_liquidation_price(fees: FeeProfile, position: Position, max_leverage: float) -> float | None:
+    """Return the liquidation price of `position` by the venue's formula (`max_leverage` of its asset)."""
+    mmr = fees.maintenance_rate(max_leverage)
+    return venue_liquidation_price(
+        fees.liquidation_formula, position.side, position.size, position.entry_price, position.margin, mmr, max_leverage
+    )
 
 
 def trigger_direction(side: OrderSide, order_type: OrderType) -> Direction:

@@ -8,9 +8,10 @@ module docstring of `app.services.exchange.paper`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from app.services.exchange import paper_math as pm
-from app.services.exchange.base import Order, OrderRequest, OrderSide, Position, PositionSide
+from app.services.exchange.base import FeeProfile, Order, OrderRequest, OrderSide, Position, PositionSide
 from app.services.market_data.base import MarketRules
 
 CONDITIONAL = ("stop_market", "take_profit_market")
@@ -26,19 +27,58 @@ def limit_price(request: OrderRequest, rules: MarketRules | None) -> float | Non
     return request.price if rules is None else pm.round_to_tick(request.price, rules.tick_size)
 
 
+def build_order(
+    request: OrderRequest,
+    quantity: float,
+    venue_order_id: str,
+    now: datetime,
+    rules: MarketRules | None,
+    reject_reason: str | None = None,
+) -> Order:
+    """Return the order for `request`: rejected when `reject_reason` is given, else open.
+
+    Trigger and limit prices are rounded to the tick (when the market is known); a field that does not
+    belong to the order type is dropped.
+    """
+    trigger = request.trigger_price
+    if trigger is not None and rules is not None:
+        trigger = pm.round_to_tick(trigger, rules.tick_size)
+    return Order(
+        client_order_id=request.client_order_id,
+        venue_order_id=venue_order_id,
+        symbol=request.symbol,
+        side=request.side,
+        type=request.type,
+        quantity=quantity,
+        status="open" if reject_reason is None else "rejected",
+        created_at=now,
+        updated_at=now,
+        trigger_price=trigger if request.type in CONDITIONAL else None,
+        reduce_only=request.reduce_only,
+        reason=request.reason,
+        reject_reason=reject_reason,
+        price=limit_price(request, rules),
+    )
+
+
 def marketable(side: OrderSide, limit: float, mark: float) -> bool:
     """Return whether a limit at `limit` would take liquidity at `mark` (a buy at or above the mark)."""
     return limit >= mark if side == "buy" else limit <= mark
 
 
 def check(
-    request: OrderRequest, rules: MarketRules, mark: float, position: Position | None, minimum: float
+    request: OrderRequest, rules: MarketRules | None, mark: float | None, position: Position | None, fees: FeeProfile
 ) -> str | None:
-    """Return why `request` must be rejected on a market with `rules` at `mark`, or None.
+    """Return why `request` must be rejected on a market with `rules` (None: unknown) at `mark`, or None.
 
-    Unknown symbols, missing marks and duplicates are the caller's to check. `minimum` is the minimum
-    notional of an order that is not reduce-only (valued at its limit price when it would rest).
+    Duplicates are the caller's to check. The minimum notional (the larger of the market's and the venue's)
+    applies to orders that are not reduce-only, valued at the limit price of a limit that would rest.
     """
+    if rules is None:
+        return f"unknown symbol {request.symbol}"
+    if mark is None:
+        return f"no mark price yet for {request.symbol}"
+    minimum = max(rules.min_notional, fees.min_notional)
     conditional = request.type in CONDITIONAL
     if conditional and not request.reduce_only:
         return "stop and take-profit orders must be reduce_only on this venue"
@@ -64,6 +104,12 @@ def check(
     if reduces and not request.reduce_only and position is not None and quantity > position.size:
         return "order would flip the position; close it first"
     return None
+
+
+def restorable(order: Order) -> bool:
+    """Return whether `order` can rest on a restarted venue: an open stop, take-profit or priced limit."""
+    priced = order.type == "limit" and order.price is not None and order.price > 0
+    return order.status == "open" and (order.type in CONDITIONAL or priced)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import Clock
+from app.core.metrics import AgentMetrics
 from app.core.symbols import normalise_asset
 from app.core.timeframes import floor_time
 from app.db import models
@@ -89,8 +90,10 @@ class DecisionEngine:
         reconciler: Reconciler,
         venues: VenueRegistry,
         daily_budget_usd: float | None = None,
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self.daily_budget_usd = daily_budget_usd
+        self.metrics = metrics
         self.sessions = sessions
         self.clock = clock
         self.assets = assets
@@ -183,7 +186,7 @@ class DecisionEngine:
             account = await session.get(models.Account, account_id)
             if account is None:
                 raise AccountNotFoundError(account_id)
-            status, max_leverage = account.status, account.max_leverage
+            status, max_leverage, account_model = account.status, account.max_leverage, account.model
             daily_budget = account.daily_llm_budget_usd
             if daily_budget is None:
                 daily_budget = self.daily_budget_usd
@@ -203,7 +206,7 @@ class DecisionEngine:
             symbols=assets,
             symbols_key=symbols_key(assets),
             strategy_id=strategy.strategy_id,
-            model_requested=self.llm.model,
+            model_requested=account_model if account_model and not self.llm.is_simulated else self.llm.model,
             is_fallback=False,
             created_at=now,
         )
@@ -215,7 +218,7 @@ class DecisionEngine:
                 await DecisionRepository(session).add(row)
             return to_result(row, [])
 
-        request = self.llm.request_for(assets, context)
+        request = self.llm.request_for(assets, context, account_model)
         row.context_snapshot = context.model_dump(mode="json")
         row.prompt = f"[system]\n{request.system_prompt}\n\n[user]\n{request.user_prompt}"
         async with self.sessions.begin() as session:
@@ -274,7 +277,9 @@ class DecisionEngine:
                 decision_id=decision_id,
                 intents=report.intents,
             )
-            await self.reconciler.snapshot_equity(session, account_id, await exchange.fetch_balance(), now)
+            balance = await exchange.fetch_balance()
+            equity = balance.equity
+            await self.reconciler.snapshot_equity(session, account_id, balance, now)
             stored = await session.get(models.Decision, decision_id)
             assert stored is not None
             stored.failure = row.failure
@@ -303,7 +308,10 @@ class DecisionEngine:
             ):
                 setattr(stored, field, getattr(row, field))
             orders = await TradingRepository(session).orders_for_decision(decision_id)
-            return to_result(stored, orders)
+            decided = to_result(stored, orders)
+        if self.metrics is not None:
+            self.metrics.observe(decided, equity)
+        return decided
 
     async def risk_state(
         self, account_id: int, status: str, max_leverage: float, context: TradingContext, now: datetime
@@ -315,6 +323,7 @@ class DecisionEngine:
             start_equity = await repo.first_equity_since(account_id, day_start)
             last_entries = await repo.last_entry_times(account_id)
         rules = await self.venues.rules()
+        profile = self.venues.profile
         equity = context.account_state.balance_usd
         return RiskState(
             now=now,
@@ -325,6 +334,11 @@ class DecisionEngine:
             account_max_leverage=max_leverage,
             venue_max_leverage={symbol: r.max_leverage for symbol, r in rules.items()},
             maintenance_margin_rate=self.venues.maintenance_margin_rate,
+            # the rate the paper venue liquidates at: per asset on Hyperliquid (1 / (2 x the asset's max leverage))
+            maintenance_margin_rates={
+                symbol: profile.maintenance_rate(min(r.max_leverage, profile.max_leverage.get(symbol, float("inf"))))
+                for symbol, r in rules.items()
+            },
         )
 
     # ----------------------------------------------------------------------------------------- helpers

@@ -76,22 +76,18 @@ class LLMService:
     def is_simulated(self) -> bool:
         return self.provider.is_simulated
 
-    def request_for(self, symbols: list[str], context: TradingContext) -> ModelRequest:
+    def request_for(self, symbols: list[str], context: TradingContext, model: str | None = None) -> ModelRequest:
+        """The request for `model` (an account's own choice), or the first model of the chain."""
         strategy = context.account_state.active_strategy
         system, user = self.prompts.build(context, strategy)
-        return ModelRequest(
-            symbols=symbols,
-            context=context,
-            strategy=strategy,
-            system_prompt=system,
-            user_prompt=user,
-            model=self.model,
-        )
+        chosen = model if model and not self.is_simulated else self.model
+        return ModelRequest(symbols, context, strategy, system_prompt=system, user_prompt=user, model=chosen)
 
     async def generate(self, request: ModelRequest) -> LLMResult:
         """Ask the models in order until one answers; never raises for a model failure."""
         result = LLMResult(response=None)
-        for model in self.models:
+        chain = [request.model, *(m for m in self.models if m != request.model)]
+        for model in chain:
             if not self.breakers.allow(model):
                 wait = self.breakers.get(model).snapshot().get("next_attempt_in_s")
                 result.calls.append(CallRecord(model, "circuit_open", error=f"circuit open; next try in {wait} s"))

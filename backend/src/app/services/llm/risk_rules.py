@@ -116,7 +116,7 @@ def check_entry(
         )
         return check
 
-    mmr = state.maintenance_margin_rate if state else 0.005
+    mmr = state.maintenance_margin_rates.get(asset, state.maintenance_margin_rate) if state else 0.005
     liquidation = liquidation_price(price, leverage, is_long, mmr)
     if (is_long and sl <= liquidation) or (not is_long and sl >= liquidation):
         check.reject = (
@@ -167,11 +167,15 @@ def check_entry(
         if perf.avg_loss < 0 < perf.avg_win:  # both wins and losses on record
             payoff = perf.avg_win / -perf.avg_loss
             kelly = perf.win_rate - (1 - perf.win_rate) / payoff if payoff > 0 else 0.0
-            cap = max(0.0, kelly / 2) * account.balance_usd / leverage
+            cap = float(int(max(0.0, kelly / 2) * account.balance_usd / leverage * 100) / 100)  # to the cent
             if allocation > cap:
                 if cap <= 0:
-                    check.reject = "the Kelly fraction from the recent trades is not positive: no new position"
+                    check.reject = (
+                        "the Kelly fraction from the recent trades is not positive: no new position"
+                        if kelly <= 0
+                        else "half the Kelly fraction of equity is less than a cent of margin: no new position"
+                    )
                     return check
-                check.changes["allocation_usd"] = float(int(cap * 100) / 100)
+                check.changes["allocation_usd"] = cap
                 check.reasons.append(f"allocation capped at half-Kelly ({kelly / 2:.3f} of equity)")
     return check

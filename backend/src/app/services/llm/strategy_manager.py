@@ -279,8 +279,10 @@ class StrategyManager:
             ).all()
         return [to_schema(r) for r in rows]
 
-    async def get_strategy_performance(self, strategy_id: str, timeframe: str = "7d") -> StrategyPerformance:
-        """Decisions and closed trades of every account while it ran `strategy_id`, over the window."""
+    async def get_strategy_performance(
+        self, strategy_id: str, timeframe: str = "7d", account_id: int | None = None
+    ) -> StrategyPerformance:
+        """Decisions and closed trades of every account (or one) while it ran `strategy_id`, over the window."""
         try:
             window = parse_window(timeframe)
         except ValueError as exc:

@@ -234,15 +234,17 @@ class CcxtMarketData:
         return timeframe_seconds(timeframe) * 1000
 
     async def fetch_candles(self, symbol: str, timeframe: str, *, limit: int, until: datetime) -> CandleSeries:
-        """The last `limit` candles closed by `until`, oldest first (fewer where the venue has none)."""
+        """The last `limit` candles closed by `until` (and by the clock's now), oldest first; fewer where the
+        venue has none."""
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
         asset, market = await self._market(symbol)
         tf_ms = self._timeframe_ms(timeframe)
-        end = _ms(until) // tf_ms * tf_ms
+        until_ms = min(_ms(until), _ms(self.clock.now()))  # nothing has closed after now
+        end = until_ms // tf_ms * tf_ms
         rows: list[list[float]] = []
         if limit:
-            async for page in self._pages(asset, market, timeframe, end - (limit + 1) * tf_ms, _ms(until)):
+            async for page in self._pages(asset, market, timeframe, end - (limit + 1) * tf_ms, until_ms):
                 rows.extend(page)
         return _series(asset, timeframe, rows[-limit:] if limit else [])
 
@@ -259,7 +261,7 @@ class CcxtMarketData:
         `progress(n)` is called with the number of candles of each page."""
         asset, market = await self._market(symbol)
         self._timeframe_ms(timeframe)
-        async for page in self._pages(asset, market, timeframe, _ms(start), _ms(end)):
+        async for page in self._pages(asset, market, timeframe, _ms(start), min(_ms(end), _ms(self.clock.now()))):
             if progress is not None:
                 progress(len(page))
             yield _series(asset, timeframe, page)
@@ -390,15 +392,20 @@ class CcxtMarketData:
             retry_after = next((_number(v) for k, v in headers.items() if k.lower() == "retry-after"), None)
             if retry_after is not None:
                 delay = max(delay, min(retry_after, self.max_retry_after_s))
+        return delay
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        pause = state.next_action.sleep if state.next_action is not None else 0.0
         log.warning(
-            "%s: attempt %d failed (%s: %s); retrying in %.2f s",
+            "%s: attempt %d of %d failed (%s: %s); retrying in %.2f s",
             self.name,
             state.attempt_number,
+            self.attempts,
             type(error).__name__,
             error,
-            delay,
+            pause,
         )
-        return delay
 
     async def _call(self, what: str, func: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         """Run one ccxt read with retries; translate ccxt's errors into the agent's."""
@@ -408,6 +415,7 @@ class CcxtMarketData:
                 stop=stop_after_attempt(self.attempts),
                 wait=self._wait,
                 retry=retry_if_exception(_retryable),
+                before_sleep=self._log_retry,
                 reraise=True,
             ):
                 with attempt:

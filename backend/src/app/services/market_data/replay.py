@@ -244,7 +244,7 @@ class ReplaySource:
             asset, pair_quote, kind = parsed
             if kind in paths.setdefault(asset, {}):
                 raise ReplayDataError(
-                    f"two files for {asset} {kind}: {paths[asset][kind].name} and {path.name} (choose with quote=)"
+                    f"two files for {asset} {kind}: {paths[asset][kind].name} and {path.name} (choose one with a quote)"
                 )
             if pair_quote and self._quotes.setdefault(asset, pair_quote) != pair_quote:
                 raise ReplayDataError(f"{path}: {asset} is quoted in both {self._quotes[asset]} and {pair_quote}")

@@ -26,7 +26,7 @@ RULES = {
     "ETH": MarketRules("ETH", "ETH/USDT:USDT", tick_size=0.01, lot_size=0.001, min_notional=20.0, max_leverage=100),
 }
 BINANCE = FEE_PROFILES["binanceusdm"]
-NO_SLIP = replace(BINANCE, slippage_bps=0.0)
+NO_SLIP = replace(BINANCE, slippage_bps=0.0, impact_bps_per_pct_volume=0.0)  # no slippage at all
 
 
 def make_venue(

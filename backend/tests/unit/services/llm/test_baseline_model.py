@@ -18,6 +18,7 @@ from app.schemas.trading_decision import (
     TradingDecision,
     TradingStrategy,
 )
+from app.schemas.validation import RiskState
 from app.services.llm.decision_validator import DecisionValidator
 from app.services.llm.providers.base import ModelRequest
 from app.services.llm.providers.baseline import BASELINE_MODEL_NAME, BaselineModel
@@ -146,31 +147,47 @@ def test_keeps_a_position_while_the_trend_has_not_turned(
 # ---- sizing --------------------------------------------------------------------------------------------
 
 
-def risk_at_stop(item: AssetDecision, leverage: float, price: float = BTC) -> float:
+def risk_at_stop(item: AssetDecision, leverage: float, price: float = BTC, fee_bps: float = 5.0) -> float:
+    """What the position loses at its stop, the round trip's taker fees included (the validator's measure)."""
     assert item.sl_price is not None
-    return item.allocation_usd * leverage * abs(price - item.sl_price) / price
+    return item.allocation_usd * leverage * (abs(price - item.sl_price) / price + 2 * fee_bps / 10_000)
 
 
 @pytest.mark.parametrize(
-    ("risk_pct", "stop_pct", "leverage", "atr"),
+    ("risk_pct", "stop_pct", "ratio", "leverage", "atr", "fee_bps", "distance"),
     [
-        (1.0, 2.0, 3.0, None),  # the strategy's stop % sets the distance
-        (0.5, 1.5, 2.0, None),
-        (1.0, 1.0, 5.0, BTC * 0.02),  # 2 x ATR (4%) is wider than the strategy's stop %
+        # 2 x ATR (2 x 500) lies between a quarter of the widest stop (500) and the widest (2000)
+        (1.0, 2.0, 2.0, 3.0, None, 5.0, 1_000.0),
+        # 2 x ATR (200) is narrower than a quarter of the widest stop (1500 / 4): the quarter
+        (0.5, 1.5, 2.0, 2.0, 100.0, 5.0, 375.0),
+        # 2 x ATR (4000) is wider than the strategy's widest stop: clamped to it (1% = 1000)
+        (1.0, 1.0, 2.0, 5.0, BTC * 0.02, 5.0, 1_000.0),
+        # the target (1R) must be worth 3x (fees 2 x 10 bps + 1 bp funding) with 5% to spare: 3 x 210 x 1.05
+        (1.0, 2.0, 1.0, 3.0, 100.0, 10.0, 661.5),
     ],
 )
-def test_the_position_risks_max_risk_per_trade_of_equity_at_the_stop(
-    risk_pct: float, stop_pct: float, leverage: float, atr: float | None
+def test_the_position_risks_max_risk_per_trade_of_equity_at_the_stop_fees_included(
+    risk_pct: float, stop_pct: float, ratio: float, leverage: float, atr: float | None, fee_bps: float, distance: float
 ) -> None:
-    strategy = f.strategy(max_risk_per_trade=risk_pct, stop_loss_percentage=stop_pct, max_leverage=leverage)
+    strategy = f.strategy(
+        max_risk_per_trade=risk_pct, stop_loss_percentage=stop_pct, take_profit_ratio=ratio, max_leverage=leverage
+    )
     ind = f.trending_set(BTC, 1, atr=atr)
-    item = only(context({"BTC": market(ind, ind)}, strategy=strategy, balance=10_000.0, max_position_size=10_000.0))
+    ctx = context(
+        {"BTC": market(ind, ind)}, strategy=strategy, balance=10_000.0, max_position_size=10_000.0, taker_fee_bps=fee_bps
+    )
+    item = only(ctx)
 
     assert item.action == "buy"
-    expected_distance = max(2 * atr, BTC * stop_pct / 100) if atr else BTC * stop_pct / 100
-    assert BTC - item.sl_price == pytest.approx(expected_distance)  # type: ignore[operator]
-    # allocation rounded to the cent: the risk is exact within a cent of margin
-    assert risk_at_stop(item, leverage) == pytest.approx(10_000.0 * risk_pct / 100, abs=0.01 * leverage)
+    assert item.sl_price is not None and item.tp_price is not None
+    assert BTC - item.sl_price == pytest.approx(distance)
+    assert item.tp_price - BTC == pytest.approx(distance * ratio)
+    # allocation floored to the cent: the risk is exact within a cent of margin, and never above the budget
+    budget = 10_000.0 * risk_pct / 100
+    assert risk_at_stop(item, leverage, fee_bps=fee_bps) <= budget + 1e-9
+    assert risk_at_stop(item, leverage, fee_bps=fee_bps) == pytest.approx(budget, abs=0.01 * leverage)
+    result = DecisionValidator().validate(decide(ctx), ctx)
+    assert [v.status for v in result.verdicts] == ["accepted"], [v.reasons for v in result.verdicts]
 
 
 def test_sizing_is_capped_by_the_max_position_size() -> None:
@@ -230,16 +247,94 @@ def test_stop_and_target_sit_on_the_right_sides_at_the_strategy_reward_to_risk(r
     assert reward / risk == pytest.approx(ratio)
 
 
-def test_a_stop_that_would_be_below_zero_means_no_trade() -> None:
-    # an ATR of 60% of the price puts a 2 x ATR stop below zero: no long can be protected
+def test_a_huge_atr_puts_the_stop_at_the_strategys_widest_stop() -> None:
+    # 2 x ATR would be 120% of the price; the strategy allows a 2% stop at most, and that is where it goes
     ind = f.trending_set(BTC, 1, atr=BTC * 0.6)
-    assert only(context({"BTC": market(ind, ind)})).action == "hold"
+    item = only(context({"BTC": market(ind, ind)}, strategy=f.strategy(stop_loss_percentage=2.0)))
+    assert item.action == "buy"
+    assert item.sl_price == pytest.approx(BTC * 0.98)
+
+
+def test_volatility_adjusted_sizing_holds_when_one_atr_is_wider_than_the_widest_stop() -> None:
+    # volatility-adjusted sizing needs a stop at least one ATR away: 3% > the 2% allowed, so no trade
+    strategy = f.strategy(stop_loss_percentage=2.0).model_copy(update={"position_sizing": "volatility_adjusted"})
+    ind = f.trending_set(BTC, 1, atr=BTC * 0.03)
+    item = only(context({"BTC": market(ind, ind)}, strategy=strategy))
+    assert item.action == "hold"
+    assert "volatile" in item.rationale
+
+
+def test_volatility_adjusted_sizing_keeps_the_stop_at_least_one_atr_away() -> None:
+    # 2 x ATR (3.6%) lies within the 4% widest stop: the stop is 2 x ATR, so the validator's one-ATR rule passes
+    strategy = f.strategy(stop_loss_percentage=4.0).model_copy(update={"position_sizing": "volatility_adjusted"})
+    ind = f.trending_set(BTC, 1, atr=BTC * 0.018)  # 2 x ATR = 3.6%, within the 4% stop
+    ctx = context({"BTC": market(ind, ind)}, strategy=strategy)
+    item = only(ctx)
+    assert item.action == "buy" and item.sl_price is not None
+    assert BTC - item.sl_price == pytest.approx(BTC * 0.036)
+    result = DecisionValidator().validate(decide(ctx), ctx)
+    assert result.verdicts[0].status == "accepted", result.verdicts[0].reasons
+
+
+def test_holds_when_the_target_would_not_pay_for_its_fees_within_the_widest_stop() -> None:
+    # a 0.1% widest stop at 1R: the target (0.1%) cannot be worth 3 x (2 x 10 bps + 1 bp) = 0.63%
+    strategy = f.strategy(stop_loss_percentage=0.1, take_profit_ratio=1.0)
+    assert only(context({"BTC": market(UP, UP)}, strategy=strategy, taker_fee_bps=10.0)).action == "hold"
+
+
+@pytest.mark.parametrize("direction", [1, -1])
+def test_the_stop_stays_inside_the_liquidation_price_at_high_leverage(direction: int) -> None:
+    # a 10% widest stop at 10x would lie beyond the liquidation price (about 9.5% away): the baseline keeps its
+    # stop inside it, and the validator accepts the trade
+    strategy = f.strategy(stop_loss_percentage=10.0, max_leverage=10.0)
+    ind = f.trending_set(BTC, direction, atr=BTC * 0.06)
+    ctx = context({"BTC": market(ind, ind)}, strategy=strategy)
+    item = only(ctx)
+
+    assert item.action == ("buy" if direction > 0 else "sell")
+    assert item.sl_price is not None
+    assert abs(BTC - item.sl_price) < BTC * 0.09
+    result = DecisionValidator().validate(decide(ctx), ctx)
+    assert result.verdicts[0].status == "accepted", result.verdicts[0].reasons
 
 
 def test_a_short_target_that_would_be_below_zero_means_no_trade() -> None:
-    # a 40% stop at 3R puts a short's target at -20% of zero
+    # a 40% stop (2 x ATR, within the strategy's 40%) at 3R puts a short's target at -20%; at 1x the liquidation
+    # price is far enough away that the stop is not pulled in
+    strategy = f.strategy(stop_loss_percentage=40.0, take_profit_ratio=3.0, max_leverage=1.0)
     ind = f.trending_set(BTC, -1, atr=BTC * 0.2)
-    assert only(context({"BTC": market(ind, ind)}, strategy=f.strategy(take_profit_ratio=3.0))).action == "hold"
+    assert only(context({"BTC": market(ind, ind)}, strategy=strategy)).action == "hold"
+
+
+def kelly_strategy() -> TradingStrategy:
+    return f.strategy().model_copy(update={"position_sizing": "kelly"})
+
+
+def with_record(ctx: TradingContext, win_rate: float, avg_win: float, avg_loss: float) -> TradingContext:
+    account = ctx.account_state
+    perf = account.recent_performance.model_copy(update={"win_rate": win_rate, "avg_win": avg_win, "avg_loss": avg_loss})
+    return ctx.model_copy(update={"account_state": account.model_copy(update={"recent_performance": perf})})
+
+
+def test_kelly_sizing_caps_the_margin_at_half_kelly() -> None:
+    # win 60% at 1:1 -> Kelly 0.2, half-Kelly 10% of 10000 = 1000 notional, 333.33 margin at 3x
+    ctx = with_record(context({"BTC": market(UP, UP)}, strategy=kelly_strategy()), 0.6, 100.0, -100.0)
+    item = only(ctx)
+    assert item.action == "buy"
+    assert item.allocation_usd == pytest.approx(333.33)
+    result = DecisionValidator().validate(decide(ctx), ctx)
+    assert result.verdicts[0].status == "accepted", result.verdicts[0].reasons
+
+
+def test_kelly_sizing_holds_when_the_kelly_fraction_is_not_positive() -> None:
+    ctx = with_record(context({"BTC": market(UP, UP)}, strategy=kelly_strategy()), 0.5, 100.0, -100.0)
+    assert only(ctx).action == "hold"
+
+
+def test_kelly_sizing_without_a_record_sizes_by_the_risk_rule() -> None:
+    ctx = context({"BTC": market(UP, UP)}, strategy=kelly_strategy())
+    plain = context({"BTC": market(UP, UP)})
+    assert only(ctx).allocation_usd == only(plain).allocation_usd > 0
 
 
 async def test_complete_returns_the_decision_and_its_raw_json() -> None:
@@ -256,31 +351,49 @@ async def test_complete_returns_the_decision_and_its_raw_json() -> None:
 # ---- property: the validator never has to reject the baseline ------------------------------------------
 
 
+def risk_state(draw: st.DrawFn, ctx: TradingContext) -> RiskState:
+    """A state with no daily-loss, cooldown or reduce-only pressure, but with leverage caps and a venue MMR."""
+    return RiskState(
+        now=f.NOW,
+        account_max_leverage=draw(st.one_of(st.none(), st.floats(1.0, 20.0))),
+        venue_max_leverage={s: draw(st.floats(1.0, 125.0)) for s in ctx.symbols if draw(st.booleans())},
+        maintenance_margin_rate=draw(st.floats(0.0, 0.025)),
+    )
+
+
 @st.composite
-def baseline_contexts(draw: st.DrawFn) -> TradingContext:
+def baseline_contexts(draw: st.DrawFn) -> tuple[TradingContext, RiskState]:
     symbols = ("BTC", "ETH", "SOL")
     markets = {}
     for s in symbols:
         price = f.price_of(s)
-        direction = draw(st.sampled_from([1, -1, 0]))
+        direction = draw(st.sampled_from([1, -1, 1, -1, 0]))
         in_band = draw(st.floats(50.5, 69.5))  # an RSI that confirms the trend
-        rsi = draw(st.sampled_from([in_band if direction > 0 else 100 - in_band, draw(st.floats(1.0, 99.0))]))
+        confirming = in_band if direction > 0 else 100 - in_band
+        rsi = draw(st.sampled_from([confirming, confirming, confirming, draw(st.floats(1.0, 99.0))]))
         atr = draw(st.one_of(st.floats(0.0, 0.05), st.floats(0.0, 0.7))) * price
         interval = f.trending_set(price, direction, rsi=rsi, atr=atr)
-        long_interval = f.trending_set(price, draw(st.sampled_from([direction, 1, -1, 0])))
-        markets[s] = market(interval, long_interval, symbol=s)
+        long_interval = f.trending_set(price, draw(st.sampled_from([direction, direction, direction, 1, -1, 0])))
+        markets[s] = f.asset_market_data(
+            s,
+            price=price,
+            interval=interval,
+            long_interval=long_interval,
+            history=2,
+            funding_rate=draw(st.one_of(st.none(), st.floats(-0.003, 0.003))),
+        )
     strategy = f.strategy(
         max_risk_per_trade=draw(st.floats(0.1, 5.0)),
-        stop_loss_percentage=draw(st.floats(0.1, 10.0)),
+        stop_loss_percentage=draw(st.one_of(st.floats(0.1, 10.0), st.floats(0.1, 50.0))),
         take_profit_ratio=draw(st.floats(1.0, 5.0)),
         max_leverage=draw(st.floats(1.0, 10.0)),
         max_positions=draw(st.integers(1, 3)),
-    )
+    ).model_copy(update={"position_sizing": draw(st.sampled_from(["fixed", "percentage", "kelly", "volatility_adjusted"]))})
     positions = [
         f.position(s, draw(st.sampled_from(["long", "short"]))) for s in symbols if draw(st.integers(0, 3)) == 0
     ]
     balance = draw(st.floats(100.0, 100_000.0))
-    return context(
+    ctx = context(
         markets,
         strategy=strategy,
         positions=positions,
@@ -289,13 +402,17 @@ def baseline_contexts(draw: st.DrawFn) -> TradingContext:
         max_position_size=draw(st.floats(1.0, 50_000.0)),
         taker_fee_bps=draw(st.floats(0.0, 10.0)),
     )
+    if draw(st.booleans()):  # a trading record, for Kelly sizing
+        ctx = with_record(ctx, draw(st.floats(0.0, 1.0)), draw(st.floats(0.0, 500.0)), -draw(st.floats(0.0, 500.0)))
+    return ctx, risk_state(draw, ctx)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(baseline_contexts())
-def test_property_the_baseline_always_passes_the_validator(ctx: TradingContext) -> None:
+def test_property_the_baseline_always_passes_the_validator(case: tuple[TradingContext, RiskState]) -> None:
+    ctx, state = case
     decision = decide(ctx)
-    result = DecisionValidator().validate(decision, ctx)
+    result = DecisionValidator().validate(decision, ctx, state)
 
     assert [v.status for v in result.verdicts] == ["accepted"] * len(ctx.symbols), [v.reasons for v in result.verdicts]
     assert result.errors == []

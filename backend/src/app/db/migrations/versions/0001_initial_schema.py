@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 21:06:22.066073
+Create Date: 2026-11-25 21:20:21.147308
 """
 
 from __future__ import annotations
@@ -17,6 +17,23 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_table(
+        "audit_log",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("request_id", sa.String(length=64), nullable=False),
+        sa.Column("key_prefix", sa.String(length=16), nullable=True),
+        sa.Column("role", sa.String(length=16), nullable=True),
+        sa.Column("account_id", sa.Integer(), nullable=True),
+        sa.Column("method", sa.String(length=8), nullable=False),
+        sa.Column("path", sa.String(length=300), nullable=False),
+        sa.Column("status_code", sa.Integer(), nullable=False),
+        sa.Column("detail", sa.Text(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_log")),
+    )
+    with op.batch_alter_table("audit_log", schema=None) as batch_op:
+        batch_op.create_index("ix_audit_log_time", ["created_at"], unique=False)
+
     op.create_table(
         "candles",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -72,6 +89,7 @@ def upgrade() -> None:
         sa.Column("maker_fee_bps", sa.Float(), nullable=False),
         sa.Column("taker_fee_bps", sa.Float(), nullable=False),
         sa.Column("daily_llm_budget_usd", sa.Float(), nullable=True),
+        sa.Column("credentials_encrypted", sa.Text(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
@@ -80,6 +98,24 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_accounts")),
         sa.UniqueConstraint("name", name=op.f("uq_accounts_name")),
     )
+    op.create_table(
+        "api_keys",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("key_hash", sa.String(length=64), nullable=False),
+        sa.Column("prefix", sa.String(length=16), nullable=False),
+        sa.Column("role", sa.String(length=16), nullable=False),
+        sa.Column("account_id", sa.Integer(), nullable=True),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], name=op.f("fk_api_keys_account_id_accounts")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
+        sa.UniqueConstraint("key_hash", name=op.f("uq_api_keys_key_hash")),
+    )
+    with op.batch_alter_table("api_keys", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_api_keys_account_id"), ["account_id"], unique=False)
+
     op.create_table(
         "decisions",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -300,7 +336,15 @@ def downgrade() -> None:
         batch_op.drop_index("ix_decisions_account_cycle")
 
     op.drop_table("decisions")
+    with op.batch_alter_table("api_keys", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_api_keys_account_id"))
+
+    op.drop_table("api_keys")
     op.drop_table("accounts")
     op.drop_table("strategies")
     op.drop_table("funding_rates")
     op.drop_table("candles")
+    with op.batch_alter_table("audit_log", schema=None) as batch_op:
+        batch_op.drop_index("ix_audit_log_time")
+
+    op.drop_table("audit_log")

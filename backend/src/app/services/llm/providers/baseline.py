@@ -10,10 +10,12 @@ beat. Rules per asset, from the context only:
   flipped); otherwise hold and keep the protective orders.
 * sizing: the stop sits 2 x ATR14 from the price, kept within the strategy's widest stop
   (`stop_loss_percentage`) and far enough for the target to be worth its fees (at least one ATR for
-  volatility-adjusted sizing); the target is `take_profit_ratio` times as far; the position risks
-  `max_risk_per_trade` % of equity at the stop (round-trip fees included), at the strategy's maximum leverage,
-  within `max_position_size` and the available balance (margin plus the entry's taker fee, as the validator
-  counts it). No trade when the stop or target would fall to zero or below.
+  volatility-adjusted sizing) and well inside the liquidation price at the strategy's leverage; the target is
+  `take_profit_ratio` times as far; the position risks `max_risk_per_trade` % of equity at the stop (round-trip
+  fees included), at the strategy's maximum leverage, within `max_position_size` and the available balance
+  (margin plus the entry's taker fee, as the validator counts it), and, for `kelly` sizing, within half the
+  Kelly fraction of equity (no entry while that fraction is not positive). No trade when the stop or target
+  would fall to zero or below.
 """
 
 from __future__ import annotations
@@ -24,16 +26,22 @@ import time
 from dataclasses import dataclass
 
 from app.schemas.trading_decision import (
+    AccountContext,
     AssetDecision,
     AssetMarketData,
     PositionSummary,
     TechnicalIndicatorsSet,
     TradingDecision,
+    TradingStrategy,
 )
 from app.services.llm.providers.base import ModelRequest, ModelResponse
-from app.services.llm.risk_rules import MIN_REWARD_TO_COSTS
+from app.services.llm.risk_rules import MIN_REWARD_TO_COSTS, liquidation_price
 
 BASELINE_MODEL_NAME = "baseline/trend-following-v1"
+# The baseline does not know the venue's maintenance margin rate: it assumes a high one (Hyperliquid's at 20x)
+# and keeps its stop within 90% of the distance to that liquidation price.
+LIQUIDATION_MMR_ALLOWANCE = 0.025
+LIQUIDATION_ROOM = 0.9
 
 
 def _last(series: list[float] | None) -> float | None:
@@ -75,6 +83,17 @@ def _entry_signal(data: AssetMarketData) -> _Signal:
     if trend == -1 and 30 < rsi < 50:
         return _Signal(-1, min(1.0, (50 - rsi) / 20))
     return _Signal(0, 0.0)
+
+
+def _half_kelly_margin(strategy: TradingStrategy, account: AccountContext, leverage: float) -> float | None:
+    """For `kelly` sizing with both wins and losses on record: the margin whose notional is half the Kelly
+    fraction of equity (the validator's cap), floored to the cent; None when Kelly sizing does not apply."""
+    perf = account.recent_performance
+    if strategy.position_sizing != "kelly" or not perf.avg_loss < 0 < perf.avg_win:
+        return None
+    payoff = perf.avg_win / -perf.avg_loss
+    kelly = perf.win_rate - (1 - perf.win_rate) / payoff
+    return math.floor(max(0.0, kelly / 2) * account.balance_usd / leverage * 100) / 100
 
 
 def _hold(asset: str, rationale: str, position: PositionSummary | None) -> AssetDecision:
@@ -121,6 +140,7 @@ class BaselineModel:
         leverage = risk.max_leverage
         fee_rate = account.taker_fee_bps / 10_000.0
         cost_per_margin = 1.0 + leverage * fee_rate
+        kelly_cap = _half_kelly_margin(strategy, account, leverage)
 
         decisions: list[AssetDecision] = []
         total = 0.0
@@ -138,9 +158,14 @@ class BaselineModel:
                 why = "No aligned trend and momentum signal." if signal.direction == 0 else "Position limit reached."
                 decisions.append(_hold(asset, why, None))
                 continue
+            if kelly_cap is not None and kelly_cap <= 0:
+                decisions.append(_hold(asset, "The Kelly fraction of the recent trades is not positive.", None))
+                continue
             price = data.current_price
             atr = _last(data.technical_indicators.interval.atr) or 0.0
-            widest = price * risk.stop_loss_percentage / 100.0
+            # the widest stop, kept well inside the liquidation price at the strategy's leverage
+            liquidation = liquidation_price(price, leverage, signal.direction > 0, LIQUIDATION_MMR_ALLOWANCE)
+            widest = min(price * risk.stop_loss_percentage / 100.0, LIQUIDATION_ROOM * abs(price - liquidation))
             costs = price * (2 * fee_rate + abs(data.funding_rate or 0.0))
             narrowest = max(0.25 * widest, MIN_REWARD_TO_COSTS * costs * 1.05 / risk.take_profit_ratio)
             if strategy.position_sizing == "volatility_adjusted":
@@ -158,6 +183,8 @@ class BaselineModel:
             notional = equity * risk.max_risk_per_trade / 100.0 / (stop_distance / price + 2 * fee_rate)
             # the entry's taker fee on the notional comes out of the available balance too
             margin = min(notional / leverage, account.max_position_size, available * 0.95 / cost_per_margin)
+            if kelly_cap is not None:
+                margin = min(margin, kelly_cap)
             margin = math.floor(margin * 100) / 100  # to the cent, never above a cap
             if margin <= 0:
                 decisions.append(_hold(asset, "No available balance for a new position.", None))

@@ -1,0 +1,108 @@
+"""Authentication and scoping: every endpoint but `/health` needs an API key.
+
+An admin key sees every account; an account key sees and acts on its own account only: any other
+account id answers 404, exactly as if it did not exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from aiolimiter import AsyncLimiter
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from app.db.repositories.api_keys import ApiKeyRepository
+
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An admin or account API key")
+bearer = HTTPBearer(auto_error=False, description="The same API key as a bearer token")
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: str  # admin | account
+    account_id: int | None
+    key_prefix: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def can_see(self, account_id: int) -> bool:
+        return self.is_admin or self.account_id == account_id
+
+
+async def get_principal(
+    request: Request,
+    header_key: Annotated[str | None, Security(api_key_header)] = None,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None,
+) -> Principal:
+    """The caller, from `X-API-Key` or `Authorization: Bearer`; 401 without a valid key."""
+    key = header_key or (credentials.credentials if credentials else None)
+    if not key:
+        raise HTTPException(
+            status_code=401,
+            detail="missing API key: send it as X-API-Key or Authorization: Bearer <key>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    agent = request.app.state.agent
+    async with agent.sessions() as session:
+        row = await ApiKeyRepository(session).find(key)
+    if row is None:
+        raise HTTPException(status_code=401, detail="invalid API key", headers={"WWW-Authenticate": "Bearer"})
+    principal = Principal(role=row.role, account_id=row.account_id, key_prefix=row.prefix)
+    request.state.principal = principal
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+def require_admin(principal: CurrentPrincipal) -> Principal:
+    if not principal.is_admin:
+        raise HTTPException(status_code=403, detail="this needs an admin API key")
+    return principal
+
+
+AdminPrincipal = Annotated[Principal, Depends(require_admin)]
+
+
+def ensure_scope(principal: Principal, account_id: int) -> None:
+    """404 for an account the caller may not see (indistinguishable from one that does not exist)."""
+    if not principal.can_see(account_id):
+        raise HTTPException(status_code=404, detail=f"account {account_id} does not exist")
+
+
+class MutationLimiter:
+    """A per-key rate limit on mutating endpoints: over it, 429 with Retry-After."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._limiters: dict[str, AsyncLimiter] = {}
+
+    async def __call__(self, principal: CurrentPrincipal) -> Principal:
+        limiter = self._limiters.setdefault(principal.key_prefix, AsyncLimiter(self.per_minute, 60))
+        if not limiter.has_capacity():
+            retry = max(1, round(60 / self.per_minute))
+            raise HTTPException(
+                status_code=429,
+                detail=f"too many changes: at most {self.per_minute} mutating requests per minute per key",
+                headers={"Retry-After": str(retry)},
+            )
+        await limiter.acquire()
+        return principal
+
+
+def mutation_guard(request: Request) -> MutationLimiter:
+    limiter: MutationLimiter = request.app.state.mutation_limiter
+    return limiter
+
+
+async def limited_principal(
+    principal: CurrentPrincipal, limiter: Annotated[MutationLimiter, Depends(mutation_guard)]
+) -> Principal:
+    return await limiter(principal)
+
+
+MutatingPrincipal = Annotated[Principal, Depends(limited_principal)]

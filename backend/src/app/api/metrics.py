@@ -1,0 +1,20 @@
+"""`GET /metrics`: Prometheus text format (needs an API key like every endpoint but /health)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.api.auth import CurrentPrincipal
+from app.api.deps import get_agent
+from app.bootstrap import Agent
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(agent: Annotated[Agent, Depends(get_agent)], _: CurrentPrincipal) -> Response:
+    """Decisions, rejections by reason, model latency/tokens/cost by model, orders, equity per account."""
+    return Response(generate_latest(agent.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,76 @@
+"""Request id, body size limit and the audit log of every mutating request."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+
+import structlog
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from app.db.models import AuditEntry
+from app.db.repositories.api_keys import ApiKeyRepository
+
+log = logging.getLogger(__name__)
+MUTATING = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def install_middleware(app: FastAPI, *, max_body_bytes: int) -> None:
+    @app.middleware("http")
+    async def _request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+        request_id = "".join(c for c in request_id if c.isalnum() or c in "-_")[:64] or uuid.uuid4().hex
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            length = request.headers.get("content-length")
+            if length is not None and (not length.isdigit() or int(length) > max_body_bytes):
+                response: Response = JSONResponse(
+                    status_code=413, content={"detail": f"request body larger than {max_body_bytes} bytes"}
+                )
+            elif length is None and request.method in MUTATING and request.headers.get("transfer-encoding"):
+                body = await request.body()
+                if len(body) > max_body_bytes:
+                    response = JSONResponse(
+                        status_code=413, content={"detail": f"request body larger than {max_body_bytes} bytes"}
+                    )
+                else:
+                    response = await call_next(request)
+            else:
+                response = await call_next(request)
+            response.headers["X-Request-ID"] = request_id
+            if request.method in MUTATING:
+                await _audit(request, response, request_id)
+            return response
+        finally:
+            structlog.contextvars.unbind_contextvars("request_id")
+
+
+async def _audit(request: Request, response: Response, request_id: str) -> None:
+    agent = getattr(request.app.state, "agent", None)
+    if agent is None:
+        return
+    principal = getattr(request.state, "principal", None)
+    account_id = principal.account_id if principal is not None else None
+    if account_id is None:
+        account_id = request.path_params.get("account_id") if request.path_params else None
+    try:
+        async with agent.sessions.begin() as session:
+            ApiKeyRepository(session).audit(
+                AuditEntry(
+                    request_id=request_id,
+                    key_prefix=principal.key_prefix if principal else None,
+                    role=principal.role if principal else None,
+                    account_id=int(account_id)
+                    if isinstance(account_id, int | str) and str(account_id).isdigit()
+                    else None,
+                    method=request.method,
+                    path=request.url.path[:300],
+                    status_code=response.status_code,
+                    detail=None,
+                    created_at=agent.clock.now(),
+                )
+            )
+    except Exception:  # the audit must never break the request; the log says it failed
+        log.exception("could not write the audit entry for %s %s", request.method, request.url.path)

@@ -1,0 +1,229 @@
+"""Accounts: create, list, read, pause/resume/reduce/halt, model, keys, credentials, and their positions,
+orders and fills."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from sqlalchemy import select
+
+from app.api.auth import AdminPrincipal, CurrentPrincipal, MutatingPrincipal, ensure_scope
+from app.api.deps import get_agent
+from app.bootstrap import Agent
+from app.db import models
+from app.db.repositories.accounts import AccountRepository
+from app.db.repositories.api_keys import ApiKeyRepository
+from app.db.repositories.trading import TradingRepository
+from app.schemas.api import (
+    AccountCreate,
+    AccountView,
+    ApiKeyCreated,
+    CredentialsRequest,
+    FillView,
+    ModelAssignment,
+    OrderView,
+    PositionView,
+    StatusChange,
+)
+from app.services.exchange.base import FEE_PROFILES
+
+router = APIRouter(prefix="/api/v1/accounts", tags=["accounts"])
+AgentDep = Annotated[Agent, Depends(get_agent)]
+
+
+def view(account: models.Account) -> AccountView:
+    return AccountView(
+        id=account.id,
+        name=account.name,
+        mode=account.mode,
+        venue=account.venue,
+        status=account.status,
+        model=account.model,
+        strategy_id=account.strategy_id,
+        initial_balance=account.initial_balance,
+        max_position_size=account.max_position_size,
+        max_leverage=account.max_leverage,
+        maker_fee_bps=account.maker_fee_bps,
+        taker_fee_bps=account.taker_fee_bps,
+        daily_llm_budget_usd=account.daily_llm_budget_usd,
+        has_credentials=account.credentials_encrypted is not None,
+        created_at=account.created_at,
+        updated_at=account.updated_at,
+    )
+
+
+async def _load(agent: Agent, principal: CurrentPrincipal, account_id: int) -> models.Account:
+    ensure_scope(principal, account_id)
+    async with agent.sessions() as session:
+        account = await session.get(models.Account, account_id)
+    if account is None:
+        raise HTTPException(status_code=404, detail=f"account {account_id} does not exist")
+    return account
+
+
+@router.post("", response_model=AccountView, status_code=201)
+async def create_account(body: AccountCreate, agent: AgentDep, _: AdminPrincipal) -> AccountView:
+    """Create a paper account (admin). Live accounts are refused in this version."""
+    if body.mode == "live":
+        raise HTTPException(status_code=400, detail="live accounts are not supported in this version: use mode paper")
+    profile = FEE_PROFILES[body.venue]
+    now = agent.clock.now()
+    async with agent.sessions.begin() as session:
+        if await session.get(models.Strategy, body.strategy_id) is None:
+            raise HTTPException(status_code=400, detail=f"unknown strategy {body.strategy_id!r}")
+        if await session.scalar(select(models.Account).where(models.Account.name == body.name)) is not None:
+            raise HTTPException(status_code=409, detail=f"an account named {body.name!r} exists")
+        account = await AccountRepository(session).add(
+            models.Account(
+                name=body.name,
+                mode=body.mode,
+                venue=body.venue,
+                status="ACTIVE",
+                model=body.model,
+                strategy_id=body.strategy_id,
+                initial_balance=body.initial_balance,
+                max_position_size=body.max_position_size or body.initial_balance * 0.25,
+                max_leverage=body.max_leverage,
+                maker_fee_bps=profile.maker_bps,
+                taker_fee_bps=profile.taker_bps,
+                daily_llm_budget_usd=body.daily_llm_budget_usd,
+                created_at=now,
+                updated_at=now,
+            ),
+            reason="created through the API",
+            now=now,
+        )
+        return view(account)
+
+
+@router.get("", response_model=list[AccountView])
+async def list_accounts(agent: AgentDep, principal: CurrentPrincipal) -> list[AccountView]:
+    """Every account (admin), or the caller's own."""
+    async with agent.sessions() as session:
+        accounts = await AccountRepository(session).all()
+    return [view(a) for a in accounts if principal.can_see(a.id)]
+
+
+@router.get("/{account_id}", response_model=AccountView)
+async def get_account(account_id: int, agent: AgentDep, principal: CurrentPrincipal) -> AccountView:
+    return view(await _load(agent, principal, account_id))
+
+
+async def _set_status(agent: Agent, principal: CurrentPrincipal, account_id: int, status: str) -> AccountView:
+    await _load(agent, principal, account_id)
+    async with agent.sessions.begin() as session:
+        account = await session.get(models.Account, account_id)
+        assert account is not None
+        account.status = status
+        account.updated_at = agent.clock.now()
+        return view(account)
+
+
+@router.post("/{account_id}/pause", response_model=AccountView)
+async def pause(account_id: int, body: StatusChange, agent: AgentDep, principal: MutatingPrincipal) -> AccountView:
+    """No decision cycles until resumed; positions keep their protective orders."""
+    return await _set_status(agent, principal, account_id, "PAUSED")
+
+
+@router.post("/{account_id}/resume", response_model=AccountView)
+async def resume(account_id: int, body: StatusChange, agent: AgentDep, principal: MutatingPrincipal) -> AccountView:
+    """Back to ACTIVE: decisions and orders again."""
+    return await _set_status(agent, principal, account_id, "ACTIVE")
+
+
+@router.post("/{account_id}/reduce", response_model=AccountView)
+async def reduce(account_id: int, body: StatusChange, agent: AgentDep, principal: MutatingPrincipal) -> AccountView:
+    """REDUCING: decisions go on, but only actions that reduce exposure pass."""
+    return await _set_status(agent, principal, account_id, "REDUCING")
+
+
+@router.post("/{account_id}/halt", response_model=AccountView)
+async def halt(account_id: int, body: StatusChange, agent: AgentDep, principal: MutatingPrincipal) -> AccountView:
+    """The kill switch: no decision cycles and no orders; positions keep their protective stops."""
+    return await _set_status(agent, principal, account_id, "HALTED")
+
+
+@router.put("/{account_id}/model", response_model=AccountView)
+async def assign_model(
+    account_id: int, body: ModelAssignment, agent: AgentDep, principal: MutatingPrincipal
+) -> AccountView:
+    """The model this account's decisions ask first (None: the configured LLM_MODEL)."""
+    await _load(agent, principal, account_id)
+    if body.model is not None and agent.llm.is_simulated:
+        raise HTTPException(status_code=400, detail="no LLM is configured (OPENROUTER_API_KEY): the baseline answers")
+    async with agent.sessions.begin() as session:
+        account = await session.get(models.Account, account_id)
+        assert account is not None
+        account.model = body.model
+        account.updated_at = agent.clock.now()
+        return view(account)
+
+
+@router.put("/{account_id}/credentials", status_code=204)
+async def store_credentials(account_id: int, body: CredentialsRequest, agent: AgentDep, _: AdminPrincipal) -> None:
+    """Exchange credentials, encrypted at rest; they are never returned by any endpoint."""
+    account = await _load(agent, _, account_id)
+    token = agent.secrets.encrypt(body.model_dump_json())
+    async with agent.sessions.begin() as session:
+        row = await session.get(models.Account, account.id)
+        assert row is not None
+        row.credentials_encrypted = token
+        row.updated_at = agent.clock.now()
+
+
+@router.post("/{account_id}/keys", response_model=ApiKeyCreated, status_code=201)
+async def create_account_key(account_id: int, agent: AgentDep, principal: AdminPrincipal) -> ApiKeyCreated:
+    """A key that can only see and act on this account (admin). The key is shown once."""
+    await _load(agent, principal, account_id)
+    async with agent.sessions.begin() as session:
+        key, row = await ApiKeyRepository(session).create(
+            role="account", account_id=account_id, name=f"account {account_id}", now=agent.clock.now()
+        )
+    return ApiKeyCreated(key=key, prefix=row.prefix, role=row.role, account_id=account_id)
+
+
+@router.get("/{account_id}/positions", response_model=list[PositionView])
+async def positions(
+    account_id: int,
+    agent: AgentDep,
+    principal: CurrentPrincipal,
+    status: Annotated[str, Query(pattern="^(open|closed|all)$")] = "open",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[PositionView]:
+    await _load(agent, principal, account_id)
+    async with agent.sessions() as session:
+        query = select(models.Position).where(models.Position.account_id == account_id)
+        if status != "all":
+            query = query.where(models.Position.status == status)
+        rows = (await session.scalars(query.order_by(models.Position.id.desc()).limit(limit))).all()
+    return [PositionView.model_validate(r, from_attributes=True) for r in rows]
+
+
+@router.get("/{account_id}/orders", response_model=list[OrderView])
+async def orders(
+    account_id: int,
+    agent: AgentDep,
+    principal: CurrentPrincipal,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[OrderView]:
+    await _load(agent, principal, account_id)
+    async with agent.sessions() as session:
+        rows = await TradingRepository(session).orders(account_id, limit=limit)
+    return [OrderView.model_validate(r, from_attributes=True) for r in rows]
+
+
+@router.get("/{account_id}/fills", response_model=list[FillView])
+async def fills(
+    account_id: int,
+    agent: AgentDep,
+    principal: CurrentPrincipal,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[FillView]:
+    await _load(agent, principal, account_id)
+    async with agent.sessions() as session:
+        query = (
+            select(models.Fill).where(models.Fill.account_id == account_id).order_by(models.Fill.id.desc()).limit(limit)
+        )
+        rows = (await session.scalars(query)).all()
+    return [FillView.model_validate(r, from_attributes=True) for r in rows]

@@ -1,0 +1,64 @@
+"""Prometheus metrics: decisions, rejections by reason, model latency/tokens/cost, orders, equity."""
+
+from __future__ import annotations
+
+import re
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from app.schemas.decision_result import DecisionResult
+
+_NUMBERS = re.compile(r"[-+]?\d[\d.,eE+-]*")
+
+
+def reason_class(reason: str) -> str:
+    """A low-cardinality label for a rejection reason: the text before the first colon, without numbers."""
+    head = reason.split(":")[0].split(";")[0]
+    return _NUMBERS.sub("N", head).strip()[:60] or "other"
+
+
+class AgentMetrics:
+    """One registry per agent (tests build many agents; the global registry would collide)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.decisions = Counter(
+            "trading_decisions_total", "Decisions stored, by status", ["status"], registry=self.registry
+        )
+        self.rejections = Counter(
+            "trading_rejections_total", "Asset decisions rejected, by reason", ["reason"], registry=self.registry
+        )
+        self.llm_latency = Histogram(
+            "llm_latency_seconds",
+            "Model answer time (all attempts)",
+            ["model"],
+            buckets=(0.05, 0.25, 1, 2.5, 5, 10, 20, 40, 80, 160),
+            registry=self.registry,
+        )
+        self.llm_tokens = Counter(
+            "llm_tokens_total", "Tokens by model and kind", ["model", "kind"], registry=self.registry
+        )
+        self.llm_cost = Counter("llm_cost_usd_total", "Model cost in USD", ["model"], registry=self.registry)
+        self.orders = Counter(
+            "trading_orders_total", "Orders by kind and status", ["kind", "status"], registry=self.registry
+        )
+        self.equity = Gauge("account_equity_usd", "Account equity", ["account_id"], registry=self.registry)
+
+    def observe(self, result: DecisionResult, equity: float | None = None) -> None:
+        self.decisions.labels(result.status).inc()
+        for verdict in result.validation.verdicts if result.validation else []:
+            if verdict.status == "rejected":
+                self.rejections.labels(reason_class(verdict.reasons[0] if verdict.reasons else "other")).inc()
+        model = result.model_served or result.model_requested or "unknown"
+        if result.latency_ms is not None:
+            self.llm_latency.labels(model).observe(result.latency_ms / 1000)
+        if result.usage.prompt_tokens:
+            self.llm_tokens.labels(model, "prompt").inc(result.usage.prompt_tokens)
+        if result.usage.completion_tokens:
+            self.llm_tokens.labels(model, "completion").inc(result.usage.completion_tokens)
+        if result.usage.cost_usd:
+            self.llm_cost.labels(model).inc(result.usage.cost_usd)
+        for order in result.orders:
+            self.orders.labels(order.kind, order.status).inc()
+        if equity is not None:
+            self.equity.labels(str(result.account_id)).set(equity)

@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from app.commands.data import data_app
+from app.commands.data_download import download
 from app.commands.llm import llm_app
 from app.core.config import Settings
 from app.core.errors import ConfigurationError
@@ -19,6 +21,8 @@ app = typer.Typer(help="AI Trading Agent: an LLM decision engine for crypto perp
 db_app = typer.Typer(help="Database commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(llm_app, name="llm", help="LLM tools: parse raw model outputs and say why they were rejected.")
+data_app.command("download")(download)
+app.add_typer(data_app, name="data", help="Market data: download from a venue or import CSV folders.")
 console = Console()
 
 

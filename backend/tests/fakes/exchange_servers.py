@@ -364,9 +364,10 @@ class FakeHyperliquid(FakeVenue):
             return 200, bodies.hyperliquid_meta(self.assets), {}
         if kind == "metaAndAssetCtxs":
             return 200, [bodies.hyperliquid_meta(self.assets), [self._ctx(a) for a in self.assets]], {}
-        if kind == "spotMeta":
+        if kind in ("spotMeta", "spotMetaAndAssetCtxs"):  # no spot pairs listed, only the USDC token
             token = {"name": "USDC", "szDecimals": 8, "weiDecimals": 8, "index": 0, "isCanonical": True}
-            return 200, {"universe": [], "tokens": [token]}, {}
+            spot_meta = {"universe": [], "tokens": [token]}
+            return 200, spot_meta if kind == "spotMeta" else [spot_meta, []], {}
         if kind == "allMids":
             return 200, {a: self._price(a, self.snapshot(a)["last"]) for a in self.assets}, {}
         if kind == "perpDexs":

@@ -106,3 +106,13 @@ async def limited_principal(
 
 
 MutatingPrincipal = Annotated[Principal, Depends(limited_principal)]
+
+
+async def limited_admin(
+    principal: AdminPrincipal, limiter: Annotated[MutationLimiter, Depends(mutation_guard)]
+) -> Principal:
+    """An admin key, within the same per-key limit on mutating requests as every other key."""
+    return await limiter(principal)
+
+
+MutatingAdmin = Annotated[Principal, Depends(limited_admin)]

@@ -3,14 +3,73 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from app.services.llm.llm_exceptions import AccountNotFoundError, DecisionEngineError, UnknownAssetError
 
 log = logging.getLogger(__name__)
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx answer but 422."""
+
+    detail: str = Field(..., description="What was wrong, for a human")
+
+
+class FieldProblem(BaseModel):
+    field: str = Field(..., description="Dotted path of the offending field, or `request`")
+    message: str
+    type: str | None
+
+
+class ValidationErrorBody(BaseModel):
+    """The 422 answer: a summary and one entry per offending field."""
+
+    detail: str
+    errors: list[FieldProblem]
+
+
+_ERRORS: dict[int, tuple[str, type[BaseModel]]] = {
+    400: (
+        "Refused: a body that cannot be decoded, or a valid request that cannot be served "
+        "(unknown symbol, strategy or window; no LLM configured)",
+        ErrorBody,
+    ),
+    401: ("Missing or invalid API key", ErrorBody),
+    403: ("The key is valid but this needs an admin key", ErrorBody),
+    404: ("No such account or strategy (or not visible to this key)", ErrorBody),
+    409: ("Conflicts with an existing resource", ErrorBody),
+    413: ("The request body is larger than API_MAX_BODY_BYTES", ErrorBody),
+    422: ("The request does not match the schema", ValidationErrorBody),
+    429: ("Too many mutating requests with this key; retry after Retry-After seconds", ErrorBody),
+}
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"description": "The accepted scheme", "schema": {"type": "string"}}},
+    429: {
+        "Retry-After": {
+            "description": "Seconds to wait before the next mutating request",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` documenting the error answers a route can give, with their bodies."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        description, model = _ERRORS[code]
+        entry: dict[str, Any] = {"description": description, "model": model}
+        if code in _HEADERS:
+            entry["headers"] = _HEADERS[code]
+        out[code] = entry
+    return out
 
 
 def _field(loc: tuple[object, ...]) -> str:

@@ -9,12 +9,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.auth import CurrentPrincipal
 from app.api.deps import get_agent
+from app.api.errors import error_responses
 from app.bootstrap import Agent
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"description": "Prometheus text exposition format", "content": {CONTENT_TYPE_LATEST: {}}},
+        **error_responses(401),
+    },
+)
 async def metrics(agent: Annotated[Agent, Depends(get_agent)], _: CurrentPrincipal) -> Response:
     """Decisions, rejections by reason, model latency/tokens/cost by model, orders, equity per account."""
     return Response(generate_latest(agent.metrics.registry), media_type=CONTENT_TYPE_LATEST)

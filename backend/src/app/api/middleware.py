@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from app.db.models import AuditEntry
 from app.db.repositories.api_keys import ApiKeyRepository
+from app.schemas.api import MAX_DB_ID
 
 log = logging.getLogger(__name__)
 MUTATING = ("POST", "PUT", "PATCH", "DELETE")
@@ -47,6 +48,14 @@ def install_middleware(app: FastAPI, *, max_body_bytes: int) -> None:
             structlog.contextvars.unbind_contextvars("request_id")
 
 
+def _account_id(value: object) -> int | None:
+    """An account id fit for the audit row: a path segment that is not a valid id is left out."""
+    text = str(value) if isinstance(value, int | str) else ""
+    if text.isascii() and text.isdigit() and 0 < int(text) <= MAX_DB_ID:
+        return int(text)
+    return None
+
+
 async def _audit(request: Request, response: Response, request_id: str) -> None:
     agent = getattr(request.app.state, "agent", None)
     if agent is None:
@@ -62,9 +71,7 @@ async def _audit(request: Request, response: Response, request_id: str) -> None:
                     request_id=request_id,
                     key_prefix=principal.key_prefix if principal else None,
                     role=principal.role if principal else None,
-                    account_id=int(account_id)
-                    if isinstance(account_id, int | str) and str(account_id).isdigit()
-                    else None,
+                    account_id=_account_id(account_id),
                     method=request.method,
                     path=request.url.path[:300],
                     status_code=response.status_code,

@@ -11,6 +11,9 @@ from app.schemas.trading_decision import TradingContext, TradingDecision, Tradin
 from app.schemas.validation import RiskState
 
 AccountStatus = Literal["ACTIVE", "REDUCING", "HALTED", "PAUSED"]
+# Database ids are 32-bit integers (PostgreSQL INTEGER): a larger id in a request is refused with a 422
+# instead of overflowing in the database driver.
+MAX_DB_ID = 2_147_483_647
 
 
 class StrictBody(BaseModel):
@@ -67,7 +70,9 @@ class CustomStrategyRequest(StrictBody):
 
 class ModelSwitchRequest(StrictBody):
     model: str = Field(..., min_length=1, max_length=200, pattern=r"^\S+$")
-    account_id: int | None = Field(None, ge=1, description="Only this account; without it, the default model")
+    account_id: int | None = Field(
+        None, ge=1, le=MAX_DB_ID, description="Only this account; without it, the default model"
+    )
 
 
 class ValidateRequest(StrictBody):

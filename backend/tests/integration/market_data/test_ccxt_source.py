@@ -102,10 +102,13 @@ async def test_a_given_exchange_is_used_and_closed(fake: FakeVenue, venue: str) 
         api_overrides=local_api_urls(venue, fake.base_url),
         clock=ManualClock(NOW),
     )
-    assert source.exchange is exchange and source.name == venue and source.is_simulated is False
-    assert len(await source.fetch_candles("BTC", "1h", limit=3, until=NOW + timedelta(hours=5))) == 3
+    try:
+        assert source.exchange is exchange and source.name == venue and source.is_simulated is False
+        series = await source.fetch_candles("BTC", "1h", limit=3, until=NOW + timedelta(hours=5))
+    finally:
+        await source.close()
+    assert int(series.open_time_ms[-1]) == at(NOW) // 3_600_000 * 3_600_000 - 3_600_000  # closed by the clock's now
     assert fake.requests  # the fake answered, not the real venue
-    await source.close()
     assert exchange.session is None
 
 

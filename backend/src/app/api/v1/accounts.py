@@ -5,17 +5,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from sqlalchemy import select
 
-from app.api.auth import AdminPrincipal, CurrentPrincipal, MutatingPrincipal, ensure_scope
+from app.api.auth import CurrentPrincipal, MutatingAdmin, MutatingPrincipal, ensure_scope
 from app.api.deps import get_agent
+from app.api.errors import error_responses
 from app.bootstrap import Agent
 from app.db import models
 from app.db.repositories.accounts import AccountRepository
 from app.db.repositories.api_keys import ApiKeyRepository
 from app.db.repositories.trading import TradingRepository
 from app.schemas.api import (
+    MAX_DB_ID,
     AccountCreate,
     AccountView,
     ApiKeyCreated,
@@ -28,8 +30,9 @@ from app.schemas.api import (
 )
 from app.services.exchange.base import FEE_PROFILES
 
-router = APIRouter(prefix="/api/v1/accounts", tags=["accounts"])
+router = APIRouter(prefix="/api/v1/accounts", tags=["accounts"], responses=error_responses(401))
 AgentDep = Annotated[Agent, Depends(get_agent)]
+AccountId = Annotated[int, Path(ge=1, le=MAX_DB_ID, description="The account id")]
 
 
 def view(account: models.Account) -> AccountView:
@@ -62,8 +65,8 @@ async def _load(agent: Agent, principal: CurrentPrincipal, account_id: int) -> m
     return account
 
 
-@router.post("", response_model=AccountView, status_code=201)
-async def create_account(body: AccountCreate, agent: AgentDep, _: AdminPrincipal) -> AccountView:
+@router.post("", response_model=AccountView, status_code=201, responses=error_responses(400, 403, 409, 413, 422, 429))
+async def create_account(body: AccountCreate, agent: AgentDep, _: MutatingAdmin) -> AccountView:
     """Create a paper account (admin). Live accounts are refused in this version."""
     if body.mode == "live":
         raise HTTPException(status_code=400, detail="live accounts are not supported in this version: use mode paper")
@@ -105,8 +108,8 @@ async def list_accounts(agent: AgentDep, principal: CurrentPrincipal) -> list[Ac
     return [view(a) for a in accounts if principal.can_see(a.id)]
 
 
-@router.get("/{account_id}", response_model=AccountView)
-async def get_account(account_id: int, agent: AgentDep, principal: CurrentPrincipal) -> AccountView:
+@router.get("/{account_id}", response_model=AccountView, responses=error_responses(404, 422))
+async def get_account(account_id: AccountId, agent: AgentDep, principal: CurrentPrincipal) -> AccountView:
     return view(await _load(agent, principal, account_id))
 
 
@@ -120,33 +123,42 @@ async def _set_status(agent: Agent, principal: CurrentPrincipal, account_id: int
         return view(account)
 
 
-@router.post("/{account_id}/pause", response_model=AccountView)
-async def pause(account_id: int, body: StatusChange, agent: AgentDep, principal: MutatingPrincipal) -> AccountView:
+_STATUS_ERRORS = error_responses(400, 404, 413, 422, 429)
+
+
+@router.post("/{account_id}/pause", response_model=AccountView, responses=_STATUS_ERRORS)
+async def pause(
+    account_id: AccountId, body: StatusChange, agent: AgentDep, principal: MutatingPrincipal
+) -> AccountView:
     """No decision cycles until resumed; positions keep their protective orders."""
     return await _set_status(agent, principal, account_id, "PAUSED")
 
 
-@router.post("/{account_id}/resume", response_model=AccountView)
-async def resume(account_id: int, body: StatusChange, agent: AgentDep, principal: MutatingPrincipal) -> AccountView:
+@router.post("/{account_id}/resume", response_model=AccountView, responses=_STATUS_ERRORS)
+async def resume(
+    account_id: AccountId, body: StatusChange, agent: AgentDep, principal: MutatingPrincipal
+) -> AccountView:
     """Back to ACTIVE: decisions and orders again."""
     return await _set_status(agent, principal, account_id, "ACTIVE")
 
 
-@router.post("/{account_id}/reduce", response_model=AccountView)
-async def reduce(account_id: int, body: StatusChange, agent: AgentDep, principal: MutatingPrincipal) -> AccountView:
+@router.post("/{account_id}/reduce", response_model=AccountView, responses=_STATUS_ERRORS)
+async def reduce(
+    account_id: AccountId, body: StatusChange, agent: AgentDep, principal: MutatingPrincipal
+) -> AccountView:
     """REDUCING: decisions go on, but only actions that reduce exposure pass."""
     return await _set_status(agent, principal, account_id, "REDUCING")
 
 
-@router.post("/{account_id}/halt", response_model=AccountView)
-async def halt(account_id: int, body: StatusChange, agent: AgentDep, principal: MutatingPrincipal) -> AccountView:
+@router.post("/{account_id}/halt", response_model=AccountView, responses=_STATUS_ERRORS)
+async def halt(account_id: AccountId, body: StatusChange, agent: AgentDep, principal: MutatingPrincipal) -> AccountView:
     """The kill switch: no decision cycles and no orders; positions keep their protective stops."""
     return await _set_status(agent, principal, account_id, "HALTED")
 
 
-@router.put("/{account_id}/model", response_model=AccountView)
+@router.put("/{account_id}/model", response_model=AccountView, responses=error_responses(400, 404, 413, 422, 429))
 async def assign_model(
-    account_id: int, body: ModelAssignment, agent: AgentDep, principal: MutatingPrincipal
+    account_id: AccountId, body: ModelAssignment, agent: AgentDep, principal: MutatingPrincipal
 ) -> AccountView:
     """The model this account's decisions ask first (None: the configured LLM_MODEL)."""
     await _load(agent, principal, account_id)
@@ -160,10 +172,12 @@ async def assign_model(
         return view(account)
 
 
-@router.put("/{account_id}/credentials", status_code=204)
-async def store_credentials(account_id: int, body: CredentialsRequest, agent: AgentDep, _: AdminPrincipal) -> None:
+@router.put("/{account_id}/credentials", status_code=204, responses=error_responses(400, 403, 404, 413, 422, 429))
+async def store_credentials(
+    account_id: AccountId, body: CredentialsRequest, agent: AgentDep, principal: MutatingAdmin
+) -> None:
     """Exchange credentials, encrypted at rest; they are never returned by any endpoint."""
-    account = await _load(agent, _, account_id)
+    account = await _load(agent, principal, account_id)
     token = agent.secrets.encrypt(body.model_dump_json())
     async with agent.sessions.begin() as session:
         row = await session.get(models.Account, account.id)
@@ -172,8 +186,13 @@ async def store_credentials(account_id: int, body: CredentialsRequest, agent: Ag
         row.updated_at = agent.clock.now()
 
 
-@router.post("/{account_id}/keys", response_model=ApiKeyCreated, status_code=201)
-async def create_account_key(account_id: int, agent: AgentDep, principal: AdminPrincipal) -> ApiKeyCreated:
+@router.post(
+    "/{account_id}/keys",
+    response_model=ApiKeyCreated,
+    status_code=201,
+    responses=error_responses(403, 404, 413, 422, 429),
+)
+async def create_account_key(account_id: AccountId, agent: AgentDep, principal: MutatingAdmin) -> ApiKeyCreated:
     """A key that can only see and act on this account (admin). The key is shown once."""
     await _load(agent, principal, account_id)
     async with agent.sessions.begin() as session:
@@ -183,9 +202,9 @@ async def create_account_key(account_id: int, agent: AgentDep, principal: AdminP
     return ApiKeyCreated(key=key, prefix=row.prefix, role=row.role, account_id=account_id)
 
 
-@router.get("/{account_id}/positions", response_model=list[PositionView])
+@router.get("/{account_id}/positions", responses=error_responses(404, 422), response_model=list[PositionView])
 async def positions(
-    account_id: int,
+    account_id: AccountId,
     agent: AgentDep,
     principal: CurrentPrincipal,
     status: Annotated[str, Query(pattern="^(open|closed|all)$")] = "open",
@@ -200,9 +219,9 @@ async def positions(
     return [PositionView.model_validate(r, from_attributes=True) for r in rows]
 
 
-@router.get("/{account_id}/orders", response_model=list[OrderView])
+@router.get("/{account_id}/orders", responses=error_responses(404, 422), response_model=list[OrderView])
 async def orders(
-    account_id: int,
+    account_id: AccountId,
     agent: AgentDep,
     principal: CurrentPrincipal,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -213,9 +232,9 @@ async def orders(
     return [OrderView.model_validate(r, from_attributes=True) for r in rows]
 
 
-@router.get("/{account_id}/fills", response_model=list[FillView])
+@router.get("/{account_id}/fills", responses=error_responses(404, 422), response_model=list[FillView])
 async def fills(
-    account_id: int,
+    account_id: AccountId,
     agent: AgentDep,
     principal: CurrentPrincipal,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,

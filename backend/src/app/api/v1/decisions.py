@@ -12,14 +12,15 @@ from sqlalchemy import case, func, select
 
 from app.api.auth import CurrentPrincipal, MutatingPrincipal, ensure_scope
 from app.api.deps import get_agent
+from app.api.errors import error_responses
 from app.bootstrap import Agent
 from app.db import models
-from app.schemas.api import DecisionMetrics, ModelSwitchRequest, ValidateRequest
+from app.schemas.api import MAX_DB_ID, DecisionMetrics, ModelSwitchRequest, ValidateRequest
 from app.schemas.decision_result import DecisionResult
 from app.schemas.validation import ValidationResult
 from app.services.llm.strategy_manager import parse_window
 
-router = APIRouter(prefix="/api/v1/decisions", tags=["decisions"])
+router = APIRouter(prefix="/api/v1/decisions", tags=["decisions"], responses=error_responses(401))
 AgentDep = Annotated[Agent, Depends(get_agent)]
 
 
@@ -33,7 +34,7 @@ class GenerateDecisionRequest(BaseModel):
         description="Assets to decide on (BTC, BTCUSDT or BTC/USDT:USDT); defaults to $ASSETS",
         max_length=50,
     )
-    account_id: int = Field(..., ge=1)
+    account_id: int = Field(..., ge=1, le=MAX_DB_ID)
     force_refresh: bool = Field(False, description="Decide again even if this candle already has a decision")
 
 
@@ -43,7 +44,7 @@ class ModelSwitchResult(BaseModel):
     models: list[str] = Field(..., description="The chain asked in order (first model, then the fallbacks)")
 
 
-@router.post("/generate", response_model=DecisionResult)
+@router.post("/generate", response_model=DecisionResult, responses=error_responses(400, 404, 413, 422, 429))
 async def generate_decision(
     body: GenerateDecisionRequest, agent: AgentDep, principal: MutatingPrincipal
 ) -> DecisionResult:
@@ -54,14 +55,16 @@ async def generate_decision(
     )
 
 
-@router.get("/history", response_model=list[DecisionResult])
+@router.get("/history", response_model=list[DecisionResult], responses=error_responses(400, 404, 422))
 async def decision_history(
     agent: AgentDep,
     principal: CurrentPrincipal,
-    account_id: Annotated[int, Query(ge=1)],
+    account_id: Annotated[int, Query(ge=1, le=MAX_DB_ID)],
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     symbol: Annotated[str | None, Query(max_length=40, description="Only decisions covering this asset")] = None,
-    before_id: Annotated[int | None, Query(ge=1, description="Page: decisions older than this id")] = None,
+    before_id: Annotated[
+        int | None, Query(ge=1, le=MAX_DB_ID, description="Page: decisions older than this id")
+    ] = None,
     since: Annotated[datetime | None, Query(description="Cycle time from (ISO 8601)")] = None,
     until: Annotated[datetime | None, Query(description="Cycle time until (ISO 8601)")] = None,
 ) -> list[DecisionResult]:
@@ -72,14 +75,16 @@ async def decision_history(
     )
 
 
-@router.post("/validate", response_model=ValidationResult)
+@router.post("/validate", response_model=ValidationResult, responses=error_responses(400, 404, 413, 422))
 async def validate_decision(body: ValidateRequest, agent: AgentDep, principal: CurrentPrincipal) -> ValidationResult:
     """Per-asset verdicts for a decision against a context (nothing is executed or stored)."""
     ensure_scope(principal, body.context.account_id)
     return await agent.engine.validator.validate_decision(body.decision, body.context, body.risk_state)
 
 
-@router.post("/models/switch", response_model=ModelSwitchResult)
+@router.post(
+    "/models/switch", response_model=ModelSwitchResult, responses=error_responses(400, 403, 404, 413, 422, 429)
+)
 async def switch_model(body: ModelSwitchRequest, agent: AgentDep, principal: MutatingPrincipal) -> ModelSwitchResult:
     """With `account_id`: the model that account asks first. Without: the default model (admin only)."""
     if agent.llm.is_simulated:
@@ -103,11 +108,11 @@ async def switch_model(body: ModelSwitchRequest, agent: AgentDep, principal: Mut
     return ModelSwitchResult(model=body.model, account_id=body.account_id, models=chain)
 
 
-@router.get("/metrics", response_model=DecisionMetrics)
+@router.get("/metrics", response_model=DecisionMetrics, responses=error_responses(400, 404, 422))
 async def decision_metrics(
     agent: AgentDep,
     principal: CurrentPrincipal,
-    account_id: Annotated[int, Query(ge=1)],
+    account_id: Annotated[int, Query(ge=1, le=MAX_DB_ID)],
     timeframe: Annotated[str, Query(max_length=8, description="Window, e.g. 24h, 7d")] = "24h",
 ) -> DecisionMetrics:
     """Decisions by status, fallbacks, rejected assets, model calls, tokens, cost and latency over a window."""
@@ -116,6 +121,8 @@ async def decision_metrics(
         since = agent.clock.now() - parse_window(timeframe)
     except ValueError as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from exc
+    except OverflowError as exc:  # e.g. 99999999w reaches before year 1
+        raise HTTPException(status_code=400, detail=f"window too long: {timeframe!r}") from exc
     async with agent.sessions() as session:
         if await session.get(models.Account, account_id) is None:
             raise HTTPException(status_code=404, detail=f"account {account_id} does not exist")

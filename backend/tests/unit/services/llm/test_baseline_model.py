@@ -22,6 +22,7 @@ from app.schemas.validation import RiskState
 from app.services.llm.decision_validator import DecisionValidator
 from app.services.llm.providers.base import ModelRequest
 from app.services.llm.providers.baseline import BASELINE_MODEL_NAME, BaselineModel
+from app.services.llm.strategy_manager import builtin_strategies
 from tests import factories as f
 
 BTC = f.price_of("BTC")
@@ -407,7 +408,7 @@ def baseline_contexts(draw: st.DrawFn) -> tuple[TradingContext, RiskState]:
     return ctx, risk_state(draw, ctx)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(baseline_contexts())
 def test_property_the_baseline_always_passes_the_validator(case: tuple[TradingContext, RiskState]) -> None:
     ctx, state = case
@@ -417,3 +418,86 @@ def test_property_the_baseline_always_passes_the_validator(case: tuple[TradingCo
     assert [v.status for v in result.verdicts] == ["accepted"] * len(ctx.symbols), [v.reasons for v in result.verdicts]
     assert result.errors == []
     assert result.final_decision.decisions == decision.decisions
+
+
+# ---- the built-in strategies ---------------------------------------------------------------------------
+
+BUILTINS = {s.strategy_id: s for s in builtin_strategies()}
+
+
+@st.composite
+def builtin_cases(draw: st.DrawFn, strategy: TradingStrategy) -> tuple[TradingContext, RiskState]:
+    """Realistic markets and accounts (Binance fees, funding within +-0.1%) under one built-in strategy."""
+    markets = {}
+    for s in ("BTC", "ETH", "SOL"):
+        price = f.price_of(s)
+        direction = draw(st.sampled_from([1, -1, 1, -1, 0]))
+        rsi = draw(st.floats(50.5, 69.5)) if direction >= 0 else draw(st.floats(30.5, 49.5))
+        atr = draw(st.floats(0.0005, 0.05)) * price
+        interval = f.trending_set(price, direction, rsi=rsi, atr=atr)
+        markets[s] = f.asset_market_data(
+            s,
+            price=price,
+            interval=interval,
+            long_interval=f.trending_set(price, direction),
+            history=2,
+            funding_rate=draw(st.floats(-0.001, 0.001)),
+        )
+    positions = [f.position(s, draw(st.sampled_from(["long", "short"]))) for s in markets if draw(st.integers(0, 4)) == 0]
+    balance = draw(st.floats(500.0, 200_000.0))
+    ctx = context(
+        markets,
+        strategy=strategy,
+        positions=positions,
+        balance=balance,
+        max_position_size=balance * draw(st.floats(0.05, 1.0)),
+        taker_fee_bps=draw(st.sampled_from([4.5, 5.0])),
+    )
+    state = RiskState(
+        now=f.NOW,
+        day_start_equity=balance,
+        day_pnl_usd=0.0,
+        account_max_leverage=draw(st.sampled_from([2.0, 5.0, 10.0, 20.0])),
+        venue_max_leverage={s: 20.0 for s in markets},
+        maintenance_margin_rate=draw(st.sampled_from([0.004, 0.005, 1 / 80, 1 / 40])),
+    )
+    return ctx, state
+
+
+@pytest.mark.parametrize("strategy_id", list(BUILTINS))
+def test_property_the_baseline_passes_the_validator_under_every_builtin_strategy(strategy_id: str) -> None:
+    strategy = BUILTINS[strategy_id]
+    entries = 0
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(builtin_cases(strategy))
+    def check(case: tuple[TradingContext, RiskState]) -> None:
+        nonlocal entries
+        ctx, state = case
+        decision = decide(ctx)
+        result = DecisionValidator().validate(decision, ctx, state)
+        assert [v.status for v in result.verdicts] == ["accepted"] * 3, [v.reasons for v in result.verdicts]
+        assert result.final_decision.decisions == decision.decisions
+        entries += sum(d.action in ("buy", "sell") for d in decision.decisions)
+
+    check()
+    assert entries > 0  # the strategy does trade: the property is not vacuous
+
+
+@pytest.mark.parametrize("strategy_id", list(BUILTINS))
+@pytest.mark.parametrize("direction", [1, -1])
+def test_the_baseline_trades_every_builtin_strategy_within_its_parameters(strategy_id: str, direction: int) -> None:
+    strategy = BUILTINS[strategy_id]
+    risk = strategy.risk_parameters
+    ind = f.trending_set(BTC, direction, atr=BTC * 0.004)
+    ctx = context({"BTC": market(ind, ind)}, strategy=strategy, balance=10_000.0, max_position_size=10_000.0)
+    item = only(ctx)
+
+    assert item.action == ("buy" if direction > 0 else "sell")
+    assert item.sl_price is not None and item.tp_price is not None
+    distance = abs(BTC - item.sl_price)
+    assert distance <= BTC * risk.stop_loss_percentage / 100 + 1e-6
+    assert abs(item.tp_price - BTC) == pytest.approx(distance * risk.take_profit_ratio)
+    assert risk_at_stop(item, risk.max_leverage) <= 10_000.0 * risk.max_risk_per_trade / 100 + 1e-9
+    state = RiskState(now=f.NOW, account_max_leverage=10.0)
+    assert DecisionValidator().validate(decide(ctx), ctx, state).verdicts[0].status == "accepted"

@@ -162,9 +162,20 @@ def test_stops_and_targets_on_the_wrong_side_are_rejected(
     assert result.final_decision.total_allocation_usd == 0
 
 
-def test_an_entry_without_a_target_is_accepted() -> None:
-    item = f.buy("BTC").model_copy(update={"tp_price": None})
-    assert verdict(validate([item]), "BTC").status == "accepted"
+@pytest.mark.parametrize(("action", "target"), [("buy", 104_000.0), ("sell", 96_000.0)])
+def test_an_entry_without_a_target_gets_one_at_the_strategys_reward_to_risk(
+    action: Literal["buy", "sell"], target: float
+) -> None:
+    # the stop is 2% (2000) away and the strategy's take_profit_ratio is 2: the target goes 4000 away
+    item = (f.buy("BTC") if action == "buy" else f.sell("BTC")).model_copy(update={"tp_price": None})
+    btc = verdict(validate([item]), "BTC")
+
+    assert btc.status == "adjusted"
+    assert btc.final.action == action
+    assert btc.final.tp_price == pytest.approx(target)
+    assert btc.final.sl_price == item.sl_price
+    assert btc.final.allocation_usd == item.allocation_usd
+    assert "no take-profit given; set at 2R" in btc.reasons[0]
 
 
 @pytest.mark.parametrize(
@@ -328,15 +339,34 @@ def test_a_hold_with_an_allocation_is_adjusted_to_zero() -> None:
 # ---- money ---------------------------------------------------------------------------------------------
 
 
+def roomy(**risk: float) -> TradingContext:
+    """An account whose strategy risks up to 50% of equity per trade, so the risk-per-trade rule does not bind
+    (5000 USD at 10x with a 2% stop risks 1050 USD, fees included, of the 5000 allowed)."""
+    return f.trading_context(account=f.account_context(active_strategy=f.strategy(max_risk_per_trade=50.0), **risk))
+
+
 def test_an_allocation_above_the_max_position_size_is_clamped() -> None:
-    result = validate([f.buy("BTC", 5_000.0)], context_with(max_position_size=2_000.0))
+    result = validate([f.buy("BTC", 5_000.0)], roomy(max_position_size=2_000.0))
 
     btc = verdict(result, "BTC")
     assert btc.status == "adjusted"
     assert btc.final.allocation_usd == 2_000.0
     assert btc.final.sl_price == btc.original.sl_price  # type: ignore[union-attr]
     assert "max position size" in btc.reasons[0]
+    assert len(btc.reasons) == 1
     assert result.final_decision.total_allocation_usd == pytest.approx(2_000.0)
+
+
+def test_the_risk_per_trade_rule_reduces_an_allocation_before_the_max_position_size_clamp() -> None:
+    # 1% of 10000 = 100 USD may be lost at the stop: 100 / (3 x (2% + 2 x 5 bps)) = 1587.30 USD of margin
+    result = validate([f.buy("BTC", 5_000.0)], context_with(max_position_size=2_000.0))
+
+    btc = verdict(result, "BTC")
+    assert btc.status == "adjusted"
+    assert btc.final.allocation_usd == pytest.approx(1_587.30)
+    assert len(btc.reasons) == 1 and "allocation reduced from 5000 to 1587.3" in btc.reasons[0]
+    assert "fees included" in btc.reasons[0]
+    assert result.final_decision.total_allocation_usd == pytest.approx(1_587.30)
 
 
 def test_no_new_position_when_the_max_position_size_is_zero() -> None:
@@ -349,7 +379,13 @@ def test_no_new_position_when_the_max_position_size_is_zero() -> None:
 
 @pytest.mark.parametrize("leverage", [1.0, 3.0, 10.0])
 def test_allocations_are_scaled_to_the_available_balance_fees_included(leverage: float) -> None:
-    account = f.account_context(available=1_000.0, taker_fee_bps=5.0, active_strategy=f.strategy(max_leverage=leverage))
+    # a strategy that risks up to 50% per trade: 800 USD at 10x risks 168 USD, within 5000, so only the
+    # available balance binds
+    account = f.account_context(
+        available=1_000.0,
+        taker_fee_bps=5.0,
+        active_strategy=f.strategy(max_leverage=leverage, max_risk_per_trade=50.0),
+    )
     context = f.trading_context(account=account)
     result = validate([f.buy("BTC", 800.0), f.sell("ETH", 800.0)], context)
 
@@ -363,7 +399,11 @@ def test_allocations_are_scaled_to_the_available_balance_fees_included(leverage:
 
 
 def test_an_allocation_of_the_whole_balance_leaves_room_for_the_entry_fee() -> None:
-    account = f.account_context(available=1_000.0, taker_fee_bps=5.0, active_strategy=f.strategy(max_leverage=10.0))
+    account = f.account_context(
+        available=1_000.0,
+        taker_fee_bps=5.0,
+        active_strategy=f.strategy(max_leverage=10.0, max_risk_per_trade=50.0),
+    )
     result = validate([f.buy("BTC", 1_000.0)], f.trading_context(account=account))
 
     allocation = verdict(result, "BTC").final.allocation_usd

@@ -1,0 +1,407 @@
+"""Properties of the validator under every built-in strategy and random risk states.
+
+(a) Whatever a careless model proposes, nothing in the final decision breaks a rule unadjusted.
+(b) A decision built to satisfy every rule is accepted as it is, asset by asset.
+
+The rules are restated here from the strategy's parameters (not imported from `risk_rules`), so the
+properties check the validator against the documented behaviour rather than against itself.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from app.schemas.trading_decision import (
+    AssetDecision,
+    OrderAdjustment,
+    PositionAdjustment,
+    TradingContext,
+    TradingDecision,
+    TradingStrategy,
+)
+from app.schemas.validation import RiskState
+from app.services.llm.decision_validator import DecisionValidator
+from app.services.llm.strategy_manager import builtin_strategies
+from tests import factories as f
+
+SYMBOLS = ("BTC", "ETH", "SOL")
+NOW = f.NOW
+MIN_REWARD_TO_COSTS = 3.0  # the documented rule: the target's gain is worth 3x round-trip fees plus funding
+# the five built-ins, and each of them with Kelly sizing (the one sizing method no built-in uses)
+STRATEGIES = [
+    *builtin_strategies(),
+    *(s.model_copy(update={"strategy_id": f"{s.strategy_id}-kelly", "position_sizing": "kelly"}) for s in builtin_strategies()),
+]
+BUILTIN_IDS = [s.strategy_id for s in builtin_strategies()]
+
+
+# ---- the rules, restated -------------------------------------------------------------------------------
+
+
+def leverage_of(strategy: TradingStrategy, asset: str, state: RiskState) -> float:
+    caps = [strategy.risk_parameters.max_leverage]
+    if state.account_max_leverage is not None:
+        caps.append(state.account_max_leverage)
+    if asset in state.venue_max_leverage:
+        caps.append(state.venue_max_leverage[asset])
+    return max(1.0, min(caps))
+
+
+def liquidation(price: float, leverage: float, is_long: bool, mmr: float) -> float:
+    """Binance's isolated-margin liquidation price of a fresh position."""
+    return price * (1 - 1 / leverage) / (1 - mmr) if is_long else price * (1 + 1 / leverage) / (1 + mmr)
+
+
+def mmr_of(asset: str, state: RiskState) -> float:
+    return state.maintenance_margin_rates.get(asset, state.maintenance_margin_rate)
+
+
+def blocked(asset: str, strategy: TradingStrategy, state: RiskState) -> bool:
+    """No new exposure in `asset`: reduce-only, the day's loss at the limit, or the asset in its cooldown."""
+    risk = strategy.risk_parameters
+    if state.reduce_only_reason:
+        return True
+    if state.day_start_equity and -state.day_pnl_usd / state.day_start_equity * 100 >= risk.max_daily_loss:
+        return True
+    last = state.last_trade_at.get(asset)
+    return last is not None and (state.now - last).total_seconds() < risk.cooldown_period
+
+
+def half_kelly_notional(ctx: TradingContext) -> float | None:
+    """Half the Kelly fraction of equity, as notional; None unless sizing is Kelly with wins and losses."""
+    account = ctx.account_state
+    perf = account.recent_performance
+    if account.active_strategy.position_sizing != "kelly" or not perf.avg_loss < 0 < perf.avg_win:
+        return None
+    payoff = perf.avg_win / -perf.avg_loss
+    kelly = perf.win_rate - (1 - perf.win_rate) / payoff if payoff > 0 else 0.0
+    return max(0.0, kelly / 2) * account.balance_usd
+
+
+# ---- random inputs -------------------------------------------------------------------------------------
+
+
+@st.composite
+def markets(draw: st.DrawFn) -> dict[str, object]:
+    """Each asset at its default price, with a random ATR (0.05%..6%) and funding rate."""
+    out = {}
+    for s in SYMBOLS:
+        price = f.price_of(s)
+        atr = draw(st.floats(0.0005, 0.06)) * price
+        out[s] = f.asset_market_data(
+            s,
+            history=1,
+            interval=f.indicator_set(price=price, atr=atr, length=1),
+            long_interval=f.indicator_set(price=price, length=1),
+            funding_rate=draw(st.one_of(st.none(), st.floats(-0.002, 0.002))),
+        )
+    return out
+
+
+@st.composite
+def risk_states(draw: st.DrawFn, balance: float, strategy: TradingStrategy) -> RiskState:
+    """Sometimes reduce-only, sometimes down for the day (at times beyond the limit), some assets in cooldown,
+    account and venue leverage caps, a venue MMR and sometimes per-asset MMRs."""
+    cooldown = strategy.risk_parameters.cooldown_period
+    start = draw(st.one_of(st.none(), st.floats(0.5, 1.5).map(lambda x: x * balance)))
+    limit = strategy.risk_parameters.max_daily_loss / 100
+    loss = draw(st.sampled_from([0.0, limit * 0.5, limit, limit * 2, -0.05]))
+    return RiskState(
+        now=NOW,
+        reduce_only_reason=draw(st.sampled_from([None, None, None, "the account is REDUCING"])),
+        day_start_equity=start,
+        day_pnl_usd=-loss * start if start else 0.0,
+        last_trade_at={
+            s: NOW - timedelta(seconds=draw(st.integers(0, 2 * cooldown + 1))) for s in SYMBOLS if draw(st.booleans())
+        },
+        account_max_leverage=draw(st.one_of(st.none(), st.floats(1.0, 20.0))),
+        venue_max_leverage={s: draw(st.floats(1.0, 125.0)) for s in SYMBOLS if draw(st.booleans())},
+        maintenance_margin_rate=draw(st.floats(0.0, 0.03)),
+        maintenance_margin_rates={s: draw(st.floats(0.0, 0.05)) for s in SYMBOLS if draw(st.integers(0, 3)) == 0},
+    )
+
+
+def with_record(ctx: TradingContext, win_rate: float, avg_win: float, avg_loss: float) -> TradingContext:
+    account = ctx.account_state
+    perf = account.recent_performance.model_copy(update={"win_rate": win_rate, "avg_win": avg_win, "avg_loss": avg_loss})
+    return ctx.model_copy(update={"account_state": account.model_copy(update={"recent_performance": perf})})
+
+
+def account_and_context(draw: st.DrawFn, strategy: TradingStrategy) -> TradingContext:
+    balance = draw(st.floats(200.0, 200_000.0))
+    positions = [
+        f.position(s, draw(st.sampled_from(["long", "short"])), leverage=2.0)
+        for s in SYMBOLS
+        if draw(st.integers(0, 2)) == 0
+    ]
+    account = f.account_context(
+        balance=balance,
+        available=draw(st.one_of(st.floats(-100.0, 2_000.0), st.floats(0.0, 1.0).map(lambda x: x * balance))),
+        max_position_size=draw(st.sampled_from([0.0, 1.0, 1.0, 1.0]).map(lambda on: on * balance)) * draw(
+            st.floats(0.01, 1.0)
+        ),
+        taker_fee_bps=draw(st.floats(0.0, 10.0)),
+        active_strategy=strategy,
+        positions=positions,
+    )
+    ctx = f.trading_context(account=account, market=draw(markets()))
+    if draw(st.booleans()):
+        ctx = with_record(ctx, draw(st.floats(0.0, 1.0)), draw(st.floats(0.0, 500.0)), -draw(st.floats(0.0, 500.0)))
+    return ctx
+
+
+# a level as a multiple of the price: usually on the right side and near, sometimes anywhere, sometimes missing
+BELOW = st.sampled_from([(0.9, 0.9999)] * 4 + [(0.5, 0.999), (0.5, 1.5), None]).flatmap(
+    lambda r: st.floats(*r) if r else st.none()
+)
+ABOVE = st.sampled_from([(1.0001, 1.1)] * 4 + [(1.001, 1.5), (0.5, 1.5), None]).flatmap(
+    lambda r: st.floats(*r) if r else st.none()
+)
+ACTIONS = ["buy", "sell", "buy", "sell", "hold", "adjust_position", "close_position", "adjust_orders"]
+
+
+@st.composite
+def random_cases(draw: st.DrawFn) -> tuple[TradingDecision, TradingContext, RiskState]:
+    """A careless model's decision under a random built-in strategy, account and risk state."""
+    strategy = draw(st.sampled_from(STRATEGIES))
+    ctx = account_and_context(draw, strategy)
+    state = draw(risk_states(ctx.account_state.balance_usd, strategy))
+    decisions = []
+    for symbol in draw(st.lists(st.sampled_from([*SYMBOLS, *SYMBOLS, "BTCUSDT", "eth", "DOGE"]), max_size=5)):
+        price = f.price_of(symbol.upper().removesuffix("USDT"))
+        action = draw(st.sampled_from(ACTIONS))
+        long = action == "buy" if action in ("buy", "sell") else draw(st.booleans())
+        sl, tp = draw(BELOW if long else ABOVE), draw(ABOVE if long else BELOW)
+        new_sl, new_tp = draw(BELOW if long else ABOVE), draw(ABOVE if long else BELOW)
+        item = f.decision(
+            symbol,
+            action,
+            allocation_usd=draw(st.one_of(st.floats(0.0, 20_000.0), st.floats(0.0, 2_000.0))),
+            sl_price=sl and sl * price,
+            tp_price=tp and tp * price,
+            order_adjustment=OrderAdjustment(
+                adjust_sl=draw(st.booleans()),
+                adjust_tp=draw(st.booleans()),
+                cancel_sl=draw(st.booleans()),
+                new_sl_price=new_sl and new_sl * price,
+                new_tp_price=new_tp and new_tp * price,
+            ),
+            position_adjustment=PositionAdjustment(
+                adjustment_type=draw(st.sampled_from(["increase", "decrease"])),
+                adjustment_amount_usd=draw(st.floats(0.01, 20_000.0)),
+                new_sl_price=new_sl and new_sl * price,
+            ),
+        )
+        decisions.append(item.model_copy(update={"confidence": draw(st.floats(0.0, 100.0))}))
+    return f.trading_decision(decisions, total=draw(st.floats(0.0, 50_000.0))), ctx, state
+
+
+# ---- (a) nothing breaks a rule unadjusted --------------------------------------------------------------
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_cases())
+def test_property_the_final_decision_never_breaks_a_rule(case: tuple[TradingDecision, TradingContext, RiskState]) -> None:
+    decision, ctx, state = case
+    result = DecisionValidator().validate(decision, ctx, state)
+    account = ctx.account_state
+    strategy = account.active_strategy
+    risk = strategy.risk_parameters
+    fee = account.taker_fee_bps / 10_000
+    positions = {p.symbol: p for p in account.open_positions}
+    kelly = half_kelly_notional(ctx)
+
+    finals = result.final_decision.decisions
+    assert [d.asset for d in finals] == ctx.symbols
+    assert [v.final for v in result.verdicts] == finals
+    entries = [d for d in finals if d.action in ("buy", "sell")]
+    for d in entries:
+        market = ctx.market_data.assets[d.asset]
+        price = market.current_price
+        is_long = d.action == "buy"
+        sign = 1 if is_long else -1
+        leverage = leverage_of(strategy, d.asset, state)
+        assert not blocked(d.asset, strategy, state)  # no entry under daily loss, cooldown or reduce-only
+        assert d.asset not in positions
+        assert 0 < d.allocation_usd <= account.max_position_size
+        # the stop: on the losing side, within the widest stop, not beyond the liquidation price
+        assert d.sl_price is not None
+        distance = sign * (price - d.sl_price)
+        assert 0 < distance <= price * risk.stop_loss_percentage / 100 * 1.0001
+        liq = liquidation(price, leverage, is_long, mmr_of(d.asset, state))
+        assert sign * (d.sl_price - liq) > 0
+        # the target: present, at least take_profit_ratio x the stop distance, worth its costs
+        assert d.tp_price is not None
+        reward = sign * (d.tp_price - price)
+        assert reward >= risk.take_profit_ratio * distance * 0.999
+        funding = market.funding_rate or 0.0
+        assert reward >= MIN_REWARD_TO_COSTS * price * (2 * fee + max(0.0, sign * funding)) * (1 - 1e-9)
+        # the risk: allocation x leverage x (stop distance / price + round-trip fees) within the budget
+        at_risk = d.allocation_usd * leverage * (distance / price + 2 * fee)
+        assert at_risk <= account.balance_usd * risk.max_risk_per_trade / 100 * 1.0001 + 1e-6
+        # sizing
+        atr = market.technical_indicators.interval.atr
+        if strategy.position_sizing == "volatility_adjusted" and atr:
+            assert distance >= atr[-1]
+        if kelly is not None:
+            assert d.allocation_usd * leverage <= kelly + 1e-6
+    # positions: at most max_positions open once the entries fill, the most confident entries first
+    assert len(positions) + len(entries) <= strategy.max_positions or not entries
+    limited = [v for v in result.verdicts if v.status == "rejected" and "open positions" in v.reasons[-1]]
+    for v in limited:
+        assert v.original is not None
+        assert all(v.original.confidence <= d.confidence for d in entries)
+    # money: margin plus the entry fee of every entry fits the available balance
+    needed = sum(d.allocation_usd * (1 + risk.max_leverage * fee) for d in entries)
+    assert needed <= max(0.0, account.available_balance) + 0.01
+    assert result.final_decision.total_allocation_usd == pytest.approx(sum(d.allocation_usd for d in entries), abs=0.01)
+    for d in finals:
+        if d.action not in ("buy", "sell"):
+            assert d.allocation_usd == 0
+        if d.action in ("close_position", "adjust_orders", "adjust_position"):
+            assert d.asset in positions
+        if d.action == "adjust_orders":
+            assert d.order_adjustment is not None
+            assert not (d.order_adjustment.cancel_sl and d.order_adjustment.new_sl_price is None)
+        if d.action == "adjust_position":
+            padj = d.position_adjustment
+            assert padj is not None
+            if padj.adjustment_type == "increase":
+                assert not blocked(d.asset, strategy, state)
+                assert positions[d.asset].margin_usd + padj.adjustment_amount_usd <= account.max_position_size + 0.01
+    assert result.is_valid == all(v.status != "rejected" for v in result.verdicts)
+
+
+# ---- (b) a decision that satisfies every rule is accepted ----------------------------------------------
+
+
+@st.composite
+def valid_cases(
+    draw: st.DrawFn, strategies: st.SearchStrategy[TradingStrategy] = st.sampled_from(STRATEGIES)
+) -> tuple[TradingDecision, TradingContext, RiskState]:
+    """A decision built to satisfy every rule, with its context and risk state."""
+    strategy = draw(strategies)
+    ctx = account_and_context(draw, strategy)
+    state = draw(risk_states(ctx.account_state.balance_usd, strategy))
+    account = ctx.account_state
+    risk = strategy.risk_parameters
+    fee = account.taker_fee_bps / 10_000
+    positions = {p.symbol: p for p in account.open_positions}
+    kelly = half_kelly_notional(ctx)
+    money = max(0.0, account.available_balance) / (1 + risk.max_leverage * fee)  # margin the entries may use
+    slots = strategy.max_positions - len(positions)
+    decisions: list[AssetDecision] = []
+    for symbol in SYMBOLS:
+        market = ctx.market_data.assets[symbol]
+        price = market.current_price
+        position = positions.get(symbol)
+        if position is None:
+            action = draw(st.sampled_from(["buy", "sell", "buy", "sell", "hold"]))
+            if action == "hold" or slots <= 0 or blocked(symbol, strategy, state):
+                decisions.append(f.decision(symbol, "hold"))
+                continue
+            is_long = action == "buy"
+            sign = 1 if is_long else -1
+            leverage = leverage_of(strategy, symbol, state)
+            ratio = risk.take_profit_ratio * draw(st.floats(1.0, 2.0))
+            funding = market.funding_rate or 0.0
+            costs = price * (2 * fee + max(0.0, sign * funding))
+            atr = market.technical_indicators.interval.atr
+            liq_room = sign * (price - liquidation(price, leverage, is_long, mmr_of(symbol, state)))
+            lowest = max(
+                price * 0.0005,
+                MIN_REWARD_TO_COSTS * costs / ratio * 1.001,
+                atr[-1] * 1.001 if strategy.position_sizing == "volatility_adjusted" and atr else 0.0,
+            )
+            highest = min(price * risk.stop_loss_percentage / 100, liq_room * 0.999)
+            if lowest >= highest:
+                decisions.append(f.decision(symbol, "hold"))
+                continue
+            distance = lowest + (highest - lowest) * draw(st.floats(0.0, 1.0))
+            cap = min(
+                account.max_position_size,
+                money,
+                account.balance_usd * risk.max_risk_per_trade / 100 / (leverage * (distance / price + 2 * fee)),
+                kelly / leverage if kelly is not None else float("inf"),
+            )
+            cents = int(cap * 100) - 1
+            if cents < 1:
+                decisions.append(f.decision(symbol, "hold"))
+                continue
+            allocation = draw(st.integers(1, cents)) / 100
+            money -= allocation
+            slots -= 1
+            item = f.decision(
+                symbol,
+                action,
+                allocation_usd=allocation,
+                sl_price=price - sign * distance,
+                tp_price=price + sign * distance * ratio,
+            )
+            decisions.append(item.model_copy(update={"confidence": draw(st.floats(0.0, 100.0))}))
+            continue
+        is_long = position.side == "long"
+        below, above = price * draw(st.floats(0.9, 0.999)), price * draw(st.floats(1.001, 1.1))
+        choices = ["hold", "close_position", "adjust_orders", "decrease"]
+        room = round(account.max_position_size - position.margin_usd - 0.005, 2)
+        if not blocked(symbol, strategy, state) and room >= 0.02:
+            choices.append("increase")
+        action = draw(st.sampled_from(choices))
+        if action == "adjust_orders":
+            adj = OrderAdjustment(
+                adjust_sl=True,
+                new_sl_price=below if is_long else above,
+                cancel_sl=draw(st.booleans()),
+                adjust_tp=draw(st.booleans()),
+                new_tp_price=above if is_long else below,
+            )
+            decisions.append(f.decision(symbol, "adjust_orders", order_adjustment=adj))
+        elif action in ("decrease", "increase"):
+            amount = draw(st.integers(1, int(room * 100))) / 100 if action == "increase" else draw(st.floats(0.01, 1e3))
+            padj = PositionAdjustment(
+                adjustment_type=action,
+                adjustment_amount_usd=amount,
+                new_sl_price=draw(st.sampled_from([None, below if is_long else above])),
+            )
+            decisions.append(f.decision(symbol, "adjust_position", position_adjustment=padj))
+        else:
+            decisions.append(f.decision(symbol, action))
+    return f.trading_decision(decisions), ctx, state
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(valid_cases())
+def test_property_a_decision_that_satisfies_every_rule_is_accepted(
+    case: tuple[TradingDecision, TradingContext, RiskState],
+) -> None:
+    decision, ctx, state = case
+    result = DecisionValidator().validate(decision, ctx, state)
+
+    assert [v.status for v in result.verdicts] == ["accepted"] * len(SYMBOLS), [v.reasons for v in result.verdicts]
+    assert result.is_valid
+    assert result.errors == []
+    assert result.final_decision.decisions == decision.decisions
+    assert not result.has_fallback
+
+
+@pytest.mark.parametrize("strategy_id", BUILTIN_IDS)
+def test_every_builtin_strategy_is_exercised_by_the_valid_cases(strategy_id: str) -> None:
+    """The generator does produce accepted entries under each built-in strategy: property (b) is not vacuous."""
+    strategy = next(s for s in STRATEGIES if s.strategy_id == strategy_id)
+    entries = 0
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(valid_cases(st.just(strategy)))
+    def count(case: tuple[TradingDecision, TradingContext, RiskState]) -> None:
+        nonlocal entries
+        decision, ctx, state = case
+        result = DecisionValidator().validate(decision, ctx, state)
+        assert all(v.status == "accepted" for v in result.verdicts), [v.reasons for v in result.verdicts]
+        entries += sum(d.action in ("buy", "sell") for d in decision.decisions)
+
+    count()
+    assert entries > 0

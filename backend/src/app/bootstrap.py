@@ -13,7 +13,7 @@ from app.core.config import Settings
 from app.core.errors import ConfigurationError
 from app.core.metrics import AgentMetrics
 from app.core.security import SecretBox
-from app.core.timeframes import floor_time, timeframe_delta, timeframe_seconds
+from app.core.timeframes import timeframe_delta, timeframe_seconds
 from app.db.migrate import ensure_migrated
 from app.db.models import Account
 from app.db.repositories.accounts import AccountRepository
@@ -35,6 +35,7 @@ from app.services.llm.providers.base import DecisionModel
 from app.services.llm.providers.factory import build_provider
 from app.services.llm.strategy_manager import DEFAULT_STRATEGY_ID, StrategyManager
 from app.services.market_data.base import MarketDataSource
+from app.services.market_data.factory import build_market
 from app.services.market_data.simulator import MarketSimulator
 from app.trading.loop import TradingLoop
 
@@ -93,13 +94,11 @@ def _check_mode(settings: Settings) -> None:
         )
 
 
-async def _start_time(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> datetime:
-    """Simulated time resumes at the candle after the last stored cycle, or starts at the current candle.
-    (The one place that reads the wall clock: to anchor the simulated one.)"""
+async def _resume_at(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> datetime | None:
+    """The candle after the last stored cycle: simulated and replayed time resume there after a restart."""
     async with sessions() as session:
         last = await DecisionRepository(session).last_cycle_time()
-    start = floor_time(datetime.now(UTC), settings.interval)
-    return max(start, last + timeframe_delta(settings.interval)) if last else start
+    return last + timeframe_delta(settings.interval) if last else None
 
 
 async def ensure_default_account(sessions: async_sessionmaker[AsyncSession], settings: Settings, clock: Clock) -> int:
@@ -172,8 +171,15 @@ async def build_agent(
         )
     )
 
+    if market is None:
+        market_choice = build_market(settings, resume_at=await _resume_at(sessions, settings), now=datetime.now(UTC))
+        market, what, why = market_choice.market, market_choice.what, market_choice.why
+        clock = clock or market_choice.clock
+    else:
+        what = f"seeded simulator (seed {market.seed})" if isinstance(market, MarketSimulator) else market.name
+        why = "injected"
     if clock is None:
-        clock = AcceleratedClock(await _start_time(sessions, settings), settings.sim_speed)
+        clock = AcceleratedClock(await _resume_at(sessions, settings) or datetime.now(UTC), settings.sim_speed)
     if isinstance(clock, AcceleratedClock):
         every = timeframe_seconds(settings.interval) / clock.speed
         parts.append(
@@ -185,11 +191,8 @@ async def build_agent(
             )
         )
     else:
-        parts.append(Part("clock", type(clock).__name__, not isinstance(clock, WallClock), "injected"))
-    if market is None:
-        market = MarketSimulator(settings.assets, base_timeframe=settings.interval, seed=settings.sim_seed)
-    what = f"seeded simulator (seed {market.seed})" if isinstance(market, MarketSimulator) else market.name
-    parts.append(Part("market", what, market.is_simulated, f"MARKET_SOURCE={settings.market_source}"))
+        parts.append(Part("clock", type(clock).__name__, not isinstance(clock, WallClock), "wall clock"))
+    parts.append(Part("market", what, market.is_simulated, why))
     parts.append(Part("venue", f"paper {settings.venue}", True, "TRADING_MODE=paper"))
 
     if provider is None:

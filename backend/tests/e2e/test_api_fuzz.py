@@ -18,7 +18,6 @@ import pytest
 import requests
 import schemathesis
 import uvicorn
-from fastapi.routing import APIRoute
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -40,6 +39,7 @@ from app.main import create_app
 from app.services.market_data.simulator import MarketSimulator
 from tests.conftest import ADMIN_KEY, START, IsolatedSettings
 from tests.e2e.server import free_port
+from tests.e2e.test_api_security import api_operations
 
 pytestmark = pytest.mark.db
 
@@ -162,12 +162,7 @@ def test_fuzz_every_operation_of_the_live_schema(base_url: str) -> None:
     for result in schema.get_all_operations():
         assert isinstance(result, Ok), f"the schema has an operation Schemathesis cannot load: {result!r}"
         operations.append(result.ok())
-    served = {
-        f"{method} {route.path}"
-        for route in create_app(IsolatedSettings(database_url="sqlite+aiosqlite://")).routes
-        if isinstance(route, APIRoute)
-        for method in route.methods
-    }
+    served = {f"{method} {path}" for method, path in api_operations(create_app(IsolatedSettings()))}
     assert {op.label for op in operations} == served, "every API route is in the schema, and only those"
 
     failures: list[str] = []

@@ -64,7 +64,8 @@ class Settings(BaseSettings):
     llm_app_url: str = "https://github.com/ai-trading-agent"
     llm_app_title: str = "AI Trading Agent"
 
-    market_source: Literal["simulated"] = "simulated"
+    market_source: Literal["simulated", "binanceusdm", "hyperliquid", "replay"] = "simulated"
+    replay_dir: str | None = Field(default=None, description="CSV folder for MARKET_SOURCE=replay")
     trading_mode: Literal["paper", "live"] = "paper"
     venue: Literal["binanceusdm", "hyperliquid"] = "binanceusdm"
 
@@ -115,6 +116,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        if self.market_source == "replay" and not self.replay_dir:
+            raise ValueError("MARKET_SOURCE=replay needs REPLAY_DIR, a folder of CSV files")
         if not self.assets:
             raise ValueError("ASSETS must name at least one asset, e.g. ASSETS=BTC,ETH,SOL")
         if len(set(self.assets)) != len(self.assets):

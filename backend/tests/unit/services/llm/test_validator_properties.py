@@ -107,7 +107,7 @@ def risk_states(draw: st.DrawFn, balance: float, strategy: TradingStrategy) -> R
     """Sometimes reduce-only, sometimes down for the day (at times beyond the limit), some assets in cooldown,
     account and venue leverage caps, a venue MMR and sometimes per-asset MMRs."""
     cooldown = strategy.risk_parameters.cooldown_period
-    start = draw(st.one_of(st.none(), st.floats(0.5, 1.5).map(lambda x: x * balance)))
+    start = draw(st.one_of(st.none(), st.floats(0.5 * balance, 1.5 * balance)))
     limit = strategy.risk_parameters.max_daily_loss / 100
     loss = draw(st.sampled_from([0.0, limit * 0.5, limit, limit * 2, -0.05]))
     return RiskState(
@@ -140,10 +140,8 @@ def account_and_context(draw: st.DrawFn, strategy: TradingStrategy) -> TradingCo
     ]
     account = f.account_context(
         balance=balance,
-        available=draw(st.one_of(st.floats(-100.0, 2_000.0), st.floats(0.0, 1.0).map(lambda x: x * balance))),
-        max_position_size=draw(st.sampled_from([0.0, 1.0, 1.0, 1.0]).map(lambda on: on * balance)) * draw(
-            st.floats(0.01, 1.0)
-        ),
+        available=draw(st.one_of(st.floats(-100.0, 2_000.0), st.floats(0.0, balance))),
+        max_position_size=draw(st.sampled_from([0.0, 1.0, 1.0, 1.0])) * draw(st.floats(0.01, 1.0)) * balance,
         taker_fee_bps=draw(st.floats(0.0, 10.0)),
         active_strategy=strategy,
         positions=positions,
@@ -155,48 +153,59 @@ def account_and_context(draw: st.DrawFn, strategy: TradingStrategy) -> TradingCo
 
 
 # a level as a multiple of the price: usually on the right side and near, sometimes anywhere, sometimes missing
-BELOW = st.sampled_from([(0.9, 0.9999)] * 4 + [(0.5, 0.999), (0.5, 1.5), None]).flatmap(
-    lambda r: st.floats(*r) if r else st.none()
-)
-ABOVE = st.sampled_from([(1.0001, 1.1)] * 4 + [(1.001, 1.5), (0.5, 1.5), None]).flatmap(
-    lambda r: st.floats(*r) if r else st.none()
-)
+BELOW = st.one_of(st.floats(0.9, 0.9999), st.floats(0.9, 0.9999), st.floats(0.5, 0.999), st.floats(0.5, 1.5), st.none())
+ABOVE = st.one_of(st.floats(1.0001, 1.1), st.floats(1.0001, 1.1), st.floats(1.001, 1.5), st.floats(0.5, 1.5), st.none())
 ACTIONS = ["buy", "sell", "buy", "sell", "hold", "adjust_position", "close_position", "adjust_orders"]
 
 
+def careless(draw: st.DrawFn, symbol: str) -> AssetDecision:
+    """One asset's decision from a careless model: levels usually but not always where they belong, allocations
+    that often exceed the caps, actions that may not fit the position."""
+    price = f.price_of(symbol.upper().removesuffix("USDT"))
+    action = draw(st.sampled_from(ACTIONS))
+    long = action == "buy" if action in ("buy", "sell") else draw(st.booleans())
+    sl = tp = None
+    order_adjustment = position_adjustment = None
+    if action in ("buy", "sell"):
+        sl, tp = draw(BELOW if long else ABOVE), draw(ABOVE if long else BELOW)
+    elif action == "adjust_orders":
+        new_sl, new_tp = draw(BELOW if long else ABOVE), draw(ABOVE if long else BELOW)
+        order_adjustment = OrderAdjustment(
+            adjust_sl=draw(st.booleans()),
+            adjust_tp=draw(st.booleans()),
+            cancel_sl=draw(st.booleans()),
+            new_sl_price=new_sl and new_sl * price,
+            new_tp_price=new_tp and new_tp * price,
+        )
+    elif action == "adjust_position":
+        new_sl = draw(BELOW if long else ABOVE)
+        position_adjustment = PositionAdjustment(
+            adjustment_type=draw(st.sampled_from(["increase", "decrease"])),
+            adjustment_amount_usd=draw(st.floats(0.01, 20_000.0)),
+            new_sl_price=new_sl and new_sl * price,
+        )
+    item = f.decision(
+        symbol,
+        action,
+        allocation_usd=draw(st.one_of(st.floats(0.0, 20_000.0), st.floats(0.0, 2_000.0))),
+        sl_price=sl and sl * price,
+        tp_price=tp and tp * price,
+        order_adjustment=order_adjustment,
+        position_adjustment=position_adjustment,
+    )
+    return item.model_copy(update={"confidence": draw(st.floats(0.0, 100.0))})
+
+
 @st.composite
-def random_cases(draw: st.DrawFn) -> tuple[TradingDecision, TradingContext, RiskState]:
+def random_cases(
+    draw: st.DrawFn, strategies: st.SearchStrategy[TradingStrategy] = st.sampled_from(STRATEGIES)
+) -> tuple[TradingDecision, TradingContext, RiskState]:
     """A careless model's decision under a random built-in strategy, account and risk state."""
-    strategy = draw(st.sampled_from(STRATEGIES))
+    strategy = draw(strategies)
     ctx = account_and_context(draw, strategy)
     state = draw(risk_states(ctx.account_state.balance_usd, strategy))
-    decisions = []
-    for symbol in draw(st.lists(st.sampled_from([*SYMBOLS, *SYMBOLS, "BTCUSDT", "eth", "DOGE"]), max_size=5)):
-        price = f.price_of(symbol.upper().removesuffix("USDT"))
-        action = draw(st.sampled_from(ACTIONS))
-        long = action == "buy" if action in ("buy", "sell") else draw(st.booleans())
-        sl, tp = draw(BELOW if long else ABOVE), draw(ABOVE if long else BELOW)
-        new_sl, new_tp = draw(BELOW if long else ABOVE), draw(ABOVE if long else BELOW)
-        item = f.decision(
-            symbol,
-            action,
-            allocation_usd=draw(st.one_of(st.floats(0.0, 20_000.0), st.floats(0.0, 2_000.0))),
-            sl_price=sl and sl * price,
-            tp_price=tp and tp * price,
-            order_adjustment=OrderAdjustment(
-                adjust_sl=draw(st.booleans()),
-                adjust_tp=draw(st.booleans()),
-                cancel_sl=draw(st.booleans()),
-                new_sl_price=new_sl and new_sl * price,
-                new_tp_price=new_tp and new_tp * price,
-            ),
-            position_adjustment=PositionAdjustment(
-                adjustment_type=draw(st.sampled_from(["increase", "decrease"])),
-                adjustment_amount_usd=draw(st.floats(0.01, 20_000.0)),
-                new_sl_price=new_sl and new_sl * price,
-            ),
-        )
-        decisions.append(item.model_copy(update={"confidence": draw(st.floats(0.0, 100.0))}))
+    symbols = draw(st.lists(st.sampled_from([*SYMBOLS, *SYMBOLS, "BTCUSDT", "eth", "DOGE"]), max_size=5))
+    decisions = [careless(draw, symbol) for symbol in symbols]
     return f.trading_decision(decisions, total=draw(st.floats(0.0, 50_000.0))), ctx, state
 
 

@@ -24,6 +24,7 @@ class Principal:
     role: str  # admin | account
     account_id: int | None
     key_prefix: str
+    key_id: int = 0  # the stored key's row: per-key limits count by it (prefixes may collide)
 
     @property
     def is_admin(self) -> bool:
@@ -51,7 +52,7 @@ async def get_principal(
         row = await ApiKeyRepository(session).find(key)
     if row is None:
         raise HTTPException(status_code=401, detail="invalid API key", headers={"WWW-Authenticate": "Bearer"})
-    principal = Principal(role=row.role, account_id=row.account_id, key_prefix=row.prefix)
+    principal = Principal(role=row.role, account_id=row.account_id, key_prefix=row.prefix, key_id=row.id)
     request.state.principal = principal
     return principal
 
@@ -79,10 +80,12 @@ class MutationLimiter:
 
     def __init__(self, per_minute: int) -> None:
         self.per_minute = per_minute
-        self._limiters: dict[str, AsyncLimiter] = {}
+        self._limiters: dict[int, AsyncLimiter] = {}
 
     async def __call__(self, principal: CurrentPrincipal) -> Principal:
-        limiter = self._limiters.setdefault(principal.key_prefix, AsyncLimiter(self.per_minute, 60))
+        limiter = self._limiters.get(principal.key_id)
+        if limiter is None:
+            limiter = self._limiters[principal.key_id] = AsyncLimiter(self.per_minute, 60)
         if not limiter.has_capacity():
             retry = max(1, round(60 / self.per_minute))
             raise HTTPException(

@@ -1,4 +1,5 @@
-"""`GET /metrics`: Prometheus text format (needs an API key like every endpoint but /health)."""
+"""`GET /metrics`: Prometheus text format, for an admin key only (it covers every account, e.g. the equity of
+each: an account key must not read other accounts through it)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.api.auth import CurrentPrincipal
+from app.api.auth import AdminPrincipal
 from app.api.deps import get_agent
 from app.api.errors import error_responses
 from app.bootstrap import Agent
@@ -20,9 +21,9 @@ router = APIRouter(tags=["health"])
     response_class=Response,
     responses={
         200: {"description": "Prometheus text exposition format", "content": {CONTENT_TYPE_LATEST: {}}},
-        **error_responses(401),
+        **error_responses(401, 403),
     },
 )
-async def metrics(agent: Annotated[Agent, Depends(get_agent)], _: CurrentPrincipal) -> Response:
+async def metrics(agent: Annotated[Agent, Depends(get_agent)], _: AdminPrincipal) -> Response:
     """Decisions, rejections by reason, model latency/tokens/cost by model, orders, equity per account."""
     return Response(generate_latest(agent.metrics.registry), media_type=CONTENT_TYPE_LATEST)

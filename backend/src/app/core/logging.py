@@ -7,7 +7,7 @@ import sys
 
 import structlog
 
-from app.core.security import RedactingFilter
+from app.core.security import RedactingFilter, RedactingFormatter
 
 
 def configure_logging(level: str = "INFO", *, json_lines: bool = False, secrets: list[str] | None = None) -> None:
@@ -17,16 +17,19 @@ def configure_logging(level: str = "INFO", *, json_lines: bool = False, secrets:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer(colors=False)
+    # Plain tracebacks: no local variables (they may hold keys) and no line wrapping (which could split a
+    # secret so that redaction misses it). JSON lines carry the traceback as text in `exception`.
+    render: list[structlog.types.Processor] = (
+        [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+        if json_lines
+        else [structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)]
     )
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-        )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *render],
     )
+    handler.setFormatter(RedactingFormatter(formatter, secrets))
     handler.addFilter(RedactingFilter(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]

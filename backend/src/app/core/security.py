@@ -51,21 +51,50 @@ def redact(text: str) -> str:
     return out
 
 
+def _usable(secrets: list[str] | None) -> list[str]:
+    # Longest first, so a secret that contains another is replaced whole.
+    return sorted({s for s in (secrets or []) if s and len(s) >= 6}, key=len, reverse=True)
+
+
+def _redact_with(text: str, extra: list[str]) -> str:
+    clean = redact(text)
+    for secret in extra:
+        clean = clean.replace(secret, "***")
+    return clean
+
+
 class RedactingFilter(logging.Filter):
-    """A logging filter that redacts secrets from every record's message and arguments."""
+    """A logging filter that redacts secrets from every record's message and arguments.
+
+    It sees the message only: tracebacks are rendered later, by the formatter, so a handler that must never
+    print a secret also uses `RedactingFormatter` (as `configure_logging` does)."""
 
     def __init__(self, extra_secrets: list[str] | None = None) -> None:
         super().__init__()
-        self.extra = [s for s in (extra_secrets or []) if s and len(s) >= 6]
+        self.extra = _usable(extra_secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, dict):  # a structlog event: the formatter renders it from the dict
+            record.msg = {k: _redact_with(v, self.extra) if isinstance(v, str) else v for k, v in record.msg.items()}
+            return True
         message = record.getMessage()
-        clean = redact(message)
-        for secret in self.extra:
-            clean = clean.replace(secret, "***")
+        clean = _redact_with(message, self.extra)
         if clean != message:
             record.msg, record.args = clean, None
         return True
+
+
+class RedactingFormatter(logging.Formatter):
+    """Wraps a formatter and redacts its final text: message, arguments, exception tracebacks and structlog
+    event fields alike."""
+
+    def __init__(self, inner: logging.Formatter, extra_secrets: list[str] | None = None) -> None:
+        super().__init__()
+        self.inner = inner
+        self.extra = _usable(extra_secrets)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _redact_with(self.inner.format(record), self.extra)
 
 
 class SecretBox:

@@ -87,17 +87,19 @@ async def validate_decision(body: ValidateRequest, agent: AgentDep, principal: C
 )
 async def switch_model(body: ModelSwitchRequest, agent: AgentDep, principal: MutatingPrincipal) -> ModelSwitchResult:
     """With `account_id`: the model that account asks first. Without: the default model (admin only)."""
+    # Who may do it first (403 / 404 exactly as on every other route), then whether it can be done (400).
+    if body.account_id is None and not principal.is_admin:
+        raise HTTPException(status_code=403, detail="switching the default model needs an admin API key")
+    if body.account_id is not None:
+        ensure_scope(principal, body.account_id)
     if agent.llm.is_simulated:
         raise HTTPException(
             status_code=400, detail="no LLM is configured (set OPENROUTER_API_KEY): the rule-based baseline answers"
         )
     if body.account_id is None:
-        if not principal.is_admin:
-            raise HTTPException(status_code=403, detail="switching the default model needs an admin API key")
         if not await agent.llm.switch_model(body.model):
             raise HTTPException(status_code=400, detail=f"not a model name: {body.model!r}")
         return ModelSwitchResult(model=body.model, account_id=None, models=agent.llm.models)
-    ensure_scope(principal, body.account_id)
     async with agent.sessions.begin() as session:
         account = await session.get(models.Account, body.account_id)
         if account is None:

@@ -6,7 +6,7 @@ O -> H -> L -> C when it is bearish (the usual convention of backtesters).
 Resting orders (stop, take-profit, limit) and liquidations fire where the path first reaches them:
 
 - Gap: an order already reached at the open fills at the open, not at its trigger or limit price.
-- Stop first: when a stop and a target (take-profit or reduce-only limit) of a symbol are both touched inside
+- Stop first: when a stop and a target (take-profit, or a limit that closes) of a symbol are both touched inside
   one candle, every stop goes before every target (pessimistic), whatever the path says. A target reached at
   the open is not a guess and still fills first.
 - Liquidation competes with stops along the path: a long's stop above its liquidation price is reached first.
@@ -135,6 +135,11 @@ class PaperVenue:
         self._funding: list[FundingPayment] = []
         self._funding_settled: dict[str, datetime] = {}
         self._seq = 0
+
+    @property
+    def fees(self) -> FeeProfile:
+        """The venue profile this simulator runs with (fees, slippage, liquidation formula)."""
+        return self._fees
 
     # ---- market data in -------------------------------------------------------------------------------
 
@@ -341,7 +346,7 @@ class PaperVenue:
             self._orders[order.client_order_id] = self._open[order.client_order_id] = replace(order)
             if order.type == "limit" and not order.reduce_only:
                 saved = (order_leverage or {}).get(order.client_order_id, self._leverage[order.symbol])
-                self._order_leverage[order.client_order_id] = saved
+                self._order_leverage[order.client_order_id] = min(max(1.0, saved), self._max_leverage(order.symbol))
         numeric = [int(o.venue_order_id) for o in open_orders if o.venue_order_id.isdigit()]
         self._seq = max([(next_order_seq or 1) - 1, *numeric])
 
@@ -528,7 +533,7 @@ class PaperVenue:
         orders = self._open_orders(symbol)
         if not orders and position is None:
             return []
-        events = po.schedule(orders, path)
+        events = po.schedule(orders, path, pm.closing_side(position.side) if position is not None else None)
         if position is not None and (liq := po.liquidation_event(position.side, position.liquidation_price, path, 0.0)):
             po.insert(events, liq)
         fills: list[Fill] = []

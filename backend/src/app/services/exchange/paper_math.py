@@ -196,10 +196,13 @@ def price_at(path: tuple[float, ...], when: float) -> float:
 def first_touch(path: tuple[float, ...], level: float, direction: Direction, start: float = 0.0) -> float | None:
     """Return when the path first reaches `level` at or after path time `start` (0 = at the first point;
     i + f along leg i), or None."""
-    if touched(price_at(path, start), level, direction):
+    down = direction == "down"
+    first = path[0] if start == 0.0 else price_at(path, start)
+    if (first <= level) if down else (first >= level):
         return start
     for leg in range(int(start), len(path) - 1):
-        begin, end = path[leg], path[leg + 1]
-        if touched(end, level, direction):
+        end = path[leg + 1]
+        if (end <= level) if down else (end >= level):
+            begin = path[leg]
             return max(start, leg + (begin - level) / (begin - end))
     return None

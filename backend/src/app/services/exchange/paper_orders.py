@@ -128,17 +128,21 @@ class Event:
         return (self.when, self.kind, self.rank)
 
 
-def is_target(order: Order) -> bool:
-    """Return whether `order` is a profit-side exit: a take-profit or a reduce-only limit."""
-    return order.type == "take_profit_market" or (order.type == "limit" and order.reduce_only)
+def is_target(order: Order, closing: OrderSide | None) -> bool:
+    """Return whether `order` is a profit-side exit: a take-profit, or a limit that is reduce-only or on the
+    `closing` side of the position (limits always rest on the profitable side of the mark)."""
+    if order.type == "limit":
+        return order.reduce_only or order.side == closing
+    return order.type == "take_profit_market"
 
 
-def order_event(order: Order, rank: int, path: tuple[float, ...]) -> Event | None:
+def order_event(order: Order, rank: int, path: tuple[float, ...], closing: OrderSide | None = None) -> Event | None:
     """Return when the path first reaches `order`'s trigger or limit price, or None."""
     if order.type == "limit":
         if order.price is None:
             return None
-        level, direction, kind = order.price, pm.limit_direction(order.side), TARGET if order.reduce_only else LIMIT
+        level, direction = order.price, pm.limit_direction(order.side)
+        kind = TARGET if is_target(order, closing) else LIMIT
     elif order.type in CONDITIONAL:
         if order.trigger_price is None:
             return None
@@ -150,17 +154,15 @@ def order_event(order: Order, rank: int, path: tuple[float, ...]) -> Event | Non
     return None if when is None else Event(when, kind, rank, order, when, level)
 
 
-def schedule(orders: list[Order], path: tuple[float, ...]) -> list[Event]:
+def schedule(orders: list[Order], path: tuple[float, ...], closing: OrderSide | None = None) -> list[Event]:
     """Return the events of `orders` on `path`, sorted; targets go after every stop when a stop is reached.
 
     A target reached at the first point of the path (a gap) is not a guess and keeps its place.
     """
-    events = [e for rank, order in enumerate(orders) if (e := order_event(order, rank, path)) is not None]
+    events = [e for rank, order in enumerate(orders) if (e := order_event(order, rank, path, closing)) is not None]
     if any(e.kind == STOP for e in events):
         events = [
-            Event(e.when + AFTER_PATH, e.kind, e.rank, e.order, e.at, e.level)
-            if e.order is not None and is_target(e.order) and e.at > 0
-            else e
+            Event(e.when + AFTER_PATH, e.kind, e.rank, e.order, e.at, e.level) if e.kind == TARGET and e.at > 0 else e
             for e in events
         ]
     return sorted(events, key=lambda e: e.key)

@@ -289,21 +289,22 @@ class StrategyManager:
             raise StrategyError(str(exc)) from exc
         since = self._clock.now() - window
         await self.get_strategy(strategy_id)
+        scope = [Decision.strategy_id == strategy_id]
+        if account_id is not None:  # an account key sees its own account's figures only
+            scope.append(Decision.account_id == account_id)
         async with self._sessions() as session:
             decisions = await session.scalar(
-                select(func.count())
-                .select_from(Decision)
-                .where(Decision.strategy_id == strategy_id, Decision.cycle_time >= since)
+                select(func.count()).select_from(Decision).where(*scope, Decision.cycle_time >= since)
             )
             fallbacks = await session.scalar(
                 select(func.count())
                 .select_from(Decision)
-                .where(Decision.strategy_id == strategy_id, Decision.cycle_time >= since, Decision.is_fallback)
+                .where(*scope, Decision.cycle_time >= since, Decision.is_fallback)
             )
             query = (
                 select(Position.realized_pnl, Position.fees)
                 .join(Decision, Decision.id == Position.decision_id)
-                .where(Decision.strategy_id == strategy_id, Position.status == "closed", Position.closed_at >= since)
+                .where(*scope, Position.status == "closed", Position.closed_at >= since)
             )
             pnls = [float(realized) - float(fees) for realized, fees in (await session.execute(query)).all()]
         wins = [p for p in pnls if p > 0]

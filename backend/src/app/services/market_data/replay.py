@@ -235,7 +235,7 @@ class ReplaySource:
         quote = quote.strip().upper() if quote else None
         paths: dict[str, dict[str, Path]] = {}
         self._quotes: dict[str, str] = {}
-        for path in sorted(self.folder.glob("*.csv")):
+        for path in sorted(p for p in self.folder.iterdir() if p.is_file()):
             parsed = parse_file_name(path)
             if parsed is None or (wanted is not None and parsed[0] not in wanted):
                 continue

@@ -175,7 +175,11 @@ def test_the_position_risks_max_risk_per_trade_of_equity_at_the_stop_fees_includ
     )
     ind = f.trending_set(BTC, 1, atr=atr)
     ctx = context(
-        {"BTC": market(ind, ind)}, strategy=strategy, balance=10_000.0, max_position_size=10_000.0, taker_fee_bps=fee_bps
+        {"BTC": market(ind, ind)},
+        strategy=strategy,
+        balance=10_000.0,
+        max_position_size=10_000.0,
+        taker_fee_bps=fee_bps,
     )
     item = only(ctx)
 
@@ -313,7 +317,9 @@ def kelly_strategy() -> TradingStrategy:
 
 def with_record(ctx: TradingContext, win_rate: float, avg_win: float, avg_loss: float) -> TradingContext:
     account = ctx.account_state
-    perf = account.recent_performance.model_copy(update={"win_rate": win_rate, "avg_win": avg_win, "avg_loss": avg_loss})
+    perf = account.recent_performance.model_copy(
+        update={"win_rate": win_rate, "avg_win": avg_win, "avg_loss": avg_loss}
+    )
     return ctx.model_copy(update={"account_state": account.model_copy(update={"recent_performance": perf})})
 
 
@@ -389,7 +395,9 @@ def baseline_contexts(draw: st.DrawFn) -> tuple[TradingContext, RiskState]:
         take_profit_ratio=draw(st.floats(1.0, 5.0)),
         max_leverage=draw(st.floats(1.0, 10.0)),
         max_positions=draw(st.integers(1, 3)),
-    ).model_copy(update={"position_sizing": draw(st.sampled_from(["fixed", "percentage", "kelly", "volatility_adjusted"]))})
+    ).model_copy(
+        update={"position_sizing": draw(st.sampled_from(["fixed", "percentage", "kelly", "volatility_adjusted"]))}
+    )
     positions = [
         f.position(s, draw(st.sampled_from(["long", "short"]))) for s in symbols if draw(st.integers(0, 3)) == 0
     ]
@@ -443,7 +451,9 @@ def builtin_cases(draw: st.DrawFn, strategy: TradingStrategy) -> tuple[TradingCo
             history=2,
             funding_rate=draw(st.floats(-0.001, 0.001)),
         )
-    positions = [f.position(s, draw(st.sampled_from(["long", "short"]))) for s in markets if draw(st.integers(0, 4)) == 0]
+    positions = [
+        f.position(s, draw(st.sampled_from(["long", "short"]))) for s in markets if draw(st.integers(0, 4)) == 0
+    ]
     balance = draw(st.floats(500.0, 200_000.0))
     ctx = context(
         markets,

@@ -5,15 +5,12 @@ from __future__ import annotations
 from typing import Literal
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from app.schemas.trading_decision import (
     AssetDecision,
     OrderAdjustment,
     PositionAdjustment,
     TradingContext,
-    TradingDecision,
 )
 from app.schemas.validation import AssetVerdict, ValidationResult
 from app.services.llm.decision_validator import DecisionValidator
@@ -476,179 +473,8 @@ async def test_apply_risk_checks_clamps_and_scales() -> None:
 
 
 # ---- properties ----------------------------------------------------------------------------------------
-
-# small market data, so that a falsifying example stays readable
-SMALL_MARKET = {s: f.asset_market_data(s, history=1) for s in SYMBOLS}
-ACTIONS = ["buy", "sell", "hold", "adjust_position", "close_position", "adjust_orders"]
-ENTRY_HEAVY = st.sampled_from(["buy", "sell", "buy", "sell", *ACTIONS])
-# a stop / target as a multiple of the price: usually where it belongs for a long, sometimes anywhere
-BELOW = st.sampled_from([(0.5, 0.999)] * 6 + [(0.5, 1.5), None]).flatmap(lambda r: st.floats(*r) if r else st.none())
-ABOVE = st.sampled_from([(1.001, 1.5)] * 6 + [(0.5, 1.5), None]).flatmap(lambda r: st.floats(*r) if r else st.none())
-
-
-@st.composite
-def random_cases(draw: st.DrawFn) -> tuple[TradingDecision, TradingContext]:
-    """Decisions from a careless model: mostly entries, levels usually but not always on the right side,
-    allocations that often exceed the caps, on accounts with little or no money and some open positions."""
-    leverage = draw(st.floats(1.0, 10.0))
-    account = f.account_context(
-        available=draw(st.one_of(st.floats(-100.0, 2_000.0), st.floats(0.0, 20_000.0))),
-        max_position_size=draw(st.sampled_from([0.0, 1.0, 1.0, 1.0]).flatmap(lambda on: st.floats(0.0, 10_000.0 * on))),
-        taker_fee_bps=draw(st.floats(0.0, 10.0)),
-        active_strategy=f.strategy(max_leverage=leverage),
-        positions=[
-            f.position(s, draw(st.sampled_from(["long", "short"]))) for s in SYMBOLS if draw(st.integers(0, 2)) == 0
-        ],
-    )
-    decisions = []
-    for symbol in draw(st.lists(st.sampled_from([*SYMBOLS, *SYMBOLS, "BTCUSDT", "eth", "DOGE"]), max_size=5)):
-        price = f.price_of(symbol.upper().removesuffix("USDT"))
-        action = draw(ENTRY_HEAVY)
-        long = action == "buy" if action in ("buy", "sell") else draw(st.booleans())
-        sl, tp = draw(BELOW if long else ABOVE), draw(ABOVE if long else BELOW)
-        new_sl, new_tp = draw(BELOW if long else ABOVE), draw(ABOVE if long else BELOW)
-        decisions.append(
-            f.decision(
-                symbol,
-                action,
-                allocation_usd=draw(st.one_of(st.floats(0.0, 20_000.0), st.floats(0.0, 2_000.0))),
-                sl_price=sl and sl * price,
-                tp_price=tp and tp * price,
-                order_adjustment=OrderAdjustment(
-                    adjust_sl=draw(st.booleans()),
-                    adjust_tp=draw(st.booleans()),
-                    cancel_sl=draw(st.booleans()),
-                    new_sl_price=new_sl and new_sl * price,
-                    new_tp_price=new_tp and new_tp * price,
-                ),
-                position_adjustment=PositionAdjustment(
-                    adjustment_type=draw(st.sampled_from(["increase", "decrease"])),
-                    adjustment_amount_usd=draw(st.floats(0.01, 20_000.0)),
-                    new_sl_price=new_sl and new_sl * price,
-                ),
-            )
-        )
-    total = draw(st.floats(0.0, 50_000.0))
-    return f.trading_decision(decisions, total=total), f.trading_context(account=account, market=SMALL_MARKET)
-
-
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(random_cases())
-def test_property_the_final_decision_never_breaks_a_risk_rule(case: tuple[TradingDecision, TradingContext]) -> None:
-    decision, context = case
-    result = DecisionValidator().validate(decision, context)
-    account = context.account_state
-    leverage = account.active_strategy.risk_parameters.max_leverage
-    fee = account.taker_fee_bps / 10_000
-    positions = {p.symbol: p for p in account.open_positions}
-
-    finals = result.final_decision.decisions
-    assert [d.asset for d in finals] == context.symbols
-    entries = [d for d in finals if d.action in ("buy", "sell")]
-    for d in entries:
-        price = context.market_data.assets[d.asset].current_price
-        assert d.sl_price is not None
-        assert (d.sl_price < price) if d.action == "buy" else (d.sl_price > price)
-        if d.tp_price is not None:
-            assert (d.tp_price > price) if d.action == "buy" else (d.tp_price < price)
-        assert 0 < d.allocation_usd <= account.max_position_size
-        assert d.asset not in positions
-    for d in finals:
-        if d.action not in ("buy", "sell"):
-            assert d.allocation_usd == 0
-        if d.action in ("close_position", "adjust_orders", "adjust_position"):
-            assert d.asset in positions
-        if d.action == "adjust_orders":
-            assert d.order_adjustment is not None
-            assert not (d.order_adjustment.cancel_sl and d.order_adjustment.new_sl_price is None)
-        if d.action == "adjust_position" and d.position_adjustment.adjustment_type == "increase":  # type: ignore[union-attr]
-            margin = positions[d.asset].margin_usd + d.position_adjustment.adjustment_amount_usd  # type: ignore[union-attr]
-            assert margin <= account.max_position_size + 0.01
-    needed = sum(d.allocation_usd * (1 + leverage * fee) for d in entries)
-    assert needed <= max(0.0, account.available_balance) + 0.01
-    assert result.final_decision.total_allocation_usd == pytest.approx(sum(d.allocation_usd for d in entries), abs=0.01)
-    assert result.is_valid == all(v.status != "rejected" for v in result.verdicts)
-
-
-@st.composite
-def valid_cases(draw: st.DrawFn) -> tuple[TradingDecision, TradingContext]:
-    """A decision built to satisfy every rule, and its context."""
-    leverage = draw(st.floats(1.0, 10.0))
-    fee_bps = draw(st.floats(0.0, 10.0))
-    max_position = draw(st.integers(100, 1_000_000)) / 100
-    available = draw(st.integers(0, 2_000_000)) / 100
-    positions = {
-        s: f.position(s, draw(st.sampled_from(["long", "short"])), leverage=2.0) for s in SYMBOLS if draw(st.booleans())
-    }
-    budget = available / (1 + leverage * fee_bps / 10_000)
-    decisions = []
-    for symbol in SYMBOLS:
-        price = f.price_of(symbol)
-        below = price * draw(st.floats(0.5, 0.999))
-        above = price * draw(st.floats(1.001, 1.5))
-        position = positions.get(symbol)
-        if position is None:
-            action = draw(st.sampled_from(["buy", "sell", "hold"]))
-            cap = min(max_position, budget)
-            if action == "hold" or cap < 0.02:
-                decisions.append(f.decision(symbol, "hold"))
-                continue
-            allocation = draw(st.integers(1, int(cap * 100) - 1)) / 100
-            budget -= allocation
-            long = action == "buy"
-            decisions.append(
-                f.decision(
-                    symbol,
-                    action,
-                    allocation_usd=allocation,
-                    sl_price=below if long else above,
-                    tp_price=draw(st.sampled_from([None, above if long else below])),
-                )
-            )
-            continue
-        long = position.side == "long"
-        action = draw(st.sampled_from(["hold", "close_position", "adjust_orders", "adjust_position"]))
-        if action == "adjust_orders":
-            adj = OrderAdjustment(
-                adjust_sl=True,
-                new_sl_price=below if long else above,
-                cancel_sl=draw(st.booleans()),
-                adjust_tp=draw(st.booleans()),
-                new_tp_price=above if long else below,
-            )
-            decisions.append(f.decision(symbol, action, order_adjustment=adj))
-        elif action == "adjust_position":
-            padj = PositionAdjustment(
-                adjustment_type="decrease",
-                adjustment_amount_usd=draw(st.floats(0.01, 1_000.0)),
-                new_sl_price=draw(st.sampled_from([None, below if long else above])),
-            )
-            decisions.append(f.decision(symbol, action, position_adjustment=padj))
-        else:
-            decisions.append(f.decision(symbol, action))
-    account = f.account_context(
-        available=available,
-        max_position_size=max_position,
-        taker_fee_bps=fee_bps,
-        active_strategy=f.strategy(max_leverage=leverage),
-        positions=list(positions.values()),
-    )
-    return f.trading_decision(decisions), f.trading_context(account=account, market=SMALL_MARKET)
-
-
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(valid_cases())
-def test_property_a_decision_that_satisfies_every_rule_is_accepted(
-    case: tuple[TradingDecision, TradingContext],
-) -> None:
-    decision, context = case
-    result = DecisionValidator().validate(decision, context)
-
-    assert [v.status for v in result.verdicts] == ["accepted"] * len(SYMBOLS), [v.reasons for v in result.verdicts]
-    assert result.is_valid
-    assert result.errors == []
-    assert result.final_decision.decisions == decision.decisions
-    assert not result.has_fallback
+# The properties (nothing in the final decision breaks a rule; a decision that satisfies every rule is
+# accepted) live in test_validator_properties.py, under every built-in strategy and random risk states.
 
 
 def test_a_close_is_accepted_even_without_market_data() -> None:

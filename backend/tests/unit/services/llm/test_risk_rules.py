@@ -236,9 +236,7 @@ async def test_the_executor_opens_at_the_effective_leverage() -> None:
     result = validate([entry("buy", stop_pct=1.0, allocation=500.0)], ctx, risk)
     assert verdict(result).status == "accepted"
 
-    venue = PaperVenue(
-        initial_balance=10_000.0, rules=rules, fees=FEE_PROFILES["binanceusdm"], clock=ManualClock(NOW)
-    )
+    venue = PaperVenue(initial_balance=10_000.0, rules=rules, fees=FEE_PROFILES["binanceusdm"], clock=ManualClock(NOW))
     venue.set_mark_price("BTC", BTC)
     report = await Executor(rules).execute(
         venue,
@@ -475,7 +473,9 @@ def test_the_one_atr_rule_is_only_for_volatility_adjusted_sizing() -> None:
 
 def with_record(ctx: TradingContext, win_rate: float, avg_win: float, avg_loss: float) -> TradingContext:
     account = ctx.account_state
-    perf = account.recent_performance.model_copy(update={"win_rate": win_rate, "avg_win": avg_win, "avg_loss": avg_loss})
+    perf = account.recent_performance.model_copy(
+        update={"win_rate": win_rate, "avg_win": avg_win, "avg_loss": avg_loss}
+    )
     return ctx.model_copy(update={"account_state": account.model_copy(update={"recent_performance": perf})})
 
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from app.core.clock import ManualClock
-from app.services.exchange.base import FEE_PROFILES, OrderRequest
+from app.services.exchange.base import FEE_PROFILES, OrderRequest, OrderSide
 from app.services.exchange.paper import PaperVenue
 from app.services.market_data.base import Candle, MarketRules
 
@@ -55,8 +55,8 @@ def random_walk(rng: np.random.Generator, start: float, steps: int) -> np.ndarra
 
 def protect(venue: PaperVenue, symbol: str, n: int) -> None:
     """Open a long or short with a stop 2%, a take-profit 2% and a reduce-only limit 1.5% away."""
-    side = "buy" if n % 2 else "sell"
-    exit_side = "sell" if side == "buy" else "buy"
+    side: OrderSide = "buy" if n % 2 else "sell"
+    exit_side: OrderSide = "sell" if side == "buy" else "buy"
     drive(venue.place_order(OrderRequest(f"{symbol}-e{n}", symbol, side, "market", QUANTITY[symbol])))
     [position] = [p for p in drive(venue.fetch_positions()) if p.symbol == symbol]
     sign = 1.0 if side == "buy" else -1.0

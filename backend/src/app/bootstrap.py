@@ -253,7 +253,11 @@ async def build_agent(
         strategies=strategies,
         llm=llm,
         validator=DecisionValidator(),
-        executor=Executor(await venues.rules(), taker_fee_bps=FEE_PROFILES[settings.venue].taker_bps),
+        executor=Executor(
+            await venues.rules(),
+            taker_fee_bps=FEE_PROFILES[settings.venue].taker_bps,
+            venue_max_leverage=FEE_PROFILES[settings.venue].max_leverage,
+        ),
         reconciler=Reconciler(),
         venues=venues,
         daily_budget_usd=settings.llm_daily_budget_usd,

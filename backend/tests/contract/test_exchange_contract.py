@@ -38,7 +38,9 @@ from app.services.market_data.base import MarketRules
 class VenueHarness(Protocol):
     """One adapter under contract, with the controls the tests need beyond the port."""
 
-    exchange: Exchange
+    @property
+    def exchange(self) -> Exchange: ...  # the adapter (after `restart`, the new one)
+
     symbol: str
     price: float  # the market price when the test starts
     quantity: float  # an order size above the minimum notional, affordable with the balance
@@ -109,8 +111,10 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[VenueHarness]
         await built.close()
 
 
-def market(h: VenueHarness, cid: str, side: OrderSide, qty: float | None = None, **kw: object) -> OrderRequest:
-    return replace(OrderRequest(cid, h.symbol, side, "market", qty if qty is not None else h.quantity), **kw)
+def market(
+    h: VenueHarness, cid: str, side: OrderSide, qty: float | None = None, reduce_only: bool = False
+) -> OrderRequest:
+    return OrderRequest(cid, h.symbol, side, "market", qty if qty is not None else h.quantity, reduce_only=reduce_only)
 
 
 def stop(h: VenueHarness, cid: str, side: OrderSide, trigger: float) -> OrderRequest:

@@ -39,14 +39,14 @@ from app.main import create_app
 from app.services.market_data.simulator import MarketSimulator
 from tests.conftest import ADMIN_KEY, START, IsolatedSettings
 from tests.e2e.server import free_port
-from tests.e2e.test_api_security import api_operations
+from tests.e2e.test_api_security import PUBLIC, api_operations
 
 pytestmark = pytest.mark.db
 
 POSITIVE_EXAMPLES = 25  # per operation
 NEGATIVE_EXAMPLES = 10  # per operation: data that breaks the schema must get a documented 4xx, never a 5xx
-# Generating a whole TradingContext is slow (about 0.5 s a case): fewer examples keep the run short.
-BUDGETS = {"POST /api/v1/decisions/validate": (10, 5)}
+# Generating a whole TradingContext takes about 0.8 s a case: fewer examples keep the run short.
+BUDGETS = {"POST /api/v1/decisions/validate": (6, 3)}
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -111,7 +111,7 @@ def base_url(tmp_path: Path) -> Iterator[str]:
 
 
 def _strategy(operation: Any, mode: GenerationMode) -> st.SearchStrategy[Any]:
-    """Generated cases, half of them aimed at an account that exists so the happy paths run too."""
+    """Generated cases, most of them aimed at an account that exists so the happy paths run too."""
     generated = operation.as_strategy(generation_mode=mode, headers=AUTH)
     if not mode.is_positive:
         return generated
@@ -162,8 +162,9 @@ def test_fuzz_every_operation_of_the_live_schema(base_url: str) -> None:
     for result in schema.get_all_operations():
         assert isinstance(result, Ok), f"the schema has an operation Schemathesis cannot load: {result!r}"
         operations.append(result.ok())
-    served = {f"{method} {path}" for method, path in api_operations(create_app(IsolatedSettings()))}
-    assert {op.label for op in operations} == served, "every API route is in the schema, and only those"
+    app = create_app(IsolatedSettings(database_url="sqlite+aiosqlite://"))
+    served = {f"{method} {path}" for method, path in api_operations(app) if path == "/health" or path not in PUBLIC}
+    assert {op.label for op in operations} == served, "every API route (the docs aside) is in the schema"
 
     failures: list[str] = []
     sent = {GenerationMode.POSITIVE: 0, GenerationMode.NEGATIVE: 0}

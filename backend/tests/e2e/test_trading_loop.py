@@ -50,10 +50,18 @@ async def _check_invariants(agent: Agent, account_id: int) -> None:
                 )
             )
         ).all()
+        funding_net = await session.scalar(
+            select(func.coalesce(func.sum(models.FundingPayment.amount), 0.0)).where(
+                models.FundingPayment.account_id == account_id
+            )
+        )
     positions = await venue.fetch_positions()
     unrealized = sum(p.unrealized_pnl for p in positions)
-    # The ledger in the database explains the venue's money to the cent.
-    assert round(balance.equity, 2) == round(account.initial_balance + realized + unrealized - fees, 2)
+    funding_net = float(funding_net or 0.0)
+    # The ledger in the database explains the venue's money to the cent:
+    # equity = initial + realized + unrealized - fees - funding paid + funding received.
+    assert round(balance.equity, 2) == round(account.initial_balance + realized + unrealized - fees + funding_net, 2)
+    assert round(balance.funding_received - balance.funding_paid, 6) == round(funding_net, 6)
     assert snapshot is not None and round(snapshot.equity, 2) == round(balance.equity, 2)
     # The database mirrors the venue's positions.
     assert sorted((r.symbol, r.side) for r in open_rows) == sorted((p.symbol, p.side) for p in positions)
@@ -139,12 +147,14 @@ async def test_fifty_cycles_with_a_model_that_trades_hard_and_errs(settings: Set
             closed = await session.scalar(
                 select(func.count()).select_from(models.Position).where(models.Position.status == "closed")
             )
+            funding = await session.scalar(select(func.count()).select_from(models.FundingPayment))
     finally:
         await agent.close()
     assert model.calls == CYCLES
     assert counts["entries"] >= 5, counts  # the run really traded
     assert counts["rejected_verdicts"] >= 5, counts  # and the validator really refused things
     assert (closed or 0) >= 3
+    assert (funding or 0) >= 1, "a position was open over the 16:00 UTC settlement: funding was settled"
 
 
 async def test_a_restart_continues_from_the_stored_state(settings: Settings, clock: ManualClock) -> None:

@@ -146,7 +146,8 @@ async def decide(venue: PaperVenue, symbol: str, market: Market, i: int, book: B
     if not (up or down):
         return
     book.signals += 1
-    n, side = book.signals, "buy" if up else "sell"
+    n = book.signals
+    side: OrderSide = "buy" if up else "sell"
     position = next((p for p in await venue.fetch_positions() if p.symbol == symbol), None)
     if position is not None:
         if (position.side == "long") != up:
@@ -164,9 +165,9 @@ async def decide(venue: PaperVenue, symbol: str, market: Market, i: int, book: B
         return
     sign = -1.0 if up else 1.0
     price = round_to_tick(close * (1 + sign * LIMIT_OFFSET), RULES[symbol].tick_size)
-    placed = await venue.place_order(OrderRequest(f"{symbol}-l{n}", symbol, side, "limit", quantity, price=price))
-    if placed.status == "open":
-        book.pending[placed.client_order_id] = i
+    entry = await venue.place_order(OrderRequest(f"{symbol}-l{n}", symbol, side, "limit", quantity, price=price))
+    if entry.status == "open":
+        book.pending[entry.client_order_id] = i
 
 
 async def replay(markets: dict[str, Market]) -> tuple[PaperVenue, list[Fill], list[FundingPayment]]:

@@ -168,6 +168,7 @@ class Order(Base):
     status: Mapped[str] = mapped_column(String(16))
     quantity: Mapped[float] = mapped_column(Float)
     trigger_price: Mapped[float | None] = mapped_column(Float, nullable=True)
+    price: Mapped[float | None] = mapped_column(Float, nullable=True)  # limit price
     filled_quantity: Mapped[float] = mapped_column(Float, default=0.0)
     avg_fill_price: Mapped[float | None] = mapped_column(Float, nullable=True)
     reject_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -235,6 +236,24 @@ class EquitySnapshot(Base):
     margin_used: Mapped[float] = mapped_column(Float)
     realized_pnl: Mapped[float] = mapped_column(Float)
     fees_paid: Mapped[float] = mapped_column(Float)
+    funding_net: Mapped[float] = mapped_column(Float, default=0.0)  # received - paid
+
+
+class FundingPayment(Base):
+    """Funding settled on a position: `amount` > 0 received, < 0 paid."""
+
+    __tablename__ = "funding_payments"
+    __table_args__ = (UniqueConstraint("account_id", "symbol", "funding_time", name="uq_funding_payments_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    symbol: Mapped[str] = mapped_column(String(32))
+    funding_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    rate: Mapped[float] = mapped_column(Float)
+    position_side: Mapped[str] = mapped_column(String(8))
+    position_size: Mapped[float] = mapped_column(Float)
+    mark_price: Mapped[float] = mapped_column(Float)
+    amount: Mapped[float] = mapped_column(Float)
 
 
 class CandleRow(Base):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import EquitySnapshot, Fill, Order, Position
+from app.db.models import EquitySnapshot, Fill, FundingPayment, Order, Position
 
 
 class TradingRepository:
@@ -30,7 +30,7 @@ class TradingRepository:
         query = select(Order).where(Order.account_id == account_id).order_by(Order.id.desc()).limit(limit)
         return list((await self.session.scalars(query)).all())
 
-    def add(self, row: Order | Fill | Position | EquitySnapshot) -> None:
+    def add(self, row: Order | Fill | Position | EquitySnapshot | FundingPayment) -> None:
         self.session.add(row)
 
     # -------------------------------------------------------------------------------------------- fills
@@ -57,6 +57,30 @@ class TradingRepository:
         query = select(func.coalesce(func.sum(Fill.realized_pnl), 0.0), func.coalesce(func.sum(Fill.fee), 0.0))
         realized, fees = (await self.session.execute(query.where(Fill.account_id == account_id))).one()
         return float(realized), float(fees)
+
+    # ------------------------------------------------------------------------------------------ funding
+    async def funding_totals(self, account_id: int) -> tuple[float, float]:
+        """(funding paid, funding received), both positive."""
+        query = select(
+            func.coalesce(func.sum(case((FundingPayment.amount < 0, -FundingPayment.amount), else_=0.0)), 0.0),
+            func.coalesce(func.sum(case((FundingPayment.amount > 0, FundingPayment.amount), else_=0.0)), 0.0),
+        ).where(FundingPayment.account_id == account_id)
+        paid, received = (await self.session.execute(query)).one()
+        return float(paid), float(received)
+
+    async def last_funding_times(self, account_id: int) -> dict[str, datetime]:
+        query = (
+            select(FundingPayment.symbol, func.max(FundingPayment.funding_time))
+            .where(FundingPayment.account_id == account_id)
+            .group_by(FundingPayment.symbol)
+        )
+        return {symbol: at for symbol, at in (await self.session.execute(query)).all() if at is not None}
+
+    async def known_funding(self, account_id: int) -> set[tuple[str, datetime]]:
+        query = select(FundingPayment.symbol, FundingPayment.funding_time).where(
+            FundingPayment.account_id == account_id
+        )
+        return {(s, t) for s, t in (await self.session.execute(query)).all()}
 
     # ---------------------------------------------------------------------------------------- positions
     async def open_positions(self, account_id: int) -> list[Position]:

@@ -15,7 +15,7 @@ from app.db.repositories.trading import TradingRepository
 from app.services.exchange.base import FEE_PROFILES, Exchange, Fill, Order, Position
 from app.services.exchange.paper import PaperVenue
 from app.services.llm.llm_exceptions import AccountNotFoundError
-from app.services.market_data.base import MarketDataSource, MarketRules
+from app.services.market_data.base import Candle, MarketDataSource, MarketRules
 
 MAX_REPLAY_CANDLES = 500
 
@@ -73,6 +73,8 @@ class VenueRegistry:
                 raise AccountNotFoundError(account_id)
             repo = TradingRepository(session)
             realized, fees = await repo.ledger_totals(account_id)
+            funding_paid, funding_received = await repo.funding_totals(account_id)
+            funding_settled = await repo.last_funding_times(account_id)
             position_rows = await repo.open_positions(account_id)
             order_rows = await repo.open_orders(account_id)
             curve = await repo.equity_curve(account_id, limit=1)
@@ -106,6 +108,7 @@ class VenueRegistry:
                 created_at=r.created_at,
                 updated_at=r.updated_at,
                 trigger_price=r.trigger_price,
+                price=r.price,
                 reduce_only=r.reduce_only,
                 reason=r.kind,  # type: ignore[arg-type]
             )
@@ -113,11 +116,15 @@ class VenueRegistry:
         ]
         venue.restore(
             initial_balance=account.initial_balance,
-            wallet_balance=account.initial_balance + realized - fees,
+            wallet_balance=account.initial_balance + realized - fees - funding_paid + funding_received,
             realized_pnl=realized,
             fees_paid=fees,
             positions=positions,
             open_orders=orders,
+            funding_paid=funding_paid,
+            funding_received=funding_received,
+            funding_settled=funding_settled,
+            leverage={p.symbol: p.leverage for p in positions},
         )
         if curve:
             # Candles closed after the last snapshot were not seen by the venue: replay them.
@@ -142,9 +149,24 @@ class VenueRegistry:
             else:
                 for i in range(len(series)):
                     if int(series.open_time_ms[i]) > seen:
-                        fills.extend(venue.on_candle(symbol, series.candle(i)))
+                        candle = series.candle(i)
+                        fills.extend(venue.on_candle(symbol, candle))
+                        await self._settle_funding(venue, symbol, candle)
             self._processed[key] = int(series.open_time_ms[-1])
         return fills
+
+    async def _settle_funding(self, venue: PaperVenue, symbol: str, candle: Candle) -> None:
+        """Apply the funding settlement that fell inside this candle, at its close (the venue ignores a
+        settlement it has already applied and positions that do not exist)."""
+        if not any(p.symbol == symbol for p in await venue.fetch_positions()):
+            return
+        close = from_ms(candle.open_time_ms) + timeframe_delta(self.interval)
+        rate = await self.market.fetch_funding_rate(symbol, close)
+        if rate is None:
+            return
+        settled_at = from_ms(rate.funding_time_ms)
+        if from_ms(candle.open_time_ms) < settled_at <= close:
+            venue.apply_funding(symbol, rate.rate, settled_at, candle.close)
 
     def processed_until(self, account_id: int, symbol: str) -> datetime | None:
         seen = self._processed.get((account_id, symbol))

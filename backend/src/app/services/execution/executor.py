@@ -26,11 +26,16 @@ class ExecutionReport:
     executed_assets: list[str] = field(default_factory=list)
 
 
-def entry_leverage(strategy: TradingStrategy, account_max: float, rules: MarketRules | None) -> float:
-    """The leverage a new position uses: the lowest of strategy, account and venue maximum."""
+def entry_leverage(
+    strategy: TradingStrategy, account_max: float, rules: MarketRules | None, venue_max: float | None = None
+) -> float:
+    """The leverage a new position uses: the lowest of strategy, account and venue maximum (the market's
+    rules and the venue profile's per-asset cap)."""
     caps = [strategy.risk_parameters.max_leverage, account_max]
     if rules is not None:
         caps.append(rules.max_leverage)
+    if venue_max is not None:
+        caps.append(venue_max)
     return max(1.0, min(caps))
 
 
@@ -96,9 +101,15 @@ class Executor:
     trimmed so margin plus taker fee still fit the available balance at that price."""
 
     def __init__(
-        self, rules: dict[str, MarketRules], *, taker_fee_bps: float = 5.0, slippage_allowance_bps: float = 10.0
+        self,
+        rules: dict[str, MarketRules],
+        *,
+        taker_fee_bps: float = 5.0,
+        slippage_allowance_bps: float = 10.0,
+        venue_max_leverage: dict[str, float] | None = None,
     ) -> None:
         self.rules = rules
+        self.venue_max_leverage = dict(venue_max_leverage or {})
         self.taker_fee_bps = taker_fee_bps
         self.slippage_allowance_bps = slippage_allowance_bps
 
@@ -176,7 +187,9 @@ class Executor:
         account_max_leverage: float,
         price: float,
     ) -> None:
-        leverage = entry_leverage(strategy, account_max_leverage, self.rules.get(item.asset))
+        leverage = entry_leverage(
+            strategy, account_max_leverage, self.rules.get(item.asset), self.venue_max_leverage.get(item.asset)
+        )
         await exchange.set_leverage(item.asset, leverage)
         quantity = item.allocation_usd * leverage / price
         worst_price = price * (1 + self.slippage_allowance_bps / 10_000)

@@ -37,6 +37,7 @@ def _apply_order(row: models.Order, order: Order) -> None:
     row.avg_fill_price = order.avg_fill_price
     row.reject_reason = order.reject_reason
     row.trigger_price = order.trigger_price
+    row.price = order.price
     row.quantity = order.quantity
     row.updated_at = order.updated_at
 
@@ -102,6 +103,22 @@ class Reconciler:
                     realized_pnl=fill.realized_pnl,
                     liquidity=fill.liquidity,
                     filled_at=fill.timestamp,
+                )
+            )
+        known_funding = await repo.known_funding(account_id)
+        for payment in await exchange.fetch_funding_payments():
+            if (payment.symbol, payment.funding_time) in known_funding:
+                continue
+            repo.add(
+                models.FundingPayment(
+                    account_id=account_id,
+                    symbol=payment.symbol,
+                    funding_time=payment.funding_time,
+                    rate=payment.rate,
+                    position_side=payment.position_side,
+                    position_size=payment.position_size,
+                    mark_price=payment.mark_price,
+                    amount=payment.amount,
                 )
             )
         await session.flush()
@@ -186,6 +203,7 @@ class Reconciler:
             margin_used=balance.margin_used,
             realized_pnl=balance.realized_pnl,
             fees_paid=balance.fees_paid,
+            funding_net=balance.funding_received - balance.funding_paid,
         )
         session.add(row)
         await session.flush()

@@ -332,7 +332,10 @@ class DecisionEngine:
             day_pnl_usd=equity - start_equity if start_equity is not None else 0.0,
             last_trade_at=last_entries,
             account_max_leverage=max_leverage,
-            venue_max_leverage={symbol: r.max_leverage for symbol, r in rules.items()},
+            venue_max_leverage={
+                symbol: min(r.max_leverage, self.venues.profile.max_leverage.get(symbol, r.max_leverage))
+                for symbol, r in rules.items()
+            },
             maintenance_margin_rate=self.venues.maintenance_margin_rate,
             # the rate the paper venue liquidates at: per asset on Hyperliquid (1 / (2 x the asset's max leverage))
             maintenance_margin_rates={

@@ -241,8 +241,10 @@ async def test_funding_survives_a_restart_exactly() -> None:
     restored.restore(**venue.snapshot())
     assert await restored.fetch_balance() == await venue.fetch_balance()
     assert restored.apply_funding("BTC", 0.0001, T0 + timedelta(hours=8)) is None  # already settled before
+    broken = venue.snapshot()
+    broken["funding_received"] = 0.0  # the wallet no longer adds up
     with pytest.raises(ValueError):
-        restored.restore(**{**venue.snapshot(), "funding_received": 0.0})  # the wallet no longer adds up
+        restored.restore(**broken)
 
 
 async def test_funding_paid_can_overdraw_available_and_then_blocks_new_orders() -> None:

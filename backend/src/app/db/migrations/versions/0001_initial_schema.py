@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 21:20:21.147308
+Create Date: 2026-11-25 21:51:35.452234
 """
 
 from __future__ import annotations
@@ -164,11 +164,30 @@ def upgrade() -> None:
         sa.Column("margin_used", sa.Float(), nullable=False),
         sa.Column("realized_pnl", sa.Float(), nullable=False),
         sa.Column("fees_paid", sa.Float(), nullable=False),
+        sa.Column("funding_net", sa.Float(), nullable=False),
         sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], name=op.f("fk_equity_snapshots_account_id_accounts")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_equity_snapshots")),
     )
     with op.batch_alter_table("equity_snapshots", schema=None) as batch_op:
         batch_op.create_index("ix_equity_snapshots_account_time", ["account_id", "taken_at"], unique=False)
+
+    op.create_table(
+        "funding_payments",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("account_id", sa.Integer(), nullable=False),
+        sa.Column("symbol", sa.String(length=32), nullable=False),
+        sa.Column("funding_time", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("rate", sa.Float(), nullable=False),
+        sa.Column("position_side", sa.String(length=8), nullable=False),
+        sa.Column("position_size", sa.Float(), nullable=False),
+        sa.Column("mark_price", sa.Float(), nullable=False),
+        sa.Column("amount", sa.Float(), nullable=False),
+        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], name=op.f("fk_funding_payments_account_id_accounts")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_funding_payments")),
+        sa.UniqueConstraint("account_id", "symbol", "funding_time", name="uq_funding_payments_key"),
+    )
+    with op.batch_alter_table("funding_payments", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_funding_payments_account_id"), ["account_id"], unique=False)
 
     op.create_table(
         "strategy_assignments",
@@ -234,6 +253,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("quantity", sa.Float(), nullable=False),
         sa.Column("trigger_price", sa.Float(), nullable=True),
+        sa.Column("price", sa.Float(), nullable=True),
         sa.Column("filled_quantity", sa.Float(), nullable=False),
         sa.Column("avg_fill_price", sa.Float(), nullable=True),
         sa.Column("reject_reason", sa.Text(), nullable=True),
@@ -328,6 +348,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_strategy_assignments_account_id"))
 
     op.drop_table("strategy_assignments")
+    with op.batch_alter_table("funding_payments", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_funding_payments_account_id"))
+
+    op.drop_table("funding_payments")
     with op.batch_alter_table("equity_snapshots", schema=None) as batch_op:
         batch_op.drop_index("ix_equity_snapshots_account_time")
 

@@ -26,7 +26,7 @@ from app.services.exchange.registry import VenueRegistry
 from app.services.execution.executor import Executor
 from app.services.execution.reconciler import Reconciler
 from app.services.llm.circuit_breaker import CircuitBreakerRegistry
-from app.services.llm.context_builder import ContextBuilder
+from app.services.llm.context_builder import CANDLES_FOR_INDICATORS, ContextBuilder
 from app.services.llm.decision_engine import DecisionEngine
 from app.services.llm.decision_validator import DecisionValidator
 from app.services.llm.llm_service import LLMService
@@ -35,7 +35,9 @@ from app.services.llm.providers.base import DecisionModel
 from app.services.llm.providers.factory import build_provider
 from app.services.llm.strategy_manager import DEFAULT_STRATEGY_ID, StrategyManager
 from app.services.market_data.base import MarketDataSource
+from app.services.market_data.candle_store import CandleStore, CandleSync, StoredMarketData
 from app.services.market_data.factory import build_market
+from app.services.market_data.market_sync import MarketSync
 from app.services.market_data.simulator import MarketSimulator
 from app.trading.loop import TradingLoop
 
@@ -232,8 +234,16 @@ async def build_agent(
         requests_per_minute=settings.llm_requests_per_minute,
         max_concurrency=settings.llm_max_concurrency,
     )
+    store = CandleStore(sessions)
+    stored_market = StoredMarketData(store, market, source_name=market.name)
+    market_sync = MarketSync(
+        CandleSync(store, market, source_name=market.name),
+        assets=settings.assets,
+        timeframes=[settings.interval, settings.long_interval],
+        lookback=CANDLES_FOR_INDICATORS,
+    )
     context_builder = ContextBuilder(
-        market=market,
+        market=stored_market,
         sessions=sessions,
         accounts=accounts,
         venues=venues,
@@ -262,6 +272,7 @@ async def build_agent(
         venues=venues,
         daily_budget_usd=settings.llm_daily_budget_usd,
         metrics=metrics,
+        market_sync=market_sync,
     )
     loop = TradingLoop(
         engine=engine,

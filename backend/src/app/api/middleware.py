@@ -31,13 +31,12 @@ def install_middleware(app: FastAPI, *, max_body_bytes: int) -> None:
                     status_code=413, content={"detail": f"request body larger than {max_body_bytes} bytes"}
                 )
             elif length is None and request.method in MUTATING and request.headers.get("transfer-encoding"):
-                body = await request.body()
-                if len(body) > max_body_bytes:
+                if await _read_at_most(request, max_body_bytes):
+                    response = await call_next(request)
+                else:
                     response = JSONResponse(
                         status_code=413, content={"detail": f"request body larger than {max_body_bytes} bytes"}
                     )
-                else:
-                    response = await call_next(request)
             else:
                 response = await call_next(request)
             response.headers["X-Request-ID"] = request_id
@@ -46,6 +45,20 @@ def install_middleware(app: FastAPI, *, max_body_bytes: int) -> None:
             return response
         finally:
             structlog.contextvars.unbind_contextvars("request_id")
+
+
+async def _read_at_most(request: Request, limit: int) -> bool:
+    """Read a body sent without Content-Length, stopping as soon as it passes `limit` (so a huge chunked body
+    is never held in memory); False when it did. A body within the limit is kept for the route to read."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return False
+        chunks.append(chunk)
+    request._body = b"".join(chunks)  # what Request.body() caches; the middleware hands it on downstream
+    return True
 
 
 def _account_id(value: object) -> int | None:

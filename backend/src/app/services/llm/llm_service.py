@@ -94,8 +94,7 @@ class LLMService:
                 continue
             started = time.perf_counter()
             try:
-                async with self._semaphore, self._limiter:
-                    response = await self.provider.complete(dataclasses.replace(request, model=model))
+                response = await self._call(dataclasses.replace(request, model=model))
             except LLMAPIError as exc:
                 self.breakers.record_failure(model)
                 self.usage.record_failure(model)
@@ -116,6 +115,13 @@ class LLMService:
             return result
         result.error = "; ".join(f"{c.model}: {c.outcome}: {c.error}" for c in result.calls) or "no model to ask"
         return result
+
+    async def _call(self, request: ModelRequest) -> ModelResponse:
+        """One provider call; remote models share the rate limit and the concurrency cap."""
+        if self.provider.is_simulated:
+            return await self.provider.complete(request)
+        async with self._semaphore, self._limiter:
+            return await self.provider.complete(request)
 
     async def generate_trading_decision(self, symbols: list[str], context: TradingContext) -> TradingDecision:
         """The model's decision for `symbols`; raises LLMAPIError or LLMResponseError when there is none."""

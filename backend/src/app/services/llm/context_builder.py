@@ -35,6 +35,7 @@ from app.services.technical_analysis.indicators import compute_indicators
 
 CANDLES_FOR_INDICATORS = 120  # EMA50 needs 50; MACD 34; the rest is the reported series
 STALE_AFTER_CANDLES = 2
+MARKET_CACHE_SIZE = 8
 
 
 def _log_returns(series: CandleSeries) -> np.ndarray:
@@ -69,6 +70,8 @@ class ContextBuilder:
         self.long_interval = long_interval
         self.price_history_candles = price_history_candles
         self.indicator_series_length = indicator_series_length
+        self._market_cache: dict[tuple[object, ...], tuple[MarketContext, list[str], dict[str, np.ndarray]]] = {}
+        self._market_lock = asyncio.Lock()
 
     async def build_trading_context(
         self, symbols: list[str], account_id: int, strategy: TradingStrategy | None = None
@@ -118,7 +121,24 @@ class ContextBuilder:
     async def _market(
         self, symbols: Sequence[str], timeframes: Sequence[str]
     ) -> tuple[MarketContext, list[str], dict[str, np.ndarray]]:
+        """Market data is the same for every account in a cycle: built once per candle and reused."""
         interval, long_interval = [*timeframes, self.long_interval][:2]
+        key = (tuple(symbols), interval, long_interval, self.clock.now())
+        cached = self._market_cache.get(key)
+        if cached is not None:
+            return cached
+        async with self._market_lock:
+            cached = self._market_cache.get(key)
+            if cached is None:
+                cached = await self._build_market(symbols, interval, long_interval)
+                if len(self._market_cache) >= MARKET_CACHE_SIZE:
+                    self._market_cache.pop(next(iter(self._market_cache)))
+                self._market_cache[key] = cached
+        return cached
+
+    async def _build_market(
+        self, symbols: Sequence[str], interval: str, long_interval: str
+    ) -> tuple[MarketContext, list[str], dict[str, np.ndarray]]:
         results = await asyncio.gather(
             *(self._asset(s, interval, long_interval) for s in symbols), return_exceptions=True
         )

@@ -1,0 +1,127 @@
+"""Issue 5 targets, measured (never asserted):
+
+* context building for 3 assets x 2 timeframes from the database (the candle store): median ms;
+* one decision cycle for 200 accounts against a model that answers in 1 s: wall time, and the CPU time
+  per decision with the model excluded (the model only sleeps).
+
+Run: make bench   (or: cd backend && .venv/bin/python benchmarks/bench_context_and_accounts.py)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app.bootstrap import build_agent
+from app.core.clock import ManualClock
+from app.core.config import Settings
+from app.db import models
+from app.services.llm.providers.base import ModelRequest, ModelResponse
+from app.services.llm.providers.baseline import BaselineModel
+
+ACCOUNTS = 200
+MODEL_SECONDS = 1.0
+
+
+class BenchSettings(Settings):
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        return (init_settings,)
+
+
+class SlowModel(BaselineModel):
+    """The baseline's answers after a 1 s wait, as a remote model would take (it holds no CPU meanwhile)."""
+
+    name = "bench/slow-baseline"
+    is_simulated = False
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        await asyncio.sleep(MODEL_SECONDS)
+        return await super().complete(request)
+
+
+async def context_benchmark(tmp: Path) -> None:
+    settings = BenchSettings(database_url=f"sqlite:///{tmp / 'ctx.db'}", secret_key_file=str(tmp / "k"))
+    clock = ManualClock(datetime(2026, 3, 2, 12, tzinfo=UTC))
+    agent = await build_agent(settings, clock=clock)
+    try:
+        await agent.loop.run_cycle()  # fills the candle store
+        builder = agent.engine.context_builder
+        cases = (("first account of a candle, market read from the DB", True), ("each further account", False))
+        for label, cold in cases:
+            timings = []
+            for _ in range(50):
+                if cold:
+                    builder._market_cache.clear()
+                started = time.perf_counter()
+                await builder.build_trading_context(settings.assets, 1)
+                timings.append((time.perf_counter() - started) * 1000)
+            timings.sort()
+            print(
+                f"context build, 3 assets x 2 timeframes, SQLite, {label}: median "
+                f"{statistics.median(timings):.1f} ms, p95 {timings[int(0.95 * len(timings)) - 1]:.1f} ms (50 builds)"
+            )
+    finally:
+        await agent.close()
+
+
+async def accounts_benchmark(tmp: Path) -> None:
+    settings = BenchSettings(
+        database_url=f"sqlite:///{tmp / 'acc.db'}",
+        secret_key_file=str(tmp / "k2"),
+        openrouter_api_key="sk-bench-not-used",
+        llm_requests_per_minute=100_000,
+        llm_max_concurrency=ACCOUNTS,
+        max_concurrent_accounts=ACCOUNTS,
+        llm_daily_budget_usd=None,
+    )
+    clock = ManualClock(datetime(2026, 3, 2, 12, tzinfo=UTC))
+    agent = await build_agent(settings, clock=clock, provider=SlowModel())
+    try:
+        async with agent.sessions.begin() as session:
+            now = clock.now()
+            for i in range(2, ACCOUNTS + 1):
+                session.add(
+                    models.Account(
+                        name=f"bench-{i}",
+                        mode="paper",
+                        venue="binanceusdm",
+                        status="ACTIVE",
+                        strategy_id="conservative",
+                        initial_balance=10_000,
+                        max_position_size=2_500,
+                        max_leverage=5,
+                        maker_fee_bps=2,
+                        taker_fee_bps=5,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+        await agent.loop.run_cycle()  # warm-up: venues restored, candles stored
+        clock.advance(timedelta(minutes=5))
+        cpu, wall = time.process_time(), time.perf_counter()
+        decided = await agent.loop.run_cycle()
+        wall_s, cpu_s = time.perf_counter() - wall, time.process_time() - cpu
+        print(
+            f"one cycle, {decided} accounts, model answering in {MODEL_SECONDS:g} s, SQLite: wall {wall_s:.2f} s; "
+            f"CPU per decision (model excluded) {cpu_s / decided * 1000:.1f} ms"
+        )
+    finally:
+        await agent.close()
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        await context_benchmark(Path(tmp))
+        await accounts_benchmark(Path(tmp))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

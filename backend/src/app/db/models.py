@@ -88,7 +88,10 @@ class Decision(Base):
     """One decision cycle of one account, with everything needed to explain and replay it."""
 
     __tablename__ = "decisions"
-    __table_args__ = (Index("ix_decisions_account_cycle", "account_id", "cycle_time"),)
+    __table_args__ = (
+        Index("ix_decisions_account_cycle", "account_id", "cycle_time"),
+        Index("ix_decisions_account_id", "account_id", "id"),  # history: newest first per account
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
@@ -99,6 +102,7 @@ class Decision(Base):
     symbols_key: Mapped[str] = mapped_column(String(1000))  # ",BTC,ETH," for the symbol filter
     strategy_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     context_snapshot: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    context_errors: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
     prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
     model_requested: Mapped[str | None] = mapped_column(String(200), nullable=True)
     model_served: Mapped[str | None] = mapped_column(String(200), nullable=True)

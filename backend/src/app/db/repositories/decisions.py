@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
 
 from app.db.models import Decision
 
@@ -38,7 +39,12 @@ class DecisionRepository:
         until: datetime | None = None,
     ) -> list[Decision]:
         """Newest first. `symbol` keeps decisions whose cycle covered that asset."""
-        query = select(Decision).where(Decision.account_id == account_id)
+        # The context snapshot and the prompt are the bulk of a row: not loaded for lists.
+        query = (
+            select(Decision)
+            .options(defer(Decision.context_snapshot), defer(Decision.prompt))
+            .where(Decision.account_id == account_id)
+        )
         if before_id is not None:
             query = query.where(Decision.id < before_id)
         if since is not None:

@@ -31,7 +31,7 @@ from app.services.exchange.registry import VenueRegistry
 from app.services.llm.llm_exceptions import AccountNotFoundError, ContextBuildingError, InsufficientDataError
 from app.services.llm.strategy_manager import StrategyManager
 from app.services.market_data.base import CandleSeries, MarketDataSource
-from app.services.technical_analysis.indicators import compute_indicators
+from app.services.technical_analysis.incremental import IndicatorCache
 
 CANDLES_FOR_INDICATORS = 120  # EMA50 needs 50; MACD 34; the rest is the reported series
 STALE_AFTER_CANDLES = 2
@@ -72,6 +72,7 @@ class ContextBuilder:
         self.indicator_series_length = indicator_series_length
         self._market_cache: dict[tuple[object, ...], tuple[MarketContext, list[str], dict[str, np.ndarray]]] = {}
         self._market_lock = asyncio.Lock()
+        self.indicators = IndicatorCache()  # the trend timeframe changes once per its candle, not every cycle
 
     async def build_trading_context(
         self, symbols: list[str], account_id: int, strategy: TradingStrategy | None = None
@@ -183,8 +184,8 @@ class ContextBuilder:
         open_interest = await self.market.fetch_open_interest(symbol, now)
         if funding is None:
             errors.append(f"{symbol}: no funding rate")
-        interval_ind = compute_indicators(base, self.indicator_series_length)
-        long_ind = compute_indicators(long, self.indicator_series_length)
+        interval_ind = self.indicators.compute(base, self.indicator_series_length)
+        long_ind = self.indicators.compute(long, self.indicator_series_length)
         if interval_ind.ema_50 is None:
             errors.append(f"{symbol}: only {len(base)} {interval} candles; some indicators are missing")
         if long_ind.ema_50 is None:

@@ -12,6 +12,7 @@ import logging
 from collections import defaultdict
 from datetime import datetime
 
+import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -141,7 +142,10 @@ class DecisionEngine:
         """Run one decision cycle for `account_id` over `symbols` and return what it produced."""
         assets = self.resolve_symbols(symbols)
         async with self._locks[account_id]:
-            return await self._decide(assets, account_id, strategy_override, trigger, force_refresh)
+            try:
+                return await self._decide(assets, account_id, strategy_override, trigger, force_refresh)
+            finally:
+                structlog.contextvars.unbind_contextvars("decision_id", "account_id")
 
     async def get_decision_history(
         self,
@@ -225,10 +229,13 @@ class DecisionEngine:
 
         request = self.llm.request_for(assets, context, account_model)
         row.context_snapshot = context.model_dump(mode="json")
+        row.context_errors = list(context.errors)
         row.prompt = f"[system]\n{request.system_prompt}\n\n[user]\n{request.user_prompt}"
         async with self.sessions.begin() as session:
             await DecisionRepository(session).add(row)
         decision_id = row.id
+        # Every log line from here on (model calls, orders) carries the decision and the account.
+        structlog.contextvars.bind_contextvars(decision_id=decision_id, account_id=account_id)
 
         response: ModelResponse | None = None
         fallback_why: str | None = None
@@ -455,7 +462,7 @@ def to_result(row: models.Decision, orders: list[models.Order], *, provenance: b
         total_tokens=row.total_tokens,
         cost_usd=row.cost_usd,
     )
-    context_errors = list((row.context_snapshot or {}).get("errors", []))
+    context_errors = list(row.context_errors or [])
     return DecisionResult(
         id=row.id,
         account_id=row.account_id,

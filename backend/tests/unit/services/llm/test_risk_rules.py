@@ -217,11 +217,16 @@ def test_effective_leverage_is_the_lowest_of_strategy_account_and_venue(
     assert entry_leverage(strategy, account_max if account_max is not None else 1_000.0, rules) == expected
 
 
-def test_risk_per_trade_is_sized_at_the_effective_leverage() -> None:
-    # strategy 10x, account 2x: 1% of 10000 at a 1% stop and 2 x 5 bps fees allows 100 / (2 x 1.1%) = 4545.45 margin
+@pytest.mark.parametrize(
+    "capped",
+    [state(account_max_leverage=2.0), state(venue_max_leverage={"BTC": 2.0})],
+    ids=["account-cap", "venue-cap"],
+)
+def test_risk_per_trade_is_sized_at_the_effective_leverage(capped: RiskState) -> None:
+    # strategy 10x, capped at 2x: 1% of 10000 at a 1% stop and 2 x 5 bps fees allows 100 / (2 x 1.1%) = 4545.45
     ctx = context(f.strategy(max_leverage=10.0, max_risk_per_trade=1.0), max_position_size=100_000.0)
     item = entry("buy", stop_pct=1.0, allocation=4_000.0)
-    assert verdict(validate([item], ctx, state(account_max_leverage=2.0))).status == "accepted"
+    assert verdict(validate([item], ctx, capped)).status == "accepted"
     # at the strategy's own 10x the same allocation risks 440 USD: reduced to 909.09
     reduced = verdict(validate([item], ctx, state()))
     assert reduced.status == "adjusted"
@@ -269,9 +274,16 @@ def test_a_stop_beyond_the_liquidation_price_is_rejected(action: Literal["buy", 
 
 
 @pytest.mark.parametrize("action", ["buy", "sell"])
-def test_the_same_stop_at_a_lower_effective_leverage_is_accepted(action: Literal["buy", "sell"]) -> None:
+@pytest.mark.parametrize(
+    "capped",
+    [state(account_max_leverage=5.0), state(venue_max_leverage={"BTC": 5.0})],
+    ids=["account-cap", "venue-cap"],
+)
+def test_the_same_stop_at_a_lower_effective_leverage_is_accepted(
+    action: Literal["buy", "sell"], capped: RiskState
+) -> None:
     ctx = context(f.strategy(max_leverage=10.0, stop_loss_percentage=20.0, max_risk_per_trade=50.0))
-    result = validate([entry(action, stop_pct=9.6, reward_r=2.0)], ctx, state(account_max_leverage=5.0))
+    result = validate([entry(action, stop_pct=9.6, reward_r=2.0)], ctx, capped)
     assert verdict(result).status == "accepted", verdict(result).reasons
 
 
@@ -312,11 +324,14 @@ def test_a_stop_within_the_widest_is_left_alone() -> None:
 
 
 @pytest.mark.parametrize("action", ["buy", "sell"])
-def test_a_target_closer_than_the_reward_to_risk_ratio_is_rejected(action: Literal["buy", "sell"]) -> None:
+@pytest.mark.parametrize("reward_r", [1.5, 1.9, 1.99])
+def test_a_target_closer_than_the_reward_to_risk_ratio_is_rejected(
+    action: Literal["buy", "sell"], reward_r: float
+) -> None:
     ctx = context(f.strategy(take_profit_ratio=2.0))
-    btc = verdict(validate([entry(action, stop_pct=1.0, reward_r=1.5)], ctx, state()))
+    btc = verdict(validate([entry(action, stop_pct=1.0, reward_r=reward_r)], ctx, state()))
     assert btc.status == "rejected"
-    assert "reward/risk 1.50 is below the strategy's 2" in btc.reasons[0]
+    assert f"reward/risk {reward_r:.2f} is below the strategy's 2" in btc.reasons[0]
 
 
 def test_a_target_at_the_ratio_is_accepted() -> None:
@@ -400,6 +415,18 @@ def test_an_allocation_above_the_risk_budget_is_reduced_to_it_fees_included(
     assert at_risk(btc.final, leverage, fee_bps) <= budget
     assert at_risk(btc.final, leverage, fee_bps) >= budget - 0.01 * leverage * (stop_pct / 100 + 2 * fee_bps / 1e4)
     assert f"exceeds {risk_pct:g}% of equity ({budget:.2f} USD)" in btc.reasons[0]
+
+
+def test_the_round_trip_fees_count_towards_the_risk() -> None:
+    # 1650 USD at 3x with a 2% stop loses 99 USD at the stop, within the 100 allowed; with 2 x 5 bps of fees
+    # it loses 103.95: reduced to 1587.30. Without fees (a venue charging none) it fits.
+    item = entry("buy", stop_pct=2.0, allocation=1_650.0)
+    btc = verdict(validate([item], context(f.strategy(max_risk_per_trade=1.0)), state()))
+    assert btc.status == "adjusted"
+    assert btc.final.allocation_usd == pytest.approx(1_587.30)
+    assert "103.95 USD at risk (fees included)" in btc.reasons[0]
+    free = context(f.strategy(max_risk_per_trade=1.0), taker_fee_bps=0.0)
+    assert verdict(validate([item], free, state())).status == "accepted"
 
 
 def test_an_allocation_within_the_risk_budget_is_not_touched() -> None:

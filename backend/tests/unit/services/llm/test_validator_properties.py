@@ -33,8 +33,8 @@ OTHER_ASSETS = ("DOT", "ADA")
 NOW = f.NOW
 MIN_REWARD_TO_COSTS = 3.0  # the documented rule: the target's gain is worth 3x round-trip fees plus funding
 # the five built-ins; each of them with Kelly sizing (the one sizing method no built-in uses); and two custom
-# strategies that reach the rules the built-ins cannot: a stop beyond the liquidation price (a 20% stop at 10x)
-# and the position limit with three assets (one position at a time)
+# strategies: one that can put its stop beyond the liquidation price (a 20% stop at 10x), which no built-in
+# can, and one that holds one position at a time
 STRATEGIES = [
     *builtin_strategies(),
     *(
@@ -158,9 +158,11 @@ def risk_states(draw: st.DrawFn, balance: float, strategy: TradingStrategy, pres
             if draw(st.integers(0, 3)) == 2
         },
         account_max_leverage=draw(st.one_of(st.none(), st.floats(1.0, 20.0))),
-        venue_max_leverage={s: draw(st.floats(1.0, 125.0)) for s in SYMBOLS if draw(st.booleans())},
+        venue_max_leverage={
+            s: draw(st.sampled_from([125.0, 20.0, 5.0, 3.0, 2.0, 1.0])) for s in SYMBOLS if draw(st.booleans())
+        },
         maintenance_margin_rate=draw(st.floats(0.0, 0.03)),
-        maintenance_margin_rates={s: draw(st.floats(0.0, 0.05)) for s in SYMBOLS if draw(st.integers(0, 3)) == 0},
+        maintenance_margin_rates={s: draw(st.floats(0.0, 0.05)) for s in SYMBOLS if draw(st.booleans())},
     )
 
 
@@ -182,8 +184,9 @@ def account_and_context(draw: st.DrawFn, strategy: TradingStrategy) -> TradingCo
     ]
     account = f.account_context(
         balance=balance,
-        available=draw(st.one_of(st.floats(-100.0, 2_000.0), st.floats(0.0, balance))),
-        max_position_size=draw(st.sampled_from([1.0] * 7 + [0.0])) * draw(st.floats(0.01, 1.0)) * balance,
+        # often enough money for the risk rules to bind before the balance and the position size do
+        available=balance * draw(st.one_of(st.sampled_from([1.0, 0.5, -0.01]), st.floats(0.0, 1.0))),
+        max_position_size=balance * draw(st.one_of(st.sampled_from([1.0, 0.3, 0.0]), st.floats(0.0, 1.0))),
         taker_fee_bps=draw(st.floats(0.0, 10.0)),
         active_strategy=strategy,
         positions=positions,
@@ -200,21 +203,43 @@ ABOVE = st.one_of(st.floats(1.0001, 1.1), st.floats(1.0001, 1.1), st.floats(1.00
 ACTIONS = ["buy", "sell"] * 4 + ["hold", "adjust_position", "close_position", "adjust_orders"]
 
 
-def careless(draw: st.DrawFn, symbol: str, strategy: TradingStrategy) -> AssetDecision:
-    """One asset's decision from a careless model: levels usually near the strategy's (a stop up to 1.5x the widest,
-    a target from 0.8x to 2x the ratio or none), sometimes anywhere; allocations that often exceed the caps;
-    actions that may not fit the position."""
-    price = f.price_of(symbol.upper().removesuffix("USDT"))
+def careless(
+    draw: st.DrawFn, symbol: str, ctx: TradingContext, state: RiskState | None, confidence: float
+) -> AssetDecision:
+    """One asset's decision from a careless model. Entries are mostly plausible but wrong in the ways a model
+    gets them wrong: a stop up to 1.5x the widest, a target a little short of the ratio or none, a target
+    sized for the fees but not the funding, an allocation sized for the risk budget without the fees. Sometimes
+    levels anywhere, allocations beyond every cap, actions that do not fit the position."""
+    asset = symbol.upper().removesuffix("USDT")
+    price = f.price_of(asset)
+    strategy = ctx.account_state.active_strategy
+    risk = strategy.risk_parameters
+    fee = ctx.account_state.taker_fee_bps / 10_000
     action = draw(st.sampled_from(ACTIONS))
     long = action == "buy" if action in ("buy", "sell") else draw(st.booleans())
+    sign = 1 if long else -1
     sl = tp = None
     order_adjustment = position_adjustment = None
-    if action in ("buy", "sell") and draw(st.integers(0, 3)):
-        risk = strategy.risk_parameters
-        distance = risk.stop_loss_percentage / 100 * draw(st.floats(0.02, 1.5))
-        reward = draw(st.one_of(st.none(), st.floats(0.8, 2.0).map(lambda x: x * risk.take_profit_ratio * distance)))
-        sl = 1 - distance if long else 1 + distance
-        tp = None if reward is None else (1 + reward if long else max(1e-6, 1 - reward))
+    allocation = draw(st.sampled_from([1.0] * 9 + [0.0])) * draw(st.floats(0.01, 20_000.0))
+    if action in ("buy", "sell") and draw(st.integers(0, 3)) != 2:  # not 0: Hypothesis favours the smallest
+        market = ctx.market_data.assets.get(asset)
+        funding = (market.funding_rate or 0.0) if market else 0.0
+        costs = 2 * fee + max(0.0, sign * funding)
+        kind = draw(st.sampled_from(["stop", "stop", "fees"]))
+        if kind == "fees" and costs > 0:  # a target worth 1.5x..4.5x the costs, the stop at the ratio
+            reward = costs * draw(st.floats(1.5, 4.5))
+            distance = reward / risk.take_profit_ratio
+        else:
+            distance = risk.stop_loss_percentage / 100 * draw(st.floats(0.02, 1.5))
+            factor = draw(st.one_of(st.none(), st.floats(0.8, 1.0), st.floats(1.0, 2.0)))
+            reward = None if factor is None else factor * risk.take_profit_ratio * distance
+        sl = 1 - sign * distance
+        tp = None if reward is None else max(1e-6, 1 + sign * reward)
+        if draw(st.booleans()):  # sized for the risk budget, with or without the fees, give or take 10%
+            leverage = leverage_of(strategy, asset, state)
+            per_margin = leverage * (distance + draw(st.sampled_from([0.0, 2 * fee])))
+            budget = ctx.account_state.balance_usd * risk.max_risk_per_trade / 100
+            allocation = budget / per_margin * draw(st.floats(0.9, 1.1))
     elif action in ("buy", "sell"):
         sl, tp = draw(BELOW if long else ABOVE), draw(ABOVE if long else BELOW)
     elif action == "adjust_orders":
@@ -236,13 +261,13 @@ def careless(draw: st.DrawFn, symbol: str, strategy: TradingStrategy) -> AssetDe
     item = f.decision(
         symbol,
         action,
-        allocation_usd=draw(st.sampled_from([1.0] * 9 + [0.0])) * draw(st.floats(0.01, 20_000.0)),
+        allocation_usd=allocation,
         sl_price=sl and sl * price,
         tp_price=tp and tp * price,
         order_adjustment=order_adjustment,
         position_adjustment=position_adjustment,
     )
-    return item.model_copy(update={"confidence": draw(st.floats(0.0, 100.0))})
+    return item.model_copy(update={"confidence": confidence})
 
 
 @st.composite
@@ -258,7 +283,8 @@ def random_cases(
         : draw(st.sampled_from([3, 3, 3, 2]))
     ]
     symbols += draw(st.lists(st.sampled_from([*SYMBOLS, "DOGE"]), max_size=1))
-    decisions = [careless(draw, symbol, strategy) for symbol in symbols]
+    confidences = draw(st.permutations([20.0, 35.0, 50.0, 65.0, 80.0, 95.0]))  # distinct: the order matters
+    decisions = [careless(draw, s, ctx, state, c) for s, c in zip(symbols, confidences[: len(symbols)], strict=True)]
     return f.trading_decision(decisions, total=draw(st.floats(0.0, 50_000.0))), ctx, state
 
 
@@ -397,7 +423,7 @@ def valid_cases(
             if cents < 1:
                 decisions.append(f.decision(symbol, "hold"))
                 continue
-            allocation = draw(st.integers(1, cents)) / 100
+            allocation = draw(st.integers(max(1, cents // 2), cents)) / 100  # at or near the tightest cap
             money -= allocation
             slots -= 1
             item = f.decision(

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 21:51:35.452234
+Create Date: 2026-11-25 22:23:22.943857
 """
 
 from __future__ import annotations
@@ -127,6 +127,7 @@ def upgrade() -> None:
         sa.Column("symbols_key", sa.String(length=1000), nullable=False),
         sa.Column("strategy_id", sa.String(length=64), nullable=True),
         sa.Column("context_snapshot", sa.JSON(), nullable=True),
+        sa.Column("context_errors", sa.JSON(), nullable=True),
         sa.Column("prompt", sa.Text(), nullable=True),
         sa.Column("model_requested", sa.String(length=200), nullable=True),
         sa.Column("model_served", sa.String(length=200), nullable=True),
@@ -152,6 +153,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("decisions", schema=None) as batch_op:
         batch_op.create_index("ix_decisions_account_cycle", ["account_id", "cycle_time"], unique=False)
+        batch_op.create_index("ix_decisions_account_id", ["account_id", "id"], unique=False)
 
     op.create_table(
         "equity_snapshots",
@@ -357,6 +359,7 @@ def downgrade() -> None:
 
     op.drop_table("equity_snapshots")
     with op.batch_alter_table("decisions", schema=None) as batch_op:
+        batch_op.drop_index("ix_decisions_account_id")
         batch_op.drop_index("ix_decisions_account_cycle")
 
     op.drop_table("decisions")

@@ -253,6 +253,7 @@ async def build_agent(
         long_interval=settings.long_interval,
         price_history_candles=settings.price_history_candles,
         indicator_series_length=settings.indicator_series_length,
+        market_sync=market_sync,
     )
     engine = DecisionEngine(
         sessions=sessions,
@@ -272,7 +273,6 @@ async def build_agent(
         venues=venues,
         daily_budget_usd=settings.llm_daily_budget_usd,
         metrics=metrics,
-        market_sync=market_sync,
     )
     loop = TradingLoop(
         engine=engine,

@@ -125,16 +125,17 @@ async def test_the_risk_state_mirrors_the_database(settings: Settings, clock: Ma
     assert state.last_trade_at == entries
     assert all(at.tzinfo is not None and at <= now for at in state.last_trade_at.values())
     assert state.account_max_leverage == 5.0
-    assert state.venue_max_leverage == {s: r.max_leverage for s, r in rules.items()}
     profile = FEE_PROFILES["binanceusdm"]
+    assert state.venue_max_leverage == {
+        s: min(r.max_leverage, profile.max_leverage.get(s, float("inf"))) for s, r in rules.items()
+    }
     assert state.maintenance_margin_rate == profile.maintenance_margin_rate
     assert state.maintenance_margin_rates == {s: profile.maintenance_margin_rate for s in rules}
 
 
 async def test_a_reducing_account_gets_a_reduce_only_state(agent: Agent, clock: ManualClock) -> None:
-    strategy = await agent.strategies.get_account_strategy(1)
-    context = await agent.engine.context_builder.build_trading_context(agent.settings.assets, 1, strategy)
-    state = await agent.engine.risk_state(1, "REDUCING", 3.0, context, clock.now())
+    # no cycle has run: the state comes from an empty book (the context only lends the equity)
+    state = await agent.engine.risk_state(1, "REDUCING", 3.0, f.trading_context(), clock.now())
     assert state.reduce_only_reason == "the account is REDUCING"
     assert state.day_start_equity is None  # no snapshot yet today: the daily-loss rule has nothing to go on
     assert state.last_trade_at == {}
@@ -146,9 +147,7 @@ async def test_on_hyperliquid_each_asset_has_its_own_maintenance_margin_rate(
     settings = IsolatedSettings(database_url=database_url, venue="hyperliquid")
     agent = await build(settings, clock, None)
     try:
-        strategy = await agent.strategies.get_account_strategy(1)
-        context = await agent.engine.context_builder.build_trading_context(agent.settings.assets, 1, strategy)
-        state = await agent.engine.risk_state(1, "ACTIVE", 5.0, context, clock.now())
+        state = await agent.engine.risk_state(1, "ACTIVE", 5.0, f.trading_context(), clock.now())
         rules = await agent.venues.rules()
     finally:
         await agent.close()

@@ -31,6 +31,7 @@ from app.services.exchange.registry import VenueRegistry
 from app.services.llm.llm_exceptions import AccountNotFoundError, ContextBuildingError, InsufficientDataError
 from app.services.llm.strategy_manager import StrategyManager
 from app.services.market_data.base import CandleSeries, MarketDataSource
+from app.services.market_data.market_sync import MarketSync
 from app.services.technical_analysis.incremental import IndicatorCache
 
 CANDLES_FOR_INDICATORS = 120  # EMA50 needs 50; MACD 34; the rest is the reported series
@@ -59,7 +60,9 @@ class ContextBuilder:
         long_interval: str,
         price_history_candles: int,
         indicator_series_length: int,
+        market_sync: MarketSync | None = None,
     ) -> None:
+        self.market_sync = market_sync
         self.market = market
         self.sessions = sessions
         self.accounts = accounts
@@ -131,6 +134,8 @@ class ContextBuilder:
         async with self._market_lock:
             cached = self._market_cache.get(key)
             if cached is None:
+                if self.market_sync is not None:
+                    await self.market_sync.sync(self.clock.now())  # the store is current before it is read
                 cached = await self._build_market(symbols, interval, long_interval)
                 if len(self._market_cache) >= MARKET_CACHE_SIZE:
                     self._market_cache.pop(next(iter(self._market_cache)))

@@ -36,7 +36,6 @@ from app.services.llm.llm_exceptions import AccountNotFoundError, ContextBuildin
 from app.services.llm.llm_service import CallRecord, LLMService
 from app.services.llm.providers.base import ModelResponse
 from app.services.llm.strategy_manager import StrategyManager
-from app.services.market_data.market_sync import MarketSync
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +92,9 @@ class DecisionEngine:
         venues: VenueRegistry,
         daily_budget_usd: float | None = None,
         metrics: AgentMetrics | None = None,
-        market_sync: MarketSync | None = None,
     ) -> None:
         self.daily_budget_usd = daily_budget_usd
         self.metrics = metrics
-        self.market_sync = market_sync
         self.sessions = sessions
         self.clock = clock
         self.assets = assets
@@ -204,8 +201,6 @@ class DecisionEngine:
                     return cached
 
         strategy = await self.strategies.get_strategy(strategy_id)
-        if self.market_sync is not None:
-            await self.market_sync.sync(now)
         await self.sync_account(account_id)
         row = models.Decision(
             account_id=account_id,

@@ -266,7 +266,7 @@ def test_volatility_adjusted_sizing_holds_when_one_atr_is_wider_than_the_widest_
     ind = f.trending_set(BTC, 1, atr=BTC * 0.03)
     item = only(context({"BTC": market(ind, ind)}, strategy=strategy))
     assert item.action == "hold"
-    assert "volatile" in item.rationale
+    assert "No stop fits" in item.rationale
 
 
 def test_volatility_adjusted_sizing_keeps_the_stop_at_least_one_atr_away() -> None:
@@ -284,7 +284,9 @@ def test_volatility_adjusted_sizing_keeps_the_stop_at_least_one_atr_away() -> No
 def test_holds_when_the_target_would_not_pay_for_its_fees_within_the_widest_stop() -> None:
     # a 0.1% widest stop at 1R: the target (0.1%) cannot be worth 3 x (2 x 10 bps + 1 bp) = 0.63%
     strategy = f.strategy(stop_loss_percentage=0.1, take_profit_ratio=1.0)
-    assert only(context({"BTC": market(UP, UP)}, strategy=strategy, taker_fee_bps=10.0)).action == "hold"
+    item = only(context({"BTC": market(UP, UP)}, strategy=strategy, taker_fee_bps=10.0))
+    assert item.action == "hold"
+    assert "No stop fits" in item.rationale
 
 
 @pytest.mark.parametrize("direction", [1, -1])

@@ -171,7 +171,8 @@ class BaselineModel:
             if strategy.position_sizing == "volatility_adjusted":
                 narrowest = max(narrowest, atr * 1.001)
             if narrowest > widest:
-                decisions.append(_hold(asset, "Too volatile for the strategy's widest stop.", None))
+                why = "No stop fits: fees and volatility need a wider one than the strategy and leverage allow."
+                decisions.append(_hold(asset, why, None))
                 continue
             stop_distance = min(max(2.0 * atr, narrowest), widest)
             sl = price - signal.direction * stop_distance

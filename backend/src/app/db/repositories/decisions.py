@@ -56,9 +56,5 @@ class DecisionRepository:
         query = query.order_by(Decision.id.desc()).limit(limit)
         return list((await self.session.scalars(query)).all())
 
-    async def count(self, account_id: int) -> int:
-        query = select(func.count()).select_from(Decision).where(Decision.account_id == account_id)
-        return int((await self.session.scalar(query)) or 0)
-
     async def last_cycle_time(self) -> datetime | None:
         return await self.session.scalar(select(func.max(Decision.cycle_time)))

@@ -11,7 +11,6 @@ from app.db.models import Account
 from app.db.repositories.trading import TradingRepository
 from app.schemas.trading_decision import (
     AccountContext,
-    PerformanceMetrics,
     PositionSummary,
     TradeHistory,
     TradingStrategy,
@@ -104,8 +103,3 @@ class AccountService:
                 )
             )
         return {s: grouped.get(s, []) for s in symbols}
-
-
-EMPTY_PERFORMANCE = PerformanceMetrics(
-    total_pnl=0.0, win_rate=0.0, avg_win=0.0, avg_loss=0.0, max_drawdown=0.0, sharpe_ratio=0.0
-)

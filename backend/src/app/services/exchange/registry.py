@@ -167,7 +167,3 @@ class VenueRegistry:
         settled_at = from_ms(rate.funding_time_ms)
         if from_ms(candle.open_time_ms) < settled_at <= close:
             venue.apply_funding(symbol, rate.rate, settled_at, candle.close)
-
-    def processed_until(self, account_id: int, symbol: str) -> datetime | None:
-        seen = self._processed.get((account_id, symbol))
-        return from_ms(seen) if seen is not None else None

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from app.schemas.trading_decision import AccountContext, AssetMarketData, TradingStrategy
 from app.schemas.validation import RiskState
+from app.services.execution.executor import entry_leverage
 
 MIN_REWARD_TO_COSTS = 3.0  # the target's gain must be at least 3x round-trip fees plus funding
 
@@ -37,13 +38,11 @@ class EntryCheck:
 
 
 def effective_leverage(strategy: TradingStrategy, asset: str, state: RiskState | None) -> float:
-    caps = [strategy.risk_parameters.max_leverage]
-    if state is not None:
-        if state.account_max_leverage is not None:
-            caps.append(state.account_max_leverage)
-        if asset in state.venue_max_leverage:
-            caps.append(state.venue_max_leverage[asset])
-    return max(1.0, min(caps))
+    """The leverage the executor will use (one rule, `entry_leverage`), from what the risk state knows."""
+    if state is None:
+        return entry_leverage(strategy, strategy.risk_parameters.max_leverage, None)
+    account_max = state.account_max_leverage or strategy.risk_parameters.max_leverage
+    return entry_leverage(strategy, account_max, None, state.venue_max_leverage.get(asset))
 
 
 def liquidation_price(price: float, leverage: float, is_long: bool, mmr: float) -> float:

@@ -9,6 +9,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from app.db import sqlite_driver
+
+SQLITE_BUSY_TIMEOUT_S = 30
+
 
 def sqlite_file(url: str) -> Path | None:
     """The file behind a SQLite URL, or None for other databases and in-memory SQLite."""
@@ -23,7 +27,9 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     path = sqlite_file(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        engine = create_async_engine(
+            url, echo=echo, async_creator=lambda: sqlite_driver.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)
+        )
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:

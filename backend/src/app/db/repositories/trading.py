@@ -121,6 +121,16 @@ class TradingRepository:
         value = await self.session.scalar(query)
         return float(value) if value is not None else None
 
+    async def equity_values(self, account_id: int, *, limit: int = 2000) -> list[float]:
+        """The equity of the most recent `limit` snapshots, oldest first (no row objects: it is read often)."""
+        query = (
+            select(EquitySnapshot.equity)
+            .where(EquitySnapshot.account_id == account_id)
+            .order_by(EquitySnapshot.id.desc())
+            .limit(limit)
+        )
+        return [float(v) for v in reversed((await self.session.scalars(query)).all())]
+
     async def equity_curve(self, account_id: int, *, limit: int = 2000) -> list[EquitySnapshot]:
         """Oldest first, the most recent `limit` snapshots."""
         query = (

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import Account
+from app.db.models import Account, Position
 from app.db.repositories.trading import TradingRepository
 from app.schemas.trading_decision import (
     AccountContext,
@@ -28,6 +28,20 @@ class AccountService:
     async def account_context(
         self, session: AsyncSession, account: Account, exchange: Exchange, strategy: TradingStrategy
     ) -> AccountContext:
+        state, _trades, _curve = await self.account_state(session, account, exchange, strategy, ())
+        return state
+
+    async def account_state(
+        self,
+        session: AsyncSession,
+        account: Account,
+        exchange: Exchange,
+        strategy: TradingStrategy,
+        symbols: Sequence[str],
+        per_symbol: int = 5,
+    ) -> tuple[AccountContext, dict[str, list[TradeHistory]], list[float]]:
+        """The account's context, its recent closed trades grouped by asset (newest first, at most
+        `per_symbol` each) and its equity curve (oldest first, ending with the equity now): three reads."""
         repo = TradingRepository(session)
         balance = await exchange.fetch_balance()
         venue_positions = await exchange.fetch_positions()
@@ -54,7 +68,7 @@ class AccountService:
                     opened_at=pos.opened_at,
                 )
             )
-        curve = [s.equity for s in await repo.equity_curve(account.id)] + [balance.equity]
+        curve = [*await repo.equity_values(account.id), balance.equity]
         closed = await repo.closed_positions(account.id)
         performance = performance_metrics(
             [p.realized_pnl - p.fees for p in closed],
@@ -63,7 +77,7 @@ class AccountService:
             self.periods_per_year,
         )
         gross = sum(p.notional for p in venue_positions)
-        return AccountContext(
+        state = AccountContext(
             account_id=account.id,
             balance_usd=balance.equity,
             available_balance=balance.available,
@@ -76,30 +90,27 @@ class AccountService:
             maker_fee_bps=account.maker_fee_bps,
             taker_fee_bps=account.taker_fee_bps,
         )
+        return state, _group_trades(closed, symbols, per_symbol), curve
 
-    async def equity_curve(self, session: AsyncSession, account_id: int) -> list[float]:
-        return [s.equity for s in await TradingRepository(session).equity_curve(account_id)]
 
-    async def recent_trades(
-        self, session: AsyncSession, account_id: int, symbols: Sequence[str], per_symbol: int = 5
-    ) -> dict[str, list[TradeHistory]]:
-        """Closed trades grouped by asset, newest first, at most `per_symbol` each."""
-        grouped: dict[str, list[TradeHistory]] = defaultdict(list)
-        for row in await TradingRepository(session).closed_positions(account_id, limit=per_symbol * 20):
-            if row.symbol not in symbols or len(grouped[row.symbol]) >= per_symbol or row.closed_at is None:
-                continue
-            grouped[row.symbol].append(
-                TradeHistory(
-                    symbol=row.symbol,
-                    side=row.side,
-                    size=row.size,
-                    entry_price=row.entry_price,
-                    exit_price=row.exit_price or row.entry_price,
-                    realized_pnl=row.realized_pnl,
-                    fees=row.fees,
-                    exit_reason=row.exit_reason or "unknown",
-                    opened_at=row.opened_at,
-                    closed_at=row.closed_at,
-                )
+def _group_trades(closed: Sequence[Position], symbols: Sequence[str], per_symbol: int) -> dict[str, list[TradeHistory]]:
+    """Closed trades (newest first) grouped by asset, at most `per_symbol` each."""
+    grouped: dict[str, list[TradeHistory]] = defaultdict(list)
+    for row in closed:
+        if row.symbol not in symbols or len(grouped[row.symbol]) >= per_symbol or row.closed_at is None:
+            continue
+        grouped[row.symbol].append(
+            TradeHistory(
+                symbol=row.symbol,
+                side=row.side,
+                size=row.size,
+                entry_price=row.entry_price,
+                exit_price=row.exit_price or row.entry_price,
+                realized_pnl=row.realized_pnl,
+                fees=row.fees,
+                exit_reason=row.exit_reason or "unknown",
+                opened_at=row.opened_at,
+                closed_at=row.closed_at,
             )
-        return {s: grouped.get(s, []) for s in symbols}
+        )
+    return {s: grouped.get(s, []) for s in symbols}

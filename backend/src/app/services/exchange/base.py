@@ -186,6 +186,12 @@ class Exchange(Protocol):
     name: str
     is_simulated: bool
 
+    @property
+    def revision(self) -> int | None:
+        """A number that changes whenever orders, fills, positions or funding payments change; None when
+        the venue cannot tell (every reconciliation then reads everything)."""
+        ...
+
     async def set_leverage(self, symbol: str, leverage: float) -> float: ...
 
     async def place_order(self, request: OrderRequest) -> Order: ...

@@ -135,6 +135,13 @@ class PaperVenue:
         self._funding: list[FundingPayment] = []
         self._funding_settled: dict[str, datetime] = {}
         self._seq = 0
+        self._revision = 0
+
+    @property
+    def revision(self) -> int:
+        """Changes whenever an order, a fill, a position or a funding payment changes (not with the mark):
+        the reconciler skips a venue whose revision it has already mirrored."""
+        return self._revision
 
     @property
     def fees(self) -> FeeProfile:
@@ -187,6 +194,7 @@ class PaperVenue:
             self._funding_received += amount
         payment = FundingPayment(symbol, funding_time, rate, position.side, position.size, mark, amount)
         self._funding.append(payment)
+        self._revision += 1
         return payment
 
     # ---- Exchange port --------------------------------------------------------------------------------
@@ -349,6 +357,7 @@ class PaperVenue:
                 self._order_leverage[order.client_order_id] = min(max(1.0, saved), self._max_leverage(order.symbol))
         numeric = [int(o.venue_order_id) for o in open_orders if o.venue_order_id.isdigit()]
         self._seq = max([(next_order_seq or 1) - 1, *numeric])
+        self._revision += 1
 
     # ---- internals: state -----------------------------------------------------------------------------
 
@@ -374,6 +383,7 @@ class PaperVenue:
         return [o for o in self._open.values() if symbol is None or o.symbol == symbol]
 
     def _cancel(self, order: Order) -> None:
+        self._revision += 1
         order.status = "canceled"
         order.updated_at = self._clock.now()
         self._open.pop(order.client_order_id, None)
@@ -429,6 +439,7 @@ class PaperVenue:
     ) -> Order:
         """Create an order: rejected when `reject_reason` is given, else open (fills mark it filled)."""
         self._seq += 1
+        self._revision += 1
         rules = self._rules.get(request.symbol)
         order = po.build_order(request, quantity, str(self._seq), self._clock.now(), rules, reject_reason)
         if store:
@@ -449,6 +460,7 @@ class PaperVenue:
         reason: FillReason,
         liquidity: Liquidity,
     ) -> Fill:
+        self._revision += 1
         order.status = "filled"
         self._open.pop(order.client_order_id, None)
         self._order_leverage.pop(order.client_order_id, None)

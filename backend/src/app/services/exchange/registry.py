@@ -138,12 +138,17 @@ class VenueRegistry:
         venue = await self._venue(account_id)
         symbols = {*self.assets, *(p.symbol for p in await venue.fetch_positions())}
         fills: list[Fill] = []
+        step_ms = int(timeframe_delta(self.interval).total_seconds() * 1000)
         for symbol in sorted(symbols):
-            series = await self.market.fetch_candles(symbol, self.interval, limit=MAX_REPLAY_CANDLES, until=until)
-            if len(series) == 0:
-                continue
             key = (account_id, symbol)
             seen = self._processed.get(key)
+            # only the candles the venue has not seen (plus the last seen one): usually one or two
+            limit = MAX_REPLAY_CANDLES if seen is None else (to_ms(until) - seen) // step_ms + 1
+            series = await self.market.fetch_candles(
+                symbol, self.interval, limit=max(1, min(MAX_REPLAY_CANDLES, limit)), until=until
+            )
+            if len(series) == 0:
+                continue
             if seen is None:
                 venue.set_mark_price(symbol, float(series.close[-1]))
             else:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models
@@ -43,6 +44,19 @@ def _apply_order(row: models.Order, order: Order) -> None:
 
 
 class Reconciler:
+    def __init__(self) -> None:
+        # account -> the venue revision whose mirror has been committed: an unchanged venue needs no reads
+        self._mirrored: dict[int, int] = {}
+
+    def is_current(self, account_id: int, exchange: Exchange) -> bool:
+        """True when the venue has not changed since its mirror was last committed."""
+        revision = exchange.revision
+        return revision is not None and self._mirrored.get(account_id) == revision
+
+    def forget(self, account_id: int) -> None:
+        """Reconcile `account_id` in full next time (its venue was rebuilt or its rows changed elsewhere)."""
+        self._mirrored.pop(account_id, None)
+
     async def sync(
         self,
         session: AsyncSession,
@@ -53,7 +67,19 @@ class Reconciler:
         decision_id: int | None = None,
         intents: dict[str, PositionIntent] | None = None,
     ) -> SyncReport:
-        """Record `placed` orders, refresh open ones, add new fills, open/update/close position rows."""
+        """Record `placed` orders, refresh open ones, add new fills, open/update/close position rows.
+
+        A venue whose revision is the one already mirrored (and committed) has nothing new: no reads."""
+        if not placed and not intents and self.is_current(account_id, exchange):
+            return SyncReport(new_fills=0, opened=[], closed=[])
+        revision = exchange.revision
+        self._mirrored.pop(account_id, None)
+        if revision is not None:
+            # Only a committed mirror counts: after a rollback the next sync reads everything again.
+            def _committed(_session: object) -> None:
+                self._mirrored[account_id] = revision
+
+            event.listen(session.sync_session, "after_commit", _committed, once=True)
         repo = TradingRepository(session)
         for order in placed:
             row = await repo.order_by_client_id(order.client_order_id)

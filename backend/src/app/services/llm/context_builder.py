@@ -91,11 +91,11 @@ class ContextBuilder:
             account = await session.get(Account, account_id)
             if account is None:
                 raise AccountNotFoundError(account_id)
-            account_state = await self.accounts.account_context(session, account, exchange, strategy)
-            trades = await self.accounts.recent_trades(session, account_id, symbols)
-            curve = await self.accounts.equity_curve(session, account_id)
+            account_state, trades, curve = await self.accounts.account_state(
+                session, account, exchange, strategy, symbols
+            )
         notionals = {p.symbol: p.size * p.current_price for p in account_state.open_positions}
-        risk = risk_metrics([*curve, account_state.balance_usd], notionals, returns)
+        risk = risk_metrics(curve, notionals, returns)
         return TradingContext(
             symbols=symbols,
             account_id=account_id,

@@ -13,7 +13,7 @@ from collections import defaultdict
 from datetime import datetime
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import Clock
@@ -73,6 +73,29 @@ def _status(validation: ValidationResult, report: ExecutionReport, fallback: boo
     if report.errors or any(v.status == "rejected" for v in validation.verdicts):
         return "partial" if report.executed_assets else ("no_action" if not acting else "partial")
     return "executed" if acting else "no_action"
+
+
+# What a decision learns after its row was first stored: written in one UPDATE at the end of the cycle.
+_OUTCOME_FIELDS = (
+    "status",
+    "error",
+    "failure",
+    "is_fallback",
+    "validation_result",
+    "final_decision",
+    "execution_errors",
+    "model_served",
+    "provider",
+    "raw_response",
+    "first_raw_response",
+    "parsed_decision",
+    "finish_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost_usd",
+    "latency_ms",
+)
 
 
 class DecisionEngine:
@@ -172,6 +195,8 @@ class DecisionEngine:
         """Bring the account's venue up to the clock and mirror it into the database."""
         exchange = await self.venues.exchange_for(account_id)
         await self.venues.advance(account_id, self.clock.now())
+        if self.reconciler.is_current(account_id, exchange):
+            return
         async with self.sessions.begin() as session:
             await self.reconciler.sync(session, account_id, exchange)
 
@@ -287,35 +312,22 @@ class DecisionEngine:
             balance = await exchange.fetch_balance()
             equity = balance.equity
             await self.reconciler.snapshot_equity(session, account_id, balance, now)
-            stored = await session.get(models.Decision, decision_id)
-            assert stored is not None
-            stored.failure = row.failure
-            stored.error = fallback_why
-            stored.is_fallback = fallback_why is not None or validation.has_fallback
-            stored.validation_result = validation.model_dump(mode="json")
-            stored.final_decision = validation.final_decision.model_dump(mode="json")
-            stored.execution_errors = report.errors
-            stored.status = (
-                "skipped" if status not in TRADABLE else _status(validation, report, fallback_why is not None)
-            )
+            row.error = fallback_why
+            row.is_fallback = fallback_why is not None or validation.has_fallback
+            row.validation_result = validation.model_dump(mode="json")
+            row.final_decision = validation.final_decision.model_dump(mode="json")
+            row.execution_errors = report.errors
+            row.status = "skipped" if status not in TRADABLE else _status(validation, report, fallback_why is not None)
             if status not in TRADABLE:
-                stored.execution_errors = [f"account is {status}: no orders were sent"]
-            for field in (
-                "model_served",
-                "provider",
-                "raw_response",
-                "first_raw_response",
-                "parsed_decision",
-                "finish_reason",
-                "prompt_tokens",
-                "completion_tokens",
-                "total_tokens",
-                "cost_usd",
-                "latency_ms",
-            ):
-                setattr(stored, field, getattr(row, field))
-            orders = await TradingRepository(session).orders_for_decision(decision_id)
-            decided = to_result(stored, orders)
+                row.execution_errors = [f"account is {status}: no orders were sent"]
+            await session.execute(
+                update(models.Decision)
+                .where(models.Decision.id == decision_id)
+                .values({field: getattr(row, field) for field in _OUTCOME_FIELDS})
+            )
+            # only this execution placed orders for this decision
+            orders = await TradingRepository(session).orders_for_decision(decision_id) if report.orders else []
+            decided = to_result(row, orders)
         if self.metrics is not None:
             self.metrics.observe(decided, equity)
         return decided

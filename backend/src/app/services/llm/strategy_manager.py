@@ -178,6 +178,9 @@ class StrategyManager:
         self._sessions = sessions
         self._clock = clock
         self._prompts = prompts or PromptBuilder(interval="5m", long_interval="4h")
+        # Strategies are written once (built-ins at start-up, custom ones at creation) and never edited, so
+        # a strategy read is kept; an id not seen yet (e.g. created by another process) is read again.
+        self._known: dict[str, TradingStrategy] = {}
 
     async def ensure_builtins(self) -> None:
         """Write the built-in strategies (idempotent; updates them to this version's definitions)."""
@@ -185,12 +188,17 @@ class StrategyManager:
             repo = StrategyRepository(session)
             for strategy in builtin_strategies():
                 await repo.upsert(strategy, builtin=True, now=self._clock.now())
+        self._known.clear()
 
     async def get_strategy(self, strategy_id: str) -> TradingStrategy:
+        strategy = self._known.get(strategy_id)
+        if strategy is not None:
+            return strategy
         async with self._sessions() as session:
             strategy = await StrategyRepository(session).get(strategy_id)
         if strategy is None:
             raise StrategyError(f"unknown strategy {strategy_id!r}")
+        self._known[strategy_id] = strategy
         return strategy
 
     async def get_account_strategy(self, account_id: int) -> TradingStrategy:
@@ -198,10 +206,10 @@ class StrategyManager:
             account = await session.get(Account, account_id)
             if account is None:
                 raise AccountNotFoundError(account_id)
-            strategy = await StrategyRepository(session).get(account.strategy_id)
-        if strategy is None:
-            raise StrategyError(f"account {account_id} runs unknown strategy {account.strategy_id!r}")
-        return strategy
+        try:
+            return await self.get_strategy(account.strategy_id)
+        except StrategyError:
+            raise StrategyError(f"account {account_id} runs unknown strategy {account.strategy_id!r}") from None
 
     async def update_account_strategy(self, account_id: int, strategy_id: str, reason: str = "switched") -> bool:
         """Assign `strategy_id` to the account (recorded with the reason); False for an unknown or inactive

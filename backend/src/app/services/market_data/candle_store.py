@@ -17,12 +17,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.timeframes import timeframe_seconds
 from app.db.models import CandleRow, FundingRateRow
+from app.db.types import epoch_ms
 from app.services.market_data.base import (
     CandleSeries,
     FundingRate,
@@ -40,6 +41,18 @@ _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CANDLES = CandleRow.__table__
 _FUNDING = FundingRateRow.__table__
 _VALUES = ("open", "high", "low", "close", "volume")
+# The newest candles closed by a time, newest first: built once, its compiled form is cached by SQLAlchemy.
+_LOAD_CANDLES = (
+    select(epoch_ms(_CANDLES.c.open_time), *(_CANDLES.c[name] for name in _VALUES))
+    .where(
+        _CANDLES.c.source == bindparam("source"),
+        _CANDLES.c.symbol == bindparam("symbol"),
+        _CANDLES.c.timeframe == bindparam("timeframe"),
+        _CANDLES.c.open_time <= bindparam("last_open", type_=_CANDLES.c.open_time.type),
+    )
+    .order_by(_CANDLES.c.open_time.desc())
+    .limit(bindparam("limit"))
+)
 
 
 def _ms(moment: datetime) -> int:
@@ -118,24 +131,24 @@ class CandleStore:
             raise ValueError(f"limit must be >= 0, got {limit}")
         if limit == 0:
             return _empty(symbol, timeframe)
-        last_open = _dt(_ms(until) - _tf_ms(timeframe))
-        query = (
-            select(_CANDLES.c.open_time, *(_CANDLES.c[name] for name in _VALUES))
-            .where(*self._candle_key(source, symbol, timeframe), _CANDLES.c.open_time <= last_open)
-            .order_by(_CANDLES.c.open_time.desc())
-            .limit(limit)
-        )
+        params = {
+            "source": source,
+            "symbol": symbol,
+            "timeframe": timeframe,
+            "last_open": _dt(_ms(until) - _tf_ms(timeframe)),
+            "limit": limit,
+        }
         async with self.sessions() as session:
-            rows = list((await session.execute(query)).all())
+            rows = [tuple(row) for row in (await session.execute(_LOAD_CANDLES, params)).all()]
         if not rows:
             return _empty(symbol, timeframe)
         rows.reverse()
-        values = np.array([row[1:] for row in rows], dtype=np.float64).reshape(len(rows), 5)
+        table = np.array(rows, dtype=np.float64).reshape(len(rows), 6)
         return CandleSeries(
             symbol,
             timeframe,
-            np.array([_ms(row[0]) for row in rows], dtype=np.int64),
-            *(np.ascontiguousarray(values[:, i]) for i in range(5)),
+            np.array([row[0] for row in rows], dtype=np.int64),
+            *(np.ascontiguousarray(table[:, i]) for i in range(1, 6)),
         )
 
     async def latest_open_time(

@@ -6,12 +6,13 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from app.schemas.trading_decision import TradingContext, TradingDecision, TradingStrategy
 
 PROMPTS_DIR = Path(__file__).parent
+MAX_COMPILED_TEMPLATES = 64  # built-in and custom strategies; a bound so edited templates cannot pile up
 
 ANSWER_FORMAT = """Answer with one JSON object and nothing else, matching this JSON schema:
 {schema}
@@ -57,10 +58,19 @@ class PromptBuilder:
         self.long_interval = long_interval
         self._env = _environment()
         self._user = self._env.from_string(read_template("decision_user.j2"))
+        self._compiled: dict[str, Template] = {}  # strategy templates by their text: compiled once
+
+    def _compile(self, source: str) -> Template:
+        template = self._compiled.get(source)
+        if template is None:
+            if len(self._compiled) >= MAX_COMPILED_TEMPLATES:
+                self._compiled.pop(next(iter(self._compiled)))
+            template = self._compiled[source] = self._env.from_string(source)
+        return template
 
     def render_strategy(self, strategy: TradingStrategy) -> str:
         try:
-            template = self._env.from_string(strategy.prompt_template)
+            template = self._compile(strategy.prompt_template)
             return template.render(
                 risk=strategy.risk_parameters,
                 max_positions=strategy.max_positions,

@@ -273,6 +273,7 @@ async def build_agent(
         venues=venues,
         daily_budget_usd=settings.llm_daily_budget_usd,
         metrics=metrics,
+        refreshes_per_hour=settings.decision_refreshes_per_hour,
     )
     loop = TradingLoop(
         engine=engine,

@@ -108,3 +108,34 @@ async def test_health_reports_the_simulated_parts(api: tuple[httpx.AsyncClient, 
     assert names["market"]["simulated"] and names["venue"]["simulated"] and names["model"]["simulated"]
     assert (await client.get("/docs")).status_code == 200
     assert "/api/v1/decisions/generate" in (await client.get("/openapi.json")).json()["paths"]
+
+
+async def test_forced_decisions_are_limited_per_account(settings: Settings, clock: ManualClock) -> None:
+    """force_refresh bypasses the per-candle cache and costs a model call: two per hour here, then 429 with
+    Retry-After, while the cached decision stays available; an hour later forcing works again."""
+    limited = settings.model_copy(update={"decision_refreshes_per_hour": 2})
+
+    async def factory(s: Settings) -> Agent:
+        market = MarketSimulator(s.assets, base_timeframe=s.interval, seed=s.sim_seed)
+        return await build_agent(s, clock=clock, market=market)
+
+    async with (
+        serve(create_app(limited, agent_factory=factory)) as base_url,
+        httpx.AsyncClient(base_url=base_url, timeout=30, headers={"X-API-Key": ADMIN_KEY}) as client,
+    ):
+        forced = {"account_id": 1, "force_refresh": True}
+        ids = []
+        for _ in range(2):
+            answer = await client.post("/api/v1/decisions/generate", json=forced)
+            assert answer.status_code == 200, answer.text
+            ids.append(answer.json()["id"])
+        refused = await client.post("/api/v1/decisions/generate", json=forced)
+        assert refused.status_code == 429
+        assert "DECISION_REFRESHES_PER_HOUR" in refused.json()["detail"]
+        assert 1 <= int(refused.headers["Retry-After"]) <= 3600
+        cached = await client.post("/api/v1/decisions/generate", json={"account_id": 1})
+        assert cached.status_code == 200 and cached.json()["id"] == ids[-1]
+
+        clock.advance(timedelta(hours=1))
+        again = await client.post("/api/v1/decisions/generate", json=forced)
+        assert again.status_code == 200, again.text

@@ -17,6 +17,7 @@ from app.db import models
 from app.schemas.trading_decision import AssetDecision, TradingDecision
 from app.services.exchange.base import FEE_PROFILES
 from app.services.llm.providers.base import ModelRequest, ModelResponse
+from app.services.llm.risk_rules import exposure_block
 from app.services.market_data.simulator import MarketSimulator
 from tests import factories as f
 from tests.conftest import IsolatedSettings
@@ -98,7 +99,13 @@ async def test_the_risk_state_mirrors_the_database(settings: Settings, clock: Ma
 
         day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
         async with agent.sessions() as session:
-            first = await session.scalar(
+            yesterday = await session.scalar(
+                select(models.EquitySnapshot.equity)
+                .where(models.EquitySnapshot.account_id == 1, models.EquitySnapshot.taken_at <= day_start)
+                .order_by(models.EquitySnapshot.taken_at.desc(), models.EquitySnapshot.id.desc())
+                .limit(1)
+            )
+            first = yesterday or await session.scalar(
                 select(models.EquitySnapshot.equity)
                 .where(models.EquitySnapshot.account_id == 1, models.EquitySnapshot.taken_at >= day_start)
                 .order_by(models.EquitySnapshot.taken_at, models.EquitySnapshot.id)
@@ -137,7 +144,7 @@ async def test_a_reducing_account_gets_a_reduce_only_state(agent: Agent, clock: 
     # no cycle has run: the state comes from an empty book (the context only lends the equity)
     state = await agent.engine.risk_state(1, "REDUCING", 3.0, f.trading_context(), clock.now())
     assert state.reduce_only_reason == "the account is REDUCING"
-    assert state.day_start_equity is None  # no snapshot yet today: the daily-loss rule has nothing to go on
+    assert state.day_start_equity == 10_000.0  # nothing recorded yet: the day starts from the initial balance
     assert state.last_trade_at == {}
 
 
@@ -183,3 +190,35 @@ async def test_an_entry_during_the_cooldown_is_refused_in_a_real_run(settings: S
         assert (await latest_verdicts(agent))["BTC"]["status"] == "accepted"
     finally:
         await agent.close()
+
+
+async def test_the_first_cycle_of_a_day_measures_the_loss_from_the_previous_close(
+    agent: Agent, clock: ManualClock
+) -> None:
+    """At 00:05 UTC nothing was recorded today yet: the day's loss counts from the last snapshot before
+    midnight, so a loss made overnight stops new entries on the first cycle of the day."""
+    midnight = (clock.now() + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    async with agent.sessions.begin() as session:
+        for at, equity in ((midnight - timedelta(hours=3), 10_400.0), (midnight - timedelta(minutes=5), 10_000.0)):
+            session.add(
+                models.EquitySnapshot(
+                    account_id=1,
+                    taken_at=at,
+                    wallet_balance=equity,
+                    unrealized_pnl=0.0,
+                    equity=equity,
+                    margin_used=0.0,
+                    realized_pnl=0.0,
+                    fees_paid=0.0,
+                    funding_net=0.0,
+                )
+            )
+    now = midnight + timedelta(minutes=5)
+    context = f.trading_context(account=f.account_context(balance=9_700.0))
+    state = await agent.engine.risk_state(1, "ACTIVE", 3.0, context, now)
+
+    assert state.day_start_equity == 10_000.0
+    assert state.day_pnl_usd == pytest.approx(-300.0)
+    conservative = await agent.strategies.get_strategy("conservative")  # 2% daily loss
+    block = exposure_block("BTC", conservative, state)
+    assert block is not None and "daily loss limit" in block

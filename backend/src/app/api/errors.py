@@ -10,7 +10,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from app.services.llm.llm_exceptions import AccountNotFoundError, DecisionEngineError, UnknownAssetError
+from app.services.llm.llm_exceptions import (
+    AccountNotFoundError,
+    DecisionEngineError,
+    DecisionRateLimitedError,
+    UnknownAssetError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +51,11 @@ _ERRORS: dict[int, tuple[str, type[BaseModel]]] = {
     409: ("Conflicts with an existing resource", ErrorBody),
     413: ("The request body is larger than API_MAX_BODY_BYTES", ErrorBody),
     422: ("The request does not match the schema", ValidationErrorBody),
-    429: ("Too many mutating requests with this key; retry after Retry-After seconds", ErrorBody),
+    429: (
+        "Too many mutating requests with this key, or forced decisions for this account; retry after "
+        "Retry-After seconds",
+        ErrorBody,
+    ),
 }
 _HEADERS: dict[int, dict[str, Any]] = {
     401: {"WWW-Authenticate": {"description": "The accepted scheme", "schema": {"type": "string"}}},
@@ -98,6 +107,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(UnknownAssetError)
     async def _unknown_asset(_: Request, exc: UnknownAssetError) -> JSONResponse:
         return JSONResponse(status_code=400, content={"detail": str(exc)})
+
+    @app.exception_handler(DecisionRateLimitedError)
+    async def _rate_limited(_: Request, exc: DecisionRateLimitedError) -> JSONResponse:
+        return JSONResponse(
+            status_code=429, content={"detail": str(exc)}, headers={"Retry-After": str(exc.retry_after_s)}
+        )
 
     @app.exception_handler(DecisionEngineError)
     async def _engine(_: Request, exc: DecisionEngineError) -> JSONResponse:

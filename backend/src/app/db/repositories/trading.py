@@ -121,6 +121,20 @@ class TradingRepository:
         value = await self.session.scalar(query)
         return float(value) if value is not None else None
 
+    async def day_start_equity(self, account_id: int, day_start: datetime) -> float | None:
+        """Equity when the day began: the last snapshot at or before `day_start` (the previous day's close),
+        else the day's first snapshot; None when there is none."""
+        query = (
+            select(EquitySnapshot.equity)
+            .where(EquitySnapshot.account_id == account_id, EquitySnapshot.taken_at <= day_start)
+            .order_by(EquitySnapshot.taken_at.desc(), EquitySnapshot.id.desc())
+            .limit(1)
+        )
+        value = await self.session.scalar(query)
+        if value is not None:
+            return float(value)
+        return await self.first_equity_since(account_id, day_start)
+
     async def equity_values(self, account_id: int, *, limit: int = 2000) -> list[float]:
         """The equity of the most recent `limit` snapshots, oldest first (no row objects: it is read often)."""
         query = (

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+import math
+from collections import defaultdict, deque
 from datetime import datetime
 
 import structlog
@@ -32,7 +33,12 @@ from app.services.execution.executor import ExecutionReport, Executor
 from app.services.execution.reconciler import Reconciler
 from app.services.llm.context_builder import ContextBuilder
 from app.services.llm.decision_validator import DecisionValidator, fallback_hold
-from app.services.llm.llm_exceptions import AccountNotFoundError, ContextBuildingError, UnknownAssetError
+from app.services.llm.llm_exceptions import (
+    AccountNotFoundError,
+    ContextBuildingError,
+    DecisionRateLimitedError,
+    UnknownAssetError,
+)
 from app.services.llm.llm_service import CallRecord, LLMService
 from app.services.llm.providers.base import ModelResponse
 from app.services.llm.strategy_manager import StrategyManager
@@ -115,8 +121,11 @@ class DecisionEngine:
         venues: VenueRegistry,
         daily_budget_usd: float | None = None,
         metrics: AgentMetrics | None = None,
+        refreshes_per_hour: int = 12,
     ) -> None:
         self.daily_budget_usd = daily_budget_usd
+        self.refreshes_per_hour = refreshes_per_hour
+        self._refreshes: defaultdict[int, deque[datetime]] = defaultdict(deque)  # account -> forced decisions
         self.metrics = metrics
         self.sessions = sessions
         self.clock = clock
@@ -220,7 +229,9 @@ class DecisionEngine:
             if daily_budget is None:
                 daily_budget = self.daily_budget_usd
             strategy_id = strategy_override or account.strategy_id
-            if not force_refresh:
+            if force_refresh:
+                self._take_refresh(account_id, now)
+            else:
                 cached = await self._cached(session, account_id, cycle_time, assets, strategy_id)
                 if cached is not None:
                     return cached
@@ -339,7 +350,10 @@ class DecisionEngine:
         day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
         async with self.sessions() as session:
             repo = TradingRepository(session)
-            start_equity = await repo.first_equity_since(account_id, day_start)
+            start_equity = await repo.day_start_equity(account_id, day_start)
+            if start_equity is None:  # nothing recorded yet: the account starts from its initial balance
+                account = await session.get(models.Account, account_id)
+                start_equity = account.initial_balance if account is not None else None
             last_entries = await repo.last_entry_times(account_id)
         rules = await self.venues.rules()
         profile = self.venues.profile
@@ -364,6 +378,22 @@ class DecisionEngine:
         )
 
     # ----------------------------------------------------------------------------------------- helpers
+    def _take_refresh(self, account_id: int, now: datetime) -> None:
+        """Count a forced decision (it bypasses the per-candle cache and costs a model call): at most
+        `refreshes_per_hour` per account in any hour, by the agent's clock."""
+        window = self._refreshes[account_id]
+        while window and (now - window[0]).total_seconds() >= 3600:
+            window.popleft()
+        if len(window) >= self.refreshes_per_hour:
+            retry = max(1, math.ceil(3600 - (now - window[0]).total_seconds())) if window else 3600
+            raise DecisionRateLimitedError(
+                f"account {account_id} made {len(window)} forced decisions in the last hour, the limit "
+                f"(DECISION_REFRESHES_PER_HOUR) is {self.refreshes_per_hour}; the cached decision of this candle "
+                f"is still available without force_refresh",
+                retry_after_s=retry,
+            )
+        window.append(now)
+
     async def _budget_exhausted(self, account_id: int, budget: float | None, now: datetime) -> str | None:
         """A note when the account's LLM spend today (UTC, by the agent's clock) reached its budget."""
         if budget is None or self.llm.is_simulated:

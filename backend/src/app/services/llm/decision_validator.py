@@ -19,7 +19,7 @@ from app.schemas.trading_decision import (
     TradingDecision,
 )
 from app.schemas.validation import AssetVerdict, RiskState, RiskValidationResult, ValidationResult
-from app.services.llm.risk_rules import check_entry, exposure_block
+from app.services.llm.risk_rules import check_entry, check_increase, check_stop_change, exposure_block
 
 NEW_MONEY_ACTIONS = ("buy", "sell")
 ALLOCATION_TOLERANCE_USD = 0.01
@@ -271,6 +271,9 @@ class DecisionValidator:
                 problems.append("adjust_tp is set but new_tp_price is missing")
             if problems:
                 draft.reject("; ".join(problems), position)
+                return
+            if adj.new_sl_price is not None:
+                self._check_stop(draft, context, position, price, adj.new_sl_price, "order_adjustment")
         elif item.action == "adjust_position":
             padj = item.position_adjustment
             if padj is None:
@@ -282,12 +285,54 @@ class DecisionValidator:
             if problems:
                 draft.reject("; ".join(problems), position)
                 return
+            if padj.new_sl_price is not None:
+                self._check_stop(draft, context, position, price, padj.new_sl_price, "position_adjustment")
+                if draft.rejected:
+                    return
             if padj.adjustment_type == "increase":
                 block = exposure_block(draft.asset, context.account_state.active_strategy, state)
                 if block is not None:
                     draft.reject(block, position)
                     return
                 self._cap_increase(draft, context.account_state, position, padj)
+                grown = draft.final.position_adjustment
+                if draft.rejected or grown is None:
+                    return
+                check = check_increase(
+                    asset=draft.asset,
+                    position=position,
+                    amount=grown.adjustment_amount_usd,
+                    sl=grown.new_sl_price if grown.new_sl_price is not None else position.stop_loss,
+                    market=market,
+                    account=context.account_state,
+                    strategy=context.account_state.active_strategy,
+                    state=state,
+                )
+                if check.reject is not None:
+                    draft.reject(check.reject, position)
+                elif check.changes:
+                    draft.adjust(
+                        "; ".join(check.reasons), position_adjustment=grown.model_copy(update=check.changes)
+                    )
+
+    @staticmethod
+    def _check_stop(
+        draft: _Draft, context: TradingContext, position: PositionSummary, price: float, sl: float, field_name: str
+    ) -> None:
+        """A stop moved on an open position: within the strategy's widest stop and inside liquidation."""
+        check = check_stop_change(
+            asset=draft.asset,
+            is_long=position.side == "long",
+            price=price,
+            sl=sl,
+            liquidation=position.liquidation_price,
+            strategy=context.account_state.active_strategy,
+        )
+        if check.reject is not None:
+            draft.reject(check.reject, position)
+        elif check.changes:
+            current = getattr(draft.final, field_name)
+            draft.adjust("; ".join(check.reasons), **{field_name: current.model_copy(update=check.changes)})
 
     @staticmethod
     def _cap_increase(

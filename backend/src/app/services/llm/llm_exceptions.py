@@ -53,3 +53,11 @@ class AccountNotFoundError(DecisionEngineError):
 
 class UnknownAssetError(DecisionEngineError):
     """An asset that is not configured for trading."""
+
+
+class DecisionRateLimitedError(DecisionEngineError):
+    """The account used its forced decisions for now."""
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

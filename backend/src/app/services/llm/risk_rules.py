@@ -6,11 +6,11 @@ Each rule enforces one parameter the strategy declares, so none of them is decor
 * `cooldown_period`: no new exposure in an asset until that long after its last entry or increase.
 * `max_leverage` (with the account's and the venue's maximum): the leverage used; the liquidation price at
   that leverage must lie beyond the stop.
-* `stop_loss_percentage`: the widest stop allowed; a wider one is tightened to it.
+* `stop_loss_percentage`: the widest stop allowed; a wider one is tightened to it (also when a stop is moved).
 * `take_profit_ratio`: the target must be at least this many times the stop distance away (a missing
   target is set there); round-trip fees and one funding period must leave the target worth taking.
 * `max_risk_per_trade`: allocation x leverage x stop distance stays within this share of equity; a larger
-  allocation is reduced.
+  allocation is reduced. An increase counts the whole grown position to its stop.
 * `max_positions`: entries beyond it are refused (see the validator, which counts across assets).
 * `position_sizing`: `volatility_adjusted` needs a stop at least one ATR away; `kelly` caps the allocation
   at half the Kelly fraction of equity once the record has both wins and losses; `fixed` and `percentage`
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from app.schemas.trading_decision import AccountContext, AssetMarketData, TradingStrategy
+from app.schemas.trading_decision import AccountContext, AssetMarketData, PositionSummary, TradingStrategy
 from app.schemas.validation import RiskState
 from app.services.execution.executor import entry_leverage
 
@@ -177,4 +177,84 @@ def check_entry(
                     return check
                 check.changes["allocation_usd"] = cap
                 check.reasons.append(f"allocation capped at half-Kelly ({kelly / 2:.3f} of equity)")
+    return check
+
+
+def check_stop_change(
+    *, asset: str, is_long: bool, price: float, sl: float, liquidation: float | None, strategy: TradingStrategy
+) -> EntryCheck:
+    """A stop moved on an open position: no wider than the strategy's widest stop from the price now (a wider
+    one is tightened to it), and never beyond the position's liquidation price."""
+    check = EntryCheck()
+    risk = strategy.risk_parameters
+    sign = 1 if is_long else -1
+    max_distance = price * risk.stop_loss_percentage / 100
+    if risk.stop_loss_percentage > 0 and abs(price - sl) > max_distance * 1.0001:
+        sl = price - sign * max_distance
+        check.changes["new_sl_price"] = sl
+        check.reasons.append(
+            f"new stop tightened to the strategy's widest stop of {risk.stop_loss_percentage:g}% from the price"
+        )
+    if liquidation is not None and ((is_long and sl <= liquidation) or (not is_long and sl >= liquidation)):
+        check.reject = (
+            f"the new stop {sl:.6g} lies beyond the {asset} position's liquidation price {liquidation:.6g}: "
+            "it would be liquidated before it is stopped"
+        )
+    return check
+
+
+def check_increase(
+    *,
+    asset: str,
+    position: PositionSummary,
+    amount: float,
+    sl: float | None,
+    market: AssetMarketData,
+    account: AccountContext,
+    strategy: TradingStrategy,
+    state: RiskState | None,
+) -> EntryCheck:
+    """Margin added to an open position at the strategy's leverage: the grown position must keep a stop (the
+    new one or the standing one) inside its liquidation price, and what the whole position loses if stopped,
+    from the price now (fees on the addition included), stays within `max_risk_per_trade` of equity; a larger
+    addition is reduced."""
+    check = EntryCheck()
+    if sl is None:
+        check.reject = f"the {asset} position has no stop-loss; set one (adjust_orders) before increasing it"
+        return check
+    risk = strategy.risk_parameters
+    price = market.current_price
+    is_long = position.side == "long"
+    leverage = effective_leverage(strategy, asset, state)
+    fee_rate = account.taker_fee_bps / 10_000
+    distance = abs(price - sl)
+    added_qty = amount * leverage / price
+    size = position.size + added_qty
+    entry = (position.entry_price * position.size + price * added_qty) / size
+    margin = position.margin_usd + amount
+    mmr = state.maintenance_margin_rates.get(asset, state.maintenance_margin_rate) if state else 0.005
+    liquidation = liquidation_price(entry, max(1.0, entry * size / margin), is_long, mmr)
+    if (is_long and sl <= liquidation) or (not is_long and sl >= liquidation):
+        check.reject = (
+            f"after the increase the {asset} position would liquidate at about {liquidation:.6g}, beyond its stop "
+            f"{sl:.6g}: it would be liquidated before it is stopped"
+        )
+        return check
+    budget = account.balance_usd * risk.max_risk_per_trade / 100
+    standing = position.size * distance
+    at_risk = standing + added_qty * (distance + 2 * fee_rate * price)
+    if at_risk > budget * 1.0001:
+        room_qty = (budget - standing) / (distance + 2 * fee_rate * price)
+        reduced = float(int(max(0.0, room_qty) * price / leverage * 100) / 100)  # margin, floored to the cent
+        if reduced <= 0:
+            check.reject = (
+                f"the {asset} position already has {standing:.2f} USD at risk to its stop; the strategy allows "
+                f"{risk.max_risk_per_trade:g}% of equity ({budget:.2f} USD) per trade: no increase"
+            )
+            return check
+        check.changes["adjustment_amount_usd"] = reduced
+        check.reasons.append(
+            f"increase reduced from {amount:g} to {reduced:g} USD: the grown position would have {at_risk:.2f} USD "
+            f"at risk to its stop, above {risk.max_risk_per_trade:g}% of equity ({budget:.2f} USD)"
+        )
     return check

@@ -573,3 +573,37 @@ async def test_restore_rejects_inconsistent_wallet() -> None:
             open_orders=[],
             initial_balance=10_000.0,
         )
+
+
+# ---- revision -----------------------------------------------------------------------------------------
+
+
+async def test_the_revision_changes_with_orders_fills_and_funding_but_not_with_the_mark() -> None:
+    venue, clock = make_venue()
+    seen = [venue.revision]
+
+    def changed() -> bool:
+        now = venue.revision
+        moved = now != seen[-1]
+        seen.append(now)
+        return moved
+
+    venue.set_mark_price("BTC", 100_000.0)
+    assert not changed()  # a mark with nothing to fire
+    await venue.place_order(market("entry", "buy", 0.01))
+    assert changed()  # an order and its fill
+    await venue.place_order(stop("sl", "sell", 0.01, 95_000.0))
+    assert changed()  # a resting order
+    venue.set_mark_price("BTC", 99_000.0)
+    assert not changed()  # the mark moved, the stop did not fire: nothing the reconciler mirrors changed
+    venue.apply_funding("BTC", 0.0001, clock.now())
+    assert changed()  # a funding payment
+    await venue.cancel_order("BTC", "sl")
+    assert changed()
+    venue.set_mark_price("BTC", 97_000.0)
+    assert not changed()  # no stop left: the long just loses
+    await venue.place_order(market("exit", "sell", 0.01, reduce_only=True))
+    assert changed()
+    rejected = await venue.place_order(market("too-big", "buy", 1_000.0))
+    assert rejected.status == "rejected"
+    assert changed()  # a rejected order is still an order the venue knows

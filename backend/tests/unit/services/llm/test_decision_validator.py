@@ -488,3 +488,63 @@ def test_a_close_is_accepted_even_without_market_data() -> None:
     buy = f.trading_decision([f.buy("BTC", 500.0), f.decision("ETH")])
     rejected = next(v for v in DecisionValidator().validate(buy, context).verdicts if v.asset == "BTC")
     assert rejected.status == "rejected" and "no usable market data" in rejected.reasons[0]
+
+
+# ---- stops moved and positions grown ------------------------------------------------------------------
+
+
+def test_a_moved_stop_wider_than_the_strategy_allows_is_tightened() -> None:
+    context = context_with(f.position("BTC"))
+    widest = context.account_state.active_strategy.risk_parameters.stop_loss_percentage
+    price = context.market_data.assets["BTC"].current_price
+    adj = OrderAdjustment(adjust_sl=True, new_sl_price=price * (1 - 2 * widest / 100))
+    result = validate([f.decision("BTC", "adjust_orders", order_adjustment=adj)], context)
+
+    v = verdict(result, "BTC")
+    assert v.status == "adjusted"
+    assert v.final.order_adjustment is not None
+    assert v.final.order_adjustment.new_sl_price == pytest.approx(price * (1 - widest / 100))
+    assert "widest stop" in v.reasons[0]
+
+
+def test_a_moved_stop_beyond_the_liquidation_price_is_rejected() -> None:
+    btc = f.position("BTC").model_copy(update={"liquidation_price": 99_800.0})  # a stop at 99,500 never fires
+    adj = PositionAdjustment(adjustment_type="decrease", adjustment_amount_usd=100.0, new_sl_price=99_500.0)
+    result = validate([f.decision("BTC", "adjust_position", position_adjustment=adj)], context_with(btc))
+
+    v = verdict(result, "BTC")
+    assert v.status == "rejected"
+    assert "liquidation price" in v.reasons[0]
+    assert v.final.action == "hold"
+
+
+def test_an_increase_without_any_stop_is_rejected() -> None:
+    btc = f.position("BTC").model_copy(update={"stop_loss": None})
+    adj = PositionAdjustment(adjustment_type="increase", adjustment_amount_usd=100.0)
+    result = validate([f.decision("BTC", "adjust_position", position_adjustment=adj)], context_with(btc))
+
+    v = verdict(result, "BTC")
+    assert v.status == "rejected"
+    assert "no stop-loss" in v.reasons[0]
+
+
+def test_an_increase_is_reduced_to_the_risk_per_trade_of_the_grown_position() -> None:
+    # 1000 USD notional with its stop 1% away: 10 USD at risk; the budget is max_risk_per_trade of 10,000 USD
+    btc = f.position("BTC", stop_loss=99_000.0)
+    context = context_with(btc, max_position_size=10_000.0)
+    risk = context.account_state.active_strategy.risk_parameters
+    budget = 10_000.0 * risk.max_risk_per_trade / 100
+    adj = PositionAdjustment(adjustment_type="increase", adjustment_amount_usd=9_000.0)
+    result = validate([f.decision("BTC", "adjust_position", position_adjustment=adj)], context)
+
+    v = verdict(result, "BTC")
+    assert v.status == "adjusted"
+    final = v.final.position_adjustment
+    assert final is not None and 0 < final.adjustment_amount_usd < 9_000.0
+    leverage = min(risk.max_leverage, context.account_state.active_strategy.risk_parameters.max_leverage)
+    added = final.adjustment_amount_usd * leverage / 100_000.0
+    fee = context.account_state.taker_fee_bps / 10_000
+    at_risk = btc.size * 1_000.0 + added * (1_000.0 + 2 * fee * 100_000.0)
+    assert at_risk <= budget * 1.0001
+    assert at_risk > budget * 0.95  # reduced to the budget, not to nothing
+    assert "at risk" in v.reasons[-1]

@@ -19,6 +19,7 @@ from app.schemas.trading_decision import (
     AssetDecision,
     OrderAdjustment,
     PositionAdjustment,
+    PositionSummary,
     TradingContext,
     TradingDecision,
     TradingStrategy,
@@ -100,6 +101,24 @@ def blocked(asset: str, strategy: TradingStrategy, state: RiskState | None) -> b
         return True
     last = state.last_trade_at.get(asset)
     return last is not None and (state.now - last).total_seconds() < risk.cooldown_period
+
+
+def grown(position: PositionSummary, amount: float, price: float, leverage: float, mmr: float) -> tuple[float, float]:
+    """(quantity added, liquidation price) of `position` after `amount` USD more margin at `leverage`."""
+    added = amount * leverage / price
+    size = position.size + added
+    entry = (position.entry_price * position.size + price * added) / size
+    margin = position.margin_usd + amount
+    return added, liquidation(entry, max(1.0, entry * size / margin), position.side == "long", mmr)
+
+
+def stop_ok(position: PositionSummary, price: float, sl: float, strategy: TradingStrategy) -> bool:
+    """A stop moved on an open position: within the widest stop from the price, inside the liquidation price."""
+    sign = 1 if position.side == "long" else -1
+    widest = strategy.risk_parameters.stop_loss_percentage
+    if widest > 0 and sign * (price - sl) > price * widest / 100 * 1.0001:
+        return False
+    return position.liquidation_price is None or sign * (sl - position.liquidation_price) > 0
 
 
 def half_kelly_notional(ctx: TradingContext) -> float | None:
@@ -357,12 +376,29 @@ def test_property_the_final_decision_never_breaks_a_rule(
         if d.action == "adjust_orders":
             assert d.order_adjustment is not None
             assert not (d.order_adjustment.cancel_sl and d.order_adjustment.new_sl_price is None)
+            if d.order_adjustment.new_sl_price is not None:
+                price = ctx.market_data.assets[d.asset].current_price
+                assert stop_ok(positions[d.asset], price, d.order_adjustment.new_sl_price, strategy)
         if d.action == "adjust_position":
             padj = d.position_adjustment
             assert padj is not None
+            position = positions[d.asset]
+            price = ctx.market_data.assets[d.asset].current_price
+            if padj.new_sl_price is not None:
+                assert stop_ok(position, price, padj.new_sl_price, strategy)
             if padj.adjustment_type == "increase":
                 assert not blocked(d.asset, strategy, state)
-                assert positions[d.asset].margin_usd + padj.adjustment_amount_usd <= account.max_position_size + 0.01
+                assert position.margin_usd + padj.adjustment_amount_usd <= account.max_position_size + 0.01
+                # the grown position keeps a stop inside its liquidation price, and its risk within the budget
+                sl = padj.new_sl_price if padj.new_sl_price is not None else position.stop_loss
+                assert sl is not None
+                sign = 1 if position.side == "long" else -1
+                leverage = leverage_of(strategy, d.asset, state)
+                added, liq = grown(position, padj.adjustment_amount_usd, price, leverage, mmr_of(d.asset, state))
+                assert sign * (sl - liq) > 0
+                distance = abs(price - sl)
+                at_risk = position.size * distance + added * (distance + 2 * fee * price)
+                assert at_risk <= account.balance_usd * risk.max_risk_per_trade / 100 * 1.0001 + 1e-6
     assert result.is_valid == all(v.status != "rejected" for v in result.verdicts)
 
 
@@ -436,27 +472,46 @@ def valid_cases(
             decisions.append(item.model_copy(update={"confidence": draw(st.floats(0.0, 100.0))}))
             continue
         is_long = position.side == "long"
-        below, above = price * draw(st.floats(0.9, 0.999)), price * draw(st.floats(1.001, 1.1))
-        choices = ["hold", "close_position", "adjust_orders", "decrease"]
-        room = round(account.max_position_size - position.margin_usd - 0.005, 2)
-        if not blocked(symbol, strategy, state) and room >= 0.02:
-            choices.append("increase")
+        sign = 1 if is_long else -1
+        # a moved stop within the widest stop (and inside the liquidation price); a target anywhere past the price
+        stop = price - sign * price * risk.stop_loss_percentage / 100 * draw(st.floats(0.05, 1.0))
+        target = price * (draw(st.floats(1.001, 1.1)) if is_long else draw(st.floats(0.9, 0.999)))
+        choices = ["hold", "close_position", "decrease"]
+        if stop_ok(position, price, stop, strategy):
+            choices.append("adjust_orders")
+        # an increase: within the position size, and the grown position's risk to its stop within the budget
+        leverage = leverage_of(strategy, symbol, state)
+        distance = abs(price - stop)
+        standing = position.size * distance
+        budget = account.balance_usd * risk.max_risk_per_trade / 100
+        by_risk = (budget - standing) / (distance + 2 * fee * price) * price / leverage
+        room = min(round(account.max_position_size - position.margin_usd - 0.005, 2), by_risk * 0.999)
+        if not blocked(symbol, strategy, state) and room >= 0.02 and "adjust_orders" in choices:
+            _added, liq = grown(position, room, price, leverage, mmr_of(symbol, state))
+            if sign * (stop - liq) > 0:  # the largest increase keeps the stop inside liquidation: any does
+                choices.append("increase")
         action = draw(st.sampled_from(choices))
         if action == "adjust_orders":
             adj = OrderAdjustment(
                 adjust_sl=True,
-                new_sl_price=below if is_long else above,
+                new_sl_price=stop,
                 cancel_sl=draw(st.booleans()),
                 adjust_tp=draw(st.booleans()),
-                new_tp_price=above if is_long else below,
+                new_tp_price=target,
             )
             decisions.append(f.decision(symbol, "adjust_orders", order_adjustment=adj))
-        elif action in ("decrease", "increase"):
-            amount = draw(st.integers(1, int(room * 100))) / 100 if action == "increase" else draw(st.floats(0.01, 1e3))
+        elif action == "increase":
             padj = PositionAdjustment(
-                adjustment_type=action,
-                adjustment_amount_usd=amount,
-                new_sl_price=draw(st.sampled_from([None, below if is_long else above])),
+                adjustment_type="increase",
+                adjustment_amount_usd=draw(st.integers(1, int(room * 100))) / 100,
+                new_sl_price=stop,
+            )
+            decisions.append(f.decision(symbol, "adjust_position", position_adjustment=padj))
+        elif action == "decrease":
+            padj = PositionAdjustment(
+                adjustment_type="decrease",
+                adjustment_amount_usd=draw(st.floats(0.01, 1e3)),
+                new_sl_price=draw(st.sampled_from([None, stop])) if "adjust_orders" in choices else None,
             )
             decisions.append(f.decision(symbol, "adjust_position", position_adjustment=padj))
         else:

@@ -1,0 +1,75 @@
+"""The reconciler reads nothing when the venue has not changed since its last committed mirror, and reads
+everything again after a change or after a mirror that was rolled back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import event, func, select
+
+from app.bootstrap import Agent
+from app.db import models
+from app.services.exchange.base import OrderRequest
+
+pytestmark = pytest.mark.db
+
+
+@contextmanager
+def counting(agent: Agent) -> Iterator[list[str]]:
+    statements: list[str] = []
+    engine = agent.sessions.kw["bind"].sync_engine
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+async def test_an_unchanged_venue_is_not_read_again(agent: Agent) -> None:
+    exchange = await agent.venues.exchange_for(1)
+    reconciler = agent.engine.reconciler
+    async with agent.sessions.begin() as session:
+        await reconciler.sync(session, 1, exchange)
+    assert reconciler.is_current(1, exchange)
+
+    with counting(agent) as statements:
+        async with agent.sessions.begin() as session:
+            report = await reconciler.sync(session, 1, exchange)
+    assert report.new_fills == 0 and statements == []
+
+    # the venue changes: a position opens; the next sync mirrors it
+    await agent.venues.advance(1, agent.clock.now())
+    order = await exchange.place_order(OrderRequest("test-entry", "BTC", "buy", "market", 0.01))
+    assert order.status == "filled", order.reject_reason
+    assert not reconciler.is_current(1, exchange)
+    with counting(agent) as statements:
+        async with agent.sessions.begin() as session:
+            report = await reconciler.sync(session, 1, exchange)
+    assert report.new_fills == 1 and report.opened == ["BTC"] and statements
+    async with agent.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(models.Position)) == 1
+
+
+async def test_a_rolled_back_mirror_is_done_again(agent: Agent) -> None:
+    exchange = await agent.venues.exchange_for(1)
+    await agent.venues.advance(1, agent.clock.now())
+    await exchange.place_order(OrderRequest("test-entry", "BTC", "buy", "market", 0.01))
+    reconciler = agent.engine.reconciler
+    session = agent.sessions()
+    try:
+        await reconciler.sync(session, 1, exchange)
+        await session.rollback()  # the transaction holding the mirror fails
+    finally:
+        await session.close()
+    assert not reconciler.is_current(1, exchange)
+
+    async with agent.sessions.begin() as session:
+        report = await reconciler.sync(session, 1, exchange)
+    assert report.opened == ["BTC"] and report.new_fills == 1
+    assert reconciler.is_current(1, exchange)

@@ -153,6 +153,11 @@ class MarketContext(_UTCModel):
     assets: dict[str, AssetMarketData] = Field(..., description="Market data for each asset symbol")
     market_sentiment: str | None = Field(None, description="Overall market sentiment (bullish/bearish/neutral)")
     timestamp: datetime = Field(default_factory=utc_now)
+    timeframes: list[str] | None = Field(
+        None,
+        description="The (decision, trend) timeframes of price_history and technical_indicators "
+        "(interval, long_interval); None in contexts made before it was recorded",
+    )
 
 
 # ----------------------------------------------------------------------------------------------- account

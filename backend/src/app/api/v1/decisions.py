@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import case, func, select
 
@@ -67,12 +68,14 @@ async def decision_history(
     ] = None,
     since: Annotated[datetime | None, Query(description="Cycle time from (ISO 8601)")] = None,
     until: Annotated[datetime | None, Query(description="Cycle time until (ISO 8601)")] = None,
-) -> list[DecisionResult]:
+) -> Response:
     """Stored decisions of an account, newest first."""
     ensure_scope(principal, account_id)
-    return await agent.engine.get_decision_history(
+    items = await agent.engine.get_decision_history(
         account_id, limit, symbol, before_id=before_id, since=since, until=until
     )
+    # Already the JSON of `DecisionResult`s (see DecisionRepository.history): written out as it is.
+    return Response(orjson.dumps(items), media_type="application/json")
 
 
 @router.post("/validate", response_model=ValidationResult, responses=error_responses(400, 404, 413, 422))

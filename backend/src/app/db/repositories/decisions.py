@@ -2,18 +2,92 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any, get_args
 
-from sqlalchemy import func, select
+import orjson
+from sqlalchemy import Select, Text, bindparam, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import defer
 
-from app.db.models import Decision
+from app.db.models import Decision, Order
+from app.schemas.decision_result import DecisionResult, DecisionStatus
 
 
 def symbols_key(symbols: list[str]) -> str:
     """The searchable form of a decision's assets: `,BTC,ETH,` (a LIKE on `,BTC,` finds BTC only)."""
     return "," + ",".join(symbols) + ","
+
+
+_decisions = Decision.__table__.c
+_orders = Order.__table__.c
+# What a history list reads of a decision, in the order `_decision_json` unpacks it. The context snapshot and the
+# prompt (the bulk of a row) are left out; the JSON columns are read as text, not decoded (see `_decision_json`).
+_LIST_COLUMNS = (
+    _decisions.id,
+    _decisions.account_id,
+    _decisions.cycle_time,
+    _decisions.created_at,
+    _decisions.trigger,
+    _decisions.status,
+    cast(_decisions.symbols, Text).label("symbols"),
+    _decisions.strategy_id,
+    cast(_decisions.final_decision, Text).label("final_decision"),
+    cast(_decisions.parsed_decision, Text).label("parsed_decision"),
+    cast(_decisions.validation_result, Text).label("validation_result"),
+    _decisions.is_fallback,
+    _decisions.error,
+    _decisions.failure,
+    cast(_decisions.context_errors, Text).label("context_errors"),
+    cast(_decisions.execution_errors, Text).label("execution_errors"),
+    _decisions.model_requested,
+    _decisions.model_served,
+    _decisions.provider,
+    _decisions.finish_reason,
+    _decisions.prompt_tokens,
+    _decisions.completion_tokens,
+    _decisions.total_tokens,
+    _decisions.cost_usd,
+    _decisions.latency_ms,
+    _decisions.raw_response,
+    _decisions.first_raw_response,
+)
+# The same statement object for every request of a kind, so its cache key is computed once.
+_ORDERS_OF = (
+    select(
+        _orders.decision_id,
+        _orders.client_order_id,
+        _orders.symbol,
+        _orders.side,
+        _orders.type,
+        _orders.kind,
+        _orders.status,
+        _orders.quantity,
+        _orders.trigger_price,
+        _orders.filled_quantity,
+        _orders.avg_fill_price,
+        _orders.reject_reason,
+    )
+    .where(_orders.decision_id.in_(bindparam("ids", expanding=True)))
+    .order_by(_orders.id)
+)
+_STATUSES = frozenset(get_args(DecisionStatus))
+_NO_OBJECT = (None, "null", "{}")  # stored JSON that `to_result` reads as no decision / no validation
+
+
+@cache
+def _history_query(before_id: bool, since: bool, until: bool, symbol: bool) -> Select[Any]:
+    query = select(*_LIST_COLUMNS).where(_decisions.account_id == bindparam("account_id"))
+    if before_id:
+        query = query.where(_decisions.id < bindparam("before_id"))
+    if since:
+        query = query.where(_decisions.cycle_time >= bindparam("since"))
+    if until:
+        query = query.where(_decisions.cycle_time <= bindparam("until"))
+    if symbol:
+        query = query.where(_decisions.symbols_key.contains(bindparam("symbol_key")))
+    return query.order_by(_decisions.id.desc()).limit(bindparam("limit"))
 
 
 class DecisionRepository:
@@ -37,24 +111,132 @@ class DecisionRepository:
         before_id: int | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
-    ) -> list[Decision]:
-        """Newest first. `symbol` keeps decisions whose cycle covered that asset."""
-        # The context snapshot and the prompt are the bulk of a row: not loaded for lists.
-        query = (
-            select(Decision)
-            .options(defer(Decision.context_snapshot), defer(Decision.prompt))
-            .where(Decision.account_id == account_id)
-        )
+    ) -> list[dict[str, Any]]:
+        """Newest first, each decision with its orders as the JSON of its `DecisionResult` (without provenance),
+        ready for `orjson.dumps`. `symbol` keeps decisions whose cycle covered that asset."""
+        query = _history_query(before_id is not None, since is not None, until is not None, symbol is not None)
+        params: dict[str, Any] = {"account_id": account_id, "limit": limit}
         if before_id is not None:
-            query = query.where(Decision.id < before_id)
+            params["before_id"] = before_id
         if since is not None:
-            query = query.where(Decision.cycle_time >= since)
+            params["since"] = since
         if until is not None:
-            query = query.where(Decision.cycle_time <= until)
+            params["until"] = until
         if symbol is not None:
-            query = query.where(Decision.symbols_key.contains(symbols_key([symbol])))
-        query = query.order_by(Decision.id.desc()).limit(limit)
-        return list((await self.session.scalars(query)).all())
+            params["symbol_key"] = symbols_key([symbol])
+        connection = await self.session.connection()
+        rows = (await connection.execute(query, params)).all()
+        orders: dict[int, list[dict[str, Any]]] = {row[0]: [] for row in rows}
+        if rows:
+            for order in await connection.execute(_ORDERS_OF, {"ids": list(orders)}):
+                orders[order[0]].append(
+                    {
+                        "client_order_id": order[1],
+                        "symbol": order[2],
+                        "side": order[3],
+                        "type": order[4],
+                        "kind": order[5],
+                        "status": order[6],
+                        "quantity": float(order[7]),
+                        "trigger_price": _float(order[8]),
+                        "filled_quantity": float(order[9]),
+                        "avg_fill_price": _float(order[10]),
+                        "reject_reason": order[11],
+                    }
+                )
+        return [_decision_json(tuple(row), orders[row[0]]) for row in rows]
 
     async def last_cycle_time(self) -> datetime | None:
         return await self.session.scalar(select(func.max(Decision.cycle_time)))
+
+
+def _decision_json(row: tuple[Any, ...], orders: list[dict[str, Any]]) -> dict[str, Any]:
+    """A history row as the JSON of its `DecisionResult`: once written out, the same JSON as `to_result(row, orders)`
+    gives (tests/integration/test_decision_history.py holds them equal).
+
+    The decision, the model's decision and the validation are stored as their models dumped them when the cycle
+    ran, so that JSON is written out as stored (`orjson.Fragment`, spacing included) instead of being parsed and
+    validated again, which made up most of a history request. A change to those models that changes their JSON
+    therefore needs the stored rows migrated too. JSON that may not be passed on (NaN or Infinity, which the
+    standard library writes) and an unknown status go through `DecisionResult` as before."""
+    (
+        id_,
+        account_id,
+        cycle_time,
+        created_at,
+        trigger,
+        status,
+        symbols,
+        strategy_id,
+        final_decision,
+        parsed_decision,
+        validation_result,
+        is_fallback,
+        error,
+        failure,
+        context_errors,
+        execution_errors,
+        model_requested,
+        model_served,
+        provider,
+        finish_reason,
+        prompt_tokens,
+        completion_tokens,
+        total_tokens,
+        cost_usd,
+        latency_ms,
+        raw_response,
+        first_raw_response,
+    ) = row
+    texts = (final_decision, parsed_decision, validation_result)
+    exact = status in _STATUSES and not any(t is not None and ("NaN" in t or "Infinity" in t) for t in texts)
+    nested = [None if t in _NO_OBJECT else orjson.Fragment(t) if exact else json.loads(t) for t in texts]
+    item = {
+        "id": id_,
+        "account_id": account_id,
+        "cycle_time": _time(cycle_time),
+        "created_at": _time(created_at),
+        "trigger": trigger,
+        "status": status,
+        "symbols": _json_list(symbols),
+        "strategy_id": strategy_id,
+        "decision": nested[0],
+        "model_decision": nested[1],
+        "validation": nested[2],
+        "orders": orders,
+        "is_fallback": bool(is_fallback),
+        "error": error,
+        "failure": failure,
+        "context_errors": _json_list(context_errors),
+        "execution_errors": _json_list(execution_errors),
+        "model_requested": model_requested,
+        "model_served": model_served,
+        "provider": provider,
+        "finish_reason": finish_reason,
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": total_tokens,
+            "cost_usd": _float(cost_usd),
+        },
+        "latency_ms": _float(latency_ms),
+        "raw_response": raw_response,
+        "first_raw_response": first_raw_response,
+        "provenance": None,
+    }
+    if exact:
+        return item
+    return DecisionResult.model_validate(item).model_dump(mode="json")
+
+
+def _time(value: datetime) -> str:
+    """As pydantic writes an aware UTC datetime: ISO 8601 with `Z`."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _float(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _json_list(text: str | None) -> list[Any]:
+    return list(orjson.loads(text) or []) if text is not None else []

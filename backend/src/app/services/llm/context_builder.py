@@ -86,7 +86,10 @@ class ContextBuilder:
         exchange = await self.venues.exchange_for(account_id)
         if strategy is None:
             strategy = await self.strategies.get_account_strategy(account_id)
-        market, errors, returns = await self._market(symbols, [self.interval, self.long_interval])
+        timeframes, note = self.timeframes_for(strategy)
+        market, errors, returns = await self._market(symbols, timeframes)
+        if note:
+            errors = [note, *errors]
         async with self.sessions() as session:
             account = await session.get(Account, account_id)
             if account is None:
@@ -105,6 +108,31 @@ class ContextBuilder:
             risk_metrics=risk,
             timestamp=now,
             errors=errors,
+        )
+
+    def timeframes_for(self, strategy: TradingStrategy) -> tuple[list[str], str | None]:
+        """The strategy's (decision, trend) timeframes, and a note when they cannot be used as they are: the
+        decision timeframe is never finer than the agent's cycle (INTERVAL), and the trend timeframe is longer
+        than the decision timeframe (else LONG_INTERVAL, or none finer than the decision one)."""
+        preferred = list(strategy.timeframe_preference)
+        try:
+            seconds = [timeframe_seconds(t) for t in preferred]
+        except ValueError as exc:
+            return [self.interval, self.long_interval], f"strategy timeframes {preferred} unusable ({exc})"
+        cycle = timeframe_seconds(self.interval)
+        decision = preferred[0] if preferred and seconds[0] >= cycle else self.interval
+        if len(preferred) > 1 and seconds[1] > timeframe_seconds(decision):
+            trend = preferred[1]
+        elif timeframe_seconds(self.long_interval) > timeframe_seconds(decision):
+            trend = self.long_interval
+        else:
+            trend = decision
+        chosen = [decision, trend]
+        if preferred[:1] == [decision] and (len(preferred) < 2 or preferred[1] == trend):
+            return chosen, None
+        return chosen, (
+            f"strategy timeframes {preferred} adapted to {chosen}: the agent decides every {self.interval} "
+            "(INTERVAL); the decision timeframe is not finer and the trend timeframe is longer"
         )
 
     async def get_market_context(self, symbols: list[str], timeframes: list[str]) -> MarketContext:
@@ -134,8 +162,8 @@ class ContextBuilder:
         async with self._market_lock:
             cached = self._market_cache.get(key)
             if cached is None:
-                if self.market_sync is not None:
-                    await self.market_sync.sync(self.clock.now())  # the store is current before it is read
+                if self.market_sync is not None:  # the store is current before it is read
+                    await self.market_sync.sync(self.clock.now(), (interval, long_interval))
                 cached = await self._build_market(symbols, interval, long_interval)
                 if len(self._market_cache) >= MARKET_CACHE_SIZE:
                     self._market_cache.pop(next(iter(self._market_cache)))
@@ -164,7 +192,12 @@ class ContextBuilder:
         if not assets and symbols:
             raise ContextBuildingError("no usable market data for any asset: " + "; ".join(errors))
         return (
-            MarketContext(assets=assets, market_sentiment=_sentiment(assets), timestamp=self.clock.now()),
+            MarketContext(
+                assets=assets,
+                market_sentiment=_sentiment(assets),
+                timestamp=self.clock.now(),
+                timeframes=[interval, long_interval],
+            ),
             errors,
             returns,
         )

@@ -185,16 +185,18 @@ class DecisionEngine:
         before_id: int | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
-    ) -> list[DecisionResult]:
+    ) -> list[dict[str, object]]:
+        """Stored decisions of an account, newest first, as the JSON of their `DecisionResult` (orders included,
+        provenance left out): lists are read far more often than they are written, so no models are built."""
         asset = self.resolve_symbols([symbol])[0] if symbol else None
         async with self.sessions() as session:
-            if await session.get(models.Account, account_id) is None:
-                raise AccountNotFoundError(account_id)
-            rows = await DecisionRepository(session).history(
+            items = await DecisionRepository(session).history(
                 account_id, limit=limit, symbol=asset, before_id=before_id, since=since, until=until
             )
-            orders = await self._orders_by_decision(session, [r.id for r in rows])
-        return [to_result(r, orders.get(r.id, [])) for r in rows]
+            # Every decision belongs to an account: only an empty page needs to ask whether the account exists.
+            if not items and await session.get(models.Account, account_id) is None:
+                raise AccountNotFoundError(account_id)
+        return items
 
     async def switch_strategy(self, account_id: int, strategy_id: str, reason: str = "switch_strategy") -> bool:
         """Assign another strategy to the account (recorded with the reason); False when it is unknown."""
@@ -477,18 +479,6 @@ class DecisionEngine:
             return None
         orders = await TradingRepository(session).orders_for_decision(row.id)
         return to_result(row, orders)
-
-    async def _orders_by_decision(
-        self, session: AsyncSession, decision_ids: list[int]
-    ) -> dict[int, list[models.Order]]:
-        if not decision_ids:
-            return {}
-        query = select(models.Order).where(models.Order.decision_id.in_(decision_ids)).order_by(models.Order.id)
-        grouped: dict[int, list[models.Order]] = defaultdict(list)
-        for order in (await session.scalars(query)).all():
-            assert order.decision_id is not None
-            grouped[order.decision_id].append(order)
-        return grouped
 
 
 def to_result(row: models.Decision, orders: list[models.Order], *, provenance: bool = False) -> DecisionResult:

@@ -311,9 +311,7 @@ class DecisionValidator:
                 if check.reject is not None:
                     draft.reject(check.reject, position)
                 elif check.changes:
-                    draft.adjust(
-                        "; ".join(check.reasons), position_adjustment=grown.model_copy(update=check.changes)
-                    )
+                    draft.adjust("; ".join(check.reasons), position_adjustment=grown.model_copy(update=check.changes))
 
     @staticmethod
     def _check_stop(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 
 from app.core.timeframes import floor_time
@@ -24,13 +25,14 @@ class MarketSync:
         self._synced: dict[tuple[str, str], datetime] = {}  # newest closed candle already synced
         self.last_reports: list[SyncReport] = []
 
-    async def sync(self, until: datetime) -> list[SyncReport]:
-        """Sync every asset and timeframe up to `until`; a series whose newest closed candle is already stored
-        is skipped, so the trend timeframe costs nothing between its candles."""
+    async def sync(self, until: datetime, timeframes: Sequence[str] = ()) -> list[SyncReport]:
+        """Sync every asset in the configured timeframes and `timeframes` (a strategy's own) up to `until`;
+        a series whose newest closed candle is already stored is skipped, so a longer timeframe costs nothing
+        between its candles."""
         async with self._lock:
             reports = []
             for symbol in self.assets:
-                for timeframe in self.timeframes:
+                for timeframe in dict.fromkeys([*self.timeframes, *timeframes]):
                     newest = floor_time(until, timeframe)
                     if self._synced.get((symbol, timeframe)) == newest:
                         continue

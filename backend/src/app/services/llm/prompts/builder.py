@@ -93,7 +93,7 @@ class PromptBuilder:
             risk=strategy.risk_parameters,
             assets=context.market_data.assets,
             symbols=context.symbols,
-            interval=self.interval,
-            long_interval=self.long_interval,
+            interval=(context.market_data.timeframes or [self.interval])[0],
+            long_interval=(context.market_data.timeframes or [self.interval, self.long_interval])[-1],
         )
         return system, user.strip()

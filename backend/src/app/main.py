@@ -13,7 +13,7 @@ from app.api import health, metrics
 from app.api.auth import MutationLimiter
 from app.api.errors import install_error_handlers
 from app.api.middleware import install_middleware
-from app.api.v1 import accounts, decisions, strategies
+from app.api.v1 import accounts, audit, decisions, strategies
 from app.bootstrap import Agent, build_agent
 from app.core.config import Settings
 
@@ -62,4 +62,5 @@ def create_app(
     app.include_router(decisions.router)
     app.include_router(strategies.router)
     app.include_router(accounts.router)
+    app.include_router(audit.router)
     return app

@@ -57,6 +57,7 @@ ADMIN_ONLY: set[Operation] = {
     ("POST", "/api/v1/accounts/{account_id}/keys"),
     ("POST", "/api/v1/strategies/custom"),
     ("GET", "/metrics"),  # every account's figures (equity per account)
+    ("GET", "/api/v1/audit"),  # every key's requests
 }
 # Any key may call these; what they answer is limited to what the key may see.
 ANY_KEY: set[Operation] = {
@@ -569,6 +570,27 @@ async def test_mutating_requests_are_audited_with_who_what_when_and_status(api: 
         "audit-own": ("PUT", f"/api/v1/accounts/{b_id}/model", 200, "account", b_key[:12], b_id),
     }, "every mutating request (refused ones too) and no read"
     assert all(r.created_at == clock.now() for r in rows.values()), "when: the agent's clock"
+
+    # operators read it over the API (admin only), newest first, by account and page
+    listed = await api.client.get("/api/v1/audit", params={"limit": 500}, headers=ADMIN)
+    assert listed.status_code == 200, listed.text
+    entries = [e for e in listed.json() if e["request_id"].startswith("audit-")]
+    assert [e["request_id"] for e in entries] == [f"audit-{c[0]}" for c in reversed(calls) if c[0] != "read"]
+    ok = next(e for e in entries if e["request_id"] == "audit-ok")
+    assert (ok["method"], ok["path"], ok["status_code"], ok["role"], ok["key_prefix"]) == (
+        "POST",
+        f"/api/v1/accounts/{A}/pause",
+        200,
+        "admin",
+        ADMIN_KEY[:12],
+    )
+    assert ADMIN_KEY not in listed.text and b_key not in listed.text, "prefixes only, never a key"
+    of_b = await api.client.get("/api/v1/audit", params={"account_id": b_id}, headers=ADMIN)
+    assert {e["account_id"] for e in of_b.json()} == {b_id}
+    page = await api.client.get("/api/v1/audit", params={"limit": 1, "before_id": ok["id"]}, headers=ADMIN)
+    assert [e["id"] for e in page.json()] == [max(e["id"] for e in listed.json() if e["id"] < ok["id"])]
+    refused = await api.client.get("/api/v1/audit", headers={"X-API-Key": b_key})
+    assert refused.status_code == 403
 
 
 # ---------------------------------------------------------------------------------- limits and request ids

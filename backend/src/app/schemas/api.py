@@ -163,3 +163,19 @@ class DecisionMetrics(BaseModel):
     completion_tokens: int
     cost_usd: float
     avg_latency_ms: float | None
+
+
+class AuditEntryView(BaseModel):
+    """One mutating API request: who (key prefix and role), what (method and path), when and the result."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    request_id: str
+    key_prefix: str | None = Field(None, description="The first characters of the key used (never the key)")
+    role: str | None = Field(None, description="admin or account; null when no valid key was sent")
+    account_id: int | None
+    method: str
+    path: str
+    status_code: int
+    created_at: datetime

@@ -64,8 +64,13 @@ class ApiKeyRepository:
     def audit(self, entry: AuditEntry) -> None:
         self.session.add(entry)
 
-    async def audit_log(self, *, limit: int = 100, account_id: int | None = None) -> list[AuditEntry]:
+    async def audit_log(
+        self, *, limit: int = 100, account_id: int | None = None, before_id: int | None = None
+    ) -> list[AuditEntry]:
+        """Newest first."""
         query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
         if account_id is not None:
             query = query.where(AuditEntry.account_id == account_id)
+        if before_id is not None:
+            query = query.where(AuditEntry.id < before_id)
         return list((await self.session.scalars(query)).all())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
 import httpx
@@ -19,14 +19,20 @@ from tests.e2e.server import serve
 pytestmark = pytest.mark.db
 
 
-@pytest.fixture
-async def api(settings: Settings, clock: ManualClock) -> AsyncIterator[tuple[httpx.AsyncClient, ManualClock]]:
+def simulated(clock: ManualClock) -> Callable[[Settings], Awaitable[Agent]]:
+    """The app's agent factory: the simulator on the test's clock."""
+
     async def factory(s: Settings) -> Agent:
         market = MarketSimulator(s.assets, base_timeframe=s.interval, seed=s.sim_seed)
         return await build_agent(s, clock=clock, market=market)
 
+    return factory
+
+
+@pytest.fixture
+async def api(settings: Settings, clock: ManualClock) -> AsyncIterator[tuple[httpx.AsyncClient, ManualClock]]:
     async with (
-        serve(create_app(settings, agent_factory=factory)) as base_url,
+        serve(create_app(settings, agent_factory=simulated(clock))) as base_url,
         httpx.AsyncClient(base_url=base_url, timeout=30, headers={"X-API-Key": ADMIN_KEY}) as client,
     ):
         yield client, clock
@@ -114,13 +120,8 @@ async def test_forced_decisions_are_limited_per_account(settings: Settings, cloc
     """force_refresh bypasses the per-candle cache and costs a model call: two per hour here, then 429 with
     Retry-After, while the cached decision stays available; an hour later forcing works again."""
     limited = settings.model_copy(update={"decision_refreshes_per_hour": 2})
-
-    async def factory(s: Settings) -> Agent:
-        market = MarketSimulator(s.assets, base_timeframe=s.interval, seed=s.sim_seed)
-        return await build_agent(s, clock=clock, market=market)
-
     async with (
-        serve(create_app(limited, agent_factory=factory)) as base_url,
+        serve(create_app(limited, agent_factory=simulated(clock))) as base_url,
         httpx.AsyncClient(base_url=base_url, timeout=30, headers={"X-API-Key": ADMIN_KEY}) as client,
     ):
         forced = {"account_id": 1, "force_refresh": True}

@@ -36,3 +36,25 @@ async def test_rows_come_back_whichever_way_they_are_read(tmp_path: Path) -> Non
             assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
     finally:
         await engine.dispose()
+
+
+async def test_commit_and_rollback_still_do_their_work_when_a_transaction_is_open(tmp_path: Path) -> None:
+    """Commit and rollback skip the worker thread only when there is nothing to end: writes are kept or
+    undone as asked, and a session that only read leaves no transaction open behind it."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'tx.db'}")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (n INTEGER)"))
+        async with engine.connect() as conn:
+            await conn.execute(text("INSERT INTO t (n) VALUES (1)"))
+            await conn.rollback()
+            await conn.execute(text("INSERT INTO t (n) VALUES (2)"))
+            await conn.commit()
+            assert (await conn.execute(text("SELECT n FROM t"))).scalars().all() == [2]
+            await conn.commit()  # only read since the last commit: nothing to do
+            raw = await conn.get_raw_connection()
+            assert not raw.driver_connection._conn.in_transaction  # type: ignore[union-attr]
+        async with engine.connect() as other:  # another connection sees exactly the committed row
+            assert (await other.execute(text("SELECT n FROM t"))).scalars().all() == [2]
+    finally:
+        await engine.dispose()

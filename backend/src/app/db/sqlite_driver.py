@@ -4,7 +4,8 @@ aiosqlite runs every call on the connection's worker thread, and SQLAlchemy's ad
 SELECT (open a cursor, execute, fetch all, close): each is a round trip between the event loop and the
 thread, and together they cost more than SQLite's own work. Here the statement and the fetch of its rows
 run in one hop; opening and closing a cursor (plain object allocation in the sqlite3 module) happen on the
-event loop's thread, which `check_same_thread=False` allows. SQLAlchemy still serializes the statements of
+event loop's thread, which `check_same_thread=False` allows, and so does the commit or rollback of a
+connection with no open transaction (nothing to do: no hop). SQLAlchemy still serializes the statements of
 one connection, so the connection is never used by two threads at once.
 """
 
@@ -67,6 +68,16 @@ class _PrefetchCursor(aiosqlite.Cursor):
 class _Connection(aiosqlite.Connection):
     def cursor(self) -> _PrefetchCursor:  # type: ignore[override]
         return _PrefetchCursor(self, self._conn.cursor())
+
+    # A session that only read never opened a transaction (sqlite3 begins one before the first write): its
+    # commit or rollback, including the pool's reset when the connection comes back, has nothing to do.
+    async def commit(self) -> None:
+        if self._conn.in_transaction:
+            await super().commit()
+
+    async def rollback(self) -> None:
+        if self._conn.in_transaction:
+            await super().rollback()
 
 
 def connect(database: str | Path, *, timeout: float) -> aiosqlite.Connection:

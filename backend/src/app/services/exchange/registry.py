@@ -15,7 +15,7 @@ from app.db.repositories.trading import TradingRepository
 from app.services.exchange.base import FEE_PROFILES, Exchange, Fill, Order, Position
 from app.services.exchange.paper import PaperVenue
 from app.services.llm.llm_exceptions import AccountNotFoundError
-from app.services.market_data.base import Candle, MarketDataSource, MarketRules
+from app.services.market_data.base import Candle, CandleSeries, MarketDataSource, MarketRules
 
 MAX_REPLAY_CANDLES = 500
 
@@ -42,6 +42,7 @@ class VenueRegistry:
         self._venues: dict[int, PaperVenue] = {}
         self._processed: dict[tuple[int, str], int] = {}  # (account, symbol) -> last processed open ms
         self._rules: dict[str, MarketRules] = {}
+        self._recent: dict[tuple[str, int, datetime], CandleSeries] = {}
         self._lock = asyncio.Lock()
 
     @property
@@ -144,9 +145,7 @@ class VenueRegistry:
             seen = self._processed.get(key)
             # only the candles the venue has not seen (plus the last seen one): usually one or two
             limit = MAX_REPLAY_CANDLES if seen is None else (to_ms(until) - seen) // step_ms + 1
-            series = await self.market.fetch_candles(
-                symbol, self.interval, limit=max(1, min(MAX_REPLAY_CANDLES, limit)), until=until
-            )
+            series = await self._candles(symbol, max(1, min(MAX_REPLAY_CANDLES, limit)), until)
             if len(series) == 0:
                 continue
             if seen is None:
@@ -159,6 +158,19 @@ class VenueRegistry:
                         await self._settle_funding(venue, symbol, candle)
             self._processed[key] = int(series.open_time_ms[-1])
         return fills
+
+    async def _candles(self, symbol: str, limit: int, until: datetime) -> CandleSeries:
+        """The market's last `limit` closed candles by `until`: every account in step asks the same, so the
+        answer is kept for the others (only for the newest `until`)."""
+        key = (symbol, limit, until)
+        cached = self._recent.get(key)
+        if cached is None:
+            if any(k[2] != until for k in self._recent):
+                self._recent.clear()
+            cached = self._recent[key] = await self.market.fetch_candles(
+                symbol, self.interval, limit=limit, until=until
+            )
+        return cached
 
     async def _settle_funding(self, venue: PaperVenue, symbol: str, candle: Candle) -> None:
         """Apply the funding settlement that fell inside this candle, at its close (the venue ignores a

@@ -15,8 +15,12 @@ class TradingRepository:
         self.session = session
 
     # ------------------------------------------------------------------------------------------- orders
-    async def order_by_client_id(self, client_order_id: str) -> Order | None:
-        return await self.session.scalar(select(Order).where(Order.client_order_id == client_order_id))
+    async def orders_by_client_ids(self, client_order_ids: list[str]) -> dict[str, Order]:
+        """The stored orders among `client_order_ids`, by client order id (one read for all of them)."""
+        if not client_order_ids:
+            return {}
+        query = select(Order).where(Order.client_order_id.in_(client_order_ids))
+        return {row.client_order_id: row for row in (await self.session.scalars(query)).all()}
 
     async def open_orders(self, account_id: int) -> list[Order]:
         query = select(Order).where(Order.account_id == account_id, Order.status == "open").order_by(Order.id)

@@ -81,8 +81,9 @@ class Reconciler:
 
             event.listen(session.sync_session, "after_commit", _committed, once=True)
         repo = TradingRepository(session)
+        known_orders = await repo.orders_by_client_ids([o.client_order_id for o in placed])
         for order in placed:
-            row = await repo.order_by_client_id(order.client_order_id)
+            row = known_orders.get(order.client_order_id)
             if row is None:
                 row = models.Order(
                     account_id=account_id,
@@ -98,6 +99,7 @@ class Reconciler:
                     quantity=order.quantity,
                 )
                 repo.add(row)
+                known_orders[order.client_order_id] = row
             _apply_order(row, order)
         await session.flush()
 
@@ -112,8 +114,10 @@ class Reconciler:
         since = await repo.last_fill_time(account_id)
         known = await repo.known_fill_ids(account_id, since)
         new_fills = [f for f in await exchange.fetch_fills(since) if f.fill_id not in known]
+        missing = [f.client_order_id for f in new_fills if f.client_order_id not in known_orders]
+        known_orders.update(await repo.orders_by_client_ids(missing))
         for fill in new_fills:
-            order_row = await repo.order_by_client_id(fill.client_order_id)
+            order_row = known_orders.get(fill.client_order_id)
             repo.add(
                 models.Fill(
                     account_id=account_id,

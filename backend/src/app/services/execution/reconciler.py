@@ -53,10 +53,6 @@ class Reconciler:
         revision = exchange.revision
         return revision is not None and self._mirrored.get(account_id) == revision
 
-    def forget(self, account_id: int) -> None:
-        """Reconcile `account_id` in full next time (its venue was rebuilt or its rows changed elsewhere)."""
-        self._mirrored.pop(account_id, None)
-
     async def sync(
         self,
         session: AsyncSession,

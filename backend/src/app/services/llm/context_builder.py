@@ -78,10 +78,15 @@ class ContextBuilder:
         self.indicators = IndicatorCache()  # the trend timeframe changes once per its candle, not every cycle
 
     async def build_trading_context(
-        self, symbols: list[str], account_id: int, strategy: TradingStrategy | None = None
+        self,
+        symbols: list[str],
+        account_id: int,
+        strategy: TradingStrategy | None = None,
+        *,
+        account: Account | None = None,
     ) -> TradingContext:
         """The full context for one account's decision over `symbols` (the account's strategy unless
-        `strategy` is given)."""
+        `strategy` is given; `account`, its row when the caller has just read it)."""
         now = self.clock.now()
         exchange = await self.venues.exchange_for(account_id)
         if strategy is None:
@@ -91,7 +96,8 @@ class ContextBuilder:
         if note:
             errors = [note, *errors]
         async with self.sessions() as session:
-            account = await session.get(Account, account_id)
+            if account is None or account.id != account_id:
+                account = await session.get(Account, account_id)
             if account is None:
                 raise AccountNotFoundError(account_id)
             account_state, trades, curve = await self.accounts.account_state(

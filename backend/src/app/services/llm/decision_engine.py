@@ -253,7 +253,7 @@ class DecisionEngine:
             created_at=now,
         )
         try:
-            context = await self.context_builder.build_trading_context(assets, account_id, strategy)
+            context = await self.context_builder.build_trading_context(assets, account_id, strategy, account=account)
         except ContextBuildingError as exc:
             row.status, row.error, row.is_fallback = "error", f"context: {exc}", True
             async with self.sessions.begin() as session:
@@ -353,10 +353,9 @@ class DecisionEngine:
         async with self.sessions() as session:
             repo = TradingRepository(session)
             start_equity = await repo.day_start_equity(account_id, day_start)
-            if start_equity is None:  # nothing recorded yet: the account starts from its initial balance
-                account = await session.get(models.Account, account_id)
-                start_equity = account.initial_balance if account is not None else None
             last_entries = await repo.last_entry_times(account_id)
+        if start_equity is None:  # nothing recorded yet: the day starts from the initial balance (equity - PnL)
+            start_equity = context.account_state.balance_usd - context.account_state.total_pnl
         rules = await self.venues.rules()
         profile = self.venues.profile
         equity = context.account_state.balance_usd

@@ -40,7 +40,7 @@ from app.services.market_data.simulator import MarketSimulator
 from tests.conftest import ADMIN_KEY, IsolatedSettings
 from tests.e2e.server import serve
 from tests.factories import buy, trading_context, trading_decision
-from tests.fakes.openrouter_server import FakeOpenRouter, chat_completion, error_body
+from tests.fakes.openrouter_server import FakeOpenRouter, chat_completion, error_body, hold_all
 
 pytestmark = pytest.mark.db
 
@@ -330,28 +330,6 @@ async def _audit_count(api: Api) -> int:
 OPENROUTER_KEY = "sk-or-v1-" + secrets.token_hex(32)
 
 
-def _hold_all() -> str:
-    return json.dumps(
-        {
-            "decisions": [
-                {
-                    "asset": asset,
-                    "action": "hold",
-                    "allocation_usd": 0,
-                    "exit_plan": "wait",
-                    "rationale": "no edge",
-                    "confidence": 40,
-                    "risk_level": "low",
-                }
-                for asset in ("BTC", "ETH", "SOL")
-            ],
-            "portfolio_rationale": "stay flat",
-            "total_allocation_usd": 0,
-            "portfolio_risk_level": "low",
-        }
-    )
-
-
 @pytest.fixture
 def logs(caplog: pytest.LogCaptureFixture) -> Iterator[Callable[[list[str]], None]]:
     """`configure(secrets)`: the production logging set-up (redacting handler on stderr) at DEBUG, with pytest's
@@ -428,7 +406,7 @@ async def test_no_secret_in_responses_the_database_or_the_logs(
             responses.append(await api.client.get("/api/v1/accounts", headers={"X-API-Key": credentials["api_secret"]}))
             assert responses[-1].status_code == 401
 
-            fake.reply(chat_completion(_hold_all(), cost=0.001))
+            fake.reply(chat_completion(hold_all(), cost=0.001))
             responses.append(
                 await api.client.post("/api/v1/decisions/generate", json={"account_id": b_id}, headers=as_b)
             )

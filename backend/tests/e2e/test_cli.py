@@ -114,8 +114,7 @@ def test_help_works(command: list[str], tmp_path: Path) -> None:
 def test_decide_once_uses_the_openrouter_compatible_server_it_is_pointed_at(tmp_path: Path) -> None:
     import sqlite3
 
-    from tests.e2e.test_llm_loop import hold_all
-    from tests.fakes.openrouter_server import FakeOpenRouter, chat_completion
+    from tests.fakes.openrouter_server import FakeOpenRouter, chat_completion, hold_all
 
     key = "sk-or-v1-cli-test-abcdef0123456789"
     with FakeOpenRouter() as fake:

@@ -21,33 +21,11 @@ from app.db import models
 from app.services.llm.providers.openrouter import OpenRouterModel
 from app.services.market_data.simulator import MarketSimulator
 from tests.conftest import IsolatedSettings
-from tests.fakes.openrouter_server import FakeOpenRouter, Scripted, chat_completion, error_body
+from tests.fakes.openrouter_server import FakeOpenRouter, Scripted, chat_completion, error_body, hold_all
 
 pytestmark = pytest.mark.db
 KEY = "sk-or-v1-loop-test-0123456789abcdef"
 ASSETS = ["BTC", "ETH", "SOL"]
-
-
-def hold_all() -> str:
-    return json.dumps(
-        {
-            "decisions": [
-                {
-                    "asset": a,
-                    "action": "hold",
-                    "allocation_usd": 0,
-                    "exit_plan": "wait",
-                    "rationale": "no edge",
-                    "confidence": 40,
-                    "risk_level": "low",
-                }
-                for a in ASSETS
-            ],
-            "portfolio_rationale": "stay flat",
-            "total_allocation_usd": 0,
-            "portfolio_risk_level": "low",
-        }
-    )
 
 
 @pytest.fixture

@@ -122,6 +122,29 @@ def chat_completion(
     }
 
 
+def hold_all(assets: tuple[str, ...] = ("BTC", "ETH", "SOL")) -> str:
+    """A model's answer (the message content) that holds every asset."""
+    return json.dumps(
+        {
+            "decisions": [
+                {
+                    "asset": asset,
+                    "action": "hold",
+                    "allocation_usd": 0,
+                    "exit_plan": "wait",
+                    "rationale": "no edge",
+                    "confidence": 40,
+                    "risk_level": "low",
+                }
+                for asset in assets
+            ],
+            "portfolio_rationale": "stay flat",
+            "total_allocation_usd": 0,
+            "portfolio_risk_level": "low",
+        }
+    )
+
+
 def error_body(code: int, message: str, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
     """OpenRouter's error body: `{"error": {"code", "message", "metadata"}}`."""
     error: dict[str, Any] = {"code": code, "message": message}

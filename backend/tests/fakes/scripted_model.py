@@ -9,6 +9,20 @@ from app.schemas.trading_decision import AssetDecision, OrderAdjustment, Positio
 from app.services.llm.providers.base import ModelRequest, ModelResponse, TokenUsage
 
 
+def answer(request: ModelRequest, decision: TradingDecision, *, served_by: str) -> ModelResponse:
+    """A test model's well-formed answer carrying `decision`."""
+    return ModelResponse(
+        raw_text=decision.model_dump_json(),
+        decision=decision,
+        model_requested=request.model,
+        model_served=served_by,
+        provider="test",
+        latency_ms=1.0,
+        usage=TokenUsage(prompt_tokens=100, completion_tokens=50, total_tokens=150, cost_usd=0.0001),
+        finish_reason="stop",
+    )
+
+
 class ScriptedModel:
     name = "test/scripted-random"
     is_simulated = True
@@ -20,17 +34,7 @@ class ScriptedModel:
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         self.calls += 1
-        decision = self._decide(request)
-        return ModelResponse(
-            raw_text=decision.model_dump_json(),
-            decision=decision,
-            model_requested=request.model,
-            model_served=self.name,
-            provider="test",
-            latency_ms=1.0,
-            usage=TokenUsage(prompt_tokens=100, completion_tokens=50, total_tokens=150, cost_usd=0.0001),
-            finish_reason="stop",
-        )
+        return answer(request, self._decide(request), served_by=self.name)
 
     def _decide(self, request: ModelRequest) -> TradingDecision:
         rng = self.rng

@@ -21,7 +21,7 @@ from app.services.llm.risk_rules import exposure_block
 from app.services.market_data.simulator import MarketSimulator
 from tests import factories as f
 from tests.conftest import IsolatedSettings
-from tests.fakes.scripted_model import ScriptedModel
+from tests.fakes.scripted_model import ScriptedModel, answer
 
 pytestmark = pytest.mark.db
 
@@ -48,15 +48,7 @@ class PlannedModel:
             total_allocation_usd=sum(d.allocation_usd for d in decisions if d.action in ("buy", "sell")),
             portfolio_risk_level="medium",
         )
-        return ModelResponse(
-            raw_text=decision.model_dump_json(),
-            decision=decision,
-            model_requested=request.model,
-            model_served=self.name,
-            provider="test",
-            latency_ms=1.0,
-            finish_reason="stop",
-        )
+        return answer(request, decision, served_by=self.name)
 
 
 def buy_btc(request: ModelRequest) -> list[AssetDecision]:

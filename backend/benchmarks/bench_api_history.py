@@ -45,7 +45,7 @@ from cryptography.fernet import Fernet
 
 from app.bootstrap import build_agent
 from app.core.clock import ManualClock
-from app.core.config import Settings
+from app.core.config import ExplicitSettings, Settings
 from app.core.security import new_api_key
 from app.db.models import Account
 from app.db.repositories.accounts import AccountRepository
@@ -64,12 +64,6 @@ START = datetime(2025, 12, 1, tzinfo=UTC)
 CYCLE = timedelta(minutes=5)
 REQUEST_TIMEOUT_S = 10.0
 SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # how the UTCDateTime columns are stored on SQLite
-
-
-class BenchSettings(Settings):
-    @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, *args, **kwargs):  # type: ignore[no-untyped-def]
-        return (init_settings,)
 
 
 # ------------------------------------------------------------------------------------------------ database
@@ -390,7 +384,7 @@ def main() -> None:
         admin_key = new_api_key("admin")
         env = server_env(db_path, admin_key)
         start = time.perf_counter()
-        settings = BenchSettings(
+        settings = ExplicitSettings(
             database_url=env["DATABASE_URL"], admin_api_key=admin_key, secret_key=env["SECRET_KEY"]
         )
         asyncio.run(make_templates(settings))

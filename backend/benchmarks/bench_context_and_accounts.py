@@ -21,19 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.bootstrap import build_agent
 from app.core.clock import ManualClock
-from app.core.config import Settings
+from app.core.config import ExplicitSettings
 from app.db import models
 from app.services.llm.providers.base import ModelRequest, ModelResponse
 from app.services.llm.providers.baseline import BaselineModel
 
 ACCOUNTS = 200
 MODEL_SECONDS = 1.0
-
-
-class BenchSettings(Settings):
-    @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, *args, **kwargs):  # type: ignore[no-untyped-def, override]
-        return (init_settings,)
 
 
 class SlowModel(BaselineModel):
@@ -48,7 +42,7 @@ class SlowModel(BaselineModel):
 
 
 async def context_benchmark(tmp: Path) -> None:
-    settings = BenchSettings(database_url=f"sqlite:///{tmp / 'ctx.db'}", secret_key_file=str(tmp / "k"))
+    settings = ExplicitSettings(database_url=f"sqlite:///{tmp / 'ctx.db'}", secret_key_file=str(tmp / "k"))
     clock = ManualClock(datetime(2026, 3, 2, 12, tzinfo=UTC))
     agent = await build_agent(settings, clock=clock)
     try:
@@ -73,7 +67,7 @@ async def context_benchmark(tmp: Path) -> None:
 
 
 async def accounts_benchmark(tmp: Path) -> None:
-    settings = BenchSettings(
+    settings = ExplicitSettings(
         database_url=f"sqlite:///{tmp / 'acc.db'}",
         secret_key_file=str(tmp / "k2"),
         openrouter_api_key="sk-bench-not-used",

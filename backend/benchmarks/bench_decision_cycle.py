@@ -15,20 +15,14 @@ from pathlib import Path
 
 from app.bootstrap import build_agent
 from app.core.clock import ManualClock
-from app.core.config import Settings
+from app.core.config import ExplicitSettings
 
 CYCLES = 200
 
 
-class BenchSettings(Settings):
-    @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, *args, **kwargs):  # type: ignore[no-untyped-def, override]
-        return (init_settings,)
-
-
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        settings = BenchSettings(database_url=f"sqlite:///{Path(tmp) / 'bench.db'}")
+        settings = ExplicitSettings(database_url=f"sqlite:///{Path(tmp) / 'bench.db'}")
         clock = ManualClock(datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
         agent = await build_agent(settings, clock=clock)
         walls: list[float] = []

@@ -27,17 +27,11 @@ from tests.fakes.openrouter_server import FakeOpenRouter, chat_completion
 
 from app.bootstrap import build_agent
 from app.core.clock import ManualClock
-from app.core.config import Settings
+from app.core.config import ExplicitSettings
 from app.services.llm.providers.openrouter import OpenRouterModel
 
 CALLS = 200
 TEN = ["BTC", "ETH", "SOL", "BNB", "XRP", "DOGE", "ADA", "AVAX", "LINK", "DOT"]
-
-
-class BenchSettings(Settings):
-    @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, *args, **kwargs):  # type: ignore[no-untyped-def, override]
-        return (init_settings,)
 
 
 def answer(symbols: list[str]) -> str:
@@ -63,7 +57,7 @@ def answer(symbols: list[str]) -> str:
 
 
 async def measure(assets: list[str], fake: FakeOpenRouter, tmp: Path) -> None:
-    settings = BenchSettings(database_url=f"sqlite:///{tmp / f'bench{len(assets)}.db'}", assets=",".join(assets))
+    settings = ExplicitSettings(database_url=f"sqlite:///{tmp / f'bench{len(assets)}.db'}", assets=",".join(assets))
     agent = await build_agent(settings, clock=ManualClock(datetime(2026, 3, 2, 12, tzinfo=UTC)))
     model = OpenRouterModel(api_key="sk-bench", model="openai/gpt-5", base_url=fake.base_url, max_attempts=1)
     try:

@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 
 from app.bootstrap import Agent, build_agent
 from app.core.clock import ManualClock
-from app.core.config import Settings, normalise_database_url
+from app.core.config import ExplicitSettings, Settings, normalise_database_url
 from app.services.market_data.simulator import MarketSimulator
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -88,12 +88,7 @@ def clock() -> ManualClock:
     return ManualClock(START)
 
 
-class IsolatedSettings(Settings):
-    """Settings from constructor arguments only: no `.env`, no process environment."""
-
-    @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, *args, **kwargs):  # type: ignore[no-untyped-def, override]
-        return (init_settings,)
+IsolatedSettings = ExplicitSettings  # settings from constructor arguments only
 
 
 ADMIN_KEY = "ta_admin_test-key-0123456789abcdefghijklmnop"

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 from app.core.timeframes import timeframe_seconds
@@ -158,3 +158,19 @@ class Settings(BaseSettings):
     def llm_models(self) -> list[str]:
         """LLM_MODEL, then the fallbacks, without repeats."""
         return list(dict.fromkeys([self.llm_model, *self.llm_fallback_models]))
+
+
+class ExplicitSettings(Settings):
+    """Settings from constructor arguments only: no `.env`, no process environment (tests, benchmarks, and a
+    program that embeds the agent with settings of its own)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)

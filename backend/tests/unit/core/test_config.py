@@ -7,19 +7,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from app.core.config import Settings, normalise_database_url
-
-
-class ArgsOnlySettings(Settings):
-    """Settings from constructor arguments only: no `.env`, no process environment."""
-
-    @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, *args, **kwargs):  # type: ignore[no-untyped-def, override]
-        return (init_settings,)
+from app.core.config import ExplicitSettings, Settings, normalise_database_url
 
 
 def settings(**values: Any) -> Settings:
-    return ArgsOnlySettings(**values)
+    return ExplicitSettings(**values)
 
 
 @pytest.fixture

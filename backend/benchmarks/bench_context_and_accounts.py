@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.bootstrap import build_agent
 from app.core.clock import ManualClock
 from app.core.config import ExplicitSettings
+from app.core.heap import freeze_startup_objects
 from app.db import models
 from app.services.llm.providers.base import ModelRequest, ModelResponse
 from app.services.llm.providers.baseline import BaselineModel
@@ -99,6 +100,7 @@ async def accounts_benchmark(tmp: Path) -> None:
                     )
                 )
         await agent.loop.run_cycle()  # warm-up: venues restored, candles stored
+        freeze_startup_objects()  # as the served agent does after start-up (`trading-agent run`)
         clock.advance(timedelta(minutes=5))
         cpu, wall = time.process_time(), time.perf_counter()
         decided = await agent.loop.run_cycle()

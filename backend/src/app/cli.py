@@ -61,7 +61,8 @@ def _serve(host: str | None, port: int | None, *, run_loop: bool) -> None:
         f"API on http://{bind_host}:{bind_port} (docs at /docs)" + (" with the trading loop" if run_loop else "")
     )
     try:
-        uvicorn.run(create_app(settings, run_loop=run_loop), host=bind_host, port=bind_port, log_config=None)
+        served = create_app(settings, run_loop=run_loop, freeze_startup=True)
+        uvicorn.run(served, host=bind_host, port=bind_port, log_config=None)
     except ConfigurationError as exc:
         console.print(f"[red]configuration error:[/red] {exc}")
         raise typer.Exit(2) from exc

@@ -16,6 +16,7 @@ from app.api.middleware import install_middleware
 from app.api.v1 import accounts, audit, decisions, strategies
 from app.bootstrap import Agent, build_agent
 from app.core.config import Settings
+from app.core.heap import freeze_startup_objects
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +26,18 @@ def create_app(
     *,
     run_loop: bool = False,
     agent_factory: Callable[[Settings], Awaitable[Agent]] | None = None,
+    freeze_startup: bool = False,
 ) -> FastAPI:
-    """The API; `run_loop=True` also runs a decision cycle per account on every closed candle."""
+    """The API; `run_loop=True` also runs a decision cycle per account on every closed candle;
+    `freeze_startup=True` (the served process) takes start-up's objects out of later garbage collections."""
     settings = settings or Settings()
     factory = agent_factory or build_agent
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         agent = await factory(settings)
+        if freeze_startup:
+            freeze_startup_objects()
         app.state.agent = agent
         print(agent.describe(), flush=True)
         task: asyncio.Task[None] | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
@@ -140,3 +141,16 @@ async def test_forced_decisions_are_limited_per_account(settings: Settings, cloc
         clock.advance(timedelta(hours=1))
         again = await client.post("/api/v1/decisions/generate", json=forced)
         assert again.status_code == 200, again.text
+
+
+async def test_only_the_served_process_freezes_its_start_up_objects(settings: Settings, clock: ManualClock) -> None:
+    """`trading-agent run` and `serve` take start-up's objects out of later garbage collections; an app made
+    without asking (tests, embedding) leaves the collector as it was."""
+    assert gc.get_freeze_count() == 0
+    try:
+        async with serve(create_app(settings, agent_factory=simulated(clock))):
+            assert gc.get_freeze_count() == 0
+        async with serve(create_app(settings, agent_factory=simulated(clock), freeze_startup=True)):
+            assert gc.get_freeze_count() > 100_000
+    finally:
+        gc.unfreeze()

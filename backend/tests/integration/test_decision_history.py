@@ -101,16 +101,17 @@ async def test_an_empty_page_and_an_unknown_account(traded: Agent) -> None:
 
 
 async def test_json_orjson_cannot_pass_on_goes_through_the_models(traded_sqlite: Agent) -> None:
-    """The standard library writes an infinite float as `Infinity` (not JSON; SQLite stores it, PostgreSQL
-    refuses it): that row is validated and the infinity written as null, exactly as before."""
+    """The standard library wrote an infinite float as `Infinity` (not JSON; SQLite stores it, PostgreSQL
+    refuses it), and rows written before orjson may hold one: that row is validated and the infinity written as
+    null, exactly as before."""
     traded = traded_sqlite
     newest = (await expected(traded))[0]
     async with traded.sessions.begin() as session:
         stored = await session.scalar(
             text("SELECT final_decision FROM decisions WHERE id = :id").bindparams(id=newest["id"])
         )
-        assert '"total_allocation_usd": ' in stored
-        head, tail = stored.split('"total_allocation_usd": ', 1)
+        assert '"total_allocation_usd":' in stored
+        head, tail = stored.split('"total_allocation_usd":', 1)
         infinite = head + '"total_allocation_usd": Infinity' + tail[tail.index(",") :]
         await session.execute(
             text("UPDATE decisions SET final_decision = :v WHERE id = :id").bindparams(v=infinite, id=newest["id"])

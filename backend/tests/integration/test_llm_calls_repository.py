@@ -75,10 +75,14 @@ async def test_totals_and_spend(database_url: str) -> None:
                 )
             await session.flush()
             repo = LLMCallRepository(session)
-            repo.add(_call(1, "openai/gpt-5", "openai/gpt-5", "ok", 0.01, 1))
-            repo.add(_call(1, "openai/gpt-5", None, "api_error", None, 1, hour=23))
-            repo.add(_call(2, "openai/gpt-5", "openai/gpt-5", "truncated", 0.02, 2))
-            repo.add(_call(2, "x-ai/grok-4", "x-ai/grok-4", "ok", 0.03, 2))
+            await repo.add_all(
+                [
+                    _call(1, "openai/gpt-5", "openai/gpt-5", "ok", 0.01, 1),
+                    _call(1, "openai/gpt-5", None, "api_error", None, 1, hour=23),
+                    _call(2, "openai/gpt-5", "openai/gpt-5", "truncated", 0.02, 2),
+                    _call(2, "x-ai/grok-4", "x-ai/grok-4", "ok", 0.03, 2),
+                ]
+            )
         async with sessions() as session:
             repo = LLMCallRepository(session)
             by_model = {t.key: t for t in await repo.totals("model")}

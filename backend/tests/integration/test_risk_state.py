@@ -5,7 +5,7 @@ an asset still in its cooldown is refused."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -14,6 +14,7 @@ from app.bootstrap import Agent, build_agent
 from app.core.clock import ManualClock
 from app.core.config import Settings
 from app.db import models
+from app.db.repositories import trading
 from app.schemas.trading_decision import AssetDecision, TradingDecision
 from app.services.exchange.base import FEE_PROFILES
 from app.services.llm.providers.base import ModelRequest, ModelResponse
@@ -214,3 +215,60 @@ async def test_the_first_cycle_of_a_day_measures_the_loss_from_the_previous_clos
     conservative = await agent.strategies.get_strategy("conservative")  # 2% daily loss
     block = exposure_block("BTC", conservative, state)
     assert block is not None and "daily loss limit" in block
+
+
+async def snapshots(agent: Agent, points: list[tuple[datetime, float]]) -> None:
+    async with agent.sessions.begin() as session:
+        for at, equity in points:
+            session.add(
+                models.EquitySnapshot(
+                    account_id=1,
+                    taken_at=at,
+                    wallet_balance=equity,
+                    unrealized_pnl=0.0,
+                    equity=equity,
+                    margin_used=0.0,
+                    realized_pnl=0.0,
+                    fees_paid=0.0,
+                    funding_net=0.0,
+                )
+            )
+
+
+@pytest.mark.parametrize("overnight", [True, False], ids=["previous-close", "first-of-the-day"])
+async def test_the_day_start_older_than_the_equity_read_for_the_context_is_read_from_the_database(
+    agent: Agent, clock: ManualClock, monkeypatch: pytest.MonkeyPatch, overnight: bool
+) -> None:
+    """The decision reads the most recent snapshots once (for the curve) and finds the day's start among them;
+    when more snapshots were taken today than it reads, the start lies before them and comes from the database:
+    the previous day's close, or, with none, the day's first snapshot."""
+    monkeypatch.setattr(trading, "EQUITY_HISTORY", 5)
+    midnight = (clock.now() + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    today = [(midnight + timedelta(minutes=5 * i), 10_000.0 + i) for i in range(1, 9)]
+    before = [(midnight - timedelta(minutes=5), 9_000.0)] if overnight else []
+    await snapshots(agent, before + today)
+    now = midnight + timedelta(hours=1)
+    async with agent.sessions() as session:
+        history = await trading.TradingRepository(session).account_history(1, midnight)
+    assert [equity for _at, equity in history.equity] == [10_004.0, 10_005.0, 10_006.0, 10_007.0, 10_008.0]
+    assert history.day_start_equity == (9_000.0 if overnight else 10_001.0)
+    state = await agent.engine.risk_state(1, "ACTIVE", 3.0, f.trading_context(), now)
+    assert state.day_start_equity == history.day_start_equity
+
+
+async def test_the_day_start_found_among_the_snapshots_read_matches_the_database(
+    agent: Agent, clock: ManualClock
+) -> None:
+    """With every snapshot read, the previous close (the last one at or before midnight, the later of two at the
+    same time) and, on a first day, the day's first snapshot come from the rows read, as the database gives them."""
+    midnight = (clock.now() + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    await snapshots(agent, [(midnight + timedelta(minutes=5), 10_050.0), (midnight + timedelta(minutes=10), 10_060.0)])
+    async with agent.sessions() as session:
+        repo = trading.TradingRepository(session)
+        first_day = await repo.account_history(1, midnight)
+        assert first_day.day_start_equity == 10_050.0 == await repo.day_start_equity(1, midnight)
+    await snapshots(agent, [(midnight - timedelta(hours=1), 9_900.0), (midnight, 9_950.0), (midnight, 9_960.0)])
+    async with agent.sessions() as session:
+        repo = trading.TradingRepository(session)
+        history = await repo.account_history(1, midnight)
+        assert history.day_start_equity == 9_960.0 == await repo.day_start_equity(1, midnight)

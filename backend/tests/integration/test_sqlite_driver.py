@@ -1,15 +1,17 @@
 """The SQLite driver that executes and fetches in one worker-thread hop: every way SQLAlchemy reads rows
-(all at once, one by one, streamed in chunks) returns every row, and a failed statement is reported and
-leaves the connection usable."""
+(all at once, one by one, streamed in chunks) returns every row, a failed statement is reported and leaves the
+connection usable, and writers of one engine take turns at its gate."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
+from app.db import session as session_module
 from app.db.session import create_engine
 
 
@@ -56,5 +58,45 @@ async def test_commit_and_rollback_still_do_their_work_when_a_transaction_is_ope
             assert not raw.driver_connection._conn.in_transaction  # type: ignore[union-attr]
         async with engine.connect() as other:  # another connection sees exactly the committed row
             assert (await other.execute(text("SELECT n FROM t"))).scalars().all() == [2]
+    finally:
+        await engine.dispose()
+
+
+async def test_writers_take_turns_at_the_gate_and_every_way_out_lets_the_next_one_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One writing connection at a time: a second writer waits on the event loop (not in SQLite's busy handler)
+    and is told the database is locked when the first holds on past the timeout. Commit, rollback, a failed
+    statement and a connection handed back unfinished each let the next writer in; readers never wait."""
+    monkeypatch.setattr(session_module, "SQLITE_BUSY_TIMEOUT_S", 0.3)
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'gate.db'}")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (n INTEGER PRIMARY KEY)"))
+        async with engine.connect() as first, engine.connect() as second:
+            await first.execute(text("INSERT INTO t (n) VALUES (1)"))  # a write transaction is open
+            assert (await second.execute(text("SELECT count(*) FROM t"))).scalar_one() == 0  # reading: no wait
+            with pytest.raises(OperationalError, match="database is locked: another writer held it for more than"):
+                await second.execute(text("INSERT INTO t (n) VALUES (2)"))
+            await second.rollback()
+            waiting = asyncio.create_task(second.execute(text("INSERT INTO t (n) VALUES (3)")))
+            await asyncio.sleep(0.05)
+            assert not waiting.done()  # queued at the gate
+            await first.commit()
+            await waiting  # let in by the commit
+            await second.commit()
+            # a statement that fails before writing anything leaves the gate open
+            with pytest.raises(OperationalError, match="no such table"):
+                await first.execute(text("INSERT INTO missing (n) VALUES (1)"))
+            await second.execute(text("INSERT INTO t (n) VALUES (4)"))
+            await second.rollback()  # a rollback lets the next writer in too
+            with pytest.raises(IntegrityError):  # a failed write inside a transaction: the rollback ends it
+                await first.execute(text("INSERT INTO t (n) VALUES (1)"))
+            await first.rollback()
+            await second.execute(text("INSERT INTO t (n) VALUES (5)"))
+        # `second` went back to the pool with its write open: the pool's reset rolled it back and let go
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO t (n) VALUES (6)"))
+            assert (await conn.execute(text("SELECT n FROM t ORDER BY n"))).scalars().all() == [1, 3, 6]
     finally:
         await engine.dispose()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -12,6 +14,25 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.db import sqlite_driver
 
 SQLITE_BUSY_TIMEOUT_S = 30
+
+
+def json_text(value: Any) -> str:
+    """JSON columns as compact text, written by orjson: a decision's context snapshot (about 28 KB) takes
+    0.05 ms instead of the standard library's 0.5 ms. NaN and infinities become null (valid JSON, which
+    PostgreSQL's JSON types require)."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def json_value(text: str | bytes) -> Any:
+    """A JSON column's value, read by orjson; text it refuses (`NaN` or `Infinity`, which the standard library
+    wrote into rows before orjson) is read by the standard library, as it was written."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
+_JSON = {"json_serializer": json_text, "json_deserializer": json_value}
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -27,8 +48,14 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     path = sqlite_file(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        gate = sqlite_driver.WriteGate(SQLITE_BUSY_TIMEOUT_S)
         engine = create_async_engine(
-            url, echo=echo, async_creator=lambda: sqlite_driver.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)
+            url,
+            echo=echo,
+            **_JSON,
+            pool_size=20,
+            max_overflow=20,
+            async_creator=lambda: sqlite_driver.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S, gate=gate),
         )
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -40,7 +67,7 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
             cursor.close()
 
         return engine
-    return create_async_engine(url, echo=echo, pool_pre_ping=True)
+    return create_async_engine(url, echo=echo, pool_pre_ping=True, **_JSON)
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -7,16 +7,45 @@ run in one hop; opening and closing a cursor (plain object allocation in the sql
 event loop's thread, which `check_same_thread=False` allows, and so does the commit or rollback of a
 connection with no open transaction (nothing to do: no hop). SQLAlchemy still serializes the statements of
 one connection, so the connection is never used by two threads at once.
+
+Writers of one engine take turns through a `WriteGate` held from a connection's first write to its commit or
+rollback. SQLite admits one writer at a time; without the gate, a second writer waits inside SQLite's busy
+handler, which sleeps up to 100 ms per try whatever happens meanwhile (with 200 accounts deciding at once this
+was measured at 57 ms per equity snapshot insert on average, up to a second). A writer waiting at the gate is
+woken on the event loop the moment the lock frees. Other processes on the same file still meet the busy
+timeout, as before.
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
 import sqlite3
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
+
+# The statements that make sqlite3 open a transaction (or write outside one): they pass the gate first.
+_WRITE = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER)\b", re.IGNORECASE)
+
+
+class WriteGate:
+    """One writing connection at a time among the connections of an engine (per event loop: an asyncio lock
+    belongs to one loop; connections used from another loop fall back on SQLite's busy timeout)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+    def lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        return lock
 
 
 def _execute_and_fetch(cursor: sqlite3.Cursor, sql: str, parameters: Any) -> list[Any]:
@@ -39,8 +68,27 @@ class _PrefetchCursor(aiosqlite.Cursor):
         await self.close()
 
     async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> _PrefetchCursor:
-        self._rows = await self._conn._execute(_execute_and_fetch, self._cursor, sql, parameters or ())
+        conn = self._conn
+        assert isinstance(conn, _Connection)
+        if _WRITE.match(sql):
+            await conn.enter_write()
+        try:
+            self._rows = await conn._execute(_execute_and_fetch, self._cursor, sql, parameters or ())
+        finally:
+            conn.leave_write_if_done()
         self._next = 0
+        return self
+
+    async def executemany(self, sql: str, parameters: Iterable[Iterable[Any]]) -> _PrefetchCursor:
+        conn = self._conn
+        assert isinstance(conn, _Connection)
+        if _WRITE.match(sql):
+            await conn.enter_write()
+        try:
+            await conn._execute(self._cursor.executemany, sql, parameters)
+        finally:
+            conn.leave_write_if_done()
+        self._rows, self._next = [], 0
         return self
 
     async def fetchone(self) -> Any:
@@ -66,27 +114,69 @@ class _PrefetchCursor(aiosqlite.Cursor):
 
 
 class _Connection(aiosqlite.Connection):
+    gate: WriteGate | None = None
+    _gate_lock: asyncio.Lock | None = None  # the gate's lock while this connection writes
+
     def cursor(self) -> _PrefetchCursor:  # type: ignore[override]
         return _PrefetchCursor(self, self._conn.cursor())
+
+    async def enter_write(self) -> None:
+        """Pass the gate before the first write of a transaction (a no-op while this connection holds it)."""
+        if self.gate is None or self._gate_lock is not None:
+            return
+        lock = self.gate.lock()
+        try:
+            async with asyncio.timeout(self.gate.timeout):
+                await lock.acquire()
+        except TimeoutError:
+            raise sqlite3.OperationalError(
+                f"database is locked: another writer held it for more than {self.gate.timeout:g} s"
+            ) from None
+        self._gate_lock = lock
+
+    def leave_write_if_done(self) -> None:
+        """Let the next writer in once this connection has no open transaction (committed, rolled back, or a
+        statement that failed before it began one)."""
+        if not self._conn.in_transaction:
+            self._release_gate()
+
+    def _release_gate(self) -> None:
+        lock, self._gate_lock = self._gate_lock, None
+        if lock is not None:
+            lock.release()
 
     # A session that only read never opened a transaction (sqlite3 begins one before the first write): its
     # commit or rollback, including the pool's reset when the connection comes back, has nothing to do.
     async def commit(self) -> None:
-        if self._conn.in_transaction:
-            await super().commit()
+        try:
+            if self._conn.in_transaction:
+                await super().commit()
+        finally:
+            self.leave_write_if_done()
 
     async def rollback(self) -> None:
-        if self._conn.in_transaction:
-            await super().rollback()
+        try:
+            if self._conn.in_transaction:
+                await super().rollback()
+        finally:
+            self.leave_write_if_done()
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            self._release_gate()
 
 
-def connect(database: str | Path, *, timeout: float) -> aiosqlite.Connection:
-    """An aiosqlite connection (awaitable, as `aiosqlite.connect` returns) using the prefetching cursor."""
+def connect(database: str | Path, *, timeout: float, gate: WriteGate | None = None) -> aiosqlite.Connection:
+    """An aiosqlite connection (awaitable, as `aiosqlite.connect` returns) using the prefetching cursor; its
+    writes pass `gate` when one is given."""
     path = str(database)
 
     def connector() -> sqlite3.Connection:
         return sqlite3.connect(path, timeout=timeout, check_same_thread=False)
 
     connection = _Connection(connector, iter_chunk_size=64)
+    connection.gate = gate
     connection._thread.daemon = True  # as SQLAlchemy does for aiosqlite: an undisposed engine never blocks exit
     return connection

@@ -6,11 +6,13 @@ import json
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, get_args
+from typing import cast as cast_type
 
 import orjson
-from sqlalchemy import Select, Text, bindparam, cast, func, select
+from sqlalchemy import Select, Table, Text, bindparam, cast, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.inserts import insert_row
 from app.db.models import Decision, Order
 from app.schemas.decision_result import DecisionResult, DecisionStatus
 
@@ -72,6 +74,45 @@ _ORDERS_OF = (
     .where(_orders.decision_id.in_(bindparam("ids", expanding=True)))
     .order_by(_orders.id)
 )
+# What a decision learns after its row was first stored: written in one UPDATE at the end of its cycle.
+_OUTCOME_FIELDS = (
+    "status",
+    "error",
+    "failure",
+    "is_fallback",
+    "validation_result",
+    "final_decision",
+    "execution_errors",
+    "model_served",
+    "provider",
+    "raw_response",
+    "first_raw_response",
+    "parsed_decision",
+    "finish_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost_usd",
+    "latency_ms",
+)
+_RECORD_OUTCOME = (
+    update(cast_type(Table, Decision.__table__))
+    .where(_decisions.id == bindparam("decision_id"))
+    .values({field: bindparam(f"new_{field}") for field in _OUTCOME_FIELDS})
+)
+# The decision already made for a candle, assets and strategy (not one that failed or is still running).
+_MADE_FOR = (
+    select(Decision)
+    .where(
+        Decision.account_id == bindparam("account_id"),
+        Decision.cycle_time == bindparam("cycle_time"),
+        Decision.symbols_key == bindparam("symbols_key"),
+        Decision.strategy_id == bindparam("strategy_id"),
+        Decision.status.not_in(("error", "pending")),
+    )
+    .order_by(Decision.id.desc())
+    .limit(1)
+)
 _STATUSES = frozenset(get_args(DecisionStatus))
 _NO_OBJECT = (None, "null", "{}")  # stored JSON that `to_result` reads as no decision / no validation
 
@@ -95,9 +136,27 @@ class DecisionRepository:
         self.session = session
 
     async def add(self, decision: Decision) -> Decision:
-        self.session.add(decision)
-        await self.session.flush()
+        """Store a new decision (its `id` is set); the object stays outside the session."""
+        await insert_row(self.session, decision)
         return decision
+
+    async def record_outcome(self, decision: Decision) -> None:
+        """Store what the decision's cycle learned after its row was added (status, validation, the model's
+        answer, usage): one UPDATE of those columns."""
+        values = {f"new_{field}": getattr(decision, field) for field in _OUTCOME_FIELDS}
+        await self.session.execute(_RECORD_OUTCOME, {"decision_id": decision.id, **values})
+
+    async def made_for(
+        self, account_id: int, cycle_time: datetime, symbols_key: str, strategy_id: str
+    ) -> Decision | None:
+        """The newest finished decision of the account for that candle, assets (`symbols_key`) and strategy."""
+        params = {
+            "account_id": account_id,
+            "cycle_time": cycle_time,
+            "symbols_key": symbols_key,
+            "strategy_id": strategy_id,
+        }
+        return await self.session.scalar(_MADE_FOR, params)
 
     async def get(self, decision_id: int) -> Decision | None:
         return await self.session.get(Decision, decision_id)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, String, case, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.inserts import insert_rows
 from app.db.models import LLMCall
 
 
@@ -26,8 +27,9 @@ class LLMCallRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    def add(self, call: LLMCall) -> None:
-        self.session.add(call)
+    async def add_all(self, calls: list[LLMCall]) -> None:
+        """Store new model calls (one statement); the objects stay outside the session."""
+        await insert_rows(self.session, calls)
 
     async def spent_since(self, account_id: int, since: datetime) -> float:
         """USD spent on model calls by `account_id` from `since` on."""

@@ -2,12 +2,69 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, TypeAlias
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Integer, Row, bindparam, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import EquitySnapshot, Fill, FundingPayment, Order, Position
+
+StoredRow: TypeAlias = Row[*tuple[Any, ...]]  # a row read as columns, not as an ORM object
+EQUITY_HISTORY = 2000  # snapshots behind the drawdown, Sharpe and VaR of a decision (about a week at 5m)
+CLOSED_HISTORY = 500  # closed trades behind the win rate and average win/loss
+
+# What every decision reads of an account's past: built once (a statement's construction costs about as much as
+# running it), read as rows, not as ORM objects (none of them is changed).
+_by_account = bindparam("account_id", type_=Integer)
+_OPEN_PLANS = select(
+    Position.symbol, Position.stop_loss, Position.take_profit, Position.exit_plan, Position.entry_rationale
+).where(Position.account_id == _by_account, Position.status == "open")
+_CLOSED_TRADES = (
+    select(
+        Position.symbol,
+        Position.side,
+        Position.size,
+        Position.entry_price,
+        Position.exit_price,
+        Position.realized_pnl,
+        Position.fees,
+        Position.exit_reason,
+        Position.opened_at,
+        Position.closed_at,
+    )
+    .where(Position.account_id == _by_account, Position.status == "closed")
+    .order_by(Position.closed_at.desc(), Position.id.desc())
+    .limit(bindparam("closed_limit"))
+)
+_EQUITY_POINTS = (
+    select(EquitySnapshot.taken_at, EquitySnapshot.equity)
+    .where(EquitySnapshot.account_id == _by_account)
+    .order_by(EquitySnapshot.id.desc())
+    .limit(bindparam("equity_limit"))
+)
+_LAST_ENTRIES = (
+    select(Order.symbol, func.max(Order.updated_at))
+    .where(
+        Order.account_id == _by_account,
+        Order.kind.in_(("entry", "increase")),
+        Order.status == "filled",
+    )
+    .group_by(Order.symbol)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountHistory:
+    """An account's stored past as one decision needs it: four reads, whatever the account's age."""
+
+    plans: dict[str, StoredRow]  # the open positions' stop, target, exit plan and rationale by asset
+    closed: Sequence[StoredRow]  # the most recent closed trades, newest first
+    equity: list[tuple[datetime, float]]  # the most recent equity snapshots, oldest first
+    last_entries: dict[str, datetime]  # when each asset last got new exposure (cooldowns)
+    day_start_equity: float | None  # equity when the UTC day began (see `TradingRepository.day_start_equity`)
 
 
 class TradingRepository:
@@ -86,32 +143,25 @@ class TradingRepository:
         )
         return {(s, t) for s, t in (await self.session.execute(query)).all()}
 
+    # ---------------------------------------------------------------------------------------- history
+    async def account_history(self, account_id: int, day_start: datetime) -> AccountHistory:
+        """What a decision reads of the account's past (`day_start`: the start of the current UTC day)."""
+        params = {"account_id": account_id}
+        plans = {row.symbol: row for row in await self.session.execute(_OPEN_PLANS, params)}
+        closed = (await self.session.execute(_CLOSED_TRADES, {**params, "closed_limit": CLOSED_HISTORY})).all()
+        newest_first = (await self.session.execute(_EQUITY_POINTS, {**params, "equity_limit": EQUITY_HISTORY})).all()
+        equity = [(at, float(value)) for at, value in reversed(newest_first)]
+        entries = {symbol: at for symbol, at in await self.session.execute(_LAST_ENTRIES, params) if at is not None}
+        complete = len(equity) < EQUITY_HISTORY
+        start = _day_start_in(equity, day_start, complete=complete)
+        if start is None and not complete:
+            start = await self.day_start_equity(account_id, day_start)
+        return AccountHistory(plans, closed, equity, entries, start)
+
     # ---------------------------------------------------------------------------------------- positions
     async def open_positions(self, account_id: int) -> list[Position]:
         query = select(Position).where(Position.account_id == account_id, Position.status == "open")
         return list((await self.session.scalars(query.order_by(Position.id))).all())
-
-    async def closed_positions(self, account_id: int, *, limit: int = 500) -> list[Position]:
-        query = (
-            select(Position)
-            .where(Position.account_id == account_id, Position.status == "closed")
-            .order_by(Position.closed_at.desc(), Position.id.desc())
-            .limit(limit)
-        )
-        return list((await self.session.scalars(query)).all())
-
-    async def last_entry_times(self, account_id: int) -> dict[str, datetime]:
-        """When each asset last got new exposure (a filled entry or increase), for cooldowns."""
-        query = (
-            select(Order.symbol, func.max(Order.updated_at))
-            .where(
-                Order.account_id == account_id,
-                Order.kind.in_(("entry", "increase")),
-                Order.status == "filled",
-            )
-            .group_by(Order.symbol)
-        )
-        return {symbol: at for symbol, at in (await self.session.execute(query)).all() if at is not None}
 
     # ------------------------------------------------------------------------------------------- equity
     async def first_equity_since(self, account_id: int, since: datetime) -> float | None:
@@ -139,16 +189,6 @@ class TradingRepository:
             return float(value)
         return await self.first_equity_since(account_id, day_start)
 
-    async def equity_values(self, account_id: int, *, limit: int = 2000) -> list[float]:
-        """The equity of the most recent `limit` snapshots, oldest first (no row objects: it is read often)."""
-        query = (
-            select(EquitySnapshot.equity)
-            .where(EquitySnapshot.account_id == account_id)
-            .order_by(EquitySnapshot.id.desc())
-            .limit(limit)
-        )
-        return [float(v) for v in reversed((await self.session.scalars(query)).all())]
-
     async def equity_curve(self, account_id: int, *, limit: int = 2000) -> list[EquitySnapshot]:
         """Oldest first, the most recent `limit` snapshots."""
         query = (
@@ -158,3 +198,16 @@ class TradingRepository:
             .limit(limit)
         )
         return list(reversed((await self.session.scalars(query)).all()))
+
+
+def _day_start_in(points: list[tuple[datetime, float]], day_start: datetime, *, complete: bool) -> float | None:
+    """`TradingRepository.day_start_equity` over snapshots already read (in the order they were stored): the last
+    one at or before `day_start`, else, when `points` holds every snapshot, the day's first. None when there is
+    none, or when it may lie before the snapshots read (not `complete`; snapshots are taken in time order)."""
+    before = [(at, i, equity) for i, (at, equity) in enumerate(points) if at <= day_start]
+    if before:
+        return max(before)[2]
+    if not complete:
+        return None
+    since = [(at, i, equity) for i, (at, equity) in enumerate(points) if at >= day_start]
+    return min(since)[2] if since else None

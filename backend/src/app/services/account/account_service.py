@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import Account, Position
-from app.db.repositories.trading import TradingRepository
+from app.db.models import Account
+from app.db.repositories.trading import AccountHistory, StoredRow, TradingRepository
 from app.schemas.trading_decision import (
     AccountContext,
     PositionSummary,
@@ -19,6 +21,17 @@ from app.services.account.metrics import performance_metrics
 from app.services.exchange.base import Exchange
 
 
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    """An account as a decision sees it: its context, its recent trades by asset, its equity curve (oldest
+    first, ending with the equity now) and the stored past they came from (the risk rules read it too)."""
+
+    context: AccountContext
+    trades: dict[str, list[TradeHistory]]
+    curve: list[float]
+    history: AccountHistory
+
+
 class AccountService:
     """Builds `AccountContext` and the recent trades of an account."""
 
@@ -26,10 +39,9 @@ class AccountService:
         self.periods_per_year = periods_per_year
 
     async def account_context(
-        self, session: AsyncSession, account: Account, exchange: Exchange, strategy: TradingStrategy
+        self, session: AsyncSession, account: Account, exchange: Exchange, strategy: TradingStrategy, now: datetime
     ) -> AccountContext:
-        state, _trades, _curve = await self.account_state(session, account, exchange, strategy, ())
-        return state
+        return (await self.account_state(session, account, exchange, strategy, (), now=now)).context
 
     async def account_state(
         self,
@@ -38,17 +50,19 @@ class AccountService:
         exchange: Exchange,
         strategy: TradingStrategy,
         symbols: Sequence[str],
+        *,
+        now: datetime,
         per_symbol: int = 5,
-    ) -> tuple[AccountContext, dict[str, list[TradeHistory]], list[float]]:
-        """The account's context, its recent closed trades grouped by asset (newest first, at most
-        `per_symbol` each) and its equity curve (oldest first, ending with the equity now): three reads."""
-        repo = TradingRepository(session)
+    ) -> AccountState:
+        """The account at `now`: money and positions from the venue, its past from the database (one
+        `account_history` read), recent closed trades grouped by asset (newest first, at most `per_symbol` each)."""
         balance = await exchange.fetch_balance()
         venue_positions = await exchange.fetch_positions()
-        stored = {p.symbol: p for p in await repo.open_positions(account.id)}
+        day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        history = await TradingRepository(session).account_history(account.id, day_start)
         summaries: list[PositionSummary] = []
         for pos in venue_positions:
-            row = stored.get(pos.symbol)
+            row = history.plans.get(pos.symbol)
             summaries.append(
                 PositionSummary(
                     symbol=pos.symbol,
@@ -68,16 +82,15 @@ class AccountService:
                     opened_at=pos.opened_at,
                 )
             )
-        curve = [*await repo.equity_values(account.id), balance.equity]
-        closed = await repo.closed_positions(account.id)
+        curve = [*(equity for _at, equity in history.equity), balance.equity]
         performance = performance_metrics(
-            [p.realized_pnl - p.fees for p in closed],
+            [p.realized_pnl - p.fees for p in history.closed],
             curve,
             balance.equity - account.initial_balance,
             self.periods_per_year,
         )
         gross = sum(p.notional for p in venue_positions)
-        state = AccountContext(
+        context = AccountContext(
             account_id=account.id,
             balance_usd=balance.equity,
             available_balance=balance.available,
@@ -90,10 +103,12 @@ class AccountService:
             maker_fee_bps=account.maker_fee_bps,
             taker_fee_bps=account.taker_fee_bps,
         )
-        return state, _group_trades(closed, symbols, per_symbol), curve
+        return AccountState(context, _group_trades(history.closed, symbols, per_symbol), curve, history)
 
 
-def _group_trades(closed: Sequence[Position], symbols: Sequence[str], per_symbol: int) -> dict[str, list[TradeHistory]]:
+def _group_trades(
+    closed: Sequence[StoredRow], symbols: Sequence[str], per_symbol: int
+) -> dict[str, list[TradeHistory]]:
     """Closed trades (newest first) grouped by asset, at most `per_symbol` each."""
     grouped: dict[str, list[TradeHistory]] = defaultdict(list)
     for row in closed:

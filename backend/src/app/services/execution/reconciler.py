@@ -11,6 +11,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models
+from app.db.inserts import insert_rows
 from app.db.repositories.trading import TradingRepository
 from app.services.exchange.base import Balance, Exchange, Order
 
@@ -231,6 +232,5 @@ class Reconciler:
             fees_paid=balance.fees_paid,
             funding_net=balance.funding_received - balance.funding_paid,
         )
-        session.add(row)
-        await session.flush()
+        await insert_rows(session, [row])
         return row

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.clock import Clock
 from app.core.timeframes import from_ms, timeframe_seconds
 from app.db.models import Account
+from app.db.repositories.trading import AccountHistory
 from app.schemas.trading_decision import (
     AccountContext,
     AssetMarketData,
@@ -87,6 +88,18 @@ class ContextBuilder:
     ) -> TradingContext:
         """The full context for one account's decision over `symbols` (the account's strategy unless
         `strategy` is given; `account`, its row when the caller has just read it)."""
+        return (await self.build_with_history(symbols, account_id, strategy, account=account))[0]
+
+    async def build_with_history(
+        self,
+        symbols: list[str],
+        account_id: int,
+        strategy: TradingStrategy | None = None,
+        *,
+        account: Account | None = None,
+    ) -> tuple[TradingContext, AccountHistory]:
+        """`build_trading_context`, and the account's stored past it was built from (the decision's risk rules
+        need the day's starting equity and the last entries, read in the same go)."""
         now = self.clock.now()
         exchange = await self.venues.exchange_for(account_id)
         if strategy is None:
@@ -100,21 +113,20 @@ class ContextBuilder:
                 account = await session.get(Account, account_id)
             if account is None:
                 raise AccountNotFoundError(account_id)
-            account_state, trades, curve = await self.accounts.account_state(
-                session, account, exchange, strategy, symbols
-            )
-        notionals = {p.symbol: p.size * p.current_price for p in account_state.open_positions}
-        risk = risk_metrics(curve, notionals, returns)
-        return TradingContext(
+            state = await self.accounts.account_state(session, account, exchange, strategy, symbols, now=now)
+        notionals = {p.symbol: p.size * p.current_price for p in state.context.open_positions}
+        risk = risk_metrics(state.curve, notionals, returns)
+        context = TradingContext(
             symbols=symbols,
             account_id=account_id,
             market_data=market,
-            account_state=account_state,
-            recent_trades=trades,
+            account_state=state.context,
+            recent_trades=state.trades,
             risk_metrics=risk,
             timestamp=now,
             errors=errors,
         )
+        return context, state.history
 
     def timeframes_for(self, strategy: TradingStrategy) -> tuple[list[str], str | None]:
         """The strategy's (decision, trend) timeframes, and a note when they cannot be used as they are: the
@@ -153,7 +165,7 @@ class ContextBuilder:
             account = await session.get(Account, account_id)
             if account is None:
                 raise AccountNotFoundError(account_id)
-            return await self.accounts.account_context(session, account, exchange, strategy)
+            return await self.accounts.account_context(session, account, exchange, strategy, self.clock.now())
 
     # ------------------------------------------------------------------------------------------ market
     async def _market(

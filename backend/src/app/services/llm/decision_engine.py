@@ -11,10 +11,10 @@ import asyncio
 import logging
 import math
 from collections import defaultdict, deque
+from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import Clock
@@ -24,7 +24,7 @@ from app.core.timeframes import floor_time
 from app.db import models
 from app.db.repositories.decisions import DecisionRepository, symbols_key
 from app.db.repositories.llm_calls import LLMCallRepository
-from app.db.repositories.trading import TradingRepository
+from app.db.repositories.trading import AccountHistory, TradingRepository
 from app.schemas.decision_result import DecisionResult, OrderSummary, UsageSummary
 from app.schemas.trading_decision import TradingContext, TradingDecision, TradingStrategy
 from app.schemas.validation import AssetVerdict, RiskState, ValidationResult
@@ -40,7 +40,7 @@ from app.services.llm.llm_exceptions import (
     UnknownAssetError,
 )
 from app.services.llm.llm_service import CallRecord, LLMService
-from app.services.llm.providers.base import ModelResponse
+from app.services.llm.providers.base import ModelRequest, ModelResponse
 from app.services.llm.strategy_manager import StrategyManager
 
 log = logging.getLogger(__name__)
@@ -81,27 +81,18 @@ def _status(validation: ValidationResult, report: ExecutionReport, fallback: boo
     return "executed" if acting else "no_action"
 
 
-# What a decision learns after its row was first stored: written in one UPDATE at the end of the cycle.
-_OUTCOME_FIELDS = (
-    "status",
-    "error",
-    "failure",
-    "is_fallback",
-    "validation_result",
-    "final_decision",
-    "execution_errors",
-    "model_served",
-    "provider",
-    "raw_response",
-    "first_raw_response",
-    "parsed_decision",
-    "finish_reason",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "cost_usd",
-    "latency_ms",
-)
+@dataclass(slots=True)
+class _Prepared:
+    """A decision ready for its model call: the pending row (stored) and what the rest of the cycle needs."""
+
+    row: models.Decision
+    context: TradingContext
+    history: AccountHistory  # what the context was built from; the risk rules read it too
+    request: ModelRequest
+    strategy: TradingStrategy
+    status: str
+    max_leverage: float
+    budget_note: str | None  # the daily LLM budget is spent: no call, hold
 
 
 class DecisionEngine:
@@ -122,6 +113,7 @@ class DecisionEngine:
         daily_budget_usd: float | None = None,
         metrics: AgentMetrics | None = None,
         refreshes_per_hour: int = 12,
+        max_preparing: int = 4,
     ) -> None:
         self.daily_budget_usd = daily_budget_usd
         self.refreshes_per_hour = refreshes_per_hour
@@ -139,6 +131,9 @@ class DecisionEngine:
         self.reconciler = reconciler
         self.venues = venues
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # Preparing a decision (reads, context, prompt) is CPU work with no waiting worth overlapping: a few at a
+        # time finish early and put their model calls in flight, where all preparing at once finish together.
+        self._preparing = asyncio.Semaphore(max_preparing)
 
     # ------------------------------------------------------------------------------------------ public
     def resolve_symbols(self, symbols: list[str] | None) -> list[str]:
@@ -221,6 +216,25 @@ class DecisionEngine:
         force_refresh: bool,
     ) -> DecisionResult:
         now = self.clock.now()
+        async with self._preparing:
+            prepared = await self._prepare(assets, account_id, strategy_override, trigger, force_refresh, now)
+        if isinstance(prepared, DecisionResult):  # from the cache, or the context could not be built
+            return prepared
+        # Every log line from here on (model calls, orders) carries the decision and the account.
+        structlog.contextvars.bind_contextvars(decision_id=prepared.row.id, account_id=account_id)
+        return await self._conclude(prepared, account_id, now)
+
+    async def _prepare(
+        self,
+        assets: list[str],
+        account_id: int,
+        strategy_override: str | None,
+        trigger: str,
+        force_refresh: bool,
+        now: datetime,
+    ) -> DecisionResult | _Prepared:
+        """Everything before the model call: the account, the cache, the context, the prompt and the pending
+        row (stored before the call, so a crash while the model thinks still leaves a trace)."""
         cycle_time = floor_time(now, self.interval)
         async with self.sessions() as session:
             account = await session.get(models.Account, account_id)
@@ -253,7 +267,9 @@ class DecisionEngine:
             created_at=now,
         )
         try:
-            context = await self.context_builder.build_trading_context(assets, account_id, strategy, account=account)
+            context, history = await self.context_builder.build_with_history(
+                assets, account_id, strategy, account=account
+            )
         except ContextBuildingError as exc:
             row.status, row.error, row.is_fallback = "error", f"context: {exc}", True
             async with self.sessions.begin() as session:
@@ -266,18 +282,28 @@ class DecisionEngine:
         row.prompt = f"[system]\n{request.system_prompt}\n\n[user]\n{request.user_prompt}"
         async with self.sessions.begin() as session:
             await DecisionRepository(session).add(row)
-        decision_id = row.id
-        # Every log line from here on (model calls, orders) carries the decision and the account.
-        structlog.contextvars.bind_contextvars(decision_id=decision_id, account_id=account_id)
+        return _Prepared(
+            row=row,
+            context=context,
+            history=history,
+            request=request,
+            strategy=strategy,
+            status=status,
+            max_leverage=max_leverage,
+            budget_note=await self._budget_exhausted(account_id, daily_budget, now),
+        )
 
+    async def _conclude(self, prepared: _Prepared, account_id: int, now: datetime) -> DecisionResult:
+        """The model call, validation, execution, and the stored outcome."""
+        row, context, status, max_leverage = prepared.row, prepared.context, prepared.status, prepared.max_leverage
+        decision_id = row.id
         response: ModelResponse | None = None
         fallback_why: str | None = None
         calls: list[CallRecord] = []
-        budget_note = await self._budget_exhausted(account_id, daily_budget, now)
-        if budget_note is not None:
-            fallback_why, row.failure = budget_note, "budget"
+        if prepared.budget_note is not None:
+            fallback_why, row.failure = prepared.budget_note, "budget"
         else:
-            result = await self.llm.generate(request)
+            result = await self.llm.generate(prepared.request)
             calls, response = result.calls, result.response
             if response is None:
                 fallback_why = f"no model answered: {result.error}"
@@ -289,7 +315,7 @@ class DecisionEngine:
                     fallback_why = f"unusable model answer ({response.failure}): {response.error}"
 
         if response is not None and response.decision is not None:
-            state = await self.risk_state(account_id, status, max_leverage, context, now)
+            state = await self.risk_state(account_id, status, max_leverage, context, now, prepared.history)
             validation = await self.validator.validate_decision(response.decision, context, state)
         else:
             validation = _fallback_validation(context, fallback_why or "no decision")
@@ -303,7 +329,7 @@ class DecisionEngine:
                     validation.verdicts,
                     account_id=account_id,
                     decision_id=decision_id,
-                    strategy=strategy,
+                    strategy=prepared.strategy,
                     account_max_leverage=max_leverage,
                     prices={s: a.current_price for s, a in context.market_data.assets.items()},
                     allow_new_exposure=status == "ACTIVE",
@@ -313,7 +339,7 @@ class DecisionEngine:
                 report.errors.append(f"execution stopped: {type(exc).__name__}: {exc}")
 
         async with self.sessions.begin() as session:
-            self._store_calls(session, calls, account_id, decision_id, now)
+            await self._store_calls(session, calls, account_id, decision_id, now)
             await self.reconciler.sync(
                 session,
                 account_id,
@@ -333,11 +359,7 @@ class DecisionEngine:
             row.status = "skipped" if status not in TRADABLE else _status(validation, report, fallback_why is not None)
             if status not in TRADABLE:
                 row.execution_errors = [f"account is {status}: no orders were sent"]
-            await session.execute(
-                update(models.Decision)
-                .where(models.Decision.id == decision_id)
-                .values({field: getattr(row, field) for field in _OUTCOME_FIELDS})
-            )
+            await DecisionRepository(session).record_outcome(row)
             # only this execution placed orders for this decision
             orders = await TradingRepository(session).orders_for_decision(decision_id) if report.orders else []
             decided = to_result(row, orders)
@@ -346,14 +368,21 @@ class DecisionEngine:
         return decided
 
     async def risk_state(
-        self, account_id: int, status: str, max_leverage: float, context: TradingContext, now: datetime
+        self,
+        account_id: int,
+        status: str,
+        max_leverage: float,
+        context: TradingContext,
+        now: datetime,
+        history: AccountHistory | None = None,
     ) -> RiskState:
-        """The account's day, recent entries and limits, for the validator's rules."""
-        day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        async with self.sessions() as session:
-            repo = TradingRepository(session)
-            start_equity = await repo.day_start_equity(account_id, day_start)
-            last_entries = await repo.last_entry_times(account_id)
+        """The account's day, recent entries and limits, for the validator's rules (`history`: the account's
+        stored past, as read for `context`; read again when not given)."""
+        if history is None:
+            async with self.sessions() as session:
+                day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+                history = await TradingRepository(session).account_history(account_id, day_start)
+        start_equity, last_entries = history.day_start_equity, history.last_entries
         if start_equity is None:  # nothing recorded yet: the day starts from the initial balance (equity - PnL)
             start_equity = context.account_state.balance_usd - context.account_state.total_pnl
         rules = await self.venues.rules()
@@ -410,14 +439,14 @@ class DecisionEngine:
         )
 
     @staticmethod
-    def _store_calls(
+    async def _store_calls(
         session: AsyncSession, calls: list[CallRecord], account_id: int, decision_id: int, now: datetime
     ) -> None:
-        repo = LLMCallRepository(session)
+        rows = []
         for call in calls:
             response = call.response
             usage = response.usage if response else None
-            repo.add(
+            rows.append(
                 models.LLMCall(
                     account_id=account_id,
                     decision_id=decision_id,
@@ -441,6 +470,7 @@ class DecisionEngine:
                     created_at=now,
                 )
             )
+        await LLMCallRepository(session).add_all(rows)
 
     @staticmethod
     def _record_response(row: models.Decision, response: ModelResponse) -> None:
@@ -461,19 +491,7 @@ class DecisionEngine:
         self, session: AsyncSession, account_id: int, cycle_time: datetime, assets: list[str], strategy_id: str
     ) -> DecisionResult | None:
         """The decision already made for this candle, assets and strategy (so a repeat never trades twice)."""
-        query = (
-            select(models.Decision)
-            .where(
-                models.Decision.account_id == account_id,
-                models.Decision.cycle_time == cycle_time,
-                models.Decision.symbols_key == symbols_key(assets),
-                models.Decision.strategy_id == strategy_id,
-                models.Decision.status.not_in(("error", "pending")),
-            )
-            .order_by(models.Decision.id.desc())
-            .limit(1)
-        )
-        row = await session.scalar(query)
+        row = await DecisionRepository(session).made_for(account_id, cycle_time, symbols_key(assets), strategy_id)
         if row is None:
             return None
         orders = await TradingRepository(session).orders_for_decision(row.id)

@@ -1,0 +1,153 @@
+"""Many accounts in one cycle: their model calls overlap while preparing them (reads, context, prompt) is
+bounded, so the first calls leave early; one account failing never stops the others."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from app.bootstrap import Agent, build_agent
+from app.core.clock import ManualClock
+from app.core.config import Settings
+from app.db import models
+from app.db.repositories.accounts import AccountRepository
+from app.services.llm.providers.base import ModelRequest, ModelResponse
+from app.services.llm.providers.baseline import BaselineModel
+from app.services.market_data.simulator import MarketSimulator
+from tests.conftest import IsolatedSettings
+
+pytestmark = pytest.mark.db
+ACCOUNTS = 12
+
+
+class Peak:
+    """How many are inside at once, at most."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.most = 0
+
+    def enter(self) -> None:
+        self.now += 1
+        self.most = max(self.most, self.now)
+
+    def leave(self) -> None:
+        self.now -= 1
+
+
+class SlowModel(BaselineModel):
+    """The baseline's answers after a wait, counting the calls in flight."""
+
+    is_simulated = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight = Peak()
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        self.in_flight.enter()
+        try:
+            await asyncio.sleep(0.2)
+            return await super().complete(request)
+        finally:
+            self.in_flight.leave()
+
+
+async def many(database_url: str, clock: ManualClock, tmp: str) -> tuple[Agent, SlowModel]:
+    settings: Settings = IsolatedSettings(
+        database_url=database_url,
+        secret_key_file=f"{tmp}/secret.key",
+        openrouter_api_key="sk-test-not-used",
+        max_concurrent_accounts=ACCOUNTS,
+        llm_max_concurrency=ACCOUNTS,
+        llm_requests_per_minute=10_000,
+        llm_daily_budget_usd=None,
+    )
+    model = SlowModel()
+    market = MarketSimulator(settings.assets, base_timeframe=settings.interval, seed=settings.sim_seed)
+    agent = await build_agent(settings, clock=clock, market=market, provider=model)
+    async with agent.sessions.begin() as session:
+        repo = AccountRepository(session)
+        now = clock.now()
+        for i in range(2, ACCOUNTS + 1):
+            account = models.Account(
+                name=f"paper-{i}",
+                mode="paper",
+                venue="binanceusdm",
+                status="ACTIVE",
+                strategy_id="conservative",
+                initial_balance=10_000,
+                max_position_size=2_500,
+                max_leverage=5,
+                maker_fee_bps=2,
+                taker_fee_bps=5,
+                created_at=now,
+                updated_at=now,
+            )
+            await repo.add(account, reason="test", now=now)
+    return agent, model
+
+
+async def test_model_calls_overlap_while_preparation_is_bounded(
+    database_url: str, clock: ManualClock, tmp_path: Any
+) -> None:
+    agent, model = await many(database_url, clock, str(tmp_path))
+    preparing = Peak()
+    build = agent.engine.context_builder.build_with_history
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        preparing.enter()
+        try:
+            await asyncio.sleep(0.01)  # preparation takes a while: overlapping ones would show
+            return await build(*args, **kwargs)
+        finally:
+            preparing.leave()
+
+    agent.engine.context_builder.build_with_history = counted  # type: ignore[method-assign]
+    try:
+        clock.advance(timedelta(minutes=5))
+        assert await agent.loop.run_cycle() == ACCOUNTS
+    finally:
+        await agent.close()
+    assert preparing.most == 4  # DecisionEngine(max_preparing=4)
+    assert model.in_flight.most == ACCOUNTS  # every call in flight at once: none waited for another's
+
+
+async def test_one_account_failing_leaves_the_others_deciding(
+    database_url: str, clock: ManualClock, tmp_path: Any
+) -> None:
+    agent, _model = await many(database_url, clock, str(tmp_path))
+    build = agent.engine.context_builder.build_with_history
+
+    async def broken_for_account_5(symbols: list[str], account_id: int, *args: Any, **kwargs: Any) -> Any:
+        if account_id == 5:
+            raise RuntimeError("account 5's venue is unreachable")
+        return await build(symbols, account_id, *args, **kwargs)
+
+    agent.engine.context_builder.build_with_history = broken_for_account_5  # type: ignore[method-assign]
+    try:
+        clock.advance(timedelta(minutes=5))
+        assert await agent.loop.run_cycle() == ACCOUNTS - 1
+        heartbeat = agent.loop.heartbeat
+        assert heartbeat.failures == 1
+        assert heartbeat.per_account_errors == {5: "account 5: RuntimeError: account 5's venue is unreachable"}
+        async with agent.sessions() as session:
+            stored = dict(
+                (
+                    await session.execute(
+                        select(models.Decision.account_id, func.count()).group_by(models.Decision.account_id)
+                    )
+                ).all()
+            )
+        assert set(stored) == set(range(1, ACCOUNTS + 1)) - {5}
+        # the next cycle tries account 5 again; once it works, its error is cleared
+        agent.engine.context_builder.build_with_history = build  # type: ignore[method-assign]
+        clock.advance(timedelta(minutes=5))
+        assert await agent.loop.run_cycle() == ACCOUNTS
+        assert heartbeat.per_account_errors == {}
+    finally:
+        await agent.close()

@@ -3,9 +3,10 @@
 
 * database: a fresh SQLite file migrated and set up as the app does it (`build_agent`, with 4 paper accounts).
   Real decision cycles (simulated market, baseline model) give the row templates; copies of them are bulk
-  inserted (executemany, with their orders) up to 100,000 decisions, ids interleaved across the accounts one
-  5m cycle apart, every column stored as the engine stores it (context snapshot and prompt included): about
-  44 kB a row, so the temporary file is about 4.4 GB (removed at the end).
+  inserted (executemany, with their orders and provenance) up to 100,000 decisions, ids interleaved across the
+  accounts one 5m cycle apart, every column stored as the engine stores it: about 7 kB a decision row and 36 kB
+  of provenance (context snapshot and prompt, in their own table), so the temporary file is about 4 GB (removed
+  at the end).
 * server: `trading-agent serve` (API only, no trading loop) in its own process on 127.0.0.1 with a free port,
   an admin key from ADMIN_API_KEY and offline defaults (simulated market, no LLM key, `.env` not read).
 * load: this process, open loop: request i is due at t0 + i/rate whatever the answers, and its latency counts
@@ -133,6 +134,12 @@ def seed(db_path: Path, total: int) -> Seeded:
         orders_of: dict[int, list[tuple[object, ...]]] = {}
         for order in cursor.fetchall():
             orders_of.setdefault(int(order[ocol["decision_id"]]), []).append(order)
+        provenance_of = {
+            int(decision_id): (context, prompt)
+            for decision_id, context, prompt in conn.execute(
+                "SELECT decision_id, context_snapshot, prompt FROM decision_provenance"
+            )
+        }
         last_time = datetime.strptime(
             conn.execute("SELECT max(cycle_time) FROM decisions").fetchone()[0], SQLITE_TIME
         ).replace(tzinfo=UTC)
@@ -142,8 +149,10 @@ def seed(db_path: Path, total: int) -> Seeded:
 
         insert_decision = f"INSERT INTO decisions ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
         insert_order = f"INSERT INTO orders ({', '.join(order_columns)}) VALUES ({', '.join('?' * len(order_columns))})"
+        insert_provenance = "INSERT INTO decision_provenance (decision_id, context_snapshot, prompt) VALUES (?, ?, ?)"
         decisions: list[list[object]] = []
         orders: list[list[object]] = []
+        provenances: list[tuple[object, ...]] = []
         n_orders = 0
         conn.execute("BEGIN")
         cycle = 0
@@ -161,6 +170,9 @@ def seed(db_path: Path, total: int) -> Seeded:
                 row[col["cycle_time"]] = cycle_time
                 row[col["created_at"]] = (moment + timedelta(seconds=rng.uniform(0.5, 20))).strftime(SQLITE_TIME)
                 decisions.append(row)
+                provenance = provenance_of.get(int(template[col["id"]]))
+                if provenance is not None:
+                    provenances.append((next_id, *provenance))
                 for k, order in enumerate(orders_of.get(int(template[col["id"]]), []), start=1):
                     copy = list(order)
                     copy[ocol["id"]] = None
@@ -173,10 +185,12 @@ def seed(db_path: Path, total: int) -> Seeded:
                 next_id += 1
             if len(decisions) >= 2000:
                 conn.executemany(insert_decision, decisions)
+                conn.executemany(insert_provenance, provenances)
                 conn.executemany(insert_order, orders)
                 n_orders += len(orders)
-                decisions, orders = [], []
+                decisions, orders, provenances = [], [], []
         conn.executemany(insert_decision, decisions)
+        conn.executemany(insert_provenance, provenances)
         conn.executemany(insert_order, orders)
         n_orders += len(orders)
         conn.execute("COMMIT")

@@ -187,8 +187,8 @@ async def test_no_secret_in_stored_errors(
     async with agent.sessions() as session:
         texts = [row.error or ""] + [c.error or "" for c in await _calls(agent, row.id)]
         texts += [
-            json.dumps(d.context_snapshot) + (d.prompt or "")
-            for d in (await session.scalars(select(models.Decision))).all()
+            json.dumps(p.context_snapshot) + (p.prompt or "")
+            for p in (await session.scalars(select(models.DecisionProvenance))).all()
         ]
     assert all(KEY not in t for t in texts)
 

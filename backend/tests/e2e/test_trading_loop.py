@@ -81,6 +81,7 @@ async def _check_decisions(agent: Agent, account_id: int, expected: int) -> dict
         ).all()
         orders = (await session.scalars(select(models.Order).where(models.Order.account_id == account_id))).all()
         fills = (await session.scalars(select(models.Fill).where(models.Fill.account_id == account_id))).all()
+        provenance = {p.decision_id: p for p in (await session.scalars(select(models.DecisionProvenance))).all()}
     assert len(decisions) == expected
     by_decision: dict[int, list[models.Order]] = {}
     for order in orders:
@@ -90,8 +91,9 @@ async def _check_decisions(agent: Agent, account_id: int, expected: int) -> dict
     for d in decisions:
         # Provenance: context, prompt, model, raw answer, parsed decision, validation and the final decision.
         assert d.status not in ("pending", "error"), d.error
-        assert d.context_snapshot and d.context_snapshot["symbols"] == d.symbols
-        assert d.prompt and "[system]" in d.prompt and "[user]" in d.prompt
+        made_from = provenance[d.id]
+        assert made_from.context_snapshot and made_from.context_snapshot["symbols"] == d.symbols
+        assert made_from.prompt and "[system]" in made_from.prompt and "[user]" in made_from.prompt
         assert d.model_requested and d.model_served and d.raw_response
         assert d.parsed_decision is not None and d.validation_result is not None and d.final_decision is not None
         assert d.latency_ms is not None

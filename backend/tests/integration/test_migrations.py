@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, text
 
 from app.db.migrate import current_revision, downgrade, ensure_migrated, head_revision, upgrade
 from app.db.models import Base, CandleRow
@@ -76,5 +77,57 @@ async def test_datetimes_come_back_aware_utc_and_candle_key_is_unique(database_u
                         volume=10,
                     )
                 )
+    finally:
+        await engine.dispose()
+
+
+async def test_0002_moves_each_decisions_context_and_prompt_to_its_own_table_and_back(database_url: str) -> None:
+    """A database made before 0002 keeps every decision's context snapshot and prompt: upgraded, they are in
+    `decision_provenance` and no longer in the decision rows; downgraded, they are back where they were."""
+    engine = create_engine(database_url)
+    try:
+        await upgrade(engine, "0001")
+        now = datetime(2026, 3, 2, 12, tzinfo=UTC)
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO strategies (strategy_id, strategy_name, strategy_type, prompt_template, "
+                    "risk_parameters, timeframe_preference, max_positions, position_sizing, is_active, is_builtin, "
+                    "created_at) VALUES ('s', 's', 'custom', 't', '{}', '[]', 1, 'fixed', true, false, :now)"
+                ),
+                {"now": now},
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO accounts (name, mode, venue, status, strategy_id, initial_balance, max_position_size, "
+                    "max_leverage, maker_fee_bps, taker_fee_bps, created_at, updated_at) VALUES "
+                    "('a', 'paper', 'binanceusdm', 'ACTIVE', 's', 1, 1, 1, 1, 1, :now, :now)"
+                ),
+                {"now": now},
+            )
+            for prompt, context in (("[system] one", '{"symbols": ["BTC"]}'), (None, None)):
+                await conn.execute(
+                    text(
+                        "INSERT INTO decisions (account_id, cycle_time, trigger, status, symbols, symbols_key, "
+                        "context_snapshot, prompt, is_fallback, created_at) VALUES "
+                        "(1, :now, 'loop', 'no_action', :symbols, ',BTC,', :context, :prompt, false, :now)"
+                    ),
+                    {"now": now, "context": context, "prompt": prompt, "symbols": '["BTC"]'},
+                )
+        await upgrade(engine)
+        async with engine.connect() as conn:
+            columns = {c["name"] for c in await conn.run_sync(lambda c: inspect(c).get_columns("decisions"))}
+            moved = (await conn.execute(text("SELECT decision_id, prompt FROM decision_provenance"))).all()
+            snapshot = await conn.scalar(text("SELECT context_snapshot FROM decision_provenance"))
+        assert not {"context_snapshot", "prompt"} & columns
+        assert [tuple(r) for r in moved] == [(1, "[system] one")]  # the decision without provenance has no row
+        assert (json.loads(snapshot) if isinstance(snapshot, str) else snapshot) == {"symbols": ["BTC"]}
+
+        await downgrade(engine, "0001")
+        async with engine.connect() as conn:
+            back = (await conn.execute(text("SELECT id, prompt FROM decisions ORDER BY id"))).all()
+            tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+        assert [tuple(r) for r in back] == [(1, "[system] one"), (2, None)]
+        assert "decision_provenance" not in tables
     finally:
         await engine.dispose()

@@ -101,9 +101,7 @@ class Decision(Base):
     symbols: Mapped[list[str]] = mapped_column(JSONType)
     symbols_key: Mapped[str] = mapped_column(String(1000))  # ",BTC,ETH," for the symbol filter
     strategy_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    context_snapshot: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     context_errors: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
-    prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
     model_requested: Mapped[str | None] = mapped_column(String(200), nullable=True)
     model_served: Mapped[str | None] = mapped_column(String(200), nullable=True)
     provider: Mapped[str | None] = mapped_column(String(100), nullable=True)
@@ -123,6 +121,17 @@ class Decision(Base):
     cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
     latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DecisionProvenance(Base):
+    """What a decision was made from: the context the model saw and the prompt it was sent. Kept apart from
+    the decision's row (they are most of its size) because lists of decisions never read them."""
+
+    __tablename__ = "decision_provenance"
+
+    decision_id: Mapped[int] = mapped_column(ForeignKey("decisions.id"), primary_key=True)
+    context_snapshot: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class LLMCall(Base):

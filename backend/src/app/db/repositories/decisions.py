@@ -12,8 +12,8 @@ import orjson
 from sqlalchemy import Select, Table, Text, bindparam, cast, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.inserts import insert_row
-from app.db.models import Decision, Order
+from app.db.inserts import insert_row, insert_rows
+from app.db.models import Decision, DecisionProvenance, Order
 from app.schemas.decision_result import DecisionResult, DecisionStatus
 
 
@@ -135,10 +135,17 @@ class DecisionRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def add(self, decision: Decision) -> Decision:
-        """Store a new decision (its `id` is set); the object stays outside the session."""
+    async def add(self, decision: Decision, provenance: DecisionProvenance | None = None) -> Decision:
+        """Store a new decision (its `id` is set) and what it was made from; the objects stay outside the
+        session."""
         await insert_row(self.session, decision)
+        if provenance is not None:
+            provenance.decision_id = decision.id
+            await insert_rows(self.session, [provenance])
         return decision
+
+    async def provenance(self, decision_id: int) -> DecisionProvenance | None:
+        return await self.session.get(DecisionProvenance, decision_id)
 
     async def record_outcome(self, decision: Decision) -> None:
         """Store what the decision's cycle learned after its row was added (status, validation, the model's

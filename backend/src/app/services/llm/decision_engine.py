@@ -277,11 +277,13 @@ class DecisionEngine:
             return to_result(row, [])
 
         request = self.llm.request_for(assets, context, account_model)
-        row.context_snapshot = context.model_dump(mode="json")
         row.context_errors = list(context.errors)
-        row.prompt = f"[system]\n{request.system_prompt}\n\n[user]\n{request.user_prompt}"
+        provenance = models.DecisionProvenance(
+            context_snapshot=context.model_dump(mode="json"),
+            prompt=f"[system]\n{request.system_prompt}\n\n[user]\n{request.user_prompt}",
+        )
         async with self.sessions.begin() as session:
-            await DecisionRepository(session).add(row)
+            await DecisionRepository(session).add(row, provenance)
         return _Prepared(
             row=row,
             context=context,
@@ -498,8 +500,10 @@ class DecisionEngine:
         return to_result(row, orders)
 
 
-def to_result(row: models.Decision, orders: list[models.Order], *, provenance: bool = False) -> DecisionResult:
-    """The API view of a stored decision."""
+def to_result(
+    row: models.Decision, orders: list[models.Order], provenance: models.DecisionProvenance | None = None
+) -> DecisionResult:
+    """The API view of a stored decision (with what it was made from when `provenance` is given)."""
     usage = UsageSummary(
         prompt_tokens=row.prompt_tokens,
         completion_tokens=row.completion_tokens,
@@ -548,7 +552,9 @@ def to_result(row: models.Decision, orders: list[models.Order], *, provenance: b
         latency_ms=row.latency_ms,
         raw_response=row.raw_response,
         first_raw_response=row.first_raw_response,
-        provenance={"context": row.context_snapshot, "prompt": row.prompt} if provenance else None,
+        provenance=(
+            {"context": provenance.context_snapshot, "prompt": provenance.prompt} if provenance is not None else None
+        ),
     )
 
 

@@ -1,5 +1,6 @@
 """Many accounts in one cycle: their model calls overlap while preparing them (reads, context, prompt) is
-bounded, so the first calls leave early; one account failing never stops the others."""
+bounded, so the first calls leave early, and answers are acted on once every call is in flight; one account
+failing never stops the others."""
 
 from __future__ import annotations
 
@@ -44,20 +45,21 @@ class SlowModel(BaselineModel):
 
     is_simulated = False
 
-    def __init__(self) -> None:
+    def __init__(self, seconds: float = 0.2) -> None:
         super().__init__()
+        self.seconds = seconds
         self.in_flight = Peak()
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         self.in_flight.enter()
         try:
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(self.seconds)
             return await super().complete(request)
         finally:
             self.in_flight.leave()
 
 
-async def many(database_url: str, clock: ManualClock, tmp: str) -> tuple[Agent, SlowModel]:
+async def many(database_url: str, clock: ManualClock, tmp: str, model_seconds: float = 0.2) -> tuple[Agent, SlowModel]:
     settings: Settings = IsolatedSettings(
         database_url=database_url,
         secret_key_file=f"{tmp}/secret.key",
@@ -67,7 +69,7 @@ async def many(database_url: str, clock: ManualClock, tmp: str) -> tuple[Agent, 
         llm_requests_per_minute=10_000,
         llm_daily_budget_usd=None,
     )
-    model = SlowModel()
+    model = SlowModel(model_seconds)
     market = MarketSimulator(settings.assets, base_timeframe=settings.interval, seed=settings.sim_seed)
     agent = await build_agent(settings, clock=clock, market=market, provider=model)
     async with agent.sessions.begin() as session:
@@ -115,6 +117,37 @@ async def test_model_calls_overlap_while_preparation_is_bounded(
         await agent.close()
     assert preparing.most == 4  # DecisionEngine(max_preparing=4)
     assert model.in_flight.most == ACCOUNTS  # every call in flight at once: none waited for another's
+
+
+async def test_answers_are_acted_on_once_every_call_of_the_cycle_is_in_flight(
+    database_url: str, clock: ManualClock, tmp_path: Any
+) -> None:
+    """A model answering faster than the accounts are prepared: no answer is validated and executed before
+    the last account's call was made (acting on it first would delay the calls still to make)."""
+    agent, _model = await many(database_url, clock, str(tmp_path), model_seconds=0.001)
+    build, validate = agent.engine.context_builder.build_with_history, agent.engine.validator.validate_decision
+    prepared_at: list[float] = []
+    validated_at: list[float] = []
+
+    async def slow_build(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.01)
+        built = await build(*args, **kwargs)
+        prepared_at.append(asyncio.get_running_loop().time())
+        return built
+
+    async def timed_validate(*args: Any, **kwargs: Any) -> Any:
+        validated_at.append(asyncio.get_running_loop().time())
+        return await validate(*args, **kwargs)
+
+    agent.engine.context_builder.build_with_history = slow_build  # type: ignore[method-assign]
+    agent.engine.validator.validate_decision = timed_validate  # type: ignore[method-assign]
+    try:
+        clock.advance(timedelta(minutes=5))
+        assert await agent.loop.run_cycle() == ACCOUNTS
+    finally:
+        await agent.close()
+    assert len(prepared_at) == len(validated_at) == ACCOUNTS
+    assert min(validated_at) >= max(prepared_at)
 
 
 async def test_one_account_failing_leaves_the_others_deciding(

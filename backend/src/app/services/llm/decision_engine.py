@@ -8,6 +8,7 @@ account twice at once. Within one candle a repeated request returns the stored d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections import defaultdict, deque
@@ -46,6 +47,7 @@ from app.services.llm.strategy_manager import StrategyManager
 log = logging.getLogger(__name__)
 
 TRADABLE = ("ACTIVE", "REDUCING")
+MAX_DEFERRAL_S = 2.0  # the longest a model's answer waits for other accounts' preparation (see _after_preparations)
 
 
 def _fallback_validation(context: TradingContext, why: str) -> ValidationResult:
@@ -134,6 +136,11 @@ class DecisionEngine:
         # Preparing a decision (reads, context, prompt) is CPU work with no waiting worth overlapping: a few at a
         # time finish early and put their model calls in flight, where all preparing at once finish together.
         self._preparing = asyncio.Semaphore(max_preparing)
+        # Model calls are the long pole of a cycle: an answer that comes back while other accounts still wait to
+        # prepare theirs is acted on once they are all in flight (or after MAX_DEFERRAL_S at most).
+        self._waiting_to_prepare = 0
+        self._all_prepared = asyncio.Event()
+        self._all_prepared.set()
 
     # ------------------------------------------------------------------------------------------ public
     def resolve_symbols(self, symbols: list[str] | None) -> list[str]:
@@ -216,8 +223,15 @@ class DecisionEngine:
         force_refresh: bool,
     ) -> DecisionResult:
         now = self.clock.now()
-        async with self._preparing:
-            prepared = await self._prepare(assets, account_id, strategy_override, trigger, force_refresh, now)
+        self._waiting_to_prepare += 1
+        self._all_prepared.clear()
+        try:
+            async with self._preparing:
+                prepared = await self._prepare(assets, account_id, strategy_override, trigger, force_refresh, now)
+        finally:
+            self._waiting_to_prepare -= 1
+            if not self._waiting_to_prepare:
+                self._all_prepared.set()
         if isinstance(prepared, DecisionResult):  # from the cache, or the context could not be built
             return prepared
         # Every log line from here on (model calls, orders) carries the decision and the account.
@@ -307,6 +321,7 @@ class DecisionEngine:
         else:
             result = await self.llm.generate(prepared.request)
             calls, response = result.calls, result.response
+            await self._after_preparations()
             if response is None:
                 fallback_why = f"no model answered: {result.error}"
                 row.failure = "api_error"
@@ -368,6 +383,15 @@ class DecisionEngine:
         if self.metrics is not None:
             self.metrics.observe(decided, equity)
         return decided
+
+    async def _after_preparations(self) -> None:
+        """Wait until no decision waits to be prepared (every model call of the cycle is in flight), at most
+        MAX_DEFERRAL_S: acting on an answer first would delay the calls not yet made by its CPU time."""
+        if self._all_prepared.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(MAX_DEFERRAL_S):
+                await self._all_prepared.wait()
 
     async def risk_state(
         self,

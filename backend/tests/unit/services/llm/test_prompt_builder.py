@@ -183,3 +183,28 @@ def test_a_template_error_stops_the_whole_build(context: TradingContext) -> None
     bad = f.strategy(prompt_template="{{ risk.nope }}")
     with pytest.raises(ValueError, match="nope"):
         build(context, bad)
+
+
+def test_the_market_section_is_rendered_once_per_market_context(
+    context: TradingContext, strategy: TradingStrategy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every account of a cycle shares the cycle's market context: its section is rendered for the first and
+    reused for the others, each still with its own account; a different market context gets its own."""
+    builder = PromptBuilder(interval="5m", long_interval="4h")
+    renders: list[object] = []
+    render = builder._market.render
+    monkeypatch.setattr(builder._market, "render", lambda **kw: renders.append(kw) or render(**kw))
+
+    _, first = builder.build(context, strategy)
+    poorer = context.model_copy(update={"account_state": f.account_context(balance=1_234.5, active_strategy=strategy)})
+    _, second = builder.build(poorer, strategy)
+    assert len(renders) == 1
+    assert "equity 1234.50 USD" in second and "equity 1234.50 USD" not in first
+    assert first.split("\nBTC: price ")[1] == second.split("\nBTC: price ")[1]  # the same market lines
+
+    moved = context.market_data.model_copy(
+        update={"assets": {**context.market_data.assets, "BTC": f.asset_market_data("BTC", price=50_000.0)}}
+    )
+    _, third = builder.build(context.model_copy(update={"market_data": moved}), strategy)
+    assert len(renders) == 2
+    assert "BTC: price 50000;" in third

@@ -9,10 +9,11 @@ from pathlib import Path
 from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
-from app.schemas.trading_decision import TradingContext, TradingDecision, TradingStrategy
+from app.schemas.trading_decision import MarketContext, TradingContext, TradingDecision, TradingStrategy
 
 PROMPTS_DIR = Path(__file__).parent
 MAX_COMPILED_TEMPLATES = 64  # built-in and custom strategies; a bound so edited templates cannot pile up
+MAX_MARKET_SECTIONS = 8  # rendered market sections kept (one per candle and set of assets)
 
 ANSWER_FORMAT = """Answer with one JSON object and nothing else, matching this JSON schema:
 {schema}
@@ -58,7 +59,12 @@ class PromptBuilder:
         self.long_interval = long_interval
         self._env = _environment()
         self._user = self._env.from_string(read_template("decision_user.j2"))
+        self._market = self._env.from_string(read_template("decision_market.j2"))
         self._compiled: dict[str, Template] = {}  # strategy templates by their text: compiled once
+        # The market section by the market context it shows: every account of a cycle shares that context (the
+        # context builder builds it once per candle), so the section is rendered once, not once per account.
+        # The context is kept with its text, so its id cannot be reused while the entry lives.
+        self._market_sections: dict[tuple[int, str, str], tuple[MarketContext, str]] = {}
 
     def _compile(self, source: str) -> Template:
         template = self._compiled.get(source)
@@ -86,14 +92,27 @@ class PromptBuilder:
     def build(self, context: TradingContext, strategy: TradingStrategy) -> tuple[str, str]:
         """(system prompt, user prompt) for one decision."""
         system = self.render_strategy(strategy) + "\n\n" + ANSWER_FORMAT.format(schema=decision_schema_json())
+        interval = (context.market_data.timeframes or [self.interval])[0]
+        long_interval = (context.market_data.timeframes or [self.interval, self.long_interval])[-1]
         user = self._user.render(
             ctx=context,
             acct=context.account_state,
             perf=context.account_state.recent_performance,
             risk=strategy.risk_parameters,
-            assets=context.market_data.assets,
+            market=self._market_section(context.market_data, interval, long_interval),
             symbols=context.symbols,
-            interval=(context.market_data.timeframes or [self.interval])[0],
-            long_interval=(context.market_data.timeframes or [self.interval, self.long_interval])[-1],
+            interval=interval,
+            long_interval=long_interval,
         )
         return system, user.strip()
+
+    def _market_section(self, market: MarketContext, interval: str, long_interval: str) -> str:
+        key = (id(market), interval, long_interval)
+        cached = self._market_sections.get(key)
+        if cached is not None and cached[0] is market:
+            return cached[1]
+        text = self._market.render(assets=market.assets, interval=interval, long_interval=long_interval)
+        if len(self._market_sections) >= MAX_MARKET_SECTIONS:
+            self._market_sections.pop(next(iter(self._market_sections)))
+        self._market_sections[key] = (market, text)
+        return text

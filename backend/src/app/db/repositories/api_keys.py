@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.security import hash_api_key, key_prefix, new_api_key
 from app.db.models import ApiKey, AuditEntry
+
+# Every authenticated request runs it: built once (building it cost as much as running it).
+_BY_HASH = select(ApiKey).where(ApiKey.key_hash == bindparam("key_hash"))
 
 
 class ApiKeyRepository:
@@ -17,7 +20,7 @@ class ApiKeyRepository:
 
     async def find(self, key: str) -> ApiKey | None:
         """The active key row for a presented key, or None."""
-        row = await self.session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_api_key(key)))
+        row = await self.session.scalar(_BY_HASH, {"key_hash": hash_api_key(key)})
         if row is None or row.revoked_at is not None:
             return None
         return row
@@ -39,7 +42,7 @@ class ApiKeyRepository:
 
     async def ensure(self, key: str, *, role: str, name: str, now: datetime) -> ApiKey:
         """Store a key given in the configuration (idempotent)."""
-        row = await self.session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_api_key(key)))
+        row = await self.session.scalar(_BY_HASH, {"key_hash": hash_api_key(key)})
         if row is None:
             row = ApiKey(
                 key_hash=hash_api_key(key),

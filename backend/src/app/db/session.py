@@ -16,11 +16,15 @@ from app.db import sqlite_driver
 SQLITE_BUSY_TIMEOUT_S = 30
 
 
+# numpy numbers as the standard library wrote them (np.float64 is a float to it, not to orjson)
+_JSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+
 def json_text(value: Any) -> str:
     """JSON columns as compact text, written by orjson: a decision's context snapshot (about 28 KB) takes
     0.05 ms instead of the standard library's 0.5 ms. NaN and infinities become null (valid JSON, which
     PostgreSQL's JSON types require)."""
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    return orjson.dumps(value, option=_JSON_OPTIONS).decode()
 
 
 def json_value(text: str | bytes) -> Any:

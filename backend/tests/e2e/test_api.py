@@ -49,6 +49,17 @@ async def test_generate_then_history(api: tuple[httpx.AsyncClient, ManualClock])
     assert {v["asset"] for v in body["validation"]["verdicts"]} == {"BTC", "ETH", "SOL"}
     assert body["model_served"] == "baseline/trend-following-v1"
 
+    one_decision = await client.get(f"/api/v1/decisions/{body['id']}")
+    assert one_decision.status_code == 200, one_decision.text
+    made_from = one_decision.json().pop("provenance")
+    assert one_decision.json() | {"provenance": None} == body | {"provenance": None}
+    assert made_from["context"]["symbols"] == ["BTC", "ETH", "SOL"] and made_from["context"]["account_id"] == 1
+    assert made_from["prompt"].startswith("[system]\n") and "\n\n[user]\n" in made_from["prompt"]
+    light = await client.get(f"/api/v1/decisions/{body['id']}", params={"provenance": "false"})
+    assert light.json()["provenance"] is None and light.json()["id"] == body["id"]
+    unknown = await client.get("/api/v1/decisions/999999")
+    assert (unknown.status_code, unknown.json()["detail"]) == (404, "decision 999999 does not exist")
+
     again = await client.post("/api/v1/decisions/generate", json={"account_id": 1})
     assert again.json()["id"] == body["id"], "a second request in the same candle returns the stored decision"
     forced = await client.post("/api/v1/decisions/generate", json={"account_id": 1, "force_refresh": True})

@@ -65,6 +65,8 @@ ANY_KEY: set[Operation] = {
     ("GET", "/api/v1/strategies/available"),
     ("GET", "/api/v1/strategies/{strategy_id}/performance"),
 }
+# Scoped by the account of the decision named in the path (another account's decision: 404).
+DECISION_IN_PATH: set[Operation] = {("GET", "/api/v1/decisions/{decision_id}")}
 # The account is named in the query or the body rather than in the path.
 ACCOUNT_IN_QUERY = {("GET", "/api/v1/decisions/history"), ("GET", "/api/v1/decisions/metrics")}
 ACCOUNT_IN_BODY = {
@@ -144,7 +146,7 @@ def request_for(op: Operation, account_id: int) -> dict[str, Any]:
     method, path = op
     request: dict[str, Any] = {
         "method": method,
-        "url": path.format(account_id=account_id, strategy_id="conservative"),
+        "url": path.format(account_id=account_id, strategy_id="conservative", decision_id=1),
     }
     if op in ACCOUNT_IN_QUERY:
         request["params"] = {"account_id": account_id}
@@ -230,7 +232,7 @@ def _detail(response: httpx.Response) -> str:
 async def test_every_route_but_health_refuses_a_missing_wrong_or_revoked_key(api: Api, clock: ManualClock) -> None:
     operations = api_operations(api.app)
     protected = {op for op in operations if op[1] not in PUBLIC}
-    unclassified = protected - ADMIN_ONLY - ANY_KEY - account_scoped(protected)
+    unclassified = protected - ADMIN_ONLY - ANY_KEY - DECISION_IN_PATH - account_scoped(protected)
     assert not unclassified, f"decide who may call these routes, then list them above: {sorted(unclassified)}"
     assert {path for _, path in operations} >= PUBLIC
     assert len(protected) >= 25
@@ -300,6 +302,14 @@ async def test_an_account_key_cannot_read_or_change_another_account(api: Api) ->
             assert _detail(response) == "this needs an admin API key"
     default_model = await api.client.post("/api/v1/decisions/models/switch", json={"model": "x/y"}, headers=as_b)
     assert default_model.status_code == 403, "the default model is everyone's: admin only"
+
+    decision = generated.json()["id"]
+    for op in sorted(DECISION_IN_PATH):
+        foreign = await api.client.request(op[0], op[1].format(decision_id=decision), headers=as_b)
+        assert (foreign.status_code, _detail(foreign)) == (404, f"decision {decision} does not exist")
+        missing = await api.client.request(op[0], op[1].format(decision_id=424242), headers=as_b)
+        assert (missing.status_code, _detail(missing)) == (404, "decision 424242 does not exist")
+        assert (await api.client.request(op[0], op[1].format(decision_id=decision), headers=ADMIN)).is_success
 
     assert await api.state_of(A) == before, "B's key changed nothing on A"
     assert await _audit_count(api) > audit_before, "the refused attempts are audited"

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from app.services.llm.llm_exceptions import (
     AccountNotFoundError,
     DecisionEngineError,
+    DecisionNotFoundError,
     DecisionRateLimitedError,
     UnknownAssetError,
 )
@@ -102,6 +103,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(AccountNotFoundError)
     async def _no_account(_: Request, exc: AccountNotFoundError) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+    @app.exception_handler(DecisionNotFoundError)
+    async def _no_decision(_: Request, exc: DecisionNotFoundError) -> JSONResponse:
         return JSONResponse(status_code=404, content={"detail": str(exc)})
 
     @app.exception_handler(UnknownAssetError)

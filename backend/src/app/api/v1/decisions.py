@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import case, func, select
 
@@ -19,6 +19,7 @@ from app.db import models
 from app.schemas.api import MAX_DB_ID, DecisionMetrics, ModelSwitchRequest, ValidateRequest
 from app.schemas.decision_result import DecisionResult
 from app.schemas.validation import ValidationResult
+from app.services.llm.llm_exceptions import DecisionNotFoundError
 from app.services.llm.strategy_manager import parse_window
 
 router = APIRouter(prefix="/api/v1/decisions", tags=["decisions"], responses=error_responses(401))
@@ -180,3 +181,20 @@ async def decision_metrics(
         cost_usd=float(cost),
         avg_latency_ms=float(latency) if latency is not None else None,
     )
+
+
+# Last: `/history` and `/metrics` above must match before this path parameter does.
+@router.get("/{decision_id}", response_model=DecisionResult, responses=error_responses(404, 422))
+async def get_decision(
+    agent: AgentDep,
+    principal: CurrentPrincipal,
+    decision_id: Annotated[int, Path(ge=1, le=MAX_DB_ID)],
+    provenance: Annotated[
+        bool, Query(description="Include what the decision was made from: the context snapshot and the prompt")
+    ] = True,
+) -> DecisionResult:
+    """One stored decision with its orders, validation and (by default) its provenance."""
+    result = await agent.engine.get_decision(decision_id, provenance=provenance)
+    if not principal.can_see(result.account_id):  # another account's decision: as if it did not exist
+        raise DecisionNotFoundError(decision_id)
+    return result

@@ -37,6 +37,7 @@ from app.services.llm.decision_validator import DecisionValidator, fallback_hold
 from app.services.llm.llm_exceptions import (
     AccountNotFoundError,
     ContextBuildingError,
+    DecisionNotFoundError,
     DecisionRateLimitedError,
     UnknownAssetError,
 )
@@ -199,6 +200,18 @@ class DecisionEngine:
             if not items and await session.get(models.Account, account_id) is None:
                 raise AccountNotFoundError(account_id)
         return items
+
+    async def get_decision(self, decision_id: int, *, provenance: bool = True) -> DecisionResult:
+        """One stored decision with its orders and, unless `provenance` is False, what it was made from (the
+        context the model saw and the prompt it was sent)."""
+        async with self.sessions() as session:
+            repo = DecisionRepository(session)
+            row = await repo.get(decision_id)
+            if row is None:
+                raise DecisionNotFoundError(decision_id)
+            orders = await TradingRepository(session).orders_for_decision(decision_id)
+            made_from = await repo.provenance(decision_id) if provenance else None
+        return to_result(row, orders, made_from)
 
     async def switch_strategy(self, account_id: int, strategy_id: str, reason: str = "switch_strategy") -> bool:
         """Assign another strategy to the account (recorded with the reason); False when it is unknown."""

@@ -51,6 +51,14 @@ class AccountNotFoundError(DecisionEngineError):
         self.account_id = account_id
 
 
+class DecisionNotFoundError(DecisionEngineError):
+    """No decision with that id (or none the caller may see)."""
+
+    def __init__(self, decision_id: int) -> None:
+        super().__init__(f"decision {decision_id} does not exist")
+        self.decision_id = decision_id
+
+
 class UnknownAssetError(DecisionEngineError):
     """An asset that is not configured for trading."""
 

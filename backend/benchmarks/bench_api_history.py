@@ -48,8 +48,8 @@ from app.bootstrap import build_agent
 from app.core.clock import ManualClock
 from app.core.config import ExplicitSettings, Settings
 from app.core.security import new_api_key
-from app.db.models import Account
 from app.db.repositories.accounts import AccountRepository
+from app.services.account.new_account import new_account
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "30"))
 RATE = float(os.environ.get("BENCH_RATE", "200"))
@@ -79,20 +79,14 @@ async def make_templates(settings: Settings) -> None:
             for n in range(2, ACCOUNTS + 1):
                 now = clock.now()
                 await repo.add(
-                    Account(
-                        name=f"paper-{n}",
-                        mode="paper",
+                    new_account(
+                        f"paper-{n}",
+                        now=now,
                         venue=first.venue,
-                        status="ACTIVE",
-                        model=None,
                         strategy_id=first.strategy_id,
                         initial_balance=first.initial_balance,
                         max_position_size=first.max_position_size,
                         max_leverage=first.max_leverage,
-                        maker_fee_bps=first.maker_fee_bps,
-                        taker_fee_bps=first.taker_fee_bps,
-                        created_at=now,
-                        updated_at=now,
                     ),
                     reason="benchmark account",
                     now=now,

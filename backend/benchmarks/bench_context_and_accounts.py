@@ -23,7 +23,8 @@ from app.bootstrap import build_agent
 from app.core.clock import ManualClock
 from app.core.config import ExplicitSettings
 from app.core.heap import freeze_startup_objects
-from app.db import models
+from app.db.repositories.accounts import AccountRepository
+from app.services.account.new_account import new_account
 from app.services.llm.providers.base import ModelRequest, ModelResponse
 from app.services.llm.providers.baseline import BaselineModel
 
@@ -81,24 +82,9 @@ async def accounts_benchmark(tmp: Path) -> None:
     agent = await build_agent(settings, clock=clock, provider=SlowModel())
     try:
         async with agent.sessions.begin() as session:
-            now = clock.now()
+            accounts = AccountRepository(session)
             for i in range(2, ACCOUNTS + 1):
-                session.add(
-                    models.Account(
-                        name=f"bench-{i}",
-                        mode="paper",
-                        venue="binanceusdm",
-                        status="ACTIVE",
-                        strategy_id="conservative",
-                        initial_balance=10_000,
-                        max_position_size=2_500,
-                        max_leverage=5,
-                        maker_fee_bps=2,
-                        taker_fee_bps=5,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
+                await accounts.add(new_account(f"bench-{i}", now=clock.now()), reason="benchmark", now=clock.now())
         await agent.loop.run_cycle()  # warm-up: venues restored, candles stored
         freeze_startup_objects()  # as the served agent does after start-up (`trading-agent run`)
         clock.advance(timedelta(minutes=5))

@@ -15,12 +15,12 @@ from app.core.metrics import AgentMetrics
 from app.core.security import SecretBox
 from app.core.timeframes import timeframe_delta, timeframe_seconds
 from app.db.migrate import ensure_migrated
-from app.db.models import Account
 from app.db.repositories.accounts import AccountRepository
 from app.db.repositories.api_keys import ApiKeyRepository
 from app.db.repositories.decisions import DecisionRepository
 from app.db.session import create_engine, create_session_factory
 from app.services.account.account_service import AccountService
+from app.services.account.new_account import new_account
 from app.services.exchange.base import FEE_PROFILES
 from app.services.exchange.registry import VenueRegistry
 from app.services.execution.executor import Executor
@@ -110,23 +110,14 @@ async def ensure_default_account(sessions: async_sessionmaker[AsyncSession], set
         existing = await repo.all()
         if existing:
             return existing[0].id
-        profile = FEE_PROFILES[settings.venue]
         now = clock.now()
         account = await repo.add(
-            Account(
-                name=DEFAULT_ACCOUNT_NAME,
-                mode="paper",
+            new_account(
+                DEFAULT_ACCOUNT_NAME,
+                now=now,
                 venue=settings.venue,
-                status="ACTIVE",
-                model=None,
                 strategy_id=DEFAULT_STRATEGY_ID,
                 initial_balance=settings.initial_balance,
-                max_position_size=settings.initial_balance * 0.25,
-                max_leverage=5.0,
-                maker_fee_bps=profile.maker_bps,
-                taker_fee_bps=profile.taker_bps,
-                created_at=now,
-                updated_at=now,
             ),
             reason="default paper account created at first start",
             now=now,

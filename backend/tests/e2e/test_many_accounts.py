@@ -16,6 +16,7 @@ from app.core.clock import ManualClock
 from app.core.config import Settings
 from app.db import models
 from app.db.repositories.accounts import AccountRepository
+from app.services.account.new_account import new_account
 from app.services.llm.providers.base import ModelRequest, ModelResponse
 from app.services.llm.providers.baseline import BaselineModel
 from app.services.market_data.simulator import MarketSimulator
@@ -76,21 +77,7 @@ async def many(database_url: str, clock: ManualClock, tmp: str, model_seconds: f
         repo = AccountRepository(session)
         now = clock.now()
         for i in range(2, ACCOUNTS + 1):
-            account = models.Account(
-                name=f"paper-{i}",
-                mode="paper",
-                venue="binanceusdm",
-                status="ACTIVE",
-                strategy_id="conservative",
-                initial_balance=10_000,
-                max_position_size=2_500,
-                max_leverage=5,
-                maker_fee_bps=2,
-                taker_fee_bps=5,
-                created_at=now,
-                updated_at=now,
-            )
-            await repo.add(account, reason="test", now=now)
+            await repo.add(new_account(f"paper-{i}", now=now), reason="test", now=now)
     return agent, model
 
 

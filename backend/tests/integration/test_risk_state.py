@@ -191,21 +191,7 @@ async def test_the_first_cycle_of_a_day_measures_the_loss_from_the_previous_clos
     """At 00:05 UTC nothing was recorded today yet: the day's loss counts from the last snapshot before
     midnight, so a loss made overnight stops new entries on the first cycle of the day."""
     midnight = (clock.now() + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    async with agent.sessions.begin() as session:
-        for at, equity in ((midnight - timedelta(hours=3), 10_400.0), (midnight - timedelta(minutes=5), 10_000.0)):
-            session.add(
-                models.EquitySnapshot(
-                    account_id=1,
-                    taken_at=at,
-                    wallet_balance=equity,
-                    unrealized_pnl=0.0,
-                    equity=equity,
-                    margin_used=0.0,
-                    realized_pnl=0.0,
-                    fees_paid=0.0,
-                    funding_net=0.0,
-                )
-            )
+    await snapshots(agent, [(midnight - timedelta(hours=3), 10_400.0), (midnight - timedelta(minutes=5), 10_000.0)])
     now = midnight + timedelta(minutes=5)
     context = f.trading_context(account=f.account_context(balance=9_700.0))
     state = await agent.engine.risk_state(1, "ACTIVE", 3.0, context, now)

@@ -28,7 +28,7 @@ from app.schemas.api import (
     PositionView,
     StatusChange,
 )
-from app.services.exchange.base import FEE_PROFILES
+from app.services.account.new_account import new_account
 
 router = APIRouter(prefix="/api/v1/accounts", tags=["accounts"], responses=error_responses(401))
 AgentDep = Annotated[Agent, Depends(get_agent)]
@@ -70,7 +70,6 @@ async def create_account(body: AccountCreate, agent: AgentDep, _: MutatingAdmin)
     """Create a paper account (admin). Live accounts are refused in this version."""
     if body.mode == "live":
         raise HTTPException(status_code=400, detail="live accounts are not supported in this version: use mode paper")
-    profile = FEE_PROFILES[body.venue]
     now = agent.clock.now()
     async with agent.sessions.begin() as session:
         if await session.get(models.Strategy, body.strategy_id) is None:
@@ -78,21 +77,17 @@ async def create_account(body: AccountCreate, agent: AgentDep, _: MutatingAdmin)
         if await session.scalar(select(models.Account).where(models.Account.name == body.name)) is not None:
             raise HTTPException(status_code=409, detail=f"an account named {body.name!r} exists")
         account = await AccountRepository(session).add(
-            models.Account(
-                name=body.name,
-                mode=body.mode,
+            new_account(
+                body.name,
+                now=now,
                 venue=body.venue,
-                status="ACTIVE",
-                model=body.model,
                 strategy_id=body.strategy_id,
                 initial_balance=body.initial_balance,
-                max_position_size=body.max_position_size or body.initial_balance * 0.25,
+                mode=body.mode,
+                model=body.model,
+                max_position_size=body.max_position_size,
                 max_leverage=body.max_leverage,
-                maker_fee_bps=profile.maker_bps,
-                taker_fee_bps=profile.taker_bps,
                 daily_llm_budget_usd=body.daily_llm_budget_usd,
-                created_at=now,
-                updated_at=now,
             ),
             reason="created through the API",
             now=now,

@@ -55,6 +55,8 @@ ADMIN_ONLY: set[Operation] = {
     ("POST", "/api/v1/accounts"),
     ("PUT", "/api/v1/accounts/{account_id}/credentials"),
     ("POST", "/api/v1/accounts/{account_id}/keys"),
+    ("GET", "/api/v1/accounts/{account_id}/keys"),
+    ("DELETE", "/api/v1/accounts/{account_id}/keys/{key_id}"),
     ("POST", "/api/v1/strategies/custom"),
     ("GET", "/metrics"),  # every account's figures (equity per account)
     ("GET", "/api/v1/audit"),  # every key's requests
@@ -146,7 +148,7 @@ def request_for(op: Operation, account_id: int) -> dict[str, Any]:
     method, path = op
     request: dict[str, Any] = {
         "method": method,
-        "url": path.format(account_id=account_id, strategy_id="conservative", decision_id=1),
+        "url": path.format(account_id=account_id, strategy_id="conservative", decision_id=1, key_id=1),
     }
     if op in ACCOUNT_IN_QUERY:
         request["params"] = {"account_id": account_id}
@@ -327,6 +329,35 @@ async def test_an_account_key_cannot_read_or_change_another_account(api: Api) ->
             assert own.status_code == 400 and "no LLM is configured" in _detail(own)
         else:
             assert own.is_success, f"{op} on its own account: {own.status_code} {own.text}"
+
+
+async def test_an_admin_lists_and_revokes_an_accounts_keys(api: Api) -> None:
+    """A revoked key is refused at once; the list shows it revoked and never a key or its hash; a key of
+    another account cannot be revoked through this one."""
+    b_id, b_key = await api.new_account("account-b")
+    c_id, _c_key = await api.new_account("account-c")
+    as_b = {"X-API-Key": b_key}
+    assert (await api.client.get(f"/api/v1/accounts/{b_id}", headers=as_b)).status_code == 200
+
+    listed = await api.client.get(f"/api/v1/accounts/{b_id}/keys", headers=ADMIN)
+    assert listed.status_code == 200, listed.text
+    (key,) = listed.json()
+    assert key["account_id"] == b_id and key["revoked_at"] is None and b_key.startswith(key["prefix"])
+    assert b_key not in listed.text and hash_api_key(b_key) not in listed.text
+
+    wrong_account = await api.client.delete(f"/api/v1/accounts/{c_id}/keys/{key['id']}", headers=ADMIN)
+    assert (wrong_account.status_code, _detail(wrong_account)) == (404, f"account {c_id} has no key {key['id']}")
+    assert (await api.client.get(f"/api/v1/accounts/{b_id}", headers=as_b)).status_code == 200
+
+    revoked = await api.client.delete(f"/api/v1/accounts/{b_id}/keys/{key['id']}", headers=ADMIN)
+    assert revoked.status_code == 200, revoked.text
+    assert revoked.json()["revoked_at"] is not None
+    refused = await api.client.get(f"/api/v1/accounts/{b_id}", headers=as_b)
+    assert (refused.status_code, _detail(refused)) == (401, "invalid API key")
+    again = await api.client.delete(f"/api/v1/accounts/{b_id}/keys/{key['id']}", headers=ADMIN)
+    assert again.json()["revoked_at"] == revoked.json()["revoked_at"], "revoking twice keeps the first time"
+    (after,) = (await api.client.get(f"/api/v1/accounts/{b_id}/keys", headers=ADMIN)).json()
+    assert after["revoked_at"] == revoked.json()["revoked_at"]
 
 
 async def _audit_count(api: Api) -> int:

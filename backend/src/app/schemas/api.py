@@ -87,10 +87,23 @@ class CredentialsRequest(StrictBody):
 
 
 class ApiKeyCreated(BaseModel):
+    id: int = Field(..., description="The key's id, to revoke it")
     key: str = Field(..., description="Shown once; only its hash is stored")
     prefix: str
     role: str
     account_id: int | None
+
+
+class ApiKeyView(BaseModel):
+    """A stored key as operators see it: never the key, nor its hash."""
+
+    id: int
+    prefix: str = Field(..., description="The key's first characters, to tell keys apart")
+    role: str
+    account_id: int | None
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None = Field(None, description="Set once the key is revoked: it is refused from then on")
 
 
 class PositionView(BaseModel):

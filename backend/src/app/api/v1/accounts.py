@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from sqlalchemy import select
 
-from app.api.auth import CurrentPrincipal, MutatingAdmin, MutatingPrincipal, ensure_scope
+from app.api.auth import AdminPrincipal, CurrentPrincipal, MutatingAdmin, MutatingPrincipal, ensure_scope
 from app.api.deps import get_agent
 from app.api.errors import error_responses
 from app.bootstrap import Agent
@@ -21,6 +21,7 @@ from app.schemas.api import (
     AccountCreate,
     AccountView,
     ApiKeyCreated,
+    ApiKeyView,
     CredentialsRequest,
     FillView,
     ModelAssignment,
@@ -194,7 +195,32 @@ async def create_account_key(account_id: AccountId, agent: AgentDep, principal: 
         key, row = await ApiKeyRepository(session).create(
             role="account", account_id=account_id, name=f"account {account_id}", now=agent.clock.now()
         )
-    return ApiKeyCreated(key=key, prefix=row.prefix, role=row.role, account_id=account_id)
+    return ApiKeyCreated(id=row.id, key=key, prefix=row.prefix, role=row.role, account_id=account_id)
+
+
+@router.get("/{account_id}/keys", response_model=list[ApiKeyView], responses=error_responses(403, 404, 422))
+async def account_keys(account_id: AccountId, agent: AgentDep, principal: AdminPrincipal) -> list[ApiKeyView]:
+    """The account's keys, revoked ones included (admin); never the keys themselves."""
+    await _load(agent, principal, account_id)
+    async with agent.sessions() as session:
+        rows = await ApiKeyRepository(session).for_account(account_id)
+    return [ApiKeyView.model_validate(r, from_attributes=True) for r in rows]
+
+
+@router.delete("/{account_id}/keys/{key_id}", response_model=ApiKeyView, responses=error_responses(403, 404, 422, 429))
+async def revoke_account_key(
+    account_id: AccountId,
+    key_id: Annotated[int, Path(ge=1, le=MAX_DB_ID, description="The key's id")],
+    agent: AgentDep,
+    principal: MutatingAdmin,
+) -> ApiKeyView:
+    """Revoke one of the account's keys (admin): every request with it is refused (401) from now on."""
+    await _load(agent, principal, account_id)
+    async with agent.sessions.begin() as session:
+        row = await ApiKeyRepository(session).revoke(account_id, key_id, agent.clock.now())
+        if row is None:
+            raise HTTPException(status_code=404, detail=f"account {account_id} has no key {key_id}")
+        return ApiKeyView.model_validate(row, from_attributes=True)
 
 
 @router.get("/{account_id}/positions", responses=error_responses(404, 422), response_model=list[PositionView])

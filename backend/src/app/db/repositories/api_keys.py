@@ -64,6 +64,17 @@ class ApiKeyRepository:
         query = select(ApiKey).where(ApiKey.account_id == account_id).order_by(ApiKey.id)
         return list((await self.session.scalars(query)).all())
 
+    async def revoke(self, account_id: int, key_id: int, now: datetime) -> ApiKey | None:
+        """Revoke one of the account's keys (kept, refused from now on); None when it has no such key. A key
+        revoked before keeps its first revocation time."""
+        row = await self.session.get(ApiKey, key_id)
+        if row is None or row.account_id != account_id:
+            return None
+        if row.revoked_at is None:
+            row.revoked_at = now
+            await self.session.flush()
+        return row
+
     def audit(self, entry: AuditEntry) -> None:
         self.session.add(entry)
 

@@ -4,9 +4,8 @@
 * database: a fresh SQLite file migrated and set up as the app does it (`build_agent`, with 4 paper accounts).
   Real decision cycles (simulated market, baseline model) give the row templates; copies of them are bulk
   inserted (executemany, with their orders and provenance) up to 100,000 decisions, ids interleaved across the
-  accounts one 5m cycle apart, every column stored as the engine stores it: about 7 kB a decision row and 36 kB
-  of provenance (context snapshot and prompt, in their own table), so the temporary file is about 4 GB (removed
-  at the end).
+  accounts one 5m cycle apart, every column stored as the engine stores it, the context snapshot and prompt
+  (about 36 kB a decision) in their own table: the temporary file is about 4.2 GB (removed at the end).
 * server: `trading-agent serve` (API only, no trading loop) in its own process on 127.0.0.1 with a free port,
   an admin key from ADMIN_API_KEY and offline defaults (simulated market, no LLM key, `.env` not read).
 * load: this process, open loop: request i is due at t0 + i/rate whatever the answers, and its latency counts

@@ -86,7 +86,7 @@ async def accounts_benchmark(tmp: Path) -> None:
             for i in range(2, ACCOUNTS + 1):
                 await accounts.add(new_account(f"bench-{i}", now=clock.now()), reason="benchmark", now=clock.now())
         await agent.loop.run_cycle()  # warm-up: venues restored, candles stored
-        freeze_startup_objects()  # as the served agent does after start-up (`trading-agent run`)
+        freeze_startup_objects()  # as `trading-agent run` does once its agent is built
         clock.advance(timedelta(minutes=5))
         cpu, wall = time.process_time(), time.perf_counter()
         decided = await agent.loop.run_cycle()

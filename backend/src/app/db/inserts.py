@@ -1,8 +1,9 @@
 """New rows stored with one Core INSERT each, outside the session's unit of work.
 
 Every decision writes its row, its model calls and an equity snapshot. Through the unit of work (add, then
-flush) each of these costs about three times the statement itself; none of them is changed again through the
-session, so they are written as plain statements and the objects stay as records of what was stored.
+flush) each costs about 0.14 ms more than the plain statement (0.57 against 0.43 ms with its commit, measured
+on SQLite); none of them is changed again through the session, so they are written as plain statements and
+the objects stay as records of what was stored.
 """
 
 from __future__ import annotations

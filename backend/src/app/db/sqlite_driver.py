@@ -22,7 +22,7 @@ import asyncio
 import re
 import sqlite3
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -68,28 +68,25 @@ class _PrefetchCursor(aiosqlite.Cursor):
         await self.close()
 
     async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> _PrefetchCursor:
-        conn = self._conn
-        assert isinstance(conn, _Connection)
-        if _WRITE.match(sql):
-            await conn.enter_write()
-        try:
-            self._rows = await conn._execute(_execute_and_fetch, self._cursor, sql, parameters or ())
-        finally:
-            conn.leave_write_if_done()
+        self._rows = await self._gated(sql, _execute_and_fetch, self._cursor, sql, parameters or ())
         self._next = 0
         return self
 
     async def executemany(self, sql: str, parameters: Iterable[Iterable[Any]]) -> _PrefetchCursor:
+        await self._gated(sql, self._cursor.executemany, sql, parameters)
+        self._rows, self._next = [], 0
+        return self
+
+    async def _gated(self, sql: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run `fn(*args)` on the worker thread; a write passes the connection's gate first."""
         conn = self._conn
         assert isinstance(conn, _Connection)
         if _WRITE.match(sql):
             await conn.enter_write()
         try:
-            await conn._execute(self._cursor.executemany, sql, parameters)
+            return await conn._execute(fn, *args)
         finally:
             conn.leave_write_if_done()
-        self._rows, self._next = [], 0
-        return self
 
     async def fetchone(self) -> Any:
         if self._next >= len(self._rows):

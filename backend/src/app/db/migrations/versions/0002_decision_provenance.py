@@ -2,8 +2,8 @@
 
 A decision's context snapshot (about 28 kB) and prompt (about 8 kB) were most of its row. Every list of
 decisions walked past them: SQLite reads a row's overflow pages in order up to the last column asked for, so a
-page of 50 decisions cost about three times what it does once they live apart. They are read one decision at
-a time (what the model saw), never in lists.
+page of 50 decisions cost 2.6 times what it does once they live apart (0.70 against 0.27 ms, a synthetic
+test). They are read one decision at a time (what the model saw), never in lists.
 
 Revision ID: 0002
 Revises: 0001

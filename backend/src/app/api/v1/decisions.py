@@ -19,7 +19,6 @@ from app.db import models
 from app.schemas.api import MAX_DB_ID, DecisionMetrics, ModelSwitchRequest, ValidateRequest
 from app.schemas.decision_result import DecisionResult
 from app.schemas.validation import ValidationResult
-from app.services.llm.llm_exceptions import DecisionNotFoundError
 from app.services.llm.strategy_manager import parse_window
 
 router = APIRouter(prefix="/api/v1/decisions", tags=["decisions"], responses=error_responses(401))
@@ -194,7 +193,6 @@ async def get_decision(
     ] = True,
 ) -> DecisionResult:
     """One stored decision with its orders, validation and (by default) its provenance."""
-    result = await agent.engine.get_decision(decision_id, provenance=provenance)
-    if not principal.can_see(result.account_id):  # another account's decision: as if it did not exist
-        raise DecisionNotFoundError(decision_id)
-    return result
+    # An account key reads its own account's decisions only; another's answers 404, as if it did not exist.
+    own = None if principal.is_admin else principal.account_id
+    return await agent.engine.get_decision(decision_id, account_id=own, provenance=provenance)

@@ -201,13 +201,16 @@ class DecisionEngine:
                 raise AccountNotFoundError(account_id)
         return items
 
-    async def get_decision(self, decision_id: int, *, provenance: bool = True) -> DecisionResult:
+    async def get_decision(
+        self, decision_id: int, *, account_id: int | None = None, provenance: bool = True
+    ) -> DecisionResult:
         """One stored decision with its orders and, unless `provenance` is False, what it was made from (the
-        context the model saw and the prompt it was sent)."""
+        context the model saw and the prompt it was sent). With `account_id`, a decision of another account is
+        not found, and nothing more of it is read."""
         async with self.sessions() as session:
             repo = DecisionRepository(session)
             row = await repo.get(decision_id)
-            if row is None:
+            if row is None or (account_id is not None and row.account_id != account_id):
                 raise DecisionNotFoundError(decision_id)
             orders = await TradingRepository(session).orders_for_decision(decision_id)
             made_from = await repo.provenance(decision_id) if provenance else None

@@ -135,3 +135,11 @@ def test_decide_once_uses_the_openrouter_compatible_server_it_is_pointed_at(tmp_
             "select model_served, total_tokens, cost_usd, latency_ms from decisions"
         ).fetchone()
     assert (model, tokens, cost) == ("openai/gpt-5", 1550, 0.0123) and latency > 0
+
+
+def test_the_offline_agent_starts_without_importing_ccxt() -> None:
+    """ccxt (190k objects, 0.8 s to import) is for live market data and `data download` only: the CLI, the app
+    and the agent's wiring start without it."""
+    probe = "import sys, app.cli, app.main, app.bootstrap; print('ccxt' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "False"

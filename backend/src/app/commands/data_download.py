@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, cast
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 from pydantic import ValidationError
@@ -28,12 +28,13 @@ from app.db.migrate import ensure_migrated
 from app.db.session import create_engine, create_session_factory
 from app.services.market_data.base import UnknownSymbolError
 from app.services.market_data.candle_store import CandleStore
-from app.services.market_data.ccxt_source import VENUES, CcxtMarketData, ExchangeId, VenueRequestError, local_api_urls
+
+if TYPE_CHECKING:  # ccxt is imported when a download runs, not whenever the CLI starts (`trading-agent run`)
+    from app.services.market_data.ccxt_source import CcxtMarketData, ExchangeId
 
 # Retries of each read (module constants so tests can shorten them).
 ATTEMPTS = 4
 BACKOFF_S = 0.5
-_FAILURES = (TemporaryError, VenueRequestError, UnknownSymbolError)
 
 
 @dataclass
@@ -73,6 +74,8 @@ def download(
     Exit code 1 when the venue could not be read (what was fetched is kept), 2 on a bad source, asset or
     timeframe.
     """
+    from app.services.market_data.ccxt_source import VENUES
+
     venue = source.strip().lower()
     if venue not in VENUES:
         raise _fail(f"unknown source {source!r}: use one of {', '.join(VENUES)}")
@@ -90,7 +93,7 @@ def download(
     except ValidationError as exc:
         raise _fail(f"bad configuration: {exc}") from exc
     configure_logging(settings.log_level, json_lines=settings.log_json)
-    code = asyncio.run(_download(settings, cast(ExchangeId, venue), wanted, frames, days, base_url))
+    code = asyncio.run(_download(settings, cast("ExchangeId", venue), wanted, frames, days, base_url))
     if code:
         raise typer.Exit(code)
 
@@ -98,6 +101,8 @@ def download(
 async def _download(
     settings: Settings, venue: ExchangeId, assets: list[str], timeframes: list[str], days: int, base_url: str | None
 ) -> int:
+    from app.services.market_data.ccxt_source import CcxtMarketData, VenueRequestError, local_api_urls
+
     console = Console()
     overrides = local_api_urls(venue, base_url) if base_url else None
     market = CcxtMarketData(venue, assets, api_overrides=overrides, attempts=ATTEMPTS, backoff_s=BACKOFF_S)
@@ -145,6 +150,9 @@ async def _fetch_all(
     end: datetime,
 ) -> tuple[list[_Result], str | None]:
     """Fetch and store every series in turn; stop at the first failure (the rest is marked not fetched)."""
+    from app.services.market_data.ccxt_source import VenueRequestError
+
+    failures = (TemporaryError, VenueRequestError, UnknownSymbolError)
     results: list[_Result] = []
     failure: str | None = None
     columns = (TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -161,7 +169,7 @@ async def _fetch_all(
                         await _funding(progress, market, store, result, start, end)
                     else:
                         await _candles(progress, market, store, result, start, end)
-                except _FAILURES as exc:
+                except failures as exc:
                     failure = f"{asset} {series}: {exc}"
                     result.notes.append("failed")
                 if series != "funding":

@@ -17,6 +17,7 @@ from app.core.config import Settings
 from app.db import models
 from app.db.repositories.accounts import AccountRepository
 from app.services.account.new_account import new_account
+from app.services.llm import decision_engine
 from app.services.llm.providers.base import ModelRequest, ModelResponse
 from app.services.llm.providers.baseline import BaselineModel
 from app.services.market_data.simulator import MarketSimulator
@@ -135,6 +136,40 @@ async def test_answers_are_acted_on_once_every_call_of_the_cycle_is_in_flight(
         await agent.close()
     assert len(prepared_at) == len(validated_at) == ACCOUNTS
     assert min(validated_at) >= max(prepared_at)
+
+
+async def test_a_preparation_that_hangs_delays_the_other_answers_by_the_deferral_limit_only(
+    database_url: str, clock: ManualClock, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Waiting for every call to be in flight has a limit: one account whose preparation hangs (a slow venue)
+    holds the others' answers back for MAX_DEFERRAL_S, not until it is done."""
+    monkeypatch.setattr(decision_engine, "MAX_DEFERRAL_S", 0.2)
+    agent, _model = await many(database_url, clock, str(tmp_path), model_seconds=0.001)
+    build, validate = agent.engine.context_builder.build_with_history, agent.engine.validator.validate_decision
+    loop = asyncio.get_running_loop()
+    validated_at: list[float] = []
+
+    async def hangs_for_account_5(symbols: list[str], account_id: int, *args: Any, **kwargs: Any) -> Any:
+        if account_id == 5:
+            await asyncio.sleep(1.5)
+        return await build(symbols, account_id, *args, **kwargs)
+
+    async def timed_validate(*args: Any, **kwargs: Any) -> Any:
+        validated_at.append(loop.time())
+        return await validate(*args, **kwargs)
+
+    agent.engine.context_builder.build_with_history = hangs_for_account_5  # type: ignore[method-assign]
+    agent.engine.validator.validate_decision = timed_validate  # type: ignore[method-assign]
+    try:
+        clock.advance(timedelta(minutes=5))
+        started = loop.time()
+        assert await agent.loop.run_cycle() == ACCOUNTS
+    finally:
+        await agent.close()
+    waited = sorted(t - started for t in validated_at)
+    assert len(waited) == ACCOUNTS
+    assert waited[-2] < 1.0  # the others went on well before account 5 was prepared
+    assert waited[-1] >= 1.5
 
 
 async def test_one_account_failing_leaves_the_others_deciding(

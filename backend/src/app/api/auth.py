@@ -60,7 +60,7 @@ async def get_principal(
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
-def require_admin(principal: CurrentPrincipal) -> Principal:
+async def require_admin(principal: CurrentPrincipal) -> Principal:
     if not principal.is_admin:
         raise HTTPException(status_code=403, detail="this needs an admin API key")
     return principal
@@ -97,7 +97,7 @@ class MutationLimiter:
         return principal
 
 
-def mutation_guard(request: Request) -> MutationLimiter:
+async def mutation_guard(request: Request) -> MutationLimiter:
     limiter: MutationLimiter = request.app.state.mutation_limiter
     return limiter
 

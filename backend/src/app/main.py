@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from fastapi import FastAPI
 
 from app.api import health, metrics
-from app.api.auth import MutationLimiter
+from app.api.auth import MutationLimiter, VerifiedKeys
 from app.api.errors import install_error_handlers
 from app.api.middleware import install_middleware
 from app.api.v1 import accounts, audit, decisions, strategies
@@ -60,6 +60,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.mutation_limiter = MutationLimiter(settings.api_mutations_per_minute)
+    app.state.verified_keys = VerifiedKeys()
     install_error_handlers(app)
     install_middleware(app, max_body_bytes=settings.api_max_body_bytes)
     app.include_router(health.router)

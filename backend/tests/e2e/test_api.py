@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.dependencies.models import Dependant
-from fastapi.routing import _IncludedRouter
+from fastapi.routing import iter_route_contexts
 
 from app.bootstrap import Agent, build_agent
 from app.core.clock import ManualClock
@@ -184,13 +184,7 @@ def test_no_route_or_dependency_runs_in_the_thread_pool(settings: Settings, cloc
 
     app = create_app(settings, agent_factory=simulated(clock))
     # The routes as FastAPI serves them: each included router's routes with what the inclusion adds.
-    served = [
-        context
-        for included in app.routes
-        if isinstance(included, _IncludedRouter)
-        for context in included.effective_route_contexts()
-        if context.dependant is not None
-    ]
+    served = [context for context in iter_route_contexts(app.routes) if getattr(context, "dependant", None)]
     assert len(served) > 20
     in_pool = sorted(
         f"{context.path}: {getattr(call, '__qualname__', call)}"

@@ -28,6 +28,7 @@ import structlog
 from fastapi import FastAPI
 from sqlalchemy import select, text, update
 
+from app.api.auth import VerifiedKeys
 from app.bootstrap import Agent, build_agent
 from app.core.clock import ManualClock
 from app.core.config import Settings
@@ -358,6 +359,31 @@ async def test_an_admin_lists_and_revokes_an_accounts_keys(api: Api) -> None:
     assert again.json()["revoked_at"] == revoked.json()["revoked_at"], "revoking twice keeps the first time"
     (after,) = (await api.client.get(f"/api/v1/accounts/{b_id}/keys", headers=ADMIN)).json()
     assert after["revoked_at"] == revoked.json()["revoked_at"]
+
+
+async def test_a_key_revoked_behind_the_servers_back_is_refused_once_its_verification_expires(api: Api) -> None:
+    """A verified key is trusted for `VerifiedKeys.ttl_s` (the lookup was the bulk of a small request); a key
+    revoked by another process, or by hand in the database, is refused once that time has passed. One revoked
+    through this API is refused at once (above)."""
+    now = [1000.0]
+    api.app.state.verified_keys = VerifiedKeys(ttl_s=1.0, now=lambda: now[0])
+    b_id, b_key = await api.new_account("account-b")
+    as_b = {"X-API-Key": b_key}
+    assert (await api.client.get(f"/api/v1/accounts/{b_id}", headers=as_b)).status_code == 200
+    async with api.agent.sessions.begin() as session:  # as another process would
+        await session.execute(
+            update(models.ApiKey)
+            .where(models.ApiKey.key_hash == hash_api_key(b_key))
+            .values(revoked_at=api.agent.clock.now())
+        )
+    now[0] += 0.5
+    assert (await api.client.get(f"/api/v1/accounts/{b_id}", headers=as_b)).status_code == 200  # still trusted
+    now[0] += 0.5
+    refused = await api.client.get(f"/api/v1/accounts/{b_id}", headers=as_b)
+    assert (refused.status_code, _detail(refused)) == (401, "invalid API key")
+    now[0] += 60  # and it stays refused: a refused key is never remembered
+    assert (await api.client.get(f"/api/v1/accounts/{b_id}", headers=as_b)).status_code == 401
+    assert (await api.client.get(f"/api/v1/accounts/{b_id}", headers=ADMIN)).status_code == 200
 
 
 async def _audit_count(api: Api) -> int:

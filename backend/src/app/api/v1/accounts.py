@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from sqlalchemy import select
 
 from app.api.auth import AdminPrincipal, CurrentPrincipal, MutatingAdmin, MutatingPrincipal, ensure_scope
@@ -213,6 +213,7 @@ async def revoke_account_key(
     key_id: Annotated[int, Path(ge=1, le=MAX_DB_ID, description="The key's id")],
     agent: AgentDep,
     principal: MutatingAdmin,
+    request: Request,
 ) -> ApiKeyView:
     """Revoke one of the account's keys (admin): every request with it is refused (401) from now on."""
     await _load(agent, principal, account_id)
@@ -220,7 +221,8 @@ async def revoke_account_key(
         row = await ApiKeyRepository(session).revoke(account_id, key_id, agent.clock.now())
         if row is None:
             raise HTTPException(status_code=404, detail=f"account {account_id} has no key {key_id}")
-        return ApiKeyView.model_validate(row, from_attributes=True)
+    request.app.state.verified_keys.forget_all()  # committed: refused from the next request on
+    return ApiKeyView.model_validate(row, from_attributes=True)
 
 
 @router.get("/{account_id}/positions", responses=error_responses(404, 422), response_model=list[PositionView])

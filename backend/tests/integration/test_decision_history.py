@@ -3,6 +3,7 @@ be exactly what `to_result` makes of each stored decision and its orders, for ev
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ from app.bootstrap import Agent, build_agent
 from app.core.clock import ManualClock
 from app.core.config import Settings
 from app.db import models
+from app.db.migrate import downgrade, upgrade
 from app.services.llm.decision_engine import to_result
 from app.services.llm.llm_exceptions import AccountNotFoundError
 from app.services.market_data.simulator import MarketSimulator
@@ -100,22 +102,44 @@ async def test_an_empty_page_and_an_unknown_account(traded: Agent) -> None:
         await traded.engine.get_decision_history(99)
 
 
-async def test_json_orjson_cannot_pass_on_goes_through_the_models(traded_sqlite: Agent) -> None:
-    """The standard library wrote an infinite float as `Infinity` (not JSON; SQLite stores it, PostgreSQL
-    refuses it), and rows written before orjson may hold one: that row is validated and the infinity written as
-    null, exactly as before."""
+async def test_json_the_standard_library_wrote_is_made_strict_by_migration_0003(traded_sqlite: Agent) -> None:
+    """The standard library wrote an infinite or NaN float as `Infinity` or `NaN` (not JSON; SQLite stores it,
+    PostgreSQL refuses it), and rows written before orjson may hold one. History writes the stored JSON out
+    unparsed, so migration 0003 rewrites those rows once: the values become null, as orjson writes them, and
+    "NaN" inside a text is left alone. (A decision can no longer hold one: its numbers must be finite.)"""
     traded = traded_sqlite
-    newest = (await expected(traded))[0]
+    newest, second = (await expected(traded))[:2]
     async with traded.sessions.begin() as session:
-        stored = await session.scalar(
-            text("SELECT final_decision FROM decisions WHERE id = :id").bindparams(id=newest["id"])
+
+        async def stored(column: str, decision_id: int) -> str:
+            query = text(f"SELECT {column} FROM decisions WHERE id = :id").bindparams(id=decision_id)
+            value = await session.scalar(query)
+            assert isinstance(value, str)
+            return value
+
+        async def store(column: str, decision_id: int, value: str) -> None:
+            query = text(f"UPDATE decisions SET {column} = :v WHERE id = :id")
+            await session.execute(query.bindparams(v=value, id=decision_id))
+
+        final = await stored("final_decision", newest["id"])
+        assert '"tp_price":' in final
+        infinite = re.sub(r'"tp_price":[^,}]*', '"tp_price": Infinity', final, count=1)
+        await store("final_decision", newest["id"], infinite)
+        parsed = await stored("parsed_decision", second["id"])
+        assert '"rationale":"' in parsed
+        await store(
+            "parsed_decision", second["id"], parsed.replace('"rationale":"', '"rationale":"NaN or Infinity? ', 1)
         )
-        assert '"total_allocation_usd":' in stored
-        head, tail = stored.split('"total_allocation_usd":', 1)
-        infinite = head + '"total_allocation_usd": Infinity' + tail[tail.index(",") :]
-        await session.execute(
-            text("UPDATE decisions SET final_decision = :v WHERE id = :id").bindparams(v=infinite, id=newest["id"])
-        )
+        validation = await stored("validation_result", second["id"])
+        await store("validation_result", second["id"], re.sub(r'"sl_price":[^,}]*', '"sl_price":NaN', validation))
+
+    await downgrade(traded.db, "0002")
+    await upgrade(traded.db)
+
     want = await expected(traded)
-    assert want[0]["decision"]["total_allocation_usd"] is None
+    assert want[0]["decision"]["decisions"][0]["tp_price"] is None
+    assert want[1]["model_decision"]["decisions"][0]["rationale"].startswith("NaN or Infinity? ")
+    async with traded.sessions() as session:
+        strict = await stored("validation_result", second["id"])
+    assert '"sl_price":NaN' not in strict and '"sl_price":null' in strict
     assert as_sent(await traded.engine.get_decision_history(1, limit=500)) == want

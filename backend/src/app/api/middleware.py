@@ -57,15 +57,12 @@ class RequestContext:
         structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
             length = headers.get("content-length")
-            too_large = JSONResponse(
-                status_code=413, content={"detail": f"request body larger than {self.max_body_bytes} bytes"}
-            )
             if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-                await too_large(scope, receive, send_with_id)
+                await self._too_large(scope, receive, send_with_id)
             elif length is None and mutating and headers.get("transfer-encoding"):
                 body = await _read_at_most(receive, self.max_body_bytes)
                 if body is None:
-                    await too_large(scope, receive, send_with_id)
+                    await self._too_large(scope, receive, send_with_id)
                 else:
                     await self.app(scope, _replay(body), send_with_id)
             else:
@@ -77,6 +74,10 @@ class RequestContext:
             raise
         finally:
             structlog.contextvars.unbind_contextvars("request_id")
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        detail = f"request body larger than {self.max_body_bytes} bytes"
+        await JSONResponse(status_code=413, content={"detail": detail})(scope, receive, send)
 
 
 def _request_id(given: str | None) -> str:

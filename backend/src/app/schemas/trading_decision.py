@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 def utc_now() -> datetime:
@@ -41,7 +41,15 @@ class _UTCModel(BaseModel):
 # --------------------------------------------------------------------------------------------- decisions
 
 
-class PositionAdjustment(_UTCModel):
+class _DecisionModel(_UTCModel):
+    """A decision's numbers are finite: a model answering `Infinity`, `NaN` or `1e400` (which JSON parsers read
+    as infinite) gets a clear validation error, not an infinite allocation. Stored JSON could not hold one
+    either: it is written with NaN and infinities as null."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+class PositionAdjustment(_DecisionModel):
     """Position adjustment details."""
 
     adjustment_type: Literal["increase", "decrease"] = Field(..., description="Type of position adjustment")
@@ -53,7 +61,7 @@ class PositionAdjustment(_UTCModel):
     new_sl_price: float | None = Field(None, gt=0, description="New stop-loss price after adjustment")
 
 
-class OrderAdjustment(_UTCModel):
+class OrderAdjustment(_DecisionModel):
     """Order adjustment details for TP/SL modifications."""
 
     adjust_tp: bool = Field(default=False, description="Whether to adjust take-profit")
@@ -68,7 +76,7 @@ Action = Literal["buy", "sell", "hold", "adjust_position", "close_position", "ad
 RiskLevel = Literal["low", "medium", "high"]
 
 
-class AssetDecision(_UTCModel):
+class AssetDecision(_DecisionModel):
     """Trading decision for a single asset."""
 
     asset: str = Field(..., description="Trading pair symbol")
@@ -88,7 +96,7 @@ class AssetDecision(_UTCModel):
     risk_level: RiskLevel = Field(..., description="Risk assessment")
 
 
-class TradingDecision(_UTCModel):
+class TradingDecision(_DecisionModel):
     """Multi-asset structured trading decision from LLM for perpetual futures."""
 
     decisions: list[AssetDecision] = Field(..., description="Trading decisions for each asset")

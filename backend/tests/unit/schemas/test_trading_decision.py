@@ -135,6 +135,25 @@ def test_bad_asset_decisions_are_refused(field: str, value: object) -> None:
         asset_decision(**{field: value})
 
 
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), "Infinity", "1e400"])
+@pytest.mark.parametrize("field", ["allocation_usd", "tp_price", "confidence"])
+def test_a_number_that_is_not_finite_is_refused(field: str, value: object) -> None:
+    """`Infinity`, `NaN` and `1e400` (which JSON parsers read as infinite) are no allocation, price or
+    confidence: a clear error (it used to pass `allocation_usd >= 0` and be stored as null)."""
+    with pytest.raises(ValidationError, match=rf"{field}\n  Input should be a finite number"):
+        asset_decision(**{field: value})
+
+
+def test_a_decision_from_json_with_an_infinite_total_is_refused() -> None:
+    good = f.trading_decision([asset_decision()])
+    text = good.model_dump_json().replace('"total_allocation_usd":100.0', '"total_allocation_usd":1e999')
+    assert "1e999" in text
+    with pytest.raises(ValidationError, match="total_allocation_usd\n  Input should be a finite number"):
+        TradingDecision.model_validate_json(text)
+    with pytest.raises(ValidationError, match="adjustment_amount_usd\n  Input should be a finite number"):
+        PositionAdjustment(adjustment_amount_usd=float("inf"))
+
+
 def test_zero_allocation_and_no_stop_or_target_pass_the_schema() -> None:
     # the schema allows them; the validator decides whether they make sense for the action
     item = asset_decision(action="hold", allocation_usd=0.0, tp_price=None, sl_price=None)

@@ -224,8 +224,9 @@ def _decision_json(row: tuple[Any, ...], orders: list[dict[str, Any]]) -> dict[s
     The decision, the model's decision and the validation are stored as their models dumped them when the cycle
     ran, so that JSON is written out as stored (`orjson.Fragment`, spacing included) instead of being parsed and
     validated again, which made up most of a history request. A change to those models that changes their JSON
-    therefore needs the stored rows migrated too. JSON that may not be passed on (NaN or Infinity, which the
-    standard library writes) and an unknown status go through `DecisionResult` as before."""
+    therefore needs the stored rows migrated too. That JSON is strict: orjson writes NaN and infinities as null,
+    and migration 0003 rewrote the older rows that held them. A row with an unknown status goes through
+    `DecisionResult` as before."""
     (
         id_,
         account_id,
@@ -256,7 +257,7 @@ def _decision_json(row: tuple[Any, ...], orders: list[dict[str, Any]]) -> dict[s
         first_raw_response,
     ) = row
     texts = (final_decision, parsed_decision, validation_result)
-    exact = status in _STATUSES and not any(t is not None and ("NaN" in t or "Infinity" in t) for t in texts)
+    exact = status in _STATUSES
     nested = [None if t in _NO_OBJECT else orjson.Fragment(t) if exact else json.loads(t) for t in texts]
     item = {
         "id": id_,

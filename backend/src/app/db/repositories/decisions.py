@@ -302,8 +302,8 @@ def _time(value: datetime | str) -> str:
     some. SQLite's stored text (naive UTC, `2025-12-01 00:05:00.000000`) is rewritten as text: parsing it into a
     datetime and formatting that took a tenth of a history page's CPU."""
     if isinstance(value, str):
-        if len(value) == 26 and value[10] == " " and value[19] == ".":
-            micro = value[20:]
+        micro = value[20:]
+        if len(value) == 26 and value[10] == " " and value[19] == "." and micro.isdigit():
             return f"{value[:10]}T{value[11:19]}{'' if micro == '000000' else '.' + micro}Z"
         parsed = datetime.fromisoformat(value)  # any other form a row may hold: read as UTCDateTime reads it
         value = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -258,7 +258,8 @@ def careless(
             leverage = leverage_of(strategy, asset, state)
             per_margin = leverage * (distance + draw(st.sampled_from([0.0, 2 * fee])))
             budget = ctx.account_state.balance_usd * risk.max_risk_per_trade / 100
-            allocation = budget / per_margin * draw(st.floats(0.9, 1.1))
+            # a vanishing distance makes it huge, or infinite, which the schema refuses: capped at a huge answer
+            allocation = min(budget / per_margin * draw(st.floats(0.9, 1.1)), 1e15)
     elif action in ("buy", "sell"):
         sl, tp = draw(BELOW if long else ABOVE), draw(ABOVE if long else BELOW)
     elif action == "adjust_orders":

@@ -35,8 +35,8 @@ def _strict(text: str | None) -> str | None:
         return None
     try:
         return orjson.dumps(json.loads(text)).decode()
-    except ValueError:
-        return text
+    except (ValueError, TypeError):  # not JSON; or what orjson cannot write (an integer past 64 bits, a lone
+        return text  # surrogate): left as it was
 
 
 def upgrade() -> None:

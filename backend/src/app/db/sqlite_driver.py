@@ -13,8 +13,10 @@ and a budget of `INLINE_READ_BUDGET_S`. Under load the hops were dearer than the
 requests a second, each of three hops (API key, page, orders), the server spent 6.2-6.3 ms of CPU a request
 and fell behind; with its reads inline, 3.4-3.6 ms (p99 7-10 ms; bench_api_history.py, back to back). A read
 that passes its budget (SQLite's progress handler stops it) or meets a lock is run again on the worker thread,
-as every statement was before: a long report or a locked file never holds the event loop for longer than the
-budget. Writes always take the thread (and the gate), since interrupting one would roll its transaction back.
+as every statement was before, so a long report or a locked file does not hold the event loop. The budget is
+checked between SQLite's operations, not within one: a single long operation (a bare count over millions of
+rows: 20 ms for 3 million; a function over a 50 MB value; a read from a slow disk) holds the loop until it
+ends. Writes always take the thread (and the gate), since interrupting one would roll its transaction back.
 
 Writers of one engine take turns through a `WriteGate` held from a connection's first write to its commit or
 rollback. SQLite admits one writer at a time; without the gate, a second writer waits inside SQLite's busy

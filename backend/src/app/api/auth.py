@@ -97,7 +97,7 @@ async def get_principal(
     if principal is None:
         generation = verified.generation
         async with request.app.state.agent.sessions() as session:
-            row = await ApiKeyRepository(session).find(key)
+            row = await ApiKeyRepository(session).find(key_hash)
         if row is None:
             raise HTTPException(status_code=401, detail="invalid API key", headers={"WWW-Authenticate": "Bearer"})
         principal = Principal(role=row.role, account_id=row.account_id, key_prefix=row.prefix, key_id=row.id)

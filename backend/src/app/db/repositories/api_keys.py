@@ -18,9 +18,9 @@ class ApiKeyRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def find(self, key: str) -> ApiKey | None:
-        """The active key row for a presented key, or None."""
-        row = await self.session.scalar(_BY_HASH, {"key_hash": hash_api_key(key)})
+    async def find(self, key_hash: str) -> ApiKey | None:
+        """The active key row for a presented key's hash (`hash_api_key`), or None."""
+        row = await self.session.scalar(_BY_HASH, {"key_hash": key_hash})
         if row is None or row.revoked_at is not None:
             return None
         return row

@@ -10,6 +10,7 @@ from typing import Any, TypeAlias
 from sqlalchemy import Integer, Row, bindparam, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.timeframes import floor_time
 from app.db.models import EquitySnapshot, Fill, FundingPayment, Order, Position
 
 StoredRow: TypeAlias = Row[*tuple[Any, ...]]  # a row read as columns, not as an ORM object
@@ -144,8 +145,9 @@ class TradingRepository:
         return {(s, t) for s, t in (await self.session.execute(query)).all()}
 
     # ---------------------------------------------------------------------------------------- history
-    async def account_history(self, account_id: int, day_start: datetime) -> AccountHistory:
-        """What a decision reads of the account's past (`day_start`: the start of the current UTC day)."""
+    async def account_history(self, account_id: int, now: datetime) -> AccountHistory:
+        """What a decision at `now` reads of the account's past (its day starts at `now`'s UTC midnight)."""
+        day_start = floor_time(now, "1d")
         params = {"account_id": account_id}
         plans = {row.symbol: row for row in await self.session.execute(_OPEN_PLANS, params)}
         closed = (await self.session.execute(_CLOSED_TRADES, {**params, "closed_limit": CLOSED_HISTORY})).all()

@@ -58,8 +58,7 @@ class AccountService:
         `account_history` read), recent closed trades grouped by asset (newest first, at most `per_symbol` each)."""
         balance = await exchange.fetch_balance()
         venue_positions = await exchange.fetch_positions()
-        day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        history = await TradingRepository(session).account_history(account.id, day_start)
+        history = await TradingRepository(session).account_history(account.id, now)
         summaries: list[PositionSummary] = []
         for pos in venue_positions:
             row = history.plans.get(pos.symbol)

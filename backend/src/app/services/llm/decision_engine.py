@@ -422,8 +422,7 @@ class DecisionEngine:
         stored past, as read for `context`; read again when not given)."""
         if history is None:
             async with self.sessions() as session:
-                day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-                history = await TradingRepository(session).account_history(account_id, day_start)
+                history = await TradingRepository(session).account_history(account_id, now)
         start_equity, last_entries = history.day_start_equity, history.last_entries
         if start_equity is None:  # nothing recorded yet: the day starts from the initial balance (equity - PnL)
             start_equity = context.account_state.balance_usd - context.account_state.total_pnl
@@ -470,9 +469,8 @@ class DecisionEngine:
         """A note when the account's LLM spend today (UTC, by the agent's clock) reached its budget."""
         if budget is None or self.llm.is_simulated:
             return None
-        day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
         async with self.sessions() as session:
-            spent = await LLMCallRepository(session).spent_since(account_id, day_start)
+            spent = await LLMCallRepository(session).spent_since(account_id, floor_time(now, "1d"))
         if spent < budget:
             return None
         return (

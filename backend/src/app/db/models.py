@@ -328,3 +328,16 @@ class AuditEntry(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LLMSetting(Base):
+    """An LLM setting changed at run time: `default_model` (the switched default model) or
+    `openrouter_api_key` (a rotated key, stored encrypted: `value` is a Fernet token, never the key)."""
+
+    __tablename__ = "llm_settings"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)  # wall clock
+    updated_by: Mapped[str | None] = mapped_column(String(64), nullable=True)

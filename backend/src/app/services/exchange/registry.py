@@ -79,6 +79,7 @@ class VenueRegistry:
             position_rows = await repo.open_positions(account_id)
             order_rows = await repo.open_orders(account_id)
             curve = await repo.equity_curve(account_id, limit=1)
+            highest_number = await repo.highest_venue_number(account_id)
         profile = FEE_PROFILES[account.venue]
         venue = PaperVenue(
             initial_balance=account.initial_balance, rules=await self.rules(), fees=profile, clock=self.clock
@@ -126,6 +127,7 @@ class VenueRegistry:
             funding_received=funding_received,
             funding_settled=funding_settled,
             leverage={p.symbol: p.leverage for p in positions},
+            next_order_seq=highest_number + 1,  # ids are never reused, whatever was filled or cancelled
         )
         if curve:
             # Candles closed after the last snapshot were not seen by the venue: replay them.

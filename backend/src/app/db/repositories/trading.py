@@ -108,7 +108,7 @@ class TradingRepository:
             offset = 0
             while True:
                 page = (await self.session.scalars(query.offset(offset).limit(_ID_PAGE))).all()
-                number = next((int(head) for head in (v.split("-")[0] for v in page) if head.isdigit()), None)
+                number = next((int(head) for head in (str(v).split("-")[0] for v in page) if head.isdigit()), None)
                 if number is not None:
                     highest = max(highest, number)
                     break

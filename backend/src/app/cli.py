@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from app.commands.admin import admin_app
 from app.commands.data import data_app
 from app.commands.data_download import download
 from app.commands.llm import llm_app
@@ -23,6 +24,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(llm_app, name="llm", help="LLM tools: parse raw model outputs and say why they were rejected.")
 data_app.command("download")(download)
 app.add_typer(data_app, name="data", help="Market data: download from a venue or import CSV folders.")
+app.add_typer(admin_app, name="admin", help="Administration: issue a new admin key when it is lost.")
 console = Console()
 
 

@@ -6,11 +6,14 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from app.services.llm.response_parser import parse_decision
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 llm_app = typer.Typer(help="LLM answer diagnostics.", no_args_is_help=True)
 
@@ -126,7 +129,6 @@ def usage(
     import asyncio
     from datetime import UTC, datetime, timedelta
 
-    from rich.console import Console
     from rich.table import Table
 
     from app.core.config import Settings
@@ -163,4 +165,17 @@ def usage(
     table.add_row(
         "total", str(sum(r.calls for r in rows)), str(sum(r.failures for r in rows)), "", "", f"{total_cost:.4f}"
     )
-    Console().print(table)
+    print_whole(table)
+
+
+def print_whole(table: Table) -> None:
+    """Print `table` without cutting a cell: rich shrinks columns to the terminal's width and ends cut text with
+    an ellipsis (`baseline/tre…`); a table wider than the terminal is printed at its own width instead (the
+    terminal wraps the lines, the names stay whole)."""
+    from rich.console import Console
+
+    console = Console()
+    natural = console.measure(table, options=console.options.update(max_width=100_000)).maximum
+    if natural > console.width:
+        console = Console(width=natural)
+    console.print(table)

@@ -330,6 +330,21 @@ class AuditEntry(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class AccountStatusChange(Base):
+    """An account's status history: every pause, resume, reduce and halt through the API, with its reason."""
+
+    __tablename__ = "account_status_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    from_status: Mapped[str] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    key_prefix: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # its audit entry's
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)  # wall clock
+
+
 class LLMSetting(Base):
     """An LLM setting changed at run time: `default_model` (the switched default model) or
     `openrouter_api_key` (a rotated key, stored encrypted: `value` is a Fernet token, never the key)."""

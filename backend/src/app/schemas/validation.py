@@ -25,7 +25,11 @@ class AssetVerdict(BaseModel):
 
 
 class ValidationResult(BaseModel):
-    is_valid: bool = Field(..., description="True when no asset was rejected")
+    is_valid: bool = Field(
+        ...,
+        description="True when no asset was rejected and no decision was dropped (an asset outside the request "
+        "or not a symbol, a second decision for one asset: each is listed in `errors`)",
+    )
     verdicts: list[AssetVerdict]
     errors: list[str] = Field(default_factory=list, description="Decision-level findings")
     final_decision: TradingDecision

@@ -125,17 +125,21 @@ class DecisionValidator:
         positions = {p.symbol: p for p in context.account_state.open_positions}
         drafts: dict[str, _Draft] = {}
         errors: list[str] = []
+        dropped = 0  # decisions the answer gave that cannot be acted on: the answer is not valid as given
         for item in decision.decisions:
             try:
                 asset = normalise_asset(item.asset)
             except ValueError as exc:
                 errors.append(f"dropped a decision: {exc}")
+                dropped += 1
                 continue
             if asset not in context.symbols:
                 errors.append(f"dropped the decision for {item.asset}: not one of the assets {context.symbols}")
+                dropped += 1
                 continue
             if asset in drafts:
                 errors.append(f"dropped a second decision for {asset}: one decision per asset")
+                dropped += 1
                 continue
             draft = _Draft(asset, item, item.model_copy(update={"asset": asset}))
             drafts[asset] = draft
@@ -166,7 +170,7 @@ class DecisionValidator:
             timestamp=decision.timestamp,
         )
         return ValidationResult(
-            is_valid=not any(v.status == "rejected" for v in verdicts),
+            is_valid=not dropped and not any(v.status == "rejected" for v in verdicts),
             verdicts=verdicts,
             errors=errors,
             final_decision=final,

@@ -78,6 +78,8 @@ def test_a_decision_for_an_asset_outside_the_context_is_dropped(name: str) -> No
     assert [d.asset for d in result.final_decision.decisions] == list(SYMBOLS)
     assert any("dropped" in e for e in result.errors)
     assert result.final_decision.total_allocation_usd == pytest.approx(1_000.0)
+    assert not result.is_valid, "an answer naming an asset outside the request is not valid as given"
+    assert all(v.status != "rejected" for v in result.verdicts), "the requested assets keep their own verdicts"
 
 
 def test_a_second_decision_for_the_same_asset_is_dropped_the_first_wins() -> None:
@@ -88,6 +90,7 @@ def test_a_second_decision_for_the_same_asset_is_dropped_the_first_wins() -> Non
     assert verdict(result, "BTC").final == first
     assert [d.asset for d in result.final_decision.decisions].count("BTC") == 1
     assert any("second decision for BTC" in e for e in result.errors)
+    assert not result.is_valid
 
 
 def test_assets_the_model_left_out_become_fallback_holds_that_keep_the_exit_plan() -> None:

@@ -21,6 +21,17 @@ from app.core.heap import freeze_startup_objects
 log = logging.getLogger(__name__)
 
 
+async def _finish_cycle(task: asyncio.Task[None], grace_s: float) -> None:
+    """Let the loop finish the cycle in flight (it stops before the next one) for `grace_s` at most, then cancel
+    it: the decisions it leaves pending are then marked interrupted."""
+    done, _ = await asyncio.wait({task}, timeout=grace_s)
+    if not done:
+        log.warning("the decision cycle in flight did not finish within %g s: interrupting it", grace_s)
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -42,15 +53,18 @@ def create_app(
         print(agent.describe(), flush=True)
         task: asyncio.Task[None] | None = None
         if run_loop:
+            # One loop per database: what is still pending now was left by a run that stopped or crashed.
+            await agent.engine.interrupt_orphans(
+                "interrupted: the agent stopped or crashed before this decision completed (found at start-up)"
+            )
             task = asyncio.create_task(agent.loop.run_forever(), name="trading-loop")
         try:
             yield
         finally:
             agent.loop.stop()
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await _finish_cycle(task, settings.shutdown_grace_s)
+            await agent.engine.interrupt_in_flight("interrupted: the agent was stopped before this decision completed")
             await agent.close()
 
     app = FastAPI(

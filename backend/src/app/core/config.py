@@ -76,6 +76,12 @@ class Settings(BaseSettings):
 
     initial_balance: float = Field(default=10_000.0, gt=0, description="Default paper account balance (USD).")
     max_concurrent_accounts: int = Field(default=8, ge=1)
+    shutdown_grace_s: float = Field(
+        default=20.0,
+        ge=0,
+        le=600,
+        description="On SIGTERM, how long the decision cycle in flight may take to finish before it is interrupted.",
+    )
     price_history_candles: int = Field(default=24, ge=1, le=500)
     indicator_series_length: int = Field(default=10, ge=1, le=200)
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from app.schemas.trading_decision import TradingDecision
 from app.schemas.validation import ValidationResult
 
-DecisionStatus = Literal["pending", "executed", "partial", "no_action", "fallback", "skipped", "error"]
+DecisionStatus = Literal["pending", "executed", "partial", "no_action", "fallback", "skipped", "error", "interrupted"]
 
 
 class OrderSummary(BaseModel):
@@ -42,7 +42,12 @@ class DecisionResult(BaseModel):
     cycle_time: datetime
     created_at: datetime
     trigger: str
-    status: DecisionStatus
+    status: DecisionStatus = Field(
+        description="pending: the model is being asked (never left so: a stopped agent marks it); executed, "
+        "partial, no_action, fallback (every asset held), skipped (account not tradable): finished; error: the "
+        "cycle failed (reason in `error`); interrupted: the agent stopped or crashed before the decision "
+        "completed (reason in `error`; the candle is decided again while it is the current one)"
+    )
     symbols: list[str]
     strategy_id: str | None
     decision: TradingDecision | None = Field(None, description="The decision that was executed (after validation)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, get_args
@@ -102,6 +103,8 @@ _RECORD_OUTCOME = (
     .values({field: bindparam(f"new_{field}") for field in _OUTCOME_FIELDS})
 )
 # The decision already made for a candle, assets and strategy (not one that failed or is still running).
+# A candle with only these decisions was not decided: a repeat request, or the agent's next start, decides it again.
+UNFINISHED = ("error", "pending", "interrupted")
 _MADE_FOR = (
     select(Decision)
     .where(
@@ -109,7 +112,7 @@ _MADE_FOR = (
         Decision.cycle_time == bindparam("cycle_time"),
         Decision.symbols_key == bindparam("symbols_key"),
         Decision.strategy_id == bindparam("strategy_id"),
-        Decision.status.not_in(("error", "pending")),
+        Decision.status.not_in(UNFINISHED),
     )
     .order_by(Decision.id.desc())
     .limit(1)
@@ -214,7 +217,23 @@ class DecisionRepository:
         return [_decision_json(tuple(row), orders[row[0]]) for row in rows]
 
     async def last_cycle_time(self) -> datetime | None:
-        return await self.session.scalar(select(func.max(Decision.cycle_time)))
+        """The newest candle a decision was made for (one interrupted or still pending is decided again)."""
+        query = select(func.max(Decision.cycle_time)).where(Decision.status.not_in(("pending", "interrupted")))
+        return await self.session.scalar(query)
+
+    async def end_pending(self, status: str, reason: str, *, ids: Collection[int] | None = None) -> list[int]:
+        """Give pending decisions (all of them, or those among `ids`) a final `status` with the reason; returns
+        the ids changed. A decision that finished meanwhile is left as it is."""
+        query = update(Decision).where(Decision.status == "pending")
+        if ids is not None:
+            if not ids:
+                return []
+            query = query.where(Decision.id.in_(sorted(ids)))
+        ended = await self.session.scalars(
+            query.values(status=status, error=reason, is_fallback=True).returning(Decision.id),
+            execution_options={"synchronize_session": False},
+        )
+        return sorted(ended.all())
 
 
 def _decision_json(row: tuple[Any, ...], orders: list[dict[str, Any]]) -> dict[str, Any]:

@@ -3,6 +3,10 @@
 One decision at a time per account (a lock), so the loop and an API call can never trade the same
 account twice at once. Within one candle a repeated request returns the stored decision unless
 `force_refresh` is set. Every cycle is stored, including the ones where the model failed.
+
+A decision is stored `pending` before its model call and always ends: with its outcome, as `error` when its
+cycle failed, or as `interrupted` when the agent stopped before it completed (at shutdown, or at the next
+start after a crash); an interrupted candle is decided again while it is still the current one.
 """
 
 from __future__ import annotations
@@ -142,6 +146,7 @@ class DecisionEngine:
         self._waiting_to_prepare = 0
         self._all_prepared = asyncio.Event()
         self._all_prepared.set()
+        self._in_flight: set[int] = set()  # pending decisions whose cycle is running in this process
 
     # ------------------------------------------------------------------------------------------ public
     def resolve_symbols(self, symbols: list[str] | None) -> list[str]:
@@ -251,8 +256,53 @@ class DecisionEngine:
         if isinstance(prepared, DecisionResult):  # from the cache, or the context could not be built
             return prepared
         # Every log line from here on (model calls, orders) carries the decision and the account.
-        structlog.contextvars.bind_contextvars(decision_id=prepared.row.id, account_id=account_id)
-        return await self._conclude(prepared, account_id, now)
+        decision_id = prepared.row.id
+        structlog.contextvars.bind_contextvars(decision_id=decision_id, account_id=account_id)
+        self._in_flight.add(decision_id)
+        try:
+            decided = await self._conclude(prepared, account_id, now)
+        except asyncio.CancelledError:
+            raise  # still in flight: the shutdown marks it interrupted (see `interrupt_in_flight`)
+        except Exception as exc:  # the cycle failed after its pending row was stored: say so on the row
+            self._in_flight.discard(decision_id)
+            await self._end(decision_id, "error", f"cycle failed: {type(exc).__name__}: {exc}")
+            raise
+        self._in_flight.discard(decision_id)
+        return decided
+
+    async def interrupt_in_flight(self, reason: str) -> list[int]:
+        """Mark the decisions this engine left pending (their cycle was cancelled) as interrupted; returns them."""
+        ids, self._in_flight = self._in_flight, set()
+        if not ids:
+            return []
+        async with self.sessions.begin() as session:
+            ended = await DecisionRepository(session).end_pending("interrupted", reason, ids=ids)
+        self._count_ended("interrupted", ended)
+        return ended
+
+    async def interrupt_orphans(self, reason: str) -> list[int]:
+        """At start-up: every decision still pending was left by a process that stopped or crashed mid-cycle
+        (nothing will ever finish it): mark it interrupted with the reason; returns the ids."""
+        async with self.sessions.begin() as session:
+            ended = await DecisionRepository(session).end_pending("interrupted", reason)
+        if ended:
+            log.warning("%d decision(s) left pending by an earlier run marked interrupted: %s", len(ended), ended)
+        self._count_ended("interrupted", ended)
+        return ended
+
+    async def _end(self, decision_id: int, status: str, reason: str) -> None:
+        """Give one pending decision its final status (its cycle could not store an outcome)."""
+        try:
+            async with self.sessions.begin() as session:
+                ended = await DecisionRepository(session).end_pending(status, reason, ids=[decision_id])
+        except Exception:  # the database itself failed: the next start marks the row interrupted
+            log.exception("could not mark decision %s %s", decision_id, status)
+            return
+        self._count_ended(status, ended)
+
+    def _count_ended(self, status: str, ended: list[int]) -> None:
+        if self.metrics is not None and ended:
+            self.metrics.decisions.labels(status).inc(len(ended))
 
     async def _prepare(
         self,
@@ -307,6 +357,7 @@ class DecisionEngine:
             return to_result(row, [])
 
         request = self.llm.request_for(assets, context, account_model)
+        budget_note = await self._budget_exhausted(account_id, daily_budget, now)
         row.context_errors = list(context.errors)
         provenance = models.DecisionProvenance(
             context_snapshot=context.model_dump(mode="json"),
@@ -322,7 +373,7 @@ class DecisionEngine:
             strategy=strategy,
             status=status,
             max_leverage=max_leverage,
-            budget_note=await self._budget_exhausted(account_id, daily_budget, now),
+            budget_note=budget_note,
         )
 
     async def _conclude(self, prepared: _Prepared, account_id: int, now: datetime) -> DecisionResult:

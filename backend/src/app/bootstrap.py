@@ -34,9 +34,10 @@ from app.services.llm.prompts.builder import PromptBuilder
 from app.services.llm.providers.base import DecisionModel
 from app.services.llm.providers.factory import build_provider
 from app.services.llm.strategy_manager import DEFAULT_STRATEGY_ID, StrategyManager
-from app.services.market_data.base import MarketDataSource
+from app.services.market_data.availability import MarketAvailability
+from app.services.market_data.base import MarketDataSource, MarketRules
 from app.services.market_data.candle_store import CandleStore, CandleSync, StoredMarketData
-from app.services.market_data.factory import build_market
+from app.services.market_data.factory import build_market, data_end_of
 from app.services.market_data.market_sync import MarketSync
 from app.services.market_data.simulator import MarketSimulator
 from app.trading.loop import TradingLoop
@@ -66,6 +67,7 @@ class Agent:
     loop: TradingLoop
     secrets: SecretBox
     metrics: AgentMetrics
+    market_status: MarketAvailability  # does the market answer (the loop decides only once it does)
     parts: list[Part] = field(default_factory=list)
     new_admin_key: str | None = None  # generated at this start; shown once, never stored in clear
 
@@ -167,10 +169,30 @@ async def build_agent(
     if market is None:
         market_choice = build_market(settings, resume_at=await _resume_at(sessions, settings), now=datetime.now(UTC))
         market, what, why = market_choice.market, market_choice.what, market_choice.why
-        clock = clock or market_choice.clock
+        clock, data_end = clock or market_choice.clock, market_choice.data_end
     else:
         what = f"seeded simulator (seed {market.seed})" if isinstance(market, MarketSimulator) else market.name
-        why = "injected"
+        why, data_end = "injected", data_end_of(market, settings.interval)
+    try:
+        return await _wire(settings, db, sessions, parts, clock, market, what, why, data_end, provider)
+    except BaseException:
+        await market.close()  # the market's HTTP session (ccxt) is the agent's to close, also when wiring fails
+        await db.dispose()
+        raise
+
+
+async def _wire(
+    settings: Settings,
+    db: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    parts: list[Part],
+    clock: Clock | None,
+    market: MarketDataSource,
+    what: str,
+    why: str,
+    data_end: datetime | None,
+    provider: DecisionModel | None,
+) -> Agent:
     if clock is None:
         clock = AcceleratedClock(await _resume_at(sessions, settings) or datetime.now(UTC), settings.sim_speed)
     if isinstance(clock, AcceleratedClock):
@@ -211,6 +233,14 @@ async def build_agent(
         interval=settings.interval,
         venue=settings.venue,
     )
+    # The venue's rules are loaded when the market first answers (MarketAvailability), not at start-up: a venue
+    # outage must not stop the agent. The executor reads them from this table, filled then.
+    rules: dict[str, MarketRules] = {}
+
+    async def load_rules() -> None:
+        rules.update(await venues.rules())
+
+    market_status = MarketAvailability(market.name, load_rules)
     accounts = AccountService(periods_per_year=365 * 86400 / timeframe_seconds(settings.interval))
     prompts = PromptBuilder(interval=settings.interval, long_interval=settings.long_interval)
     metrics = AgentMetrics()
@@ -256,7 +286,7 @@ async def build_agent(
         llm=llm,
         validator=DecisionValidator(),
         executor=Executor(
-            await venues.rules(),
+            rules,
             taker_fee_bps=FEE_PROFILES[settings.venue].taker_bps,
             venue_max_leverage=FEE_PROFILES[settings.venue].max_leverage,
         ),
@@ -272,6 +302,9 @@ async def build_agent(
         clock=clock,
         interval=settings.interval,
         max_concurrency=settings.max_concurrent_accounts,
+        metrics=metrics,
+        market=market_status,
+        data_end=data_end,
     )
     return Agent(
         settings=settings,
@@ -286,6 +319,7 @@ async def build_agent(
         loop=loop,
         secrets=secret_box,
         metrics=metrics,
+        market_status=market_status,
         parts=parts,
         new_admin_key=new_admin_key,
     )

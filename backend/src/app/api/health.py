@@ -1,4 +1,9 @@
-"""`GET /health`: is the agent alive, and which of its parts are simulated."""
+"""`GET /health`: is the agent alive, is it deciding, and which of its parts are simulated.
+
+`status` is `ok` only when nothing stops or spoils decisions; otherwise `degraded`, with every reason in
+`reasons`: the database cannot be reached, accounts' last cycles failed, the market cannot be reached, the
+replay's data has ended, or a model's circuit is open (or its provider refuses the key).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,16 @@ from sqlalchemy import text
 
 from app.api.deps import get_agent
 from app.bootstrap import Agent
+from app.services.llm.llm_metrics import HealthStatus
+from app.trading.loop import Heartbeat
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/health")
 async def health(agent: Annotated[Agent, Depends(get_agent)]) -> dict[str, Any]:
-    """Database reachability, loop heartbeat, model status and the simulated parts."""
+    """Database reachability, loop heartbeat and pace, market reachability, model status and the simulated parts;
+    `status` is `degraded` with `reasons` when decisions fail or cannot be made."""
     database = "ok"
     try:
         async with agent.db.connect() as conn:
@@ -24,9 +32,10 @@ async def health(agent: Annotated[Agent, Depends(get_agent)]) -> dict[str, Any]:
         database = f"error: {type(exc).__name__}"
     beat = agent.loop.heartbeat
     model = await agent.llm.validate_api_health()
-    status = "ok" if database == "ok" and not beat.per_account_errors else "degraded"
+    reasons = _reasons(agent, database, beat, model)
     return {
-        "status": status,
+        "status": "degraded" if reasons else "ok",
+        "reasons": reasons,
         "database": database,
         "clock": agent.clock.now().isoformat(),
         "loop": {
@@ -35,8 +44,43 @@ async def health(agent: Annotated[Agent, Depends(get_agent)]) -> dict[str, Any]:
             "decisions": beat.decisions,
             "failures": beat.failures,
             "last_cycle_at": beat.last_cycle_at.isoformat() if beat.last_cycle_at else None,
+            "last_cycle_accounts": beat.last_cycle_accounts,
+            "last_cycle_failures": beat.last_cycle_failures,
             "last_error": beat.last_error,
+            "late_cycles": beat.late_cycles,
+            "candles_skipped": beat.candles_skipped,
+            "last_skipped": [t.isoformat() for t in beat.last_skipped],
+            "stopped": beat.stopped,
         },
+        "market": agent.market_status.snapshot(),
         "model": model.model_dump(),
         "parts": [{"name": p.name, "what": p.what, "simulated": p.simulated, "why": p.why} for p in agent.parts],
     }
+
+
+def _reasons(agent: Agent, database: str, beat: Heartbeat, model: HealthStatus) -> list[str]:
+    """Why the agent is not deciding as it should (empty when it is)."""
+    reasons = []
+    if database != "ok":
+        reasons.append(f"database: {database}")
+    if beat.per_account_errors:
+        failed = len(beat.per_account_errors)
+        reasons.append(f"{failed} account(s) failed their last cycle; the latest: {beat.last_error}")
+    if beat.stopped:
+        reasons.append(beat.stopped)
+    market = agent.market_status.reason()
+    if market:
+        reasons.append(market)
+    if model.status != "ok":
+        reasons.append(f"model {model.status}: {model.detail or 'see model.circuits'}")
+    # accounts may ask their own models: an open circuit of one of them spoils those accounts' decisions
+    others = {
+        name: snap
+        for name, snap in agent.llm.breakers.snapshot().items()
+        if name not in model.circuits and snap["state"] == "open"
+    }
+    for name, snap in others.items():
+        reasons.append(
+            f"model {name}: circuit open since {snap['opened_at']}, next attempt in {snap['next_attempt_in_s']} s"
+        )
+    return reasons

@@ -9,11 +9,20 @@ from typing import Protocol
 
 
 class Clock(Protocol):
-    """Now, and a way to wait until a moment (the next closed candle)."""
+    """Now, a way to wait until a moment (the next closed candle), and a way for the loop to make a simulated
+    clock wait for the cycle in flight."""
 
     def now(self) -> datetime: ...
 
     async def sleep_until(self, moment: datetime) -> None: ...
+
+    def hold(self, limit: datetime) -> None:
+        """Until `release()`, `now()` does not pass `limit`. A simulated clock waits (the trading loop holds it
+        before the next candle's close while a cycle is in flight, so no candle is skipped); real time cannot
+        wait, and the wall clock ignores it."""
+
+    def release(self) -> None:
+        """Let the clock run again from where it waits."""
 
 
 class WallClock:
@@ -27,9 +36,16 @@ class WallClock:
         if delay > 0:
             await asyncio.sleep(delay)
 
+    def hold(self, limit: datetime) -> None:
+        """Real time does not wait: a late cycle is counted by the loop instead."""
+
+    def release(self) -> None:
+        """Nothing is held."""
+
 
 class AcceleratedClock:
-    """Simulated time that starts at `start` and runs `speed` times faster than the wall clock."""
+    """Simulated time that starts at `start` and runs `speed` times faster than the wall clock. While held it
+    stops at the limit, and when released it runs on from there (the time spent waiting is not simulated)."""
 
     def __init__(self, start: datetime, speed: float) -> None:
         if speed <= 0:
@@ -37,13 +53,27 @@ class AcceleratedClock:
         self._start = start.astimezone(UTC)
         self._speed = speed
         self._t0 = time.monotonic()
+        self._limit: datetime | None = None
 
     @property
     def speed(self) -> float:
         return self._speed
 
-    def now(self) -> datetime:
+    def _running(self) -> datetime:
         return self._start + timedelta(seconds=(time.monotonic() - self._t0) * self._speed)
+
+    def now(self) -> datetime:
+        moment = self._running()
+        return moment if self._limit is None or moment <= self._limit else self._limit
+
+    def hold(self, limit: datetime) -> None:
+        self._limit = limit.astimezone(UTC)
+
+    def release(self) -> None:
+        if self._limit is None:
+            return
+        moment = self.now()
+        self._start, self._t0, self._limit = moment, time.monotonic(), None
 
     async def sleep_until(self, moment: datetime) -> None:
         delay = (moment - self.now()).total_seconds() / self._speed
@@ -70,3 +100,9 @@ class ManualClock:
         if moment > self._now:
             self._now = moment
         await asyncio.sleep(0)
+
+    def hold(self, limit: datetime) -> None:
+        """A manual clock moves only when told to, held or not (a test moves it to play a late cycle)."""
+
+    def release(self) -> None:
+        """Nothing is held."""

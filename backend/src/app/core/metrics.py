@@ -1,4 +1,4 @@
-"""Prometheus metrics: decisions, rejections by reason, model latency/tokens/cost, orders, equity."""
+"""Prometheus metrics: decisions, rejections by reason, model latency/tokens/cost, orders, equity, late cycles."""
 
 from __future__ import annotations
 
@@ -43,6 +43,16 @@ class AgentMetrics:
             "trading_orders_total", "Orders by kind and status", ["kind", "status"], registry=self.registry
         )
         self.equity = Gauge("account_equity_usd", "Account equity", ["account_id"], registry=self.registry)
+        self.late_cycles = Counter(
+            "trading_loop_late_cycles_total",
+            "Cycles that started after the next candle had closed (wall clock): candles were skipped",
+            registry=self.registry,
+        )
+        self.candles_skipped = Counter(
+            "trading_loop_candles_skipped_total",
+            "Closed candles the loop made no decision on because the cycle before ran late (wall clock)",
+            registry=self.registry,
+        )
 
     def observe(self, result: DecisionResult, equity: float | None = None) -> None:
         self.decisions.labels(result.status).inc()

@@ -1,24 +1,39 @@
-"""The trading loop: one decision cycle per active account on every closed `INTERVAL` candle.
+"""The trading loop: one decision cycle per active account on every closed `INTERVAL` candle, in order.
 
 Accounts run concurrently up to a bound; one account's failure is logged and never stops the others or
 the loop. The loop keeps a heartbeat that the health endpoint reports.
+
+Pace: while a cycle is in flight the loop holds the clock before the next candle's close. A simulated or
+replayed clock waits there, so every candle is decided, in order, whatever the load or `SIM_SPEED`. Real time
+cannot wait: when a cycle on the wall clock ends after the next candle closed, the loop decides the newest
+candle at once and counts, logs and reports the candles it skipped (a late cycle).
+
+The market: before its first cycle the loop waits until the market answers (`MarketAvailability`: start-up
+does not need the venue; the reason is in `/health` and once in the log). A replay stops deciding after the
+last candle of its data (`data_end`), and says so once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import Clock
+from app.core.metrics import AgentMetrics
 from app.core.timeframes import floor_time, timeframe_delta
 from app.db.repositories.accounts import AccountRepository
 from app.services.llm.decision_engine import DecisionEngine
+from app.services.market_data.availability import MarketAvailability
 
 log = logging.getLogger(__name__)
+
+_TICK = timedelta(microseconds=1)  # a held clock stays this much before the next candle's close
+_NAMED_SKIPS = 12  # candles named in a late cycle's log line and in the heartbeat
 
 
 @dataclass
@@ -26,10 +41,16 @@ class Heartbeat:
     cycles: int = 0
     last_cycle_at: datetime | None = None  # the clock's time of the last finished cycle
     last_error: str | None = None
-    decisions: int = 0
-    failures: int = 0
+    decisions: int = 0  # decisions stored by the loop (the failed ones too)
+    failures: int = 0  # account cycles that raised or stored a decision in `error`
     running: bool = False
-    per_account_errors: dict[int, str] = field(default_factory=dict)
+    per_account_errors: dict[int, str] = field(default_factory=dict)  # accounts whose last cycle failed
+    last_cycle_accounts: int = 0
+    last_cycle_failures: int = 0
+    late_cycles: int = 0  # wall clock: cycles that started after the next candle had closed
+    candles_skipped: int = 0
+    last_skipped: list[datetime] = field(default_factory=list)  # cycle times the last late cycle skipped
+    stopped: str | None = None  # why the loop makes no more decisions (the replay's data ended)
 
 
 class TradingLoop:
@@ -41,12 +62,21 @@ class TradingLoop:
         clock: Clock,
         interval: str,
         max_concurrency: int,
+        metrics: AgentMetrics | None = None,
+        market: MarketAvailability | None = None,
+        data_end: datetime | None = None,
     ) -> None:
+        """`data_end`: the last cycle time the market has a new candle for (a replay's end), None for live or
+        simulated markets."""
         self.engine = engine
         self.sessions = sessions
         self.clock = clock
         self.interval = interval
+        self.metrics = metrics
+        self.market = market
+        self.data_end = data_end
         self.heartbeat = Heartbeat()
+        self._step = timeframe_delta(interval)
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._stop = asyncio.Event()
 
@@ -54,20 +84,19 @@ class TradingLoop:
         self._stop.set()
 
     async def run_forever(self) -> None:
-        """Run a cycle now, then one at every candle close, until `stop()`."""
+        """Once the market answers: a cycle on the current candle, then one on every following candle, until
+        `stop()` (or the end of a replay's data)."""
         self.heartbeat.running = True
         try:
-            await self.run_cycle()
-            while not self._stop.is_set():
-                next_close = floor_time(self.clock.now(), self.interval) + timeframe_delta(self.interval)
-                sleeper = asyncio.create_task(self.clock.sleep_until(next_close))
-                stopper = asyncio.create_task(self._stop.wait())
-                _done, pending = await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                for task in pending:
-                    task.cancel()
-                if self._stop.is_set():
-                    break
-                await self.run_cycle()
+            if not await self._wait_for_market():
+                return
+            candle: datetime | None = floor_time(self.clock.now(), self.interval)
+            while candle is not None and not self._stop.is_set():
+                if self.data_end is not None and candle > self.data_end:
+                    self._data_ended(candle)
+                    return
+                await self._cycle(candle)
+                candle = await self._next_candle(candle)
         finally:
             self.heartbeat.running = False
 
@@ -78,20 +107,105 @@ class TradingLoop:
         results = await asyncio.gather(*(self._one(account_id) for account_id in accounts))
         self.heartbeat.cycles += 1
         self.heartbeat.last_cycle_at = self.clock.now()
-        return sum(results)
+        self.heartbeat.last_cycle_accounts = len(accounts)
+        self.heartbeat.last_cycle_failures = sum(1 for stored, failed in results if failed)
+        return sum(1 for stored, _ in results if stored)
 
-    async def _one(self, account_id: int) -> int:
+    # ------------------------------------------------------------------------------------------ pace
+    async def _cycle(self, candle: datetime) -> None:
+        """The cycle of `candle`, with the clock held before the next candle's close while it runs."""
+        self.clock.hold(candle + self._step - _TICK)
+        try:
+            await self.run_cycle()
+        finally:
+            self.clock.release()
+
+    async def _next_candle(self, candle: datetime) -> datetime | None:
+        """The next cycle time to decide, once it has come (None when stopped): the candle after `candle`, or,
+        when that one has already gone by on the wall clock, the newest (the ones between are skipped)."""
+        following = candle + self._step
+        current = floor_time(self.clock.now(), self.interval)
+        if current > following:
+            self._late(candle, following, current)
+            return current
+        if self.data_end is not None and following > self.data_end:
+            return following  # nothing to wait for: the data has ended
+        while floor_time(self.clock.now(), self.interval) < following:
+            sleeper = asyncio.create_task(self.clock.sleep_until(following))
+            stopper = asyncio.create_task(self._stop.wait())
+            _done, pending = await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            if self._stop.is_set():
+                return None
+        return following
+
+    def _late(self, candle: datetime, first_skipped: datetime, current: datetime) -> None:
+        skipped = [first_skipped + i * self._step for i in range((current - first_skipped) // self._step)]
+        beat = self.heartbeat
+        beat.late_cycles += 1
+        beat.candles_skipped += len(skipped)
+        beat.last_skipped = skipped[:_NAMED_SKIPS]
+        if self.metrics is not None:
+            self.metrics.late_cycles.inc()
+            self.metrics.candles_skipped.inc(len(skipped))
+        named = ", ".join(f"{t:%Y-%m-%d %H:%M}" for t in skipped[:_NAMED_SKIPS])
+        more = f" and {len(skipped) - _NAMED_SKIPS} more" if len(skipped) > _NAMED_SKIPS else ""
+        log.warning(
+            "late cycle: the cycle of %s ended at %s, after the next candle closed; skipped %d candle(s) (cycle "
+            "times %s%s); deciding %s now",
+            f"{candle:%Y-%m-%d %H:%M}",
+            f"{self.clock.now():%Y-%m-%d %H:%M:%S}",
+            len(skipped),
+            named,
+            more,
+            f"{current:%Y-%m-%d %H:%M}",
+        )
+
+    # ---------------------------------------------------------------------------------------- market
+    async def _wait_for_market(self) -> bool:
+        """Wait (asking again with the availability's pauses) until the market answers; False when stopped."""
+        if self.market is None:
+            return True
+        while not await self.market.check():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.01, self.market.retry_in_s())):
+                    await self._stop.wait()
+            if self._stop.is_set():
+                return False
+        return True
+
+    def _data_ended(self, candle: datetime) -> None:
+        assert self.data_end is not None
+        self.heartbeat.stopped = (
+            f"the market data ends with the cycle of {self.data_end:%Y-%m-%d %H:%M} and the clock is at "
+            f"{candle:%Y-%m-%d %H:%M}: there is no candle left to decide on, so the loop makes no more decisions "
+            "(the API stays up). To replay the data again, start on a new database (DATABASE_URL); to go on, "
+            "give REPLAY_DIR data that runs past this time"
+        )
+        log.warning("replay finished: %s", self.heartbeat.stopped)
+
+    # -------------------------------------------------------------------------------------- accounts
+    async def _one(self, account_id: int) -> tuple[bool, bool]:
+        """(a decision was stored, the account's cycle failed)."""
+        beat = self.heartbeat
         async with self._semaphore:
             try:
                 result = await self.engine.make_trading_decision(None, account_id, trigger="loop")
             except Exception as exc:  # isolate accounts: log, count, carry on
                 log.exception("decision cycle failed for account %s", account_id)
-                self.heartbeat.failures += 1
-                self.heartbeat.last_error = f"account {account_id}: {type(exc).__name__}: {exc}"
-                self.heartbeat.per_account_errors[account_id] = self.heartbeat.last_error
-                return 0
-            self.heartbeat.decisions += 1
-            self.heartbeat.per_account_errors.pop(account_id, None)
+                beat.failures += 1
+                beat.last_error = f"account {account_id}: {type(exc).__name__}: {exc}"
+                beat.per_account_errors[account_id] = beat.last_error
+                return False, True
+            beat.decisions += 1
+            if result.status == "error":  # stored, but nothing was decided (e.g. no market data)
+                beat.failures += 1
+                beat.last_error = f"account {account_id}: decision {result.id}: {result.error}"
+                beat.per_account_errors[account_id] = beat.last_error
+                log.warning("decision %s account %s failed: %s", result.id, account_id, result.error)
+                return True, True
+            beat.per_account_errors.pop(account_id, None)
             acted = [d for d in (result.decision.decisions if result.decision else []) if d.action != "hold"]
             log.info(
                 "decision %s account %s: %s (%s)",
@@ -100,4 +214,4 @@ class TradingLoop:
                 result.status,
                 ", ".join(f"{d.action} {d.asset}" for d in acted) or "hold all",
             )
-            return 1
+            return True, False

@@ -51,8 +51,9 @@ class VenueRegistry:
         return self.profile.maintenance_margin_rate
 
     async def rules(self) -> dict[str, MarketRules]:
-        if not self._rules:
-            for asset in self.assets:
+        """Every asset's market rules, asked once (an asset the market failed to answer for is asked again)."""
+        for asset in self.assets:
+            if asset not in self._rules:
                 self._rules[asset] = await self.market.market_rules(asset)
         return self._rules
 

@@ -6,13 +6,19 @@
   opens it again for another `recovery_timeout_s`.
 
 The caller asks `allow()` before a call and reports `record_success()` / `record_failure()` after it.
+Timing runs on a monotonic clock; `snapshot()` reports the wall-clock time the circuit opened (ISO 8601) and the
+whole seconds until the next attempt (rounded up), for people and monitors.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Literal
+
+from app.core.clock import WallClock
 
 State = Literal["closed", "open", "half_open"]
 
@@ -24,6 +30,7 @@ class CircuitBreaker:
         recovery_timeout_s: float,
         half_open_max_calls: int = 1,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = WallClock().now,
     ) -> None:
         if failure_threshold < 1:
             raise ValueError("failure_threshold must be at least 1")
@@ -35,9 +42,11 @@ class CircuitBreaker:
         self.recovery_timeout_s = recovery_timeout_s
         self.half_open_max_calls = half_open_max_calls
         self._clock = clock
+        self._wall_clock = wall_clock
         self._state: State = "closed"
         self._failures = 0  # consecutive failures
-        self._opened_at: float | None = None
+        self._opened_at: float | None = None  # monotonic
+        self._opened_wall: datetime | None = None
         self._half_open_calls = 0
         self.total_failures = 0
         self.total_successes = 0
@@ -86,14 +95,15 @@ class CircuitBreaker:
 
     def snapshot(self) -> dict[str, Any]:
         state = self.state
-        next_in: float | None = None
+        next_in: int | None = None
         if state == "open" and self._opened_at is not None:
-            next_in = max(0.0, self._opened_at + self.recovery_timeout_s - self._clock())
+            next_in = max(0, math.ceil(self._opened_at + self.recovery_timeout_s - self._clock()))
+        opened = self._opened_wall if state != "closed" else None
         return {
             "state": state,
             "failures": self._failures,
             "failure_threshold": self.failure_threshold,
-            "opened_at": self._opened_at,
+            "opened_at": opened.isoformat(timespec="seconds") if opened is not None else None,
             "next_attempt_in_s": next_in,
             "half_open_calls": self._half_open_calls if state == "half_open" else 0,
             "times_opened": self.times_opened,
@@ -107,12 +117,14 @@ class CircuitBreaker:
     def _open(self) -> None:
         self._state = "open"
         self._opened_at = self._clock()
+        self._opened_wall = self._wall_clock()
         self._half_open_calls = 0
         self.times_opened += 1
 
     def _close(self) -> None:
         self._state = "closed"
         self._opened_at = None
+        self._opened_wall = None
         self._half_open_calls = 0
 
 
@@ -125,18 +137,24 @@ class CircuitBreakerRegistry:
         recovery_timeout_s: float = 60.0,
         half_open_max_calls: int = 1,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = WallClock().now,
     ) -> None:
         self.failure_threshold = failure_threshold
         self.recovery_timeout_s = recovery_timeout_s
         self.half_open_max_calls = half_open_max_calls
         self._clock = clock
+        self._wall_clock = wall_clock
         self._breakers: dict[str, CircuitBreaker] = {}
 
     def get(self, key: str) -> CircuitBreaker:
         breaker = self._breakers.get(key)
         if breaker is None:
             breaker = CircuitBreaker(
-                self.failure_threshold, self.recovery_timeout_s, self.half_open_max_calls, clock=self._clock
+                self.failure_threshold,
+                self.recovery_timeout_s,
+                self.half_open_max_calls,
+                clock=self._clock,
+                wall_clock=self._wall_clock,
             )
             self._breakers[key] = breaker
         return breaker

@@ -300,6 +300,13 @@ class DecisionEngine:
             return
         self._count_ended(status, ended)
 
+    def _counted(self, result: DecisionResult) -> DecisionResult:
+        """`result`, counted in the metrics: a decision stored already ended (in `error`), without an outcome
+        of its own to record (every stored decision is counted once, whichever way it ended)."""
+        if self.metrics is not None:
+            self.metrics.observe(result)
+        return result
+
     def _count_ended(self, status: str, ended: list[int]) -> None:
         if self.metrics is not None and ended:
             self.metrics.decisions.labels(status).inc(len(ended))
@@ -354,7 +361,7 @@ class DecisionEngine:
             row.status, row.error, row.is_fallback = "error", f"context: {exc}", True
             async with self.sessions.begin() as session:
                 await DecisionRepository(session).add(row)
-            return to_result(row, [])
+            return self._counted(to_result(row, []))
 
         request = self.llm.request_for(assets, context, account_model)
         budget_note = await self._budget_exhausted(account_id, daily_budget, now)

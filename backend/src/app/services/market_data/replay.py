@@ -314,6 +314,19 @@ class ReplaySource:
         """Close time of the newest candle in any file: replaying past it yields no new candles."""
         return max(span[1] for span in self._file_spans())
 
+    def data_end(self, timeframe: str) -> datetime | None:
+        """Close time of the newest `timeframe` candle of any asset: the last cycle time with a new candle to decide
+        on (None when no asset has such candles)."""
+        ends = []
+        for asset in self.assets:
+            try:
+                span = self.span(asset, timeframe)
+            except ValueError:  # no file this timeframe can be built from
+                continue
+            if span is not None:
+                ends.append(span[1])
+        return max(ends, default=None)
+
     def _file_spans(self) -> list[tuple[datetime, datetime]]:
         return [s for a, files in self._files.items() for tf in files if (s := self.span(a, tf)) is not None]
 

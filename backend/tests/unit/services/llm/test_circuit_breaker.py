@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from app.services.llm.circuit_breaker import CircuitBreaker, CircuitBreakerRegistry
 
 
+WALL_START = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
+
+
 class Clock:
+    """A monotonic clock (called) with the wall clock beside it (`wall`)."""
+
     def __init__(self) -> None:
         self.now = 1000.0
 
     def __call__(self) -> float:
         return self.now
+
+    def wall(self) -> datetime:
+        return WALL_START + timedelta(seconds=self.now - 1000.0)
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
@@ -25,7 +35,11 @@ def clock() -> Clock:
 
 def breaker(clock: Clock, threshold: int = 3, recovery: float = 60.0, half_open: int = 1) -> CircuitBreaker:
     return CircuitBreaker(
-        failure_threshold=threshold, recovery_timeout_s=recovery, half_open_max_calls=half_open, clock=clock
+        failure_threshold=threshold,
+        recovery_timeout_s=recovery,
+        half_open_max_calls=half_open,
+        clock=clock,
+        wall_clock=clock.wall,
     )
 
 
@@ -88,7 +102,7 @@ def test_a_half_open_failure_opens_again_for_a_full_timeout(clock: Clock) -> Non
     assert cb.allow()
     cb.record_failure()
     assert cb.state == "open"
-    assert cb.snapshot()["opened_at"] == clock.now
+    assert cb.snapshot()["opened_at"] == clock.wall().isoformat(timespec="seconds")
     clock.advance(9)
     assert not cb.allow()
     clock.advance(1)
@@ -100,16 +114,19 @@ def test_snapshot(clock: Clock) -> None:
     assert cb.snapshot()["state"] == "closed"
     assert cb.snapshot()["next_attempt_in_s"] is None
     cb.record_failure()
-    clock.advance(20)
+    clock.advance(20.3)
     snap = cb.snapshot()
     assert snap["state"] == "open"
     assert snap["failures"] == 1
-    assert snap["opened_at"] == 1000.0
-    assert snap["next_attempt_in_s"] == pytest.approx(40.0)
+    # when it opened, on the wall clock, and whole seconds to the next attempt (39.7 rounds up)
+    assert snap["opened_at"] == "2026-03-02T06:00:00+00:00"
+    assert snap["next_attempt_in_s"] == 40 and isinstance(snap["next_attempt_in_s"], int)
     assert snap["times_opened"] == 1
-    clock.advance(40)
+    clock.advance(39.7)
     assert cb.snapshot()["state"] == "half_open"
     assert cb.snapshot()["next_attempt_in_s"] is None
+    cb.record_success()
+    assert cb.snapshot()["opened_at"] is None
 
 
 def test_late_failures_while_open_do_not_extend_the_timeout(clock: Clock) -> None:

@@ -1,0 +1,248 @@
+"""Kill the real agent at random moments, again and again, and check what it left behind.
+
+`trading-agent run` runs as a subprocess on the accelerated clock (a 5m candle every 0.1 s) with the offline
+baseline model, the simulator and the paper venue, on the test's database. Each round it is killed with SIGKILL
+or SIGTERM at a random moment, and the database is checked: no duplicate ids, every order's fills add up to
+what it says was filled, every open position has an open stop covering it, no decision left pending (after a
+SIGTERM at once; after a SIGKILL once the next start has marked the orphans), no failed decision, and after a
+graceful stop the money adds up (the last equity snapshot, taken from the venue, equals the ledger of fills and
+funding) and the venue's margin equals the database's open positions.
+
+The moments come from a seeded generator (KILL_TEST_SEED, printed on failure) so a failing run can be replayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db.session import create_engine
+from tests.conftest import ADMIN_KEY
+from tests.e2e.server import free_port
+
+pytestmark = pytest.mark.db
+
+BIN = Path(sys.executable).parent / "trading-agent"
+SEED = int(os.environ.get("KILL_TEST_SEED", "20261206"))
+# Both signals, several times each, in an order of the seed's choosing.
+SIGNALS = [signal.SIGKILL, signal.SIGKILL, signal.SIGKILL, signal.SIGTERM, signal.SIGTERM, signal.SIGKILL]
+HANG_GUARD_S = 90  # a process that does not start or stop within this is a failure, not a slow machine
+
+
+class Agent:
+    """One `trading-agent run` process on the test's database."""
+
+    def __init__(self, database_url: str, workdir: Path) -> None:
+        self.port = free_port()
+        env = {k: v for k, v in os.environ.items() if k not in ("OPENROUTER_API_KEY", "LLM_BASE_URL", "ASSETS")}
+        env.update(
+            {
+                "DATABASE_URL": database_url,
+                "ADMIN_API_KEY": ADMIN_KEY,
+                "API_PORT": str(self.port),
+                "SIM_SPEED": "3000",
+                "LOG_LEVEL": "WARNING",
+                "SECRET_KEY_FILE": str(workdir / "secret.key"),
+                "SHUTDOWN_GRACE_S": "20",
+            }
+        )
+        self.log = (workdir / f"agent-{self.port}.log").open("w+")
+        self.proc = subprocess.Popen([BIN, "run"], env=env, cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    async def wait_for_cycles(self, cycles: int) -> None:
+        """Until /health reports `cycles` loop cycles done by this process."""
+        deadline = time.monotonic() + HANG_GUARD_S
+        async with httpx.AsyncClient(timeout=5) as client:
+            while time.monotonic() < deadline:
+                assert self.proc.poll() is None, f"the agent exited ({self.proc.returncode}):\n{self.output()[-3000:]}"
+                try:
+                    health = (await client.get(f"{self.base_url}/health")).json()
+                    if health["loop"]["cycles"] >= cycles:
+                        return
+                except (httpx.TransportError, ValueError, KeyError):
+                    pass
+                await asyncio.sleep(0.1)
+        raise AssertionError(f"no {cycles} cycles within {HANG_GUARD_S} s:\n{self.output()[-3000:]}")
+
+    async def stop(self, sig: signal.Signals) -> int:
+        self.proc.send_signal(sig)
+        try:
+            code = await asyncio.to_thread(self.proc.wait, HANG_GUARD_S)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.log.flush()
+        return code
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def _rows(db: AsyncEngine, sql: str) -> list[Any]:
+    async with db.connect() as conn:
+        return list((await conn.execute(text(sql))).all())
+
+
+async def _scalar(db: AsyncEngine, sql: str) -> Any:
+    async with db.connect() as conn:
+        return (await conn.execute(text(sql))).scalar()
+
+
+async def _check_records(db: AsyncEngine) -> None:
+    """What must hold whenever the agent is not running, however it stopped."""
+    duplicates = await _rows(
+        db,
+        "SELECT account_id, venue_order_id, count(*) FROM orders WHERE venue_order_id IS NOT NULL "
+        "GROUP BY account_id, venue_order_id HAVING count(*) > 1",
+    )
+    assert not duplicates, f"venue order ids reused: {duplicates}"
+    duplicates = await _rows(
+        db,
+        "SELECT account_id, venue_fill_id, count(*) FROM fills GROUP BY account_id, venue_fill_id HAVING count(*) > 1",
+    )
+    assert not duplicates, f"fill ids reused: {duplicates}"
+    failed = await _rows(db, "SELECT id, error FROM decisions WHERE status = 'error'")
+    assert not failed, f"failed decisions: {failed}"
+    # Every order's fills add up to what it says was filled; a filled order has its fills.
+    mismatched = await _rows(
+        db,
+        "SELECT o.client_order_id, o.status, o.quantity, o.filled_quantity, coalesce(sum(f.quantity), 0) "
+        "FROM orders o LEFT JOIN fills f ON f.order_id = o.id "
+        "GROUP BY o.id, o.client_order_id, o.status, o.quantity, o.filled_quantity "
+        "HAVING abs(o.filled_quantity - coalesce(sum(f.quantity), 0)) > 1e-9 "
+        "OR (o.status = 'filled' AND count(f.id) = 0)",
+    )
+    assert not mismatched, f"orders whose fills do not add up: {mismatched}"
+    orphan_fills = await _rows(
+        db, "SELECT venue_fill_id, client_order_id FROM fills WHERE order_id IS NULL AND reason <> 'liquidation'"
+    )
+    assert not orphan_fills, f"fills of no stored order: {orphan_fills}"
+    # One open position per asset, each protected by an open stop covering its size.
+    doubled = await _rows(
+        db,
+        "SELECT account_id, symbol, count(*) FROM positions WHERE status = 'open' "
+        "GROUP BY account_id, symbol HAVING count(*) > 1",
+    )
+    assert not doubled, f"two open positions for one asset: {doubled}"
+    unprotected = await _rows(
+        db,
+        "SELECT p.account_id, p.symbol, p.size, coalesce(sum(o.quantity), 0) FROM positions p "
+        "LEFT JOIN orders o ON o.account_id = p.account_id AND o.symbol = p.symbol "
+        "AND o.kind = 'stop_loss' AND o.status = 'open' "
+        "WHERE p.status = 'open' GROUP BY p.id, p.account_id, p.symbol, p.size "
+        "HAVING coalesce(sum(o.quantity), 0) < p.size - 1e-9",
+    )
+    assert not unprotected, f"open positions without a stop covering them: {unprotected}"
+
+
+async def _check_stopped_cleanly(db: AsyncEngine) -> None:
+    """After a graceful stop: nothing pending, and the venue's last word (the equity snapshot written with the
+    last decision) matches the database's ledger and positions."""
+    pending = await _rows(db, "SELECT id, cycle_time FROM decisions WHERE status = 'pending'")
+    assert not pending, f"decisions left pending by a graceful stop: {pending}"
+    for (account_id,) in await _rows(db, "SELECT id FROM accounts"):
+        snapshot = await _rows(
+            db,
+            "SELECT wallet_balance, margin_used, realized_pnl, fees_paid, funding_net FROM equity_snapshots "
+            f"WHERE account_id = {account_id} ORDER BY id DESC LIMIT 1",
+        )
+        if not snapshot:
+            continue
+        wallet, margin_used, realized, fees, funding_net = snapshot[0]
+        initial = await _scalar(db, f"SELECT initial_balance FROM accounts WHERE id = {account_id}")
+        ledger_realized = await _scalar(
+            db, f"SELECT coalesce(sum(realized_pnl), 0) FROM fills WHERE account_id = {account_id}"
+        )
+        ledger_fees = await _scalar(db, f"SELECT coalesce(sum(fee), 0) FROM fills WHERE account_id = {account_id}")
+        ledger_funding = await _scalar(
+            db, f"SELECT coalesce(sum(amount), 0) FROM funding_payments WHERE account_id = {account_id}"
+        )
+        assert round(realized, 6) == round(ledger_realized, 6)
+        assert round(fees, 6) == round(ledger_fees, 6)
+        assert round(funding_net, 6) == round(ledger_funding, 6)
+        # equity identity: wallet = initial + realized - fees + funding (unrealized PnL comes on top)
+        assert round(wallet, 6) == round(initial + ledger_realized - ledger_fees + ledger_funding, 6)
+        resting = await _scalar(
+            db,
+            f"SELECT count(*) FROM orders WHERE account_id = {account_id} AND status = 'open' "
+            "AND type = 'limit' AND reduce_only = false",
+        )
+        if not resting:  # no margin reserved by resting limits: the venue's margin is its positions'
+            stored_margin = await _scalar(
+                db,
+                f"SELECT coalesce(sum(margin), 0) FROM positions WHERE account_id = {account_id} AND status = 'open'",
+            )
+            assert round(margin_used, 6) == round(stored_margin, 6), "the venue's positions are not the database's"
+
+
+async def test_killing_the_agent_at_random_moments_loses_nothing(
+    database_url: str, db: AsyncEngine, tmp_path: Path
+) -> None:
+    rng = random.Random(SEED)
+    signals = SIGNALS[:]
+    rng.shuffle(signals)
+    started_after = 0  # the newest decision id before the current process started
+    for round_no, sig in enumerate(signals):
+        agent = Agent(database_url, tmp_path)
+        where = f"seed {SEED}, round {round_no}, {sig.name}"
+        try:
+            await agent.wait_for_cycles(1)
+            # The start marked what the previous process left pending (its first cycle is done, too).
+            left = await _rows(db, f"SELECT id FROM decisions WHERE status = 'pending' AND id <= {started_after}")
+            assert not left, f"{where}: decisions of an earlier run still pending after the start: {left}"
+            await asyncio.sleep(rng.uniform(0.1, 2.5))
+            code = await agent.stop(sig)
+        except BaseException:
+            print(f"{where}; the agent's output:\n{agent.output()[-4000:]}")
+            raise
+        output = agent.output()
+        if sig == signal.SIGTERM:
+            # uvicorn stops gracefully on SIGTERM, then re-raises the signal: -15 is a clean stop.
+            assert code in (0, -signal.SIGTERM), f"{where}: exit {code}\n{output[-3000:]}"
+            assert "Traceback" not in output, f"{where}:\n{output[-4000:]}"
+            await _check_stopped_cleanly(db)
+        else:
+            assert code == -signal.SIGKILL
+        await _check_records(db)
+        started_after = await _scalar(db, "SELECT coalesce(max(id), 0) FROM decisions")
+
+    # A last start marks the last run's orphans and trades on; a last graceful stop leaves everything settled.
+    agent = Agent(database_url, tmp_path)
+    await agent.wait_for_cycles(3)
+    assert await agent.stop(signal.SIGTERM) in (0, -signal.SIGTERM), agent.output()[-3000:]
+    await _check_records(db)
+    await _check_stopped_cleanly(db)
+    interrupted = await _scalar(db, "SELECT count(*) FROM decisions WHERE status = 'interrupted'")
+    decided = await _scalar(db, "SELECT count(*) FROM decisions WHERE status NOT IN ('interrupted', 'pending')")
+    entries = await _scalar(db, "SELECT count(*) FROM orders WHERE kind = 'entry' AND status = 'filled'")
+    print(f"seed {SEED}: {decided} decisions, {interrupted} interrupted, {entries} entries filled")
+    assert decided >= 50, "the agent hardly ran: the test proved little"
+    assert entries >= 1, "the agent never traded: the test proved little"

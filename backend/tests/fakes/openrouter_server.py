@@ -2,7 +2,8 @@
 
 Each test scripts the answers of `POST /api/v1/chat/completions` as a queue of `Scripted` responses (status,
 body, headers, delay, leading padding) and reads back every request the server saw. `GET /api/v1/models`
-serves a scriptable catalog. An empty queue answers 500 with a clear message, so a test never hangs.
+serves a scriptable catalog, and `GET /api/v1/key` the key's limits and credit (`key_info`; a key unknown to
+`known_keys`, when set, answers 401). An empty queue answers 500 with a clear message, so a test never hangs.
 
     with FakeOpenRouter() as server:
         server.enqueue(Scripted(body=chat_completion('{"decisions": []}')))
@@ -185,6 +186,41 @@ def model_entry(
     }
 
 
+def key_info(
+    *,
+    limit: float | None = 100.0,
+    usage: float = 25.5,
+    limit_remaining: float | None = None,
+    limit_reset: str | None = "monthly",
+    is_free_tier: bool = False,
+    label: str = "sk-or-v1-au7...890",
+) -> dict[str, Any]:
+    """`GET /key`'s body, shaped like OpenRouter's documented answer (docs: api-reference/api-keys/get-current-key;
+    `limit` and `limit_remaining` are null for a key without a credit limit)."""
+    remaining = limit_remaining if limit_remaining is not None else (None if limit is None else limit - usage)
+    return {
+        "data": {
+            "label": label,
+            "limit": limit,
+            "usage": usage,
+            "usage_daily": usage,
+            "usage_weekly": usage,
+            "usage_monthly": usage,
+            "byok_usage": 0,
+            "byok_usage_daily": 0,
+            "byok_usage_weekly": 0,
+            "byok_usage_monthly": 0,
+            "is_free_tier": is_free_tier,
+            "is_provisioning_key": False,
+            "is_management_key": False,
+            "limit_remaining": remaining,
+            "limit_reset": limit_reset,
+            "include_byok_in_limit": False,
+            "rate_limit": {"requests": 1000, "interval": "1h", "note": "This field is deprecated and safe to ignore."},
+        }
+    }
+
+
 # --------------------------------------------------------------------------------------------- the server
 
 
@@ -209,17 +245,18 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             parsed = None
         path = self.path.split("?", 1)[0]
+        headers = {k.lower(): v for k, v in self.headers.items()}
         fake._record(
             RecordedRequest(
                 method=self.command,
                 path=path,
-                headers={k.lower(): v for k, v in self.headers.items()},
+                headers=headers,
                 body=body,
                 json=parsed,
                 received_at=time.monotonic(),
             )
         )
-        self._send(fake._answer(self.command, path))
+        self._send(fake._answer(self.command, path, headers.get("authorization", "")))
 
     def _send(self, scripted: Scripted) -> None:
         fake = self.server.fake
@@ -256,6 +293,9 @@ class FakeOpenRouter:
         self.requests: list[RecordedRequest] = []
         self._chat_queue: deque[Scripted] = deque()
         self._models_queue: deque[Scripted] = deque()
+        self._key_queue: deque[Scripted] = deque()
+        # `GET /key`: None answers `key_info()` for any key; otherwise each known key's body, 401 for the others.
+        self.known_keys: dict[str, dict[str, Any]] | None = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._server: _Server | None = None
@@ -327,6 +367,12 @@ class FakeOpenRouter:
             self._models_queue.extend(responses)
         return self
 
+    def enqueue_key(self, *responses: Scripted) -> FakeOpenRouter:
+        """Queue answers for `GET /key` (e.g. failures); when empty, `known_keys` decides."""
+        with self._lock:
+            self._key_queue.extend(responses)
+        return self
+
     @property
     def pending(self) -> int:
         with self._lock:
@@ -344,13 +390,18 @@ class FakeOpenRouter:
         with self._lock:
             return [r for r in self.requests if r.path == f"{API_PREFIX}/models"]
 
+    @property
+    def key_requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return [r for r in self.requests if r.path == f"{API_PREFIX}/key"]
+
     # ---------------------------------------------------------------------------------------- internals
 
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
             self.requests.append(request)
 
-    def _answer(self, method: str, path: str) -> Scripted:
+    def _answer(self, method: str, path: str, authorization: str = "") -> Scripted:
         with self._lock:
             if method == "POST" and path == f"{API_PREFIX}/chat/completions":
                 if self._chat_queue:
@@ -360,6 +411,19 @@ class FakeOpenRouter:
                 if self._models_queue:
                     return self._models_queue.popleft()
                 return Scripted(200, {"data": list(self.models)})
+            if method == "GET" and path == f"{API_PREFIX}/key":
+                if self._key_queue:
+                    return self._key_queue.popleft()
+                key = authorization.removeprefix("Bearer ").strip()
+                if self.known_keys is None:
+                    return (
+                        Scripted(200, key_info())
+                        if key
+                        else Scripted(401, error_body(401, "No auth credentials found"))
+                    )
+                if key in self.known_keys:
+                    return Scripted(200, self.known_keys[key])
+                return Scripted(401, error_body(401, "User not found."))
         return Scripted(404, error_body(404, f"FakeOpenRouter: no route for {method} {path}"))
 
 

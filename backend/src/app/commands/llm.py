@@ -179,3 +179,103 @@ def print_whole(table: Table) -> None:
     if natural > console.width:
         console = Console(width=natural)
     console.print(table)
+
+
+async def _with_store(settings: Any, work: Any) -> Any:
+    """Run `work(store)` on the database named by DATABASE_URL, with the agent's SecretBox."""
+    from pathlib import Path
+
+    from app.core.security import SecretBox
+    from app.db.migrate import ensure_migrated
+    from app.db.session import create_engine, create_session_factory
+    from app.services.llm.llm_settings import LLMSettingsStore
+
+    engine = create_engine(settings.database_url)
+    try:
+        await ensure_migrated(engine)
+        secret = settings.secret_key.get_secret_value() if settings.secret_key else None
+        store = LLMSettingsStore(
+            create_session_factory(engine), SecretBox.from_settings(secret, Path(settings.secret_key_file))
+        )
+        return await work(store)
+    finally:
+        await engine.dispose()
+
+
+def _read_key(from_stdin: bool) -> str:
+    import sys
+
+    if from_stdin or not sys.stdin.isatty():
+        return sys.stdin.readline().strip()
+    return str(typer.prompt("New OpenRouter key (not echoed)", hide_input=True)).strip()
+
+
+@llm_app.command("set-key")
+def set_key(
+    stdin: Annotated[bool, typer.Option("--stdin", help="Read the key from standard input (one line)")] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify/--no-verify", help="Ask OpenRouter (GET /key) before storing the key")
+    ] = True,
+) -> None:
+    """Rotate the OpenRouter key: stored encrypted, used by a running agent from its next model call (a stored
+    key wins over OPENROUTER_API_KEY). The key is read from a hidden prompt or standard input, never from the
+    command line (it would stay in the shell's history and the process list)."""
+    import asyncio
+
+    from app.core.config import Settings
+    from app.services.llm.llm_settings import check_key_text, key_fingerprint
+    from app.services.llm.providers.key_check import KeyChecker
+
+    settings = Settings()
+    if settings.llm_base_url:
+        typer.echo(
+            f"error: LLM_BASE_URL is set ({settings.llm_base_url}): an OpenRouter key would not be used", err=True
+        )
+        raise typer.Exit(2)
+    try:
+        key = check_key_text(_read_key(stdin))
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if verify:
+        health = asyncio.run(KeyChecker(settings.openrouter_base_url).ask(key, source="stored", fingerprint=None))
+        if health.status == "invalid":
+            typer.echo(f"error: OpenRouter does not accept this key: {health.detail}; nothing was changed", err=True)
+            raise typer.Exit(1)
+        if health.status not in ("ok", "no_credit"):
+            typer.echo(
+                f"error: the key cannot be checked now ({health.detail}); nothing was changed "
+                "(--no-verify stores it unchecked)",
+                err=True,
+            )
+            raise typer.Exit(1)
+        if health.status == "no_credit":
+            typer.echo(f"warning: {health.detail}: calls fail until credit is added", err=True)
+
+    async def save(store: Any) -> None:
+        await store.save_openrouter_key(key, by="cli")
+
+    asyncio.run(_with_store(settings, save))
+    typer.echo(f"OpenRouter key {key_fingerprint(key)} stored (encrypted); a running agent uses it from its next call.")
+
+
+@llm_app.command("clear-key")
+def clear_key() -> None:
+    """Remove the stored OpenRouter key: OPENROUTER_API_KEY is used again from the next call."""
+    import asyncio
+
+    from app.core.config import Settings
+
+    settings = Settings()
+
+    async def clear(store: Any) -> bool:
+        return bool(await store.clear_openrouter_key())
+
+    if not asyncio.run(_with_store(settings, clear)):
+        typer.echo("no OpenRouter key is stored")
+        raise typer.Exit(1)
+    has_env = settings.openrouter_api_key is not None and bool(settings.openrouter_api_key.get_secret_value())
+    typer.echo(
+        "stored OpenRouter key removed; "
+        + ("OPENROUTER_API_KEY is used from the next call" if has_env else "no key is left: model calls will fail")
+    )

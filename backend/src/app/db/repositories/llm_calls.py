@@ -21,6 +21,7 @@ class UsageTotal:
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float
+    total_latency_ms: float = 0.0
 
 
 class LLMCallRepository:
@@ -67,4 +68,31 @@ class LLMCallRepository:
         return [
             UsageTotal(str(k), int(n), int(f or 0), int(p or 0), int(c or 0), float(cost or 0.0))
             for k, n, f, p, c, cost in rows
+        ]
+
+    async def usage_by_model(
+        self, *, account_id: int | None = None, since: datetime | None = None, until: datetime | None = None
+    ) -> list[UsageTotal]:
+        """Per served model (else requested): calls, failures (any outcome but ok), tokens, cost and summed latency,
+        for one account or all, created in [since, until)."""
+        key = func.coalesce(LLMCall.model_served, LLMCall.model_requested)
+        query = select(
+            key.label("key"),
+            func.count(),
+            func.sum(case((LLMCall.outcome == "ok", 0), else_=1)),
+            func.coalesce(func.sum(LLMCall.prompt_tokens), 0),
+            func.coalesce(func.sum(LLMCall.completion_tokens), 0),
+            func.coalesce(func.sum(LLMCall.cost_usd), 0.0),
+            func.coalesce(func.sum(LLMCall.latency_ms), 0.0),
+        )
+        if account_id is not None:
+            query = query.where(LLMCall.account_id == account_id)
+        if since is not None:
+            query = query.where(LLMCall.created_at >= since)
+        if until is not None:
+            query = query.where(LLMCall.created_at < until)
+        rows = (await self.session.execute(query.group_by(key).order_by(key))).all()
+        return [
+            UsageTotal(str(k), int(n), int(f or 0), int(p or 0), int(c or 0), float(cost or 0.0), float(ms or 0.0))
+            for k, n, f, p, c, cost, ms in rows
         ]

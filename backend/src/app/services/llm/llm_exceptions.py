@@ -69,3 +69,15 @@ class DecisionRateLimitedError(DecisionEngineError):
     def __init__(self, message: str, *, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class ModelNotAvailableError(DecisionEngineError):
+    """A model slug the endpoint's model catalog does not list (a switch to it would fail every call)."""
+
+    def __init__(self, message: str, *, model: str) -> None:
+        super().__init__(message)
+        self.model = model
+
+
+class ModelCatalogUnavailableError(DecisionEngineError):
+    """The endpoint's model catalog cannot be read now, so a model cannot be checked (nothing was changed)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -30,6 +31,27 @@ class UsageMetrics(BaseModel):
     by_model: dict[str, ModelUsage] = Field(default_factory=dict)
 
 
+class KeyHealth(BaseModel):
+    """What the provider says about the API key in use (OpenRouter's `GET /key`), cached for a while."""
+
+    status: Literal["ok", "invalid", "no_credit", "unreachable", "unsupported"] = Field(
+        ...,
+        description="ok; invalid (the provider refused the key); no_credit (its credit limit is spent); "
+        "unreachable (the provider could not be asked); unsupported (the endpoint has no key endpoint)",
+    )
+    source: Literal["stored", "environment", "none"] = Field(
+        ..., description="Where the key comes from: set through the API/CLI (stored, encrypted) or OPENROUTER_API_KEY"
+    )
+    fingerprint: str | None = Field(None, description="A one-way name of the key (never the key)")
+    checked_at: datetime = Field(..., description="When the provider was asked (wall clock, UTC)")
+    limit_usd: float | None = Field(None, description="The key's credit limit; null: unlimited")
+    usage_usd: float | None = Field(None, description="Credit used by the key")
+    limit_remaining_usd: float | None = Field(None, description="Credit left under the limit; null: unlimited")
+    limit_reset: str | None = Field(None, description="When the limit resets (daily, weekly, monthly), if it does")
+    is_free_tier: bool | None = None
+    detail: str | None = None
+
+
 class HealthStatus(BaseModel):
     status: Literal["ok", "degraded", "down"]
     provider: str
@@ -37,6 +59,7 @@ class HealthStatus(BaseModel):
     simulated: bool
     detail: str | None = None
     circuits: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    key: KeyHealth | None = Field(None, description="The provider's word on the API key (null for the baseline)")
 
 
 class UsageTracker:

@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from aiolimiter import AsyncLimiter
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.schemas.trading_decision import TradingContext, TradingDecision
 from app.services.llm.circuit_breaker import CircuitBreakerRegistry
 from app.services.llm.llm_exceptions import LLMAPIError, LLMResponseError
-from app.services.llm.llm_metrics import HealthStatus, UsageMetrics, UsageTracker
+from app.services.llm.llm_metrics import HealthStatus, KeyHealth, ModelUsage, UsageMetrics, UsageTracker
+from app.services.llm.llm_settings import LLMSettingsStore
 from app.services.llm.prompts.builder import PromptBuilder
 from app.services.llm.providers.base import DecisionModel, ModelRequest, ModelResponse
+
+log = logging.getLogger(__name__)
 
 # Key and credit problems are the same for every model behind one endpoint: stop the chain there.
 STOP_CHAIN_STATUSES = (401, 402)
@@ -57,11 +63,20 @@ class LLMService:
         breakers: CircuitBreakerRegistry,
         requests_per_minute: float = 60.0,
         max_concurrency: int = 8,
+        store: LLMSettingsStore | None = None,
+        sessions: async_sessionmaker[AsyncSession] | None = None,
+        configured_model: str | None = None,
     ) -> None:
+        """`store` keeps a switched default model across restarts (with `configured_model`, LLM_MODEL, which it
+        was switched from: a new LLM_MODEL wins over an old switch); `sessions` lets `get_usage_metrics` read the
+        stored calls (every call since the database began) instead of this process's counters."""
         if not models:
             raise ValueError("at least one model is needed")
         self.provider = provider
         self.models = list(models)
+        self.configured_model = configured_model or models[0]
+        self.store = store
+        self.sessions = sessions
         self.prompts = prompts
         self.breakers = breakers
         self.usage = UsageTracker()
@@ -137,25 +152,87 @@ class LLMService:
         return result.response.decision
 
     async def validate_api_health(self) -> HealthStatus:
+        """The circuits of the models, and the provider's own word on the API key (validity and credit left;
+        OpenRouter's `GET /key`, cached for a minute): an invalid key or spent credit is `down`, a provider that
+        cannot be asked `degraded`."""
         circuits = {model: self.breakers.get(model).snapshot() for model in self.models}
         open_ = [m for m, snap in circuits.items() if snap["state"] != "closed"]
         status = "ok" if not open_ else ("down" if len(open_) == len(self.models) else "degraded")
+        details = [f"circuit not closed for {', '.join(open_)}"] if open_ else []
+        key = await self._key_health()
+        if key is not None and key.status in ("invalid", "no_credit"):
+            status = "down"
+            details.append(f"API key: {key.detail or key.status}")
+        elif key is not None and key.status == "unreachable":
+            status = "degraded" if status == "ok" else status
+            details.append(f"API key not checked: {key.detail or 'provider unreachable'}")
         return HealthStatus(
             status=status,
             provider=self.provider.name,
             model=self.model,
             simulated=self.is_simulated,
-            detail=f"circuit not closed for {', '.join(open_)}" if open_ else None,
+            detail="; ".join(details) or None,
             circuits=circuits,
+            key=key,
         )
 
-    async def get_usage_metrics(self) -> UsageMetrics:
-        return self.usage.snapshot()
+    async def _key_health(self) -> KeyHealth | None:
+        check = getattr(self.provider, "check_key", None)
+        if self.is_simulated or check is None:
+            return None
+        health: KeyHealth = await check()
+        return health
 
-    async def switch_model(self, model_name: str) -> bool:
-        """Make `model_name` the first model asked (the others stay as fallbacks)."""
+    async def get_usage_metrics(
+        self, *, account_id: int | None = None, since: datetime | None = None, until: datetime | None = None
+    ) -> UsageMetrics:
+        """Calls, failures, tokens, cost and latency per model: every stored call (all accounts, or one), or,
+        without a database, this process's calls since it started (all accounts)."""
+        if self.sessions is None:
+            return self.usage.snapshot()
+        from app.db.repositories.llm_calls import LLMCallRepository
+
+        async with self.sessions() as session:
+            rows = await LLMCallRepository(session).usage_by_model(account_id=account_id, since=since, until=until)
+        by_model = {
+            r.key: ModelUsage(
+                calls=r.calls,
+                failures=r.failures,
+                prompt_tokens=r.prompt_tokens,
+                completion_tokens=r.completion_tokens,
+                cost_usd=r.cost_usd,
+                total_latency_ms=r.total_latency_ms,
+            )
+            for r in rows
+        }
+        return UsageMetrics(
+            total_calls=sum(u.calls for u in by_model.values()),
+            total_failures=sum(u.failures for u in by_model.values()),
+            total_cost_usd=sum(u.cost_usd for u in by_model.values()),
+            by_model=by_model,
+        )
+
+    async def switch_model(self, model_name: str, *, by: str | None = None) -> bool:
+        """Make `model_name` the first model asked (the others stay as fallbacks), and keep it across restarts.
+
+        False for text that cannot be a model slug. The slug must be in the endpoint's model catalog: raises
+        ModelNotAvailableError when it is not, ModelCatalogUnavailableError when the catalog cannot be read now
+        (nothing is changed then)."""
         name = model_name.strip()
         if not name or any(c.isspace() for c in name):
             return False
+        catalog = getattr(self.provider, "catalog", None)
+        if catalog is not None:
+            await catalog.check(name)
+        if self.store is not None:
+            await self.store.save_default_model(
+                name, configured_model=self.configured_model, endpoint=self.endpoint, by=by
+            )
         self.models = [name, *(m for m in self.models if m != name)]
+        log.info("default model switched to %s (by %s)", name, by or "unknown")
         return True
+
+    @property
+    def endpoint(self) -> str | None:
+        base_url = getattr(self.provider, "base_url", None)
+        return base_url if isinstance(base_url, str) else None

@@ -17,7 +17,11 @@ from typing import Any
 
 import httpx
 
+from app.services.llm.llm_exceptions import ModelCatalogUnavailableError, ModelNotAvailableError
+
 log = logging.getLogger(__name__)
+
+RECHECK_UNKNOWN_AFTER_S = 60.0  # a model missing from a catalog fetched longer ago than this: fetch it again
 
 STRUCTURED_OUTPUTS = "structured_outputs"  # strict `response_format: {"type": "json_schema"}`
 RESPONSE_FORMAT = "response_format"  # at least `{"type": "json_object"}`
@@ -142,6 +146,7 @@ class ModelCatalog:
         self.refreshed_at: float | None = None
         self.last_error: str | None = None
         self._next_refresh_at: float | None = None  # None: never tried
+        self._remote_ids: frozenset[str] = frozenset()  # what the endpoint listed at the last fetch
 
     # ------------------------------------------------------------------------------------------ lookups
 
@@ -172,6 +177,42 @@ class ModelCatalog:
 
     def models(self) -> list[str]:
         return sorted(self._models)
+
+    # ------------------------------------------------------------------------------------------ checking
+
+    async def check(self, model: str) -> None:
+        """Make sure `model` can be asked for: listed by the endpoint's live catalog (`GET {base}/models`).
+
+        Raises ModelNotAvailableError when the catalog does not list it, and ModelCatalogUnavailableError when
+        the catalog cannot be fetched now (a model is never taken unchecked). Offline (no `base_url`, an
+        injected catalog) the built-in table is the catalog."""
+        if self.base_url is None:
+            if not self.knows(model):
+                raise ModelNotAvailableError(f"{model!r} is not in the model catalog", model=model)
+            return
+        recent = self.refreshed_at is not None and self._clock() - self.refreshed_at < RECHECK_UNKNOWN_AFTER_S
+        unreadable = self.last_error is not None or self.source != "remote" or self.is_stale()
+        if unreadable or (not self._listed(model) and not recent):  # an unknown one may be listed since
+            await self.refresh()
+        if self.last_error is not None or self.source != "remote":
+            raise ModelCatalogUnavailableError(
+                f"the model catalog at {self.base_url}/models cannot be read ({self.last_error or 'never fetched'}), "
+                f"so {model!r} cannot be checked: nothing was changed; try again when the endpoint answers"
+            )
+        if not self._listed(model):
+            raise ModelNotAvailableError(
+                f"{model!r} is not in the model catalog of {self.base_url} ({len(self._remote_ids)} models listed "
+                f"at {self.base_url}/models)",
+                model=model,
+            )
+
+    def _listed(self, model: str) -> bool:
+        """Listed by the endpoint itself (the built-in table does not count: another endpoint serves others)."""
+        return model in self._remote_ids or (":" in model and model.split(":", 1)[0] in self._remote_ids)
+
+    def use_api_key(self, api_key: str | None) -> None:
+        """The key for the next fetch (a rotated key)."""
+        self._api_key = api_key
 
     # ------------------------------------------------------------------------------------------ refresh
 
@@ -205,6 +246,7 @@ class ModelCatalog:
             log.warning("model catalog refresh from %s failed (%s); keeping the %s table", url, exc, self.source)
             return False
         self._models = {**self._builtin, **fetched}
+        self._remote_ids = frozenset(fetched)
         self.source = "remote"
         self.last_error = None
         self.refreshed_at = self._clock()

@@ -21,18 +21,24 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import openai
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.core.errors import ConfigurationError
 from app.schemas.trading_decision import TradingDecision
 from app.services.llm.llm_exceptions import LLMAPIError
+from app.services.llm.llm_metrics import KeyHealth
 from app.services.llm.providers.base import ModelRequest, ModelResponse, TokenUsage
 from app.services.llm.providers.json_schema import strict_json_schema
+from app.services.llm.providers.key_check import KeyChecker
 from app.services.llm.providers.model_catalog import RESPONSE_FORMAT, STRUCTURED_OUTPUTS, ModelCatalog
 from app.services.llm.response_parser import ParseOutcome, parse_decision
+
+if TYPE_CHECKING:
+    from app.services.llm.llm_settings import KeyChoice
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +105,12 @@ class _AttemptFailed(Exception):
         self.retry_after = retry_after
 
 
+class KeySource(Protocol):
+    """Where the key in use comes from, asked before every call (`OpenRouterKeys`: stored key, else environment)."""
+
+    async def choice(self) -> KeyChoice: ...
+
+
 @dataclass
 class _Exchange:
     """Bookkeeping of one `complete()` call: every body that carried usage, HTTP attempts, generation ids."""
@@ -131,7 +143,11 @@ class OpenRouterModel:
         temperature: float | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         rng: random.Random | None = None,
+        keys: KeySource | None = None,
+        key_checker: KeyChecker | None = None,
     ) -> None:
+        """`keys`: asked before every call for the key to use (a rotated key is used from the next call on);
+        `api_key` is the key until it answers."""
         if not api_key or not api_key.strip():
             raise ConfigurationError("OpenRouter needs an API key")
         parts = urlsplit(base_url)
@@ -151,6 +167,9 @@ class OpenRouterModel:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._secret = api_key
+        self._old_secrets: list[str] = []  # keys rotated out: still redacted from errors
+        self.keys = keys
+        self.key_checker = key_checker if key_checker is not None else KeyChecker(self.base_url)
         headers: dict[str, str] = {}
         if app_url:
             headers["HTTP-Referer"] = app_url
@@ -170,6 +189,7 @@ class OpenRouterModel:
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         model = request.model or self.model
+        await self._use_current_key()
         await self.catalog.ensure_fresh()
         started = time.perf_counter()
         exchange = _Exchange()
@@ -341,10 +361,61 @@ class OpenRouterModel:
             )
         return body
 
+    # ---------------------------------------------------------------------------------------- the key
+
+    async def _use_current_key(self) -> None:
+        """Switch to the key `keys` names now (rotation without a restart); LLMAPIError 401 when there is none."""
+        if self.keys is None:
+            return
+        try:
+            choice = await self.keys.choice()
+        except SQLAlchemyError as exc:  # the database is down: keep the key in use rather than fail the call
+            log.warning("cannot read the stored OpenRouter key (%s); keeping the key in use", type(exc).__name__)
+            return
+        if choice.key is None:
+            raise LLMAPIError(
+                "no OpenRouter key: none is stored and OPENROUTER_API_KEY is unset (set one with "
+                "PUT /api/v1/llm/openrouter-key or `trading-agent llm set-key`)",
+                status_code=401,
+                retryable=False,
+            )
+        if choice.key != self._secret:
+            self.use_key(choice.key)
+            log.info("OpenRouter key changed: now the %s key %s", choice.source, choice.fingerprint)
+
+    def use_key(self, key: str) -> None:
+        """Send `key` from the next request on (requests in flight finish with the old one)."""
+        if key == self._secret:
+            return
+        self._old_secrets.append(self._secret)
+        self._secret = key
+        # A copy of the client sharing its connection pool: requests in flight keep theirs.
+        self._client = self._client.with_options(api_key=key)
+        self.catalog.use_api_key(key)
+
+    async def check_key(self) -> KeyHealth:
+        """The provider's word on the key in use (validity, credit left), cached by `key_checker`."""
+        from app.services.llm.llm_settings import key_fingerprint
+
+        if self.keys is None:
+            return await self.key_checker.check(
+                self._secret, source="environment", fingerprint=key_fingerprint(self._secret)
+            )
+        try:
+            choice = await self.keys.choice()
+        except SQLAlchemyError:
+            return await self.key_checker.check(
+                self._secret, source="environment", fingerprint=key_fingerprint(self._secret)
+            )
+        return await self.key_checker.check(choice.key, source=choice.source, fingerprint=choice.fingerprint)
+
     # ---------------------------------------------------------------------------------------- helpers
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
+        for secret in (self._secret, *self._old_secrets):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
 
     def _usage(self, usages: list[dict[str, Any]], model: str) -> tuple[TokenUsage, bool]:
         """Usage summed over every billed body; True when the cost is the catalog's estimate."""

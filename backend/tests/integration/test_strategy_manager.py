@@ -35,8 +35,9 @@ DOCUMENTED: dict[str, tuple[Any, ...]] = {
 
 
 def custom(strategy_id: str = "my-trend", **overrides: Any) -> TradingStrategy:
-    """A valid custom strategy; `overrides` replace its fields."""
-    return f.strategy(strategy_id=strategy_id, max_positions=2).model_copy(update=overrides)
+    """A custom strategy, valid but for `overrides` and the id (replaced without validation, as a caller in
+    the process could: the manager checks every field again)."""
+    return f.strategy(max_positions=2).model_copy(update={"strategy_id": strategy_id, **overrides})
 
 
 async def strategy_ids(agent: Agent) -> list[str]:

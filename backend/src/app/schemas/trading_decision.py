@@ -10,9 +10,11 @@ position in USD; the position's notional is `allocation_usd x leverage`.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from app.schemas.text import CleanLine, CleanText
 
 
 def utc_now() -> datetime:
@@ -171,30 +173,68 @@ class MarketContext(_UTCModel):
 # ----------------------------------------------------------------------------------------------- account
 
 
-class StrategyRiskParameters(_UTCModel):
+STRATEGY_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{2,63}$"
+MAX_STRATEGY_NAME_CHARS = 200
+MAX_TEMPLATE_CHARS = 8_000
+MAX_COOLDOWN_S = 7 * 86_400
+
+
+class _StrategyModel(_UTCModel):
+    """A strategy's numbers are finite and bounded (`Infinity`, `NaN`, `1e400` or a 50-digit integer is a
+    validation error, not a value that breaks the database or every later read) and never booleans."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: object, info: ValidationInfo) -> object:
+        field = cls.model_fields[info.field_name] if info.field_name else None
+        if isinstance(value, bool) and field is not None and field.annotation in (int, float):
+            raise ValueError("a number is expected, not a boolean")
+        return value
+
+
+class StrategyRiskParameters(_StrategyModel):
     """Risk management parameters for trading strategies."""
 
     max_risk_per_trade: float = Field(..., ge=0, le=100, description="Max risk per trade (%)")
     max_daily_loss: float = Field(..., ge=0, le=100, description="Max daily loss (%)")
     stop_loss_percentage: float = Field(..., ge=0, le=50, description="Default stop loss (%)")
-    take_profit_ratio: float = Field(default=2.0, ge=1.0, description="Risk/reward ratio")
+    take_profit_ratio: float = Field(default=2.0, ge=1.0, le=100.0, description="Risk/reward ratio")
     max_leverage: float = Field(default=2.0, ge=1.0, le=10.0, description="Maximum leverage")
-    cooldown_period: int = Field(default=300, ge=0, description="Cooldown between trades (seconds)")
+    cooldown_period: int = Field(
+        default=300, ge=0, le=MAX_COOLDOWN_S, description="Cooldown between trades (seconds, at most a week)"
+    )
 
 
 StrategyType = Literal["conservative", "aggressive", "scalping", "swing", "dca", "custom"]
 
 
-class TradingStrategy(_UTCModel):
+class TradingStrategy(_StrategyModel):
     """Trading strategy configuration."""
 
-    strategy_id: str = Field(..., description="Unique strategy identifier")
-    strategy_name: str = Field(..., description="Human-readable strategy name")
+    strategy_id: str = Field(
+        ...,
+        min_length=3,
+        max_length=64,
+        pattern=STRATEGY_ID_PATTERN,
+        description="Unique strategy identifier: 3-64 characters of a-z, 0-9, '_' or '-'",
+    )
+    strategy_name: CleanLine = Field(
+        ..., min_length=1, max_length=MAX_STRATEGY_NAME_CHARS, description="Human-readable strategy name"
+    )
     strategy_type: StrategyType = Field(..., description="Strategy type classification")
-    prompt_template: str = Field(..., description="LLM prompt template for this strategy")
+    prompt_template: CleanText = Field(
+        ..., max_length=MAX_TEMPLATE_CHARS, description="LLM prompt template for this strategy (Jinja2)"
+    )
     risk_parameters: StrategyRiskParameters = Field(..., description="Risk management parameters")
-    timeframe_preference: list[str] = Field(default=["1h", "4h"], description="Preferred timeframes for analysis")
-    max_positions: int = Field(default=3, ge=1, description="Maximum concurrent positions")
+    timeframe_preference: list[Annotated[str, Field(max_length=8)]] = Field(
+        default=["1h", "4h"],
+        max_length=8,
+        description="Preferred timeframes for analysis: (decision, trend); a custom strategy's must be candles the "
+        "agent can serve (whole multiples of INTERVAL among 1m 3m 5m 15m 30m 1h 2h 4h 8h 12h 1d)",
+    )
+    max_positions: int = Field(default=3, ge=1, le=50, description="Maximum concurrent positions")
     position_sizing: Literal["fixed", "percentage", "kelly", "volatility_adjusted"] = Field(
         default="percentage", description="Position sizing method"
     )

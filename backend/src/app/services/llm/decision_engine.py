@@ -47,7 +47,7 @@ from app.services.llm.llm_exceptions import (
 )
 from app.services.llm.llm_service import CallRecord, LLMService
 from app.services.llm.providers.base import ModelRequest, ModelResponse
-from app.services.llm.strategy_manager import StrategyManager
+from app.services.llm.strategy_manager import HOLD_NOTICE, StrategyManager, StrategyUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +339,25 @@ class DecisionEngine:
                 if cached is not None:
                     return cached
 
-        strategy = await self.strategies.get_strategy(strategy_id)
+        try:
+            strategy = await self.strategies.runnable_strategy(strategy_id)
+        except StrategyUnavailableError as exc:  # deactivated or invalid: the account holds, told why, not broken
+            await self.sync_account(account_id)
+            held = models.Decision(
+                account_id=account_id,
+                cycle_time=cycle_time,
+                trigger=trigger,
+                status="error",
+                symbols=assets,
+                symbols_key=symbols_key(assets),
+                strategy_id=strategy_id,
+                is_fallback=True,
+                error=f"strategy: {exc}; {HOLD_NOTICE}",
+                created_at=now,
+            )
+            async with self.sessions.begin() as session:
+                await DecisionRepository(session).add(held)
+            return to_result(held, [])
         await self.sync_account(account_id)
         row = models.Decision(
             account_id=account_id,

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import datetime, timedelta
+from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import Clock
-from app.core.timeframes import timeframe_seconds
 from app.db.models import Account, Decision, Position, Strategy, StrategyAssignment
-from app.db.repositories.strategies import StrategyRepository, to_schema
+from app.db.repositories.strategies import StoredStrategy, StrategyRepository, load, validation_summary
+from app.schemas.text import text_problem
 from app.schemas.trading_decision import StrategyRiskParameters, TradingStrategy
 from app.services.llm.llm_exceptions import AccountNotFoundError, DecisionEngineError
 from app.services.llm.prompts.builder import PromptBuilder, read_template
+from app.services.llm.strategy_checks import definition_problems, runnable_problem
+
+log = logging.getLogger(__name__)
 
 DEFAULT_STRATEGY_ID = "conservative"
-MAX_TEMPLATE_CHARS = 8_000
-_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{2,63}$")
+# What an account on a strategy that cannot run does, said on each of its decisions and in its views.
+HOLD_NOTICE = (
+    "the account holds (no model call, no new order; its stops stay) until it is switched to a usable strategy"
+)
 
 
 def _strategy(
@@ -171,16 +178,83 @@ class StrategyError(DecisionEngineError):
     """A strategy was refused (with the reason) or does not exist."""
 
 
+class StrategyNotFoundError(StrategyError):
+    """No strategy with that id."""
+
+    def __init__(self, strategy_id: str) -> None:
+        super().__init__(f"unknown strategy {strategy_id!r}")
+        self.strategy_id = strategy_id
+
+
+class BuiltinStrategyError(StrategyError):
+    """Built-in strategies are not editable, deactivatable or replaceable."""
+
+
+class StrategyUnavailableError(StrategyError):
+    """The strategy exists but cannot be run: deactivated, a stored definition that no longer validates, or
+    timeframes the agent cannot serve. An account on it holds (no model call, no order) with this reason."""
+
+    def __init__(self, strategy_id: str, reason: str) -> None:
+        super().__init__(reason)
+        self.strategy_id = strategy_id
+
+
+class StrategyStatus(BaseModel):
+    """A stored strategy as an operator sees it: whether it can run, why not, and who runs it."""
+
+    strategy_id: str
+    is_builtin: bool
+    is_active: bool
+    usable: bool = Field(..., description="Active, with a valid definition the agent can serve")
+    problem: str | None = Field(None, description="Why it cannot run (deactivated, invalid stored definition)")
+    accounts: list[int] = Field(..., description="The accounts whose strategy it is")
+    strategy: TradingStrategy | None = Field(None, description="None when the stored definition is invalid")
+
+
+# The fields of a custom strategy an edit may change (`strategy_id`, `strategy_type` and `is_active` stay).
+EDITABLE = (
+    "strategy_name",
+    "prompt_template",
+    "risk_parameters",
+    "timeframe_preference",
+    "max_positions",
+    "position_sizing",
+)
+
+
+def _changes(before: dict[str, Any] | None, after: dict[str, Any]) -> str:
+    """`field: old -> new` for each changed field (templates by length), for the audit log."""
+    if before is None:
+        return "replaced an invalid stored definition"
+    parts: list[str] = []
+    for key in EDITABLE:
+        old, new = before.get(key), after.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            parts.extend(f"{key}.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in new if old.get(k) != new.get(k))
+        elif old != new:
+            if key == "prompt_template":
+                parts.append(f"prompt_template: {len(str(old or ''))} -> {len(str(new))} characters")
+            else:
+                parts.append(f"{key}: {old!r} -> {new!r}")
+    return "; ".join(parts) or "no change"
+
+
 class StrategyManager:
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], clock: Clock, prompts: PromptBuilder | None = None
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        prompts: PromptBuilder | None = None,
+        *,
+        interval: str = "5m",
+        long_interval: str = "4h",
     ) -> None:
         self._sessions = sessions
         self._clock = clock
-        self._prompts = prompts or PromptBuilder(interval="5m", long_interval="4h")
-        # Strategies are written once (built-ins at start-up, custom ones at creation) and never edited, so
-        # a strategy read is kept; an id not seen yet (e.g. created by another process) is read again.
-        self._known: dict[str, TradingStrategy] = {}
+        self.interval = interval
+        self.long_interval = long_interval
+        self._prompts = prompts or PromptBuilder(interval=interval, long_interval=long_interval)
+        self._reported: set[tuple[str, str]] = set()  # unusable stored strategies already logged
 
     async def ensure_builtins(self) -> None:
         """Write the built-in strategies (idempotent; updates them to this version's definitions)."""
@@ -188,38 +262,128 @@ class StrategyManager:
             repo = StrategyRepository(session)
             for strategy in builtin_strategies():
                 await repo.upsert(strategy, builtin=True, now=self._clock.now())
-        self._known.clear()
+
+    # ------------------------------------------------------------------------------------------ reads
+    # Strategies are read from the database each time (a primary-key read per decision): they can be edited
+    # and deactivated, by this process or another one on the same database.
+    async def _stored(self, strategy_id: str) -> StoredStrategy:
+        async with self._sessions() as session:
+            stored = await StrategyRepository(session).stored(strategy_id)
+        if stored is None:
+            raise StrategyNotFoundError(strategy_id)
+        return stored
 
     async def get_strategy(self, strategy_id: str) -> TradingStrategy:
-        strategy = self._known.get(strategy_id)
-        if strategy is not None:
-            return strategy
-        async with self._sessions() as session:
-            strategy = await StrategyRepository(session).get(strategy_id)
-        if strategy is None:
-            raise StrategyError(f"unknown strategy {strategy_id!r}")
-        self._known[strategy_id] = strategy
+        """The strategy (active or not); StrategyNotFoundError for an unknown id, StrategyUnavailableError when
+        its stored definition is invalid."""
+        stored = await self._stored(strategy_id)
+        if stored.strategy is None:
+            raise StrategyUnavailableError(strategy_id, f"strategy {strategy_id!r} cannot be used: {stored.problem}")
+        return stored.strategy
+
+    async def runnable_strategy(self, strategy_id: str) -> TradingStrategy:
+        """The strategy, when a decision can be made with it now; else StrategyNotFoundError or
+        StrategyUnavailableError (deactivated, invalid stored definition, timeframes that cannot be served)."""
+        strategy = await self.get_strategy(strategy_id)
+        problem = runnable_problem(strategy, interval=self.interval)
+        if problem:
+            raise StrategyUnavailableError(strategy_id, problem)
         return strategy
 
-    async def get_account_strategy(self, account_id: int) -> TradingStrategy:
+    async def account_strategy_id(self, account_id: int) -> str:
         async with self._sessions() as session:
             account = await session.get(Account, account_id)
             if account is None:
                 raise AccountNotFoundError(account_id)
+            return account.strategy_id
+
+    async def get_account_strategy(self, account_id: int) -> TradingStrategy:
+        """The account's strategy, also when deactivated (`is_active` says so); StrategyUnavailableError when
+        its stored definition is invalid."""
+        strategy_id = await self.account_strategy_id(account_id)
         try:
-            return await self.get_strategy(account.strategy_id)
-        except StrategyError:
-            raise StrategyError(f"account {account_id} runs unknown strategy {account.strategy_id!r}") from None
+            return await self.get_strategy(strategy_id)
+        except StrategyNotFoundError:
+            raise StrategyError(f"account {account_id} runs unknown strategy {strategy_id!r}") from None
+        except StrategyUnavailableError as exc:
+            raise StrategyUnavailableError(strategy_id, f"account {account_id}: {exc}") from None
+
+    async def strategy_notice(self, strategy_id: str) -> str | None:
+        """Why an account on this strategy holds instead of deciding, or None when it can run."""
+        try:
+            await self.runnable_strategy(strategy_id)
+        except StrategyError as exc:
+            return f"{exc}; {HOLD_NOTICE}"
+        return None
+
+    async def get_available_strategies(self, include_inactive: bool = False) -> list[TradingStrategy]:
+        """Built-in and custom strategies that are active (and the deactivated ones with `include_inactive`). A
+        stored strategy whose definition is invalid is left out and logged with the reason (once)."""
+        async with self._sessions() as session:
+            stored = await StrategyRepository(session).all(include_inactive=include_inactive)
+        out = []
+        for item in stored:
+            if item.strategy is None:
+                self._report(item.strategy_id, item.problem or "invalid")
+                continue
+            out.append(item.strategy)
+        return out
+
+    async def strategy_statuses(self, *, custom_only: bool = True) -> list[StrategyStatus]:
+        """Every stored (custom) strategy, active or not, valid or not, with the reason it cannot run."""
+        async with self._sessions() as session:
+            repo = StrategyRepository(session)
+            stored = await repo.all(include_inactive=True, custom_only=custom_only)
+            accounts = {item.strategy_id: await repo.accounts_on(item.strategy_id) for item in stored}
+        return [self._status(item, accounts[item.strategy_id]) for item in stored]
+
+    async def strategy_status(self, strategy_id: str) -> StrategyStatus:
+        async with self._sessions() as session:
+            repo = StrategyRepository(session)
+            stored = await repo.stored(strategy_id)
+            if stored is None:
+                raise StrategyNotFoundError(strategy_id)
+            accounts = await repo.accounts_on(strategy_id)
+        return self._status(stored, accounts)
+
+    def _status(self, stored: StoredStrategy, accounts: list[int]) -> StrategyStatus:
+        if stored.strategy is None:
+            problem: str | None = f"strategy {stored.strategy_id!r} cannot be used: {stored.problem}"
+        else:
+            problem = runnable_problem(stored.strategy, interval=self.interval)
+        return StrategyStatus(
+            strategy_id=stored.strategy_id,
+            is_builtin=stored.is_builtin,
+            is_active=stored.is_active,
+            usable=problem is None,
+            problem=problem,
+            accounts=accounts,
+            strategy=stored.strategy,
+        )
+
+    def _report(self, strategy_id: str, problem: str) -> None:
+        if (strategy_id, problem) not in self._reported:
+            self._reported.add((strategy_id, problem))
+            log.warning("strategy %r left out of the listing: %s", strategy_id, problem)
+
+    # ------------------------------------------------------------------------------------ assignments
+    async def check_assignable(self, strategy_id: str) -> None:
+        """Raise StrategyError with the reason when no account may be switched to this strategy."""
+        await self.runnable_strategy(strategy_id)
 
     async def update_account_strategy(self, account_id: int, strategy_id: str, reason: str = "switched") -> bool:
-        """Assign `strategy_id` to the account (recorded with the reason); False for an unknown or inactive
-        strategy."""
+        """Assign `strategy_id` to the account (recorded with the reason); False, with nothing saved, for an
+        unknown strategy or one that cannot run (deactivated, invalid stored definition, unservable)."""
+        if text_problem(reason, multiline=False):
+            raise StrategyError(f"reason {text_problem(reason, multiline=False)}")
         async with self._sessions.begin() as session:
             account = await session.get(Account, account_id)
             if account is None:
                 raise AccountNotFoundError(account_id)
-            row = await session.get(Strategy, strategy_id)
-            if row is None or not row.is_active:
+            stored = await StrategyRepository(session).stored(strategy_id)
+            if stored is None or stored.strategy is None:
+                return False
+            if runnable_problem(stored.strategy, interval=self.interval):
                 return False
             now = self._clock.now()
             account.strategy_id = strategy_id
@@ -244,48 +408,101 @@ class StrategyManager:
             for r in rows
         ]
 
-    async def create_custom_strategy(self, strategy: TradingStrategy) -> str:
-        """Validate and store a custom strategy; returns its id. Refused (StrategyError with the reason) when
-        the id is taken or malformed, the type is not `custom`, or the template does not render."""
-        problems: list[str] = []
-        if not _ID.match(strategy.strategy_id):
-            problems.append("strategy_id must be 3-64 characters of a-z, 0-9, '_' or '-'")
-        if strategy.strategy_type != "custom":
-            problems.append("a custom strategy has strategy_type 'custom'")
-        if not strategy.timeframe_preference or len(strategy.timeframe_preference) > 2:
-            problems.append("timeframe_preference lists one or two timeframes (decision, trend)")
-        for timeframe in strategy.timeframe_preference:
-            try:
-                timeframe_seconds(timeframe)
-            except ValueError as exc:
-                problems.append(str(exc))
-        if len(strategy.prompt_template) > MAX_TEMPLATE_CHARS:
-            problems.append(f"prompt_template is longer than {MAX_TEMPLATE_CHARS} characters")
-        else:
-            try:
-                rendered = self._prompts.render_strategy(strategy)
-            except ValueError as exc:
-                problems.append(str(exc))
-            else:
-                if not rendered.strip():
-                    problems.append("prompt_template renders to nothing")
+    # ------------------------------------------------------------------------------- custom strategies
+    def _refuse_if_invalid(self, strategy: TradingStrategy) -> None:
+        problems = definition_problems(
+            strategy, prompts=self._prompts, interval=self.interval, long_interval=self.long_interval
+        )
         if problems:
             raise StrategyError("strategy refused: " + "; ".join(problems))
+
+    async def create_custom_strategy(self, strategy: TradingStrategy) -> str:
+        """Validate and store a custom strategy; returns its id. Refused (StrategyError with the reason, nothing
+        stored) when the id is taken or malformed, the type is not `custom`, a number is not finite or out of
+        bounds, a text is not valid, a timeframe cannot be served, or the template does not render."""
+        self._refuse_if_invalid(strategy)
         async with self._sessions.begin() as session:
             if await session.get(Strategy, strategy.strategy_id) is not None:
                 raise StrategyError(f"strategy refused: the id {strategy.strategy_id!r} is taken")
             await StrategyRepository(session).upsert(strategy, builtin=False, now=self._clock.now())
         return strategy.strategy_id
 
-    async def get_available_strategies(self) -> list[TradingStrategy]:
-        """Built-in and custom strategies that are active."""
-        async with self._sessions() as session:
-            rows = (
-                await session.scalars(
-                    select(Strategy).where(Strategy.is_active).order_by(Strategy.created_at, Strategy.strategy_id)
+    async def _editable(self, session: AsyncSession, strategy_id: str) -> Strategy:
+        row = await session.get(Strategy, strategy_id)
+        if row is None:
+            raise StrategyNotFoundError(strategy_id)
+        if row.is_builtin:
+            raise BuiltinStrategyError(
+                f"strategy {strategy_id!r} is built in: built-in strategies cannot be edited nor deactivated"
+            )
+        return row
+
+    async def update_custom_strategy(self, strategy_id: str, strategy: TradingStrategy) -> tuple[TradingStrategy, str]:
+        """Replace a custom strategy's definition (checked like a new one; its id, type and activity stay);
+        returns it with a summary of what changed. A stored definition that had become invalid can be fixed
+        this way."""
+        if strategy.strategy_id != strategy_id:
+            raise StrategyError(f"strategy refused: the body names {strategy.strategy_id!r}, the path {strategy_id!r}")
+        async with self._sessions.begin() as session:
+            row = await self._editable(session, strategy_id)
+            if strategy.is_active != row.is_active:
+                raise StrategyError(
+                    "strategy refused: is_active is changed with .../deactivate and .../activate, not by an edit"
                 )
-            ).all()
-        return [to_schema(r) for r in rows]
+            self._refuse_if_invalid(strategy)
+            stored = load(row)
+            before = stored.strategy.model_dump(mode="json") if stored.strategy else None
+            await StrategyRepository(session).upsert(strategy, builtin=False, now=self._clock.now())
+        return strategy, _changes(before, strategy.model_dump(mode="json"))
+
+    async def patch_custom_strategy(self, strategy_id: str, changes: dict[str, Any]) -> tuple[TradingStrategy, str]:
+        """Change some fields of a custom strategy (`risk_parameters` key by key); the result is checked like a
+        new strategy. Returns it with a summary of what changed."""
+        unknown = sorted(set(changes) - set(EDITABLE))
+        if unknown:
+            raise StrategyError(
+                f"strategy refused: {', '.join(unknown)} cannot be edited (editable: {', '.join(EDITABLE)})"
+            )
+        async with self._sessions() as session:
+            row = await self._editable(session, strategy_id)
+            current: dict[str, Any] = {
+                "strategy_id": row.strategy_id,
+                "strategy_name": row.strategy_name,
+                "strategy_type": row.strategy_type,
+                "prompt_template": row.prompt_template,
+                "risk_parameters": dict(row.risk_parameters or {}),
+                "timeframe_preference": list(row.timeframe_preference or []),
+                "max_positions": row.max_positions,
+                "position_sizing": row.position_sizing,
+                "is_active": row.is_active,
+            }
+        merged = {**current, **changes}
+        merged["risk_parameters"] = {**current["risk_parameters"], **(changes.get("risk_parameters") or {})}
+        try:
+            strategy = TradingStrategy.model_validate(merged)
+        except ValidationError as exc:
+            raise StrategyError("strategy refused: " + validation_summary(exc.errors())) from None
+        return await self.update_custom_strategy(strategy_id, strategy)
+
+    async def set_strategy_active(self, strategy_id: str, active: bool) -> StrategyStatus:
+        """Deactivate (no longer offered nor assignable; the accounts on it hold, told why) or activate again
+        (refused while its stored definition is invalid or cannot be served)."""
+        async with self._sessions.begin() as session:
+            row = await self._editable(session, strategy_id)
+            if active:
+                stored = load(row)
+                if stored.strategy is None:
+                    raise StrategyError(
+                        f"strategy {strategy_id!r} cannot be activated: {stored.problem}; fix it with PUT or PATCH "
+                        "first"
+                    )
+                problem = runnable_problem(
+                    stored.strategy.model_copy(update={"is_active": True}), interval=self.interval
+                )
+                if problem:
+                    raise StrategyError(f"{problem}; fix it with PUT or PATCH first")
+            await StrategyRepository(session).set_active(strategy_id, active)
+        return await self.strategy_status(strategy_id)
 
     async def get_strategy_performance(
         self, strategy_id: str, timeframe: str = "7d", account_id: int | None = None
@@ -296,7 +513,7 @@ class StrategyManager:
         except ValueError as exc:
             raise StrategyError(str(exc)) from exc
         since = self._clock.now() - window
-        await self.get_strategy(strategy_id)
+        await self._stored(strategy_id)  # its figures, also when its stored definition has become invalid
         scope = [Decision.strategy_id == strategy_id]
         if account_id is not None:  # an account key sees its own account's figures only
             scope.append(Decision.account_id == account_id)

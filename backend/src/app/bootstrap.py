@@ -30,9 +30,10 @@ from app.services.llm.context_builder import CANDLES_FOR_INDICATORS, ContextBuil
 from app.services.llm.decision_engine import DecisionEngine
 from app.services.llm.decision_validator import DecisionValidator
 from app.services.llm.llm_service import LLMService
+from app.services.llm.llm_settings import LLMSettingsStore
 from app.services.llm.prompts.builder import PromptBuilder
 from app.services.llm.providers.base import DecisionModel
-from app.services.llm.providers.factory import build_provider
+from app.services.llm.providers.factory import choose_provider
 from app.services.llm.strategy_manager import DEFAULT_STRATEGY_ID, StrategyManager
 from app.services.market_data.availability import MarketAvailability
 from app.services.market_data.base import MarketDataSource, MarketRules
@@ -210,8 +211,12 @@ async def _wire(
     parts.append(Part("market", what, market.is_simulated, why))
     parts.append(Part("venue", f"paper {settings.venue}", True, "TRADING_MODE=paper"))
 
+    secret_box = SecretBox.from_settings(
+        settings.secret_key.get_secret_value() if settings.secret_key else None, Path(settings.secret_key_file)
+    )
+    llm_store = LLMSettingsStore(sessions, secret_box)
     if provider is None:
-        choice = build_provider(settings)
+        choice = await choose_provider(settings, llm_store)  # with the key and default model kept in the database
         provider, models, why = choice.provider, choice.models, choice.why
     else:
         models, why = ([provider.name] if provider.is_simulated else settings.llm_models), "injected"
@@ -221,9 +226,6 @@ async def _wire(
     await strategies.ensure_builtins()
     await ensure_default_account(sessions, settings, clock)
     new_admin_key = await ensure_admin_key(sessions, settings, clock)
-    secret_box = SecretBox.from_settings(
-        settings.secret_key.get_secret_value() if settings.secret_key else None, Path(settings.secret_key_file)
-    )
 
     venues = VenueRegistry(
         market=market,
@@ -254,6 +256,9 @@ async def _wire(
         ),
         requests_per_minute=settings.llm_requests_per_minute,
         max_concurrency=settings.llm_max_concurrency,
+        store=llm_store,
+        sessions=sessions,
+        configured_model=settings.llm_model,
     )
     store = CandleStore(sessions)
     stored_market = StoredMarketData(store, market, source_name=market.name)

@@ -13,7 +13,7 @@ from app.api import health, metrics
 from app.api.auth import MutationLimiter, VerifiedKeys
 from app.api.errors import install_error_handlers
 from app.api.middleware import install_middleware
-from app.api.v1 import accounts, audit, decisions, strategies
+from app.api.v1 import accounts, audit, decisions, llm, strategies
 from app.bootstrap import Agent, build_agent
 from app.core.config import Settings
 from app.core.heap import freeze_startup_objects
@@ -83,4 +83,5 @@ def create_app(
     app.include_router(strategies.router)
     app.include_router(accounts.router)
     app.include_router(audit.router)
+    app.include_router(llm.router)
     return app

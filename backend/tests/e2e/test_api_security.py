@@ -61,17 +61,25 @@ ADMIN_ONLY: set[Operation] = {
     ("POST", "/api/v1/strategies/custom"),
     ("GET", "/metrics"),  # every account's figures (equity per account)
     ("GET", "/api/v1/audit"),  # every key's requests
+    ("GET", "/api/v1/llm/openrouter-key"),  # the agent's model provider key (its source and fingerprint)
+    ("PUT", "/api/v1/llm/openrouter-key"),
+    ("DELETE", "/api/v1/llm/openrouter-key"),
 }
 # Any key may call these; what they answer is limited to what the key may see.
 ANY_KEY: set[Operation] = {
     ("GET", "/api/v1/accounts"),
     ("GET", "/api/v1/strategies/available"),
     ("GET", "/api/v1/strategies/{strategy_id}/performance"),
+    ("GET", "/api/v1/llm/health"),  # the circuits and the key's status: no account's data, never a key
 }
 # Scoped by the account of the decision named in the path (another account's decision: 404).
 DECISION_IN_PATH: set[Operation] = {("GET", "/api/v1/decisions/{decision_id}")}
 # The account is named in the query or the body rather than in the path.
-ACCOUNT_IN_QUERY = {("GET", "/api/v1/decisions/history"), ("GET", "/api/v1/decisions/metrics")}
+ACCOUNT_IN_QUERY = {
+    ("GET", "/api/v1/decisions/history"),
+    ("GET", "/api/v1/decisions/metrics"),
+    ("GET", "/api/v1/llm/usage"),  # without account_id: every account for an admin, its own for an account key
+}
 ACCOUNT_IN_BODY = {
     ("POST", "/api/v1/decisions/generate"),
     ("POST", "/api/v1/decisions/validate"),
@@ -137,6 +145,7 @@ def valid_body(op: Operation, account_id: int) -> Any:
             "context": context.model_dump(mode="json"),
         },
         ("POST", "/api/v1/decisions/models/switch"): {"model": "openai/gpt-5", "account_id": account_id},
+        ("PUT", "/api/v1/llm/openrouter-key"): {"api_key": "sk-or-v1-intruder-0123456789abcdef", "verify": False},
     }
     if op in bodies:
         return bodies[op]

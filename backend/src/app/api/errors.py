@@ -57,6 +57,11 @@ _ERRORS: dict[int, tuple[str, type[BaseModel]]] = {
         "Retry-After seconds",
         ErrorBody,
     ),
+    503: (
+        "A service the request depends on cannot be reached now (the model provider or its catalog); nothing "
+        "was changed, try again later",
+        ErrorBody,
+    ),
 }
 _HEADERS: dict[int, dict[str, Any]] = {
     401: {"WWW-Authenticate": {"description": "The accepted scheme", "schema": {"type": "string"}}},

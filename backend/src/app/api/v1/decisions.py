@@ -19,6 +19,7 @@ from app.db import models
 from app.schemas.api import MAX_DB_ID, DecisionMetrics, ModelSwitchRequest, ValidateRequest
 from app.schemas.decision_result import DecisionResult
 from app.schemas.validation import ValidationResult
+from app.services.llm.llm_exceptions import ModelCatalogUnavailableError, ModelNotAvailableError
 from app.services.llm.strategy_manager import parse_window
 
 router = APIRouter(prefix="/api/v1/decisions", tags=["decisions"], responses=error_responses(401))
@@ -86,7 +87,9 @@ async def validate_decision(body: ValidateRequest, agent: AgentDep, principal: C
 
 
 @router.post(
-    "/models/switch", response_model=ModelSwitchResult, responses=error_responses(400, 403, 404, 413, 422, 429)
+    "/models/switch",
+    response_model=ModelSwitchResult,
+    responses=error_responses(400, 403, 404, 413, 422, 429, 503),
 )
 async def switch_model(body: ModelSwitchRequest, agent: AgentDep, principal: MutatingPrincipal) -> ModelSwitchResult:
     """With `account_id`: the model that account asks first. Without: the default model (admin only)."""
@@ -100,7 +103,14 @@ async def switch_model(body: ModelSwitchRequest, agent: AgentDep, principal: Mut
             status_code=400, detail="no LLM is configured (set OPENROUTER_API_KEY): the rule-based baseline answers"
         )
     if body.account_id is None:
-        if not await agent.llm.switch_model(body.model):
+        # Checked against the endpoint's model catalog and kept in the database (restored at the next start).
+        try:
+            switched = await agent.llm.switch_model(body.model, by=principal.key_prefix)
+        except ModelNotAvailableError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from None
+        except ModelCatalogUnavailableError as exc:
+            raise HTTPException(status_code=503, detail=str(exc)) from None
+        if not switched:
             raise HTTPException(status_code=400, detail=f"not a model name: {body.model!r}")
         return ModelSwitchResult(model=body.model, account_id=None, models=agent.llm.models)
     async with agent.sessions.begin() as session:

@@ -100,8 +100,8 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, venue: FakeVenue) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, venue: FakeVenue, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
         self.venue = venue
 
 
@@ -111,9 +111,18 @@ class FakeVenue:
     name = "venue"
 
     def __init__(
-        self, assets: list[str] | None = None, *, now_ms: int | None = None, history_days: int = 120, seed: int = 11
+        self,
+        assets: list[str] | None = None,
+        *,
+        now_ms: int | None = None,
+        history_days: int = 120,
+        seed: int = 11,
+        port: int = 0,
     ) -> None:
+        """`port`: 0 for any free one; a given port lets a test point a client at a venue that is down (nothing
+        listens there yet) and then bring it up."""
         self.assets = [a.upper() for a in (assets or ["BTC", "ETH", "SOL"])]
+        self.port = port
         self._fixed_now = now_ms
         start = (now_ms if now_ms is not None else int(time.time() * 1000)) - history_days * 86_400_000
         epoch = from_ms(start - start % 86_400_000)
@@ -127,7 +136,7 @@ class FakeVenue:
     # ------------------------------------------------------------------------------------- lifecycle
 
     def __enter__(self) -> Self:
-        self._server = _Server(self)
+        self._server = _Server(self, self.port)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self._thread.start()
         return self

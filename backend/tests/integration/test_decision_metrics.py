@@ -70,7 +70,7 @@ async def test_the_decision_counter_matches_the_database(settings: Settings, clo
                 raise RuntimeError("disk full")
             await snapshot(*args, **kwargs)
 
-        agent.engine.reconciler.snapshot_equity = broken_snapshot  # type: ignore[method-assign]
+        agent.engine.reconciler.snapshot_equity = broken_snapshot  # type: ignore[method-assign,assignment]
         await cycle()  # fails after its pending row: stored as error
         await cycle()
         stored, counted = await _stored(agent), _counted(agent)

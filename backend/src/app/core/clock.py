@@ -16,6 +16,10 @@ class Clock(Protocol):
 
     async def sleep_until(self, moment: datetime) -> None: ...
 
+    def start(self) -> None:
+        """The trading loop begins: a simulated clock counts from its start moment from now on (the seconds the
+        agent took to start up are not simulated, so the first candle is decided); real time ignores it."""
+
     def hold(self, limit: datetime) -> None:
         """Until `release()`, `now()` does not pass `limit`. A simulated clock waits (the trading loop holds it
         before the next candle's close while a cycle is in flight, so no candle is skipped); real time cannot
@@ -36,6 +40,9 @@ class WallClock:
         if delay > 0:
             await asyncio.sleep(delay)
 
+    def start(self) -> None:
+        """Real time does not start over."""
+
     def hold(self, limit: datetime) -> None:
         """Real time does not wait: a late cycle is counted by the loop instead."""
 
@@ -54,6 +61,7 @@ class AcceleratedClock:
         self._speed = speed
         self._t0 = time.monotonic()
         self._limit: datetime | None = None
+        self._started = False
 
     @property
     def speed(self) -> float:
@@ -65,6 +73,10 @@ class AcceleratedClock:
     def now(self) -> datetime:
         moment = self._running()
         return moment if self._limit is None or moment <= self._limit else self._limit
+
+    def start(self) -> None:
+        if not self._started:  # once: time the loop has seen is never taken back
+            self._started, self._t0 = True, time.monotonic()
 
     def hold(self, limit: datetime) -> None:
         self._limit = limit.astimezone(UTC)
@@ -100,6 +112,9 @@ class ManualClock:
         if moment > self._now:
             self._now = moment
         await asyncio.sleep(0)
+
+    def start(self) -> None:
+        """A manual clock moves only when told to."""
 
     def hold(self, limit: datetime) -> None:
         """A manual clock moves only when told to, held or not (a test moves it to play a late cycle)."""

@@ -87,6 +87,7 @@ class TradingLoop:
         """Once the market answers: a cycle on the current candle, then one on every following candle, until
         `stop()` (or the end of a replay's data)."""
         self.heartbeat.running = True
+        self.clock.start()
         try:
             if not await self._wait_for_market():
                 return

@@ -36,7 +36,7 @@ from app.services.llm.providers.base import DecisionModel
 from app.services.llm.providers.factory import choose_provider
 from app.services.llm.strategy_manager import DEFAULT_STRATEGY_ID, StrategyManager
 from app.services.market_data.availability import MarketAvailability
-from app.services.market_data.base import MarketDataSource, MarketRules
+from app.services.market_data.base import MarketDataSource
 from app.services.market_data.candle_store import CandleStore, CandleSync, StoredMarketData
 from app.services.market_data.factory import build_market, data_end_of
 from app.services.market_data.market_sync import MarketSync
@@ -235,14 +235,9 @@ async def _wire(
         interval=settings.interval,
         venue=settings.venue,
     )
-    # The venue's rules are loaded when the market first answers (MarketAvailability), not at start-up: a venue
-    # outage must not stop the agent. The executor reads them from this table, filled then.
-    rules: dict[str, MarketRules] = {}
-
-    async def load_rules() -> None:
-        rules.update(await venues.rules())
-
-    market_status = MarketAvailability(market.name, load_rules)
+    # The venue's rules are asked when the market first answers (MarketAvailability, or a venue built for a request),
+    # not at start-up: a venue outage must not stop the agent. The executor reads them from the registry's table.
+    market_status = MarketAvailability(market.name, venues.rules)
     accounts = AccountService(periods_per_year=365 * 86400 / timeframe_seconds(settings.interval))
     prompts = PromptBuilder(interval=settings.interval, long_interval=settings.long_interval)
     metrics = AgentMetrics()
@@ -291,7 +286,7 @@ async def _wire(
         llm=llm,
         validator=DecisionValidator(),
         executor=Executor(
-            rules,
+            venues.known_rules,
             taker_fee_bps=FEE_PROFILES[settings.venue].taker_bps,
             venue_max_leverage=FEE_PROFILES[settings.venue].max_leverage,
         ),

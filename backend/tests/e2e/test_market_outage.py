@@ -77,3 +77,25 @@ async def test_run_starts_while_the_venue_is_down_and_trades_once_it_answers(
     assert any("answers again" in r.getMessage() for r in caplog.records)
     assert not any(r.levelno >= logging.ERROR for r in caplog.records), [r.getMessage() for r in caplog.records]
     assert market.exchange.session is None and market.exchange.closed_by_user, "the ccxt session is closed"
+
+
+async def test_a_decision_on_request_without_the_loop_reads_the_venue_rules(settings: Settings) -> None:
+    """Start-up no longer asks the market for its rules; a decision made without the loop (`serve`, `decide`)
+    still sizes and caps orders with them: the executor shares the table the venue fills when first asked."""
+    with FakeBinance() as venue:
+        market = CcxtMarketData(
+            "binanceusdm",
+            settings.assets,
+            api_overrides=local_api_urls("binanceusdm", venue.base_url),
+            clock=WallClock(),
+            rate_limit_ms=1,
+        )
+        agent = await build_agent(settings, clock=WallClock(), market=market)
+        try:
+            assert agent.engine.executor.rules == {} and not venue.requests, "start-up asked the venue nothing"
+            result = await agent.engine.make_trading_decision(None, 1)
+            rules = dict(agent.engine.executor.rules)
+        finally:
+            await agent.close()
+    assert result.status != "error", result.error
+    assert sorted(rules) == sorted(settings.assets) and rules["BTC"].market_symbol == "BTC/USDT:USDT"

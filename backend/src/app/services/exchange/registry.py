@@ -50,6 +50,12 @@ class VenueRegistry:
         """The venue profile's maintenance margin rate (the default venue's, for the validator's rules)."""
         return self.profile.maintenance_margin_rate
 
+    @property
+    def known_rules(self) -> dict[str, MarketRules]:
+        """The rules asked so far, a table `rules()` fills in place: whoever reads rules later (the executor) shares
+        it from start-up on, without asking the market before it answers."""
+        return self._rules
+
     async def rules(self) -> dict[str, MarketRules]:
         """Every asset's market rules, asked once (an asset the market failed to answer for is asked again)."""
         for asset in self.assets:

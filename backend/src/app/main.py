@@ -7,9 +7,9 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
-from app.api import health, metrics
+from app.api import health, metrics, openapi, protocol
 from app.api.auth import MutationLimiter, VerifiedKeys
 from app.api.errors import install_error_handlers
 from app.api.middleware import install_middleware
@@ -70,18 +70,19 @@ def create_app(
     app = FastAPI(
         title="AI Trading Agent",
         version="0.1.0",
-        description="LLM decision engine for crypto perpetual futures: decisions, their provenance and health.",
+        description=openapi.DESCRIPTION,
         lifespan=lifespan,
     )
     app.state.mutation_limiter = MutationLimiter(settings.api_mutations_per_minute)
     app.state.verified_keys = VerifiedKeys()
     install_error_handlers(app)
+    protocol.install_method_rules(app)
+    openapi.install_openapi(app)
     install_middleware(app, max_body_bytes=settings.api_max_body_bytes)
     app.include_router(health.router)
-    app.include_router(metrics.router)
-    app.include_router(decisions.router)
-    app.include_router(strategies.router)
-    app.include_router(accounts.router)
-    app.include_router(audit.router)
-    app.include_router(llm.router)
+    # Every other route needs a key. On one that reads a body, once the key is checked: 415 when the body is not
+    # JSON, 422 when its JSON types are not the schema's (app.api.protocol).
+    keyed = [Depends(protocol.json_body)]
+    for router in (metrics.router, decisions.router, strategies.router, accounts.router, audit.router, llm.router):
+        app.include_router(router, dependencies=keyed)
     return app

@@ -42,21 +42,26 @@ class ValidationErrorBody(BaseModel):
 
 _ERRORS: dict[int, tuple[str, type[BaseModel]]] = {
     400: (
-        "Refused: a body that cannot be decoded, or a valid request that cannot be served "
-        "(unknown symbol, strategy or window; no LLM configured)",
+        "Refused: a body that cannot be decoded, or a request refused for a reason the schema cannot state "
+        "(e.g. a strategy template that does not render)",
         ErrorBody,
     ),
     401: ("Missing or invalid API key", ErrorBody),
     403: ("The key is valid but this needs an admin key", ErrorBody),
-    404: ("No such account or strategy (or not visible to this key)", ErrorBody),
-    409: ("Conflicts with an existing resource", ErrorBody),
+    404: (
+        "No such account, decision, key, strategy or asset on this agent (or not visible to this key)",
+        ErrorBody,
+    ),
+    409: ("Conflicts with an existing resource or with the agent's state (e.g. no LLM configured)", ErrorBody),
     413: ("The request body is larger than API_MAX_BODY_BYTES", ErrorBody),
+    415: ("The request body is not JSON (Content-Type: application/json)", ErrorBody),
     422: ("The request does not match the schema", ValidationErrorBody),
     429: (
         "Too many mutating requests with this key, or forced decisions for this account; retry after "
         "Retry-After seconds",
         ErrorBody,
     ),
+    500: ("An unexpected failure; the server log has the details (never the answer)", ErrorBody),
     503: (
         "A service the request depends on cannot be reached now (the model provider or its catalog); nothing "
         "was changed, try again later",
@@ -116,7 +121,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(UnknownAssetError)
     async def _unknown_asset(_: Request, exc: UnknownAssetError) -> JSONResponse:
-        return JSONResponse(status_code=400, content={"detail": str(exc)})
+        # A well-formed symbol (the schema's pattern) this agent does not trade: no such asset here.
+        return JSONResponse(status_code=404, content={"detail": str(exc)})
 
     @app.exception_handler(DecisionRateLimitedError)
     async def _rate_limited(_: Request, exc: DecisionRateLimitedError) -> JSONResponse:
@@ -130,7 +136,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Errors from the routes are answered by the request middleware (a complete 500, the connection kept);
+        # this is the last resort for one in the middleware itself. Never the exception's name or message.
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(
-            status_code=500, content={"detail": f"internal error ({type(exc).__name__}); see the server log"}
-        )
+        return JSONResponse(status_code=500, content={"detail": "internal error; see the server log"})

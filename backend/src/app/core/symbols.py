@@ -7,6 +7,10 @@ import re
 
 _QUOTES = ("USDT", "USDC", "BUSD", "USD")  # longest match first: ETHBUSD is ETH, not ETHB
 _VALID = re.compile(r"^[A-Z0-9]{1,20}$")
+# What the API accepts as a symbol (OpenAPI `pattern`): every string it matches names an asset (the base, then
+# optionally a quote after `/`, `-` or `_`, then optionally a settlement after `:`). Whether this agent trades
+# that asset is another question (404 when it does not).
+SYMBOL_PATTERN = r"^[A-Za-z0-9]{1,20}(?:[/_-][A-Za-z0-9]{1,20})?(?::[A-Za-z0-9]{1,20})?$"
 
 
 def normalise_asset(symbol: str) -> str:

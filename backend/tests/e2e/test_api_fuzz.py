@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -40,7 +42,7 @@ from app.main import create_app
 from app.services.market_data.simulator import MarketSimulator
 from tests.conftest import ADMIN_KEY, START, IsolatedSettings
 from tests.e2e.server import free_port
-from tests.e2e.test_api_security import PUBLIC, api_operations
+from tests.e2e.test_api_security import ADMIN_ONLY, PUBLIC, api_operations
 from tests.fakes.openrouter_server import FakeOpenRouter
 
 pytestmark = pytest.mark.db
@@ -290,3 +292,32 @@ def test_methods_and_media_types(base_url: str) -> None:
                 assert {"413", "500"} <= codes, f"{method} {path}"
                 assert ("415" in codes) == ("requestBody" in operation), f"{method} {path}"
                 assert ("401" in codes) == bool(operation.get("security")), f"{method} {path}"
+
+
+def test_the_schema_is_public_and_documents_keys_limits_and_defaults(base_url: str) -> None:
+    """One rule for keys: every route needs one but `/health` and the API's description (`/openapi.json`,
+    `/docs`, `/redoc`), and the schema says so; admin-only routes document their 403; the history's limit (500
+    at most) and the positions' default (`open`) are in the schema."""
+    for path in ("/openapi.json", "/docs", "/redoc", "/health"):
+        assert requests.get(f"{base_url}{path}", timeout=30).status_code == 200, path
+    schema = requests.get(f"{base_url}/openapi.json", timeout=30).json()
+    assert "`/openapi.json`, `/docs`, `/redoc`" in schema["info"]["description"]
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            assert bool(operation.get("security")) == (path != "/health"), f"{method} {path}: key needed?"
+            if (method.upper(), path) in ADMIN_ONLY:
+                assert "403" in operation["responses"], f"{method} {path}: admin only"
+            if path != "/health":  # without a key: 401, as documented
+                url = base_url + re.sub(r"{[^}]+}", "1", path)
+                refused = requests.request(method, url, timeout=30)
+                assert refused.status_code == 401, f"{method} {path}: {refused.status_code}"
+
+    def query(path: str, name: str) -> dict[str, Any]:
+        (parameter,) = [p for p in schema["paths"][path]["get"]["parameters"] if p["name"] == name]
+        return dict(parameter)
+
+    limit = query("/api/v1/decisions/history", "limit")
+    assert (limit["schema"]["maximum"], limit["schema"]["default"]) == (500, 50)
+    assert "500" in limit["description"]
+    status = query("/api/v1/accounts/{account_id}/positions", "status")
+    assert status["schema"]["default"] == "open" and "default" in status["description"]

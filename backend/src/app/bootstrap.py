@@ -70,6 +70,9 @@ class Agent:
     metrics: AgentMetrics
     market_status: MarketAvailability  # does the market answer (the loop decides only once it does)
     parts: list[Part] = field(default_factory=list)
+    # Operational records (audit entries, keys, accounts' times) and rate limits run on the wall clock; cycles and
+    # candles on `clock`, the market's (simulated, replayed or real).
+    wall_clock: Clock = field(default_factory=WallClock)
     new_admin_key: str | None = None  # generated at this start; shown once, never stored in clear
 
     def describe(self) -> str:
@@ -106,8 +109,11 @@ async def _resume_at(sessions: async_sessionmaker[AsyncSession], settings: Setti
     return last + timeframe_delta(settings.interval) if last else None
 
 
-async def ensure_default_account(sessions: async_sessionmaker[AsyncSession], settings: Settings, clock: Clock) -> int:
-    """Create the default paper account on first start; returns its id (or the first account's)."""
+async def ensure_default_account(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, clock: Clock, wall_clock: Clock | None = None
+) -> int:
+    """Create the default paper account on first start; returns its id (or the first account's). The account's
+    times are the wall clock's, its strategy assignment the market's."""
     async with sessions.begin() as session:
         repo = AccountRepository(session)
         existing = await repo.all()
@@ -117,7 +123,7 @@ async def ensure_default_account(sessions: async_sessionmaker[AsyncSession], set
         account = await repo.add(
             new_account(
                 DEFAULT_ACCOUNT_NAME,
-                now=now,
+                now=(wall_clock or WallClock()).now(),
                 venue=settings.venue,
                 strategy_id=DEFAULT_STRATEGY_ID,
                 initial_balance=settings.initial_balance,
@@ -130,7 +136,7 @@ async def ensure_default_account(sessions: async_sessionmaker[AsyncSession], set
 
 async def ensure_admin_key(sessions: async_sessionmaker[AsyncSession], settings: Settings, clock: Clock) -> str | None:
     """ADMIN_API_KEY is stored (hashed) when given; otherwise the first start generates one and returns it
-    so it can be shown once."""
+    so it can be shown once. `clock` is the wall clock (a key's creation is an operational record)."""
     async with sessions.begin() as session:
         repo = ApiKeyRepository(session)
         if settings.admin_api_key is not None and settings.admin_api_key.get_secret_value():
@@ -150,8 +156,11 @@ async def build_agent(
     clock: Clock | None = None,
     market: MarketDataSource | None = None,
     provider: DecisionModel | None = None,
+    wall_clock: Clock | None = None,
 ) -> Agent:
-    """Migrate the database, create the defaults and wire every service."""
+    """Migrate the database, create the defaults and wire every service. `wall_clock` (real time unless a test
+    injects one) stamps operational records and times rate limits; `clock` is the market's."""
+    wall_clock = wall_clock or WallClock()
     _check_mode(settings)
     db = create_engine(settings.database_url)
     await ensure_migrated(db)
@@ -175,7 +184,7 @@ async def build_agent(
         what = f"seeded simulator (seed {market.seed})" if isinstance(market, MarketSimulator) else market.name
         why, data_end = "injected", data_end_of(market, settings.interval)
     try:
-        return await _wire(settings, db, sessions, parts, clock, market, what, why, data_end, provider)
+        return await _wire(settings, db, sessions, parts, clock, wall_clock, market, what, why, data_end, provider)
     except BaseException:
         await market.close()  # the market's HTTP session (ccxt) is the agent's to close, also when wiring fails
         await db.dispose()
@@ -188,6 +197,7 @@ async def _wire(
     sessions: async_sessionmaker[AsyncSession],
     parts: list[Part],
     clock: Clock | None,
+    wall_clock: Clock,
     market: MarketDataSource,
     what: str,
     why: str,
@@ -224,8 +234,8 @@ async def _wire(
 
     strategies = StrategyManager(sessions, clock, interval=settings.interval, long_interval=settings.long_interval)
     await strategies.ensure_builtins()
-    await ensure_default_account(sessions, settings, clock)
-    new_admin_key = await ensure_admin_key(sessions, settings, clock)
+    await ensure_default_account(sessions, settings, clock, wall_clock)
+    new_admin_key = await ensure_admin_key(sessions, settings, wall_clock)
 
     venues = VenueRegistry(
         market=market,
@@ -295,6 +305,7 @@ async def _wire(
         daily_budget_usd=settings.llm_daily_budget_usd,
         metrics=metrics,
         refreshes_per_hour=settings.decision_refreshes_per_hour,
+        wall_clock=wall_clock,
     )
     loop = TradingLoop(
         engine=engine,
@@ -322,4 +333,5 @@ async def _wire(
         market_status=market_status,
         parts=parts,
         new_admin_key=new_admin_key,
+        wall_clock=wall_clock,
     )

@@ -134,10 +134,17 @@ async def test_health_reports_the_simulated_parts(api: tuple[httpx.AsyncClient, 
 
 async def test_forced_decisions_are_limited_per_account(settings: Settings, clock: ManualClock) -> None:
     """force_refresh bypasses the per-candle cache and costs a model call: two per hour here, then 429 with
-    Retry-After, while the cached decision stays available; an hour later forcing works again."""
+    Retry-After, while the cached decision stays available; an hour later (of the wall clock) forcing works
+    again."""
     limited = settings.model_copy(update={"decision_refreshes_per_hour": 2})
+    wall = ManualClock(clock.now())
+
+    async def factory(s: Settings) -> Agent:
+        market = MarketSimulator(s.assets, base_timeframe=s.interval, seed=s.sim_seed)
+        return await build_agent(s, clock=clock, market=market, wall_clock=wall)
+
     async with (
-        serve(create_app(limited, agent_factory=simulated(clock))) as base_url,
+        serve(create_app(limited, agent_factory=factory)) as base_url,
         httpx.AsyncClient(base_url=base_url, timeout=30, headers={"X-API-Key": ADMIN_KEY}) as client,
     ):
         forced = {"account_id": 1, "force_refresh": True}
@@ -153,7 +160,7 @@ async def test_forced_decisions_are_limited_per_account(settings: Settings, cloc
         cached = await client.post("/api/v1/decisions/generate", json={"account_id": 1})
         assert cached.status_code == 200 and cached.json()["id"] == ids[-1]
 
-        clock.advance(timedelta(hours=1))
+        wall.advance(timedelta(hours=1))
         again = await client.post("/api/v1/decisions/generate", json=forced)
         assert again.status_code == 200, again.text
 

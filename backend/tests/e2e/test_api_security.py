@@ -17,7 +17,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -215,11 +215,17 @@ class Api:
         }
 
 
+# The wall clock of the served agent: audit entries and rate limits run on it (the market on `clock`).
+WALL_START = datetime(2031, 7, 14, 6, 2, tzinfo=UTC)
+
+
 @asynccontextmanager
 async def running(settings: Settings, clock: ManualClock) -> AsyncIterator[Api]:
+    wall = ManualClock(WALL_START)
+
     async def factory(s: Settings) -> Agent:
         market = MarketSimulator(s.assets, base_timeframe=s.interval, seed=s.sim_seed)
-        return await build_agent(s, clock=clock, market=market)
+        return await build_agent(s, clock=clock, market=market, wall_clock=wall)
 
     app = create_app(settings, agent_factory=factory)
     async with serve(app) as base_url, httpx.AsyncClient(base_url=base_url, timeout=30) as client:
@@ -623,7 +629,7 @@ async def test_mutating_requests_are_audited_with_who_what_when_and_status(api: 
         "audit-invalid": ("POST", "/api/v1/decisions/generate", 422, "admin", ADMIN_KEY[:12], None),
         "audit-own": ("PUT", f"/api/v1/accounts/{b_id}/model", 200, "account", b_key[:12], b_id),
     }, "every mutating request (refused ones too) and no read"
-    assert all(r.created_at == clock.now() for r in rows.values()), "when: the agent's clock"
+    assert all(r.created_at == WALL_START for r in rows.values()), "when: the wall clock (not the market's)"
 
     # operators read it over the API (admin only), newest first, by account and page
     listed = await api.client.get("/api/v1/audit", params={"limit": 500}, headers=ADMIN)

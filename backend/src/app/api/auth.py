@@ -6,12 +6,13 @@ account id answers 404, exactly as if it did not exist.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated
 
-from aiolimiter import AsyncLimiter
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
@@ -124,25 +125,36 @@ def ensure_scope(principal: Principal, account_id: int) -> None:
         raise HTTPException(status_code=404, detail=f"account {account_id} does not exist")
 
 
+@dataclass
+class _Bucket:
+    level: float
+    at: datetime
+
+
 class MutationLimiter:
-    """A per-key rate limit on mutating endpoints: over it, 429 with Retry-After."""
+    """A per-key rate limit on mutating endpoints, on the wall clock (`now` is the agent's `wall_clock`): a
+    leaky bucket of `per_minute` requests that drains `per_minute` a minute. Over it, 429 with Retry-After:
+    the whole seconds until one more request fits."""
 
     def __init__(self, per_minute: int) -> None:
         self.per_minute = per_minute
-        self._limiters: dict[int, AsyncLimiter] = {}
+        self._rate = per_minute / 60.0  # requests drained per second
+        self._buckets: dict[int, _Bucket] = {}
 
-    async def __call__(self, principal: CurrentPrincipal) -> Principal:
-        limiter = self._limiters.get(principal.key_id)
-        if limiter is None:
-            limiter = self._limiters[principal.key_id] = AsyncLimiter(self.per_minute, 60)
-        if not limiter.has_capacity():
-            retry = max(1, round(60 / self.per_minute))
+    def take(self, principal: Principal, now: datetime) -> Principal:
+        bucket = self._buckets.get(principal.key_id)
+        if bucket is None:
+            bucket = self._buckets[principal.key_id] = _Bucket(0.0, now)
+        elapsed = max(0.0, (now - bucket.at).total_seconds())
+        bucket.level, bucket.at = max(0.0, bucket.level - elapsed * self._rate), now
+        if bucket.level + 1 > self.per_minute:
+            retry = max(1, math.ceil((bucket.level + 1 - self.per_minute) / self._rate - 1e-9))
             raise HTTPException(
                 status_code=429,
                 detail=f"too many changes: at most {self.per_minute} mutating requests per minute per key",
                 headers={"Retry-After": str(retry)},
             )
-        await limiter.acquire()
+        bucket.level += 1
         return principal
 
 
@@ -151,20 +163,25 @@ async def mutation_guard(request: Request) -> MutationLimiter:
     return limiter
 
 
+def _wall_now(request: Request) -> datetime:
+    now: datetime = request.app.state.agent.wall_clock.now()
+    return now
+
+
 async def limited_principal(
-    principal: CurrentPrincipal, limiter: Annotated[MutationLimiter, Depends(mutation_guard)]
+    request: Request, principal: CurrentPrincipal, limiter: Annotated[MutationLimiter, Depends(mutation_guard)]
 ) -> Principal:
-    return await limiter(principal)
+    return limiter.take(principal, _wall_now(request))
 
 
 MutatingPrincipal = Annotated[Principal, Depends(limited_principal)]
 
 
 async def limited_admin(
-    principal: AdminPrincipal, limiter: Annotated[MutationLimiter, Depends(mutation_guard)]
+    request: Request, principal: AdminPrincipal, limiter: Annotated[MutationLimiter, Depends(mutation_guard)]
 ) -> Principal:
     """An admin key, within the same per-key limit on mutating requests as every other key."""
-    return await limiter(principal)
+    return limiter.take(principal, _wall_now(request))
 
 
 MutatingAdmin = Annotated[Principal, Depends(limited_admin)]

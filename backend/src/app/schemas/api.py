@@ -1,19 +1,52 @@
-"""Request and response bodies of the HTTP API (beyond the canonical decision schemas)."""
+"""Request and response bodies of the HTTP API (beyond the canonical decision schemas).
+
+Two clocks stamp what the API shows: the **wall clock** (real UTC time) stamps operational records (accounts'
+`created_at`/`updated_at`, API keys, the audit log, status changes) and times rate limits; the **market clock**
+(`agent.clock`: simulated, replayed or real) stamps cycles, candles, decisions, orders, fills and positions.
+Every time field says which one it is in.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from app.schemas.trading_decision import TradingContext, TradingDecision, TradingStrategy
+from app.schemas.strategies import CustomStrategy
+from app.schemas.trading_decision import STRATEGY_ID_PATTERN, TradingContext, TradingDecision
 from app.schemas.validation import RiskState
 
 AccountStatus = Literal["ACTIVE", "REDUCING", "HALTED", "PAUSED"]
 # Database ids are 32-bit integers (PostgreSQL INTEGER): a larger id in a request is refused with a 422
 # instead of overflowing in the database driver.
 MAX_DB_ID = 2_147_483_647
+# An id in a request body: a JSON integer (`true` is not account 1, nor is `"1"`: every JSON body's types are the
+# schema's, see app.api.protocol.json_body; `1.0` is the integer 1, as in JSON Schema).
+DbId = Annotated[int, Field(ge=1, le=MAX_DB_ID)]
+
+WALL_CLOCK = "wall clock (real UTC time)"
+MARKET_CLOCK = "market clock (the agent's clock: simulated, replayed or real)"
+
+
+def _as_utc(value: datetime) -> datetime:
+    """A time without a time zone (or a plain date) is read as UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+_NUMBER = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$")
+
+
+def _not_a_number(value: object) -> object:
+    """Pydantic reads a number (or a numeric text such as `0.5`) as a Unix time; the schema says ISO 8601."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.match(value)):
+        raise ValueError("a time is ISO 8601 (e.g. 2026-01-01T00:00:00Z or 2026-01-01), not a number")
+    return value
+
+
+# A time given in a query: ISO 8601, a plain date, or either without a zone (read as UTC); never a number.
+UTCDateTime = Annotated[datetime, BeforeValidator(_not_a_number), AfterValidator(_as_utc)]
 
 
 class StrictBody(BaseModel):
@@ -22,10 +55,16 @@ class StrictBody(BaseModel):
 
 class AccountCreate(StrictBody):
     name: str = Field(..., min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.-]*$")
-    mode: Literal["paper", "live"] = "paper"
+    mode: Literal["paper"] = Field("paper", description="Paper accounts only in this version")
     venue: Literal["binanceusdm", "hyperliquid"] = "binanceusdm"
     initial_balance: float = Field(10_000.0, gt=0, le=1e9, description="USD")
-    strategy_id: str = Field("conservative", min_length=1, max_length=64)
+    strategy_id: str = Field(
+        "conservative",
+        min_length=3,
+        max_length=64,
+        pattern=STRATEGY_ID_PATTERN,
+        description="An active strategy's id (an unknown one answers 404)",
+    )
     max_position_size: float | None = Field(None, gt=0, le=1e9, description="Margin per position (USD)")
     max_leverage: float = Field(5.0, ge=1, le=125)
     model: str | None = Field(None, min_length=1, max_length=200)
@@ -47,12 +86,34 @@ class AccountView(BaseModel):
     taker_fee_bps: float
     daily_llm_budget_usd: float | None
     has_credentials: bool
-    created_at: datetime
-    updated_at: datetime
+    created_at: datetime = Field(..., description=f"When the account was created, by the {WALL_CLOCK}")
+    updated_at: datetime = Field(..., description=f"Its last change through the API, by the {WALL_CLOCK}")
 
 
 class StatusChange(StrictBody):
-    reason: str = Field("", max_length=500)
+    """The optional body of pause, resume, reduce and halt."""
+
+    reason: str | None = Field(
+        None,
+        min_length=1,
+        max_length=500,
+        pattern=r"^[^\x00-\x1f\x7f]*$",
+        description="Why: stored in the audit log and the account's history",
+    )
+
+
+class StatusChangeView(BaseModel):
+    """One change of an account's status, as its history shows it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    account_id: int
+    from_status: str
+    to_status: AccountStatus
+    reason: str | None
+    key_prefix: str | None = Field(None, description="The first characters of the key that made it")
+    changed_at: datetime = Field(..., description=f"By the {WALL_CLOCK}")
 
 
 class ModelAssignment(StrictBody):
@@ -60,12 +121,18 @@ class ModelAssignment(StrictBody):
 
 
 class StrategySwitch(StrictBody):
-    strategy_id: str = Field(..., min_length=1, max_length=64)
+    strategy_id: str = Field(
+        ...,
+        min_length=3,
+        max_length=64,
+        pattern=STRATEGY_ID_PATTERN,
+        description="An active strategy's id (an unknown one answers 404, an inactive one 409)",
+    )
     reason: str = Field("switched through the API", max_length=500)
 
 
 class CustomStrategyRequest(StrictBody):
-    strategy: TradingStrategy
+    strategy: CustomStrategy
 
 
 class ModelSwitchRequest(StrictBody):
@@ -75,9 +142,16 @@ class ModelSwitchRequest(StrictBody):
     )
 
 
+class ValidationContext(TradingContext):
+    """The context a decision is validated against: its account id names the account the caller must be allowed
+    to see, so it is an id like any other (a JSON integer from 1 to MAX_DB_ID; `true` is not account 1)."""
+
+    account_id: DbId
+
+
 class ValidateRequest(StrictBody):
     decision: TradingDecision
-    context: TradingContext
+    context: ValidationContext
     risk_state: RiskState | None = None
 
 
@@ -86,12 +160,26 @@ class CredentialsRequest(StrictBody):
     api_secret: str = Field(..., min_length=1, max_length=500)
 
 
+class ApiKeyCreate(StrictBody):
+    """The optional body of `POST /accounts/{id}/keys`."""
+
+    name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.:@-]*$",
+        description="A label to tell the key apart (default: `account <id>`)",
+    )
+
+
 class ApiKeyCreated(BaseModel):
     id: int = Field(..., description="The key's id, to revoke it")
     key: str = Field(..., description="Shown once; only its hash is stored")
     prefix: str
     role: str
     account_id: int | None
+    name: str
+    created_at: datetime = Field(..., description=f"By the {WALL_CLOCK}")
 
 
 class ApiKeyView(BaseModel):
@@ -102,8 +190,10 @@ class ApiKeyView(BaseModel):
     role: str
     account_id: int | None
     name: str
-    created_at: datetime
-    revoked_at: datetime | None = Field(None, description="Set once the key is revoked: it is refused from then on")
+    created_at: datetime = Field(..., description=f"By the {WALL_CLOCK}")
+    revoked_at: datetime | None = Field(
+        None, description=f"Set once the key is revoked (by the {WALL_CLOCK}): it is refused from then on"
+    )
 
 
 class PositionView(BaseModel):
@@ -124,8 +214,8 @@ class PositionView(BaseModel):
     exit_reason: str | None
     entry_rationale: str | None
     exit_plan: str | None
-    opened_at: datetime
-    closed_at: datetime | None
+    opened_at: datetime = Field(..., description=f"By the {MARKET_CLOCK}")
+    closed_at: datetime | None = Field(..., description=f"By the {MARKET_CLOCK}")
     decision_id: int | None
 
 
@@ -144,8 +234,8 @@ class OrderView(BaseModel):
     filled_quantity: float
     avg_fill_price: float | None
     reject_reason: str | None
-    created_at: datetime
-    updated_at: datetime
+    created_at: datetime = Field(..., description=f"By the {MARKET_CLOCK}")
+    updated_at: datetime = Field(..., description=f"By the {MARKET_CLOCK}")
 
 
 class FillView(BaseModel):
@@ -159,13 +249,13 @@ class FillView(BaseModel):
     fee: float
     realized_pnl: float
     liquidity: str
-    filled_at: datetime
+    filled_at: datetime = Field(..., description=f"By the {MARKET_CLOCK}")
 
 
 class DecisionMetrics(BaseModel):
     account_id: int
     timeframe: str
-    since: datetime
+    since: datetime = Field(..., description=f"Start of the window, by the {MARKET_CLOCK}")
     decisions: int
     by_status: dict[str, int]
     fallback_rate: float
@@ -191,4 +281,5 @@ class AuditEntryView(BaseModel):
     method: str
     path: str
     status_code: int
-    created_at: datetime
+    detail: str | None = Field(None, description="The reason given with the request, when it has one")
+    created_at: datetime = Field(..., description=f"When the request was answered, by the {WALL_CLOCK}")

@@ -1,11 +1,14 @@
-"""Accounts: create, list, read, pause/resume/reduce/halt, model, keys, credentials, and their positions,
-orders and fills."""
+"""Accounts: create, list, read, pause/resume/reduce/halt (and the history of those changes), model, keys,
+credentials, and their positions, orders and fills.
+
+Accounts' and keys' times are the wall clock's (`agent.wall_clock`); a new account's strategy assignment, like
+everything the market does, is the market clock's (`agent.clock`)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
 from sqlalchemy import select
 
 from app.api.auth import AdminPrincipal, CurrentPrincipal, MutatingAdmin, MutatingPrincipal, ensure_scope
@@ -20,6 +23,7 @@ from app.schemas.api import (
     MAX_DB_ID,
     AccountCreate,
     AccountView,
+    ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyView,
     CredentialsRequest,
@@ -28,6 +32,7 @@ from app.schemas.api import (
     OrderView,
     PositionView,
     StatusChange,
+    StatusChangeView,
 )
 from app.services.account.new_account import new_account
 
@@ -71,7 +76,7 @@ async def create_account(body: AccountCreate, agent: AgentDep, _: MutatingAdmin)
     """Create a paper account (admin). Live accounts are refused in this version."""
     if body.mode == "live":
         raise HTTPException(status_code=400, detail="live accounts are not supported in this version: use mode paper")
-    now = agent.clock.now()
+    now = agent.wall_clock.now()
     async with agent.sessions.begin() as session:
         if await session.get(models.Strategy, body.strategy_id) is None:
             raise HTTPException(status_code=400, detail=f"unknown strategy {body.strategy_id!r}")
@@ -91,7 +96,7 @@ async def create_account(body: AccountCreate, agent: AgentDep, _: MutatingAdmin)
                 daily_llm_budget_usd=body.daily_llm_budget_usd,
             ),
             reason="created through the API",
-            now=now,
+            now=agent.clock.now(),  # the strategy assignment, on the market clock as every strategy switch
         )
         return view(account)
 
@@ -109,47 +114,82 @@ async def get_account(account_id: AccountId, agent: AgentDep, principal: Current
     return view(await _load(agent, principal, account_id))
 
 
-async def _set_status(agent: Agent, principal: CurrentPrincipal, account_id: int, status: str) -> AccountView:
+async def _set_status(
+    request: Request,
+    agent: Agent,
+    principal: CurrentPrincipal,
+    account_id: int,
+    status: str,
+    body: StatusChange | None,
+) -> AccountView:
+    """Change the status; the reason (if any) goes to the account's history and to the request's audit entry."""
+    reason = body.reason if body is not None else None
+    request.state.audit_detail = reason
     await _load(agent, principal, account_id)
     async with agent.sessions.begin() as session:
         account = await session.get(models.Account, account_id)
         assert account is not None
-        account.status = status
-        account.updated_at = agent.clock.now()
+        await AccountRepository(session).set_status(
+            account,
+            status,
+            reason=reason,
+            now=agent.wall_clock.now(),
+            key_prefix=principal.key_prefix,
+            request_id=getattr(request.state, "request_id", None),  # the audit entry's (set by the middleware)
+        )
         return view(account)
 
 
 _STATUS_ERRORS = error_responses(400, 404, 413, 422, 429)
+# No body, `{}` or `{"reason": "..."}`.
+StatusBody = Annotated[StatusChange | None, Body()]
 
 
 @router.post("/{account_id}/pause", response_model=AccountView, responses=_STATUS_ERRORS)
 async def pause(
-    account_id: AccountId, body: StatusChange, agent: AgentDep, principal: MutatingPrincipal
+    request: Request, account_id: AccountId, agent: AgentDep, principal: MutatingPrincipal, body: StatusBody = None
 ) -> AccountView:
     """No decision cycles until resumed; positions keep their protective orders."""
-    return await _set_status(agent, principal, account_id, "PAUSED")
+    return await _set_status(request, agent, principal, account_id, "PAUSED", body)
 
 
 @router.post("/{account_id}/resume", response_model=AccountView, responses=_STATUS_ERRORS)
 async def resume(
-    account_id: AccountId, body: StatusChange, agent: AgentDep, principal: MutatingPrincipal
+    request: Request, account_id: AccountId, agent: AgentDep, principal: MutatingPrincipal, body: StatusBody = None
 ) -> AccountView:
     """Back to ACTIVE: decisions and orders again."""
-    return await _set_status(agent, principal, account_id, "ACTIVE")
+    return await _set_status(request, agent, principal, account_id, "ACTIVE", body)
 
 
 @router.post("/{account_id}/reduce", response_model=AccountView, responses=_STATUS_ERRORS)
 async def reduce(
-    account_id: AccountId, body: StatusChange, agent: AgentDep, principal: MutatingPrincipal
+    request: Request, account_id: AccountId, agent: AgentDep, principal: MutatingPrincipal, body: StatusBody = None
 ) -> AccountView:
     """REDUCING: decisions go on, but only actions that reduce exposure pass."""
-    return await _set_status(agent, principal, account_id, "REDUCING")
+    return await _set_status(request, agent, principal, account_id, "REDUCING", body)
 
 
 @router.post("/{account_id}/halt", response_model=AccountView, responses=_STATUS_ERRORS)
-async def halt(account_id: AccountId, body: StatusChange, agent: AgentDep, principal: MutatingPrincipal) -> AccountView:
+async def halt(
+    request: Request, account_id: AccountId, agent: AgentDep, principal: MutatingPrincipal, body: StatusBody = None
+) -> AccountView:
     """The kill switch: no decision cycles and no orders; positions keep their protective stops."""
-    return await _set_status(agent, principal, account_id, "HALTED")
+    return await _set_status(request, agent, principal, account_id, "HALTED", body)
+
+
+@router.get("/{account_id}/history", response_model=list[StatusChangeView], responses=error_responses(404, 422))
+async def status_history(
+    account_id: AccountId,
+    agent: AgentDep,
+    principal: CurrentPrincipal,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    before_id: Annotated[int | None, Query(ge=1, le=MAX_DB_ID, description="Page: changes older than this id")] = None,
+) -> list[StatusChangeView]:
+    """The account's status changes (pause, resume, reduce, halt), newest first, with the reason given."""
+    await _load(agent, principal, account_id)
+    async with agent.sessions() as session:
+        rows = await AccountRepository(session).status_history(account_id, limit=limit, before_id=before_id)
+    return [StatusChangeView.model_validate(r) for r in rows]
 
 
 @router.put("/{account_id}/model", response_model=AccountView, responses=error_responses(400, 404, 413, 422, 429))
@@ -164,7 +204,7 @@ async def assign_model(
         account = await session.get(models.Account, account_id)
         assert account is not None
         account.model = body.model
-        account.updated_at = agent.clock.now()
+        account.updated_at = agent.wall_clock.now()
         return view(account)
 
 
@@ -179,23 +219,37 @@ async def store_credentials(
         row = await session.get(models.Account, account.id)
         assert row is not None
         row.credentials_encrypted = token
-        row.updated_at = agent.clock.now()
+        row.updated_at = agent.wall_clock.now()
 
 
 @router.post(
     "/{account_id}/keys",
     response_model=ApiKeyCreated,
     status_code=201,
-    responses=error_responses(403, 404, 413, 422, 429),
+    responses=error_responses(400, 403, 404, 413, 422, 429),
 )
-async def create_account_key(account_id: AccountId, agent: AgentDep, principal: MutatingAdmin) -> ApiKeyCreated:
+async def create_account_key(
+    account_id: AccountId,
+    agent: AgentDep,
+    principal: MutatingAdmin,
+    body: Annotated[ApiKeyCreate | None, Body()] = None,
+) -> ApiKeyCreated:
     """A key that can only see and act on this account (admin). The key is shown once."""
     await _load(agent, principal, account_id)
+    name = body.name if body is not None and body.name else f"account {account_id}"  # named as asked
     async with agent.sessions.begin() as session:
         key, row = await ApiKeyRepository(session).create(
-            role="account", account_id=account_id, name=f"account {account_id}", now=agent.clock.now()
+            role="account", account_id=account_id, name=name, now=agent.wall_clock.now()
         )
-    return ApiKeyCreated(id=row.id, key=key, prefix=row.prefix, role=row.role, account_id=account_id)
+    return ApiKeyCreated(
+        id=row.id,
+        key=key,
+        prefix=row.prefix,
+        role=row.role,
+        account_id=account_id,
+        name=row.name,
+        created_at=row.created_at,
+    )
 
 
 @router.get("/{account_id}/keys", response_model=list[ApiKeyView], responses=error_responses(403, 404, 422))
@@ -218,7 +272,7 @@ async def revoke_account_key(
     """Revoke one of the account's keys (admin): every request with it is refused (401) from now on."""
     await _load(agent, principal, account_id)
     async with agent.sessions.begin() as session:
-        row = await ApiKeyRepository(session).revoke(account_id, key_id, agent.clock.now())
+        row = await ApiKeyRepository(session).revoke(account_id, key_id, agent.wall_clock.now())
         if row is None:
             raise HTTPException(status_code=404, detail=f"account {account_id} has no key {key_id}")
     request.app.state.verified_keys.forget_all()  # committed: refused from the next request on

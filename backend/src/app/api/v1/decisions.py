@@ -3,7 +3,6 @@ switch models, and decision metrics."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 import orjson
@@ -16,7 +15,7 @@ from app.api.deps import get_agent
 from app.api.errors import error_responses
 from app.bootstrap import Agent
 from app.db import models
-from app.schemas.api import MAX_DB_ID, DecisionMetrics, ModelSwitchRequest, ValidateRequest
+from app.schemas.api import MAX_DB_ID, DbId, DecisionMetrics, ModelSwitchRequest, UTCDateTime, ValidateRequest
 from app.schemas.decision_result import DecisionResult
 from app.schemas.validation import ValidationResult
 from app.services.llm.llm_exceptions import ModelCatalogUnavailableError, ModelNotAvailableError
@@ -36,7 +35,14 @@ class GenerateDecisionRequest(BaseModel):
         description="Assets to decide on (BTC, BTCUSDT or BTC/USDT:USDT); defaults to $ASSETS",
         max_length=50,
     )
-    account_id: int = Field(..., ge=1, le=MAX_DB_ID)
+    account_id: DbId
+    strategy_override: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="Decide with this strategy instead of the account's (an active strategy id); the account "
+        "keeps its own",
+    )
     force_refresh: bool = Field(False, description="Decide again even if this candle already has a decision")
 
 
@@ -46,14 +52,30 @@ class ModelSwitchResult(BaseModel):
     models: list[str] = Field(..., description="The chain asked in order (first model, then the fallbacks)")
 
 
-@router.post("/generate", response_model=DecisionResult, responses=error_responses(400, 404, 413, 422, 429))
+@router.post("/generate", response_model=DecisionResult, responses=error_responses(400, 404, 409, 413, 422, 429))
 async def generate_decision(
     body: GenerateDecisionRequest, agent: AgentDep, principal: MutatingPrincipal
 ) -> DecisionResult:
     """Run one decision cycle for the account now (context, model, validation, execution) and return it."""
     ensure_scope(principal, body.account_id)
+    if body.strategy_override is not None:
+        async with agent.sessions() as session:
+            strategy = await session.get(models.Strategy, body.strategy_override)
+        if strategy is None:
+            raise HTTPException(
+                status_code=404,
+                detail=f"unknown strategy {body.strategy_override!r}: see GET /api/v1/strategies/available",
+            )
+        if not strategy.is_active:  # it exists, but its state does not allow deciding with it
+            raise HTTPException(
+                status_code=409, detail=f"strategy {body.strategy_override!r} is deactivated: choose an active one"
+            )
     return await agent.engine.make_trading_decision(
-        body.symbols, body.account_id, trigger="api", force_refresh=body.force_refresh
+        body.symbols,
+        body.account_id,
+        body.strategy_override,
+        trigger="api",
+        force_refresh=body.force_refresh,
     )
 
 
@@ -67,8 +89,14 @@ async def decision_history(
     before_id: Annotated[
         int | None, Query(ge=1, le=MAX_DB_ID, description="Page: decisions older than this id")
     ] = None,
-    since: Annotated[datetime | None, Query(description="Cycle time from (ISO 8601)")] = None,
-    until: Annotated[datetime | None, Query(description="Cycle time until (ISO 8601)")] = None,
+    since: Annotated[
+        UTCDateTime | None,
+        Query(description="Cycle time from, on the market clock (ISO 8601 or a date; without a zone: UTC)"),
+    ] = None,
+    until: Annotated[
+        UTCDateTime | None,
+        Query(description="Cycle time until, on the market clock (ISO 8601 or a date; without a zone: UTC)"),
+    ] = None,
 ) -> Response:
     """Stored decisions of an account, newest first."""
     ensure_scope(principal, account_id)
@@ -118,7 +146,7 @@ async def switch_model(body: ModelSwitchRequest, agent: AgentDep, principal: Mut
         if account is None:
             raise HTTPException(status_code=404, detail=f"account {body.account_id} does not exist")
         account.model = body.model
-        account.updated_at = agent.clock.now()
+        account.updated_at = agent.wall_clock.now()
     chain = [body.model, *(m for m in agent.llm.models if m != body.model)]
     return ModelSwitchResult(model=body.model, account_id=body.account_id, models=chain)
 

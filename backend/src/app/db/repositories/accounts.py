@@ -1,4 +1,4 @@
-"""Accounts and their strategy assignments."""
+"""Accounts, their strategy assignments and their status history."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import Account, StrategyAssignment
+from app.db.models import Account, AccountStatusChange, StrategyAssignment
 
 ACTIVE_STATUSES = ("ACTIVE", "REDUCING")
 
@@ -35,3 +35,44 @@ class AccountRepository:
         )
         await self.session.flush()
         return account
+
+    async def set_status(
+        self,
+        account: Account,
+        status: str,
+        *,
+        reason: str | None,
+        now: datetime,
+        key_prefix: str | None = None,
+        request_id: str | None = None,
+    ) -> AccountStatusChange:
+        """Change the account's status and record the change, with its reason, in the account's history (`now`
+        is the wall clock's)."""
+        change = AccountStatusChange(
+            account_id=account.id,
+            from_status=account.status,
+            to_status=status,
+            reason=reason,
+            key_prefix=key_prefix,
+            request_id=request_id,
+            changed_at=now,
+        )
+        account.status = status
+        account.updated_at = now
+        self.session.add(change)
+        await self.session.flush()
+        return change
+
+    async def status_history(
+        self, account_id: int, *, limit: int = 100, before_id: int | None = None
+    ) -> list[AccountStatusChange]:
+        """The account's status changes, newest first."""
+        query = (
+            select(AccountStatusChange)
+            .where(AccountStatusChange.account_id == account_id)
+            .order_by(AccountStatusChange.id.desc())
+            .limit(limit)
+        )
+        if before_id is not None:
+            query = query.where(AccountStatusChange.id < before_id)
+        return list((await self.session.scalars(query)).all())

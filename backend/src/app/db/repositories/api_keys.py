@@ -66,7 +66,8 @@ class ApiKeyRepository:
 
     async def revoke(self, account_id: int, key_id: int, now: datetime) -> ApiKey | None:
         """Revoke one of the account's keys (kept, refused from now on); None when it has no such key. A key
-        revoked before keeps its first revocation time."""
+        revoked before keeps its first revocation time. Key times (`now` here and in `create`) are the wall
+        clock's."""
         row = await self.session.get(ApiKey, key_id)
         if row is None or row.account_id != account_id:
             return None

@@ -22,7 +22,7 @@ from datetime import datetime
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.clock import Clock
+from app.core.clock import Clock, WallClock
 from app.core.metrics import AgentMetrics
 from app.core.symbols import normalise_asset
 from app.core.timeframes import floor_time
@@ -121,9 +121,11 @@ class DecisionEngine:
         metrics: AgentMetrics | None = None,
         refreshes_per_hour: int = 12,
         max_preparing: int = 4,
+        wall_clock: Clock | None = None,
     ) -> None:
         self.daily_budget_usd = daily_budget_usd
         self.refreshes_per_hour = refreshes_per_hour
+        self.wall_clock = wall_clock or WallClock()  # forced refreshes are limited in real time, not market time
         self._refreshes: defaultdict[int, deque[datetime]] = defaultdict(deque)  # account -> forced decisions
         self.metrics = metrics
         self.sessions = sessions
@@ -333,7 +335,7 @@ class DecisionEngine:
                 daily_budget = self.daily_budget_usd
             strategy_id = strategy_override or account.strategy_id
             if force_refresh:
-                self._take_refresh(account_id, now)
+                self._take_refresh(account_id)
             else:
                 cached = await self._cached(session, account_id, cycle_time, assets, strategy_id)
                 if cached is not None:
@@ -525,9 +527,11 @@ class DecisionEngine:
         )
 
     # ----------------------------------------------------------------------------------------- helpers
-    def _take_refresh(self, account_id: int, now: datetime) -> None:
+    def _take_refresh(self, account_id: int) -> None:
         """Count a forced decision (it bypasses the per-candle cache and costs a model call): at most
-        `refreshes_per_hour` per account in any hour, by the agent's clock."""
+        `refreshes_per_hour` per account in any hour of the wall clock (a rate limit protects real money and real
+        time: on an accelerated market clock an hour passes in seconds, and Retry-After must be real seconds)."""
+        now = self.wall_clock.now()
         window = self._refreshes[account_id]
         while window and (now - window[0]).total_seconds() >= 3600:
             window.popleft()

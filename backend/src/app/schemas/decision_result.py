@@ -39,8 +39,10 @@ class DecisionResult(BaseModel):
 
     id: int
     account_id: int
-    cycle_time: datetime
-    created_at: datetime
+    cycle_time: datetime = Field(
+        ..., description="The candle decided on (its open time), by the market clock (simulated, replayed or real)"
+    )
+    created_at: datetime = Field(..., description="When the cycle began, by the market clock")
     trigger: str
     status: DecisionStatus = Field(
         description="pending: the model is being asked (never left so: a stopped agent marks it); executed, "

@@ -40,7 +40,9 @@ class DecisionResult(BaseModel):
     id: int
     account_id: int
     cycle_time: datetime = Field(
-        ..., description="The candle decided on (its open time), by the market clock (simulated, replayed or real)"
+        ...,
+        description="The cycle's time: the market clock (simulated, replayed or real) floored to INTERVAL, the close "
+        "of the last closed candle",
     )
     created_at: datetime = Field(..., description="When the cycle began, by the market clock")
     trigger: str

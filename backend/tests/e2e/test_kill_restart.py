@@ -213,6 +213,26 @@ async def _check_stopped_cleanly(db: AsyncEngine) -> None:
             assert round(margin_used, 6) == round(stored_margin, 6), "the venue's positions are not the database's"
 
 
+async def _wait_for_a_trade(db: AsyncEngine, agent: Agent) -> None:
+    deadline = time.monotonic() + HANG_GUARD_S
+    while time.monotonic() < deadline:
+        if await _scalar(db, "SELECT count(*) FROM orders WHERE kind = 'entry' AND status = 'filled'"):
+            return
+        assert agent.proc.poll() is None, agent.output()[-3000:]
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"the baseline model made no trade within {HANG_GUARD_S} s")
+
+
+async def _wait_for_a_pending_decision(db: AsyncEngine, agent: Agent) -> None:
+    deadline = time.monotonic() + HANG_GUARD_S
+    while time.monotonic() < deadline:
+        if await _scalar(db, "SELECT count(*) FROM decisions WHERE status = 'pending'"):
+            return
+        assert agent.proc.poll() is None, agent.output()[-3000:]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no decision waited for the slow model within {HANG_GUARD_S} s")
+
+
 @pytest.fixture
 def slow_model() -> Iterator[FakeOpenRouter]:
     with FakeOpenRouter() as fake:
@@ -233,7 +253,11 @@ async def test_killing_the_agent_at_random_moments_loses_nothing(
             # The start marked what the previous process left pending (its first cycle is done, too).
             left = await _rows(db, f"SELECT id FROM decisions WHERE status = 'pending' AND id <= {started_after}")
             assert not left, f"{where}: decisions of an earlier run still pending after the start: {left}"
+            if round_no == 0:  # the later rounds restart an account that has traded
+                await _wait_for_a_trade(db, agent)
             await asyncio.sleep(rng.uniform(0.1, 2.5))
+            if round_no == 1:  # one kill for sure while a decision waits for its model (the others: anywhere)
+                await _wait_for_a_pending_decision(db, agent)
             code = await agent.stop(sig)
         except BaseException:
             print(f"{where}; the agent's output:\n{agent.output()[-4000:]}")
@@ -259,6 +283,6 @@ async def test_killing_the_agent_at_random_moments_loses_nothing(
     decided = await _scalar(db, "SELECT count(*) FROM decisions WHERE status NOT IN ('interrupted', 'pending')")
     entries = await _scalar(db, "SELECT count(*) FROM orders WHERE kind = 'entry' AND status = 'filled'")
     print(f"seed {SEED}: {decided} decisions, {interrupted} interrupted, {entries} entries filled")
-    assert decided >= 30, "the agent hardly ran: the test proved little"
+    assert decided >= 10, "the agent hardly ran: the test proved little"
     assert entries >= 1, "the agent never traded: the test proved little"
     assert interrupted >= 1, "no kill landed while a decision waited for its model: the test proved little"

@@ -14,8 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from app.schemas.strategies import CustomStrategy
-from app.schemas.trading_decision import STRATEGY_ID_PATTERN, TradingContext, TradingDecision
+from app.schemas.trading_decision import STRATEGY_ID_PATTERN, TradingContext, TradingDecision, TradingStrategy
 from app.schemas.validation import RiskState
 
 AccountStatus = Literal["ACTIVE", "REDUCING", "HALTED", "PAUSED"]
@@ -132,7 +131,7 @@ class StrategySwitch(StrictBody):
 
 
 class CustomStrategyRequest(StrictBody):
-    strategy: CustomStrategy
+    strategy: TradingStrategy
 
 
 class ModelSwitchRequest(StrictBody):

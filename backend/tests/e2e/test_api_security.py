@@ -59,6 +59,12 @@ ADMIN_ONLY: set[Operation] = {
     ("GET", "/api/v1/accounts/{account_id}/keys"),
     ("DELETE", "/api/v1/accounts/{account_id}/keys/{key_id}"),
     ("POST", "/api/v1/strategies/custom"),
+    ("GET", "/api/v1/strategies/custom"),  # custom strategies with why each cannot run and the accounts on it
+    ("GET", "/api/v1/strategies/custom/{strategy_id}"),
+    ("PUT", "/api/v1/strategies/custom/{strategy_id}"),
+    ("PATCH", "/api/v1/strategies/custom/{strategy_id}"),
+    ("POST", "/api/v1/strategies/custom/{strategy_id}/deactivate"),
+    ("POST", "/api/v1/strategies/custom/{strategy_id}/activate"),
     ("GET", "/metrics"),  # every account's figures (equity per account)
     ("GET", "/api/v1/audit"),  # every key's requests
     ("GET", "/api/v1/llm/openrouter-key"),  # the agent's model provider key (its source and fingerprint)
@@ -139,6 +145,12 @@ def valid_body(op: Operation, account_id: int) -> Any:
         ("PUT", "/api/v1/accounts/{account_id}/credentials"): {"api_key": "intruder-key", "api_secret": "intruder"},
         ("POST", "/api/v1/strategies/account/{account_id}/switch"): {"strategy_id": "aggressive", "reason": "x"},
         ("POST", "/api/v1/strategies/custom"): custom_strategy("intruder_strategy"),
+        ("PUT", "/api/v1/strategies/custom/{strategy_id}"): {
+            "strategy": {
+                k: v for k, v in custom_strategy("x")["strategy"].items() if k not in ("strategy_id", "strategy_type")
+            }
+        },
+        ("PATCH", "/api/v1/strategies/custom/{strategy_id}"): {"strategy_name": "Intruder"},
         ("POST", "/api/v1/decisions/generate"): {"account_id": account_id, "force_refresh": True},
         ("POST", "/api/v1/decisions/validate"): {
             "decision": trading_decision([buy("BTC")]).model_dump(mode="json"),

@@ -14,7 +14,9 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from app.schemas.trading_decision import STRATEGY_ID_PATTERN, TradingContext, TradingDecision, TradingStrategy
+from app.schemas.strategies import CustomStrategy
+from app.schemas.text import CleanLine
+from app.schemas.trading_decision import STRATEGY_ID_PATTERN, TradingContext, TradingDecision
 from app.schemas.validation import RiskState
 
 AccountStatus = Literal["ACTIVE", "REDUCING", "HALTED", "PAUSED"]
@@ -127,11 +129,11 @@ class StrategySwitch(StrictBody):
         pattern=STRATEGY_ID_PATTERN,
         description="An active strategy's id (an unknown one answers 404, an inactive one 409)",
     )
-    reason: str = Field("switched through the API", max_length=500)
+    reason: CleanLine = Field("switched through the API", max_length=500)
 
 
 class CustomStrategyRequest(StrictBody):
-    strategy: TradingStrategy
+    strategy: CustomStrategy
 
 
 class ModelSwitchRequest(StrictBody):

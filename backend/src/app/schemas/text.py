@@ -8,10 +8,12 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 _LINE_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
-_TEXT_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # \t \n \r allowed
+_TEXT_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
@@ -39,7 +41,29 @@ def _text(value: str) -> str:
     return value
 
 
+# The same rules as JSON Schema patterns, so the OpenAPI schema states them (a client or a fuzzer that follows
+# the schema never sends a text the server refuses); the validators above give the reason when one is sent.
+LINE_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+# A template: valid text with at least one character that is not blank (a blank one renders to nothing).
+TEMPLATE_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+
+
+class _Pattern:
+    """Adds `pattern` to a field's JSON schema without a second check (the validator above is the check)."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+
+    def __get_pydantic_json_schema__(self, core: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        schema = handler(core)
+        schema["pattern"] = self.pattern
+        return schema
+
+
 # One line of valid text (a name, a reason).
-CleanLine = Annotated[str, AfterValidator(_line)]
+CleanLine = Annotated[str, AfterValidator(_line), _Pattern(LINE_PATTERN)]
 # Valid text over several lines (a template).
-CleanText = Annotated[str, AfterValidator(_text)]
+CleanText = Annotated[str, AfterValidator(_text), _Pattern(TEXT_PATTERN)]
+# A strategy's prompt template as a request sends it: valid text, not blank.
+CleanTemplate = Annotated[str, AfterValidator(_text), _Pattern(TEMPLATE_PATTERN)]

@@ -35,6 +35,7 @@ from app.schemas.api import (
     StatusChangeView,
 )
 from app.services.account.new_account import new_account
+from app.services.llm.strategy_manager import StrategyNotFoundError, StrategyUnavailableError
 
 router = APIRouter(prefix="/api/v1/accounts", tags=["accounts"], responses=error_responses(401))
 AgentDep = Annotated[Agent, Depends(get_agent)]
@@ -77,6 +78,12 @@ async def create_account(body: AccountCreate, agent: AgentDep, _: MutatingAdmin)
     if body.mode == "live":
         raise HTTPException(status_code=400, detail="live accounts are not supported in this version: use mode paper")
     now = agent.wall_clock.now()
+    try:  # a deactivated strategy, or one whose stored definition is invalid, is not assigned: 409, nothing saved
+        await agent.strategies.check_assignable(body.strategy_id)
+    except StrategyUnavailableError as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from exc
+    except StrategyNotFoundError:
+        pass  # refused below
     async with agent.sessions.begin() as session:
         if await session.get(models.Strategy, body.strategy_id) is None:
             raise HTTPException(status_code=400, detail=f"unknown strategy {body.strategy_id!r}")

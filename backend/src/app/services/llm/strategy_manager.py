@@ -190,6 +190,11 @@ class BuiltinStrategyError(StrategyError):
     """Built-in strategies are not editable, deactivatable or replaceable."""
 
 
+class StrategyConflictError(StrategyError):
+    """A valid request the stored strategies refuse: the id is taken, or a replacement names another id: the
+    representation conflicts with the target (RFC 9110)."""
+
+
 class StrategyUnavailableError(StrategyError):
     """The strategy exists but cannot be run: deactivated, a stored definition that no longer validates, or
     timeframes the agent cannot serve. An account on it holds (no model call, no order) with this reason."""
@@ -423,7 +428,7 @@ class StrategyManager:
         self._refuse_if_invalid(strategy)
         async with self._sessions.begin() as session:
             if await session.get(Strategy, strategy.strategy_id) is not None:
-                raise StrategyError(f"strategy refused: the id {strategy.strategy_id!r} is taken")
+                raise StrategyConflictError(f"strategy refused: the id {strategy.strategy_id!r} is taken")
             await StrategyRepository(session).upsert(strategy, builtin=False, now=self._clock.now())
         return strategy.strategy_id
 
@@ -442,13 +447,12 @@ class StrategyManager:
         returns it with a summary of what changed. A stored definition that had become invalid can be fixed
         this way."""
         if strategy.strategy_id != strategy_id:
-            raise StrategyError(f"strategy refused: the body names {strategy.strategy_id!r}, the path {strategy_id!r}")
+            raise StrategyConflictError(
+                f"strategy refused: the body names {strategy.strategy_id!r}, the path {strategy_id!r}"
+            )
         async with self._sessions.begin() as session:
             row = await self._editable(session, strategy_id)
-            if strategy.is_active != row.is_active:
-                raise StrategyError(
-                    "strategy refused: is_active is changed with .../deactivate and .../activate, not by an edit"
-                )
+            strategy = strategy.model_copy(update={"is_active": row.is_active})  # changed by (de)activation only
             self._refuse_if_invalid(strategy)
             stored = load(row)
             before = stored.strategy.model_dump(mode="json") if stored.strategy else None
@@ -492,15 +496,16 @@ class StrategyManager:
             if active:
                 stored = load(row)
                 if stored.strategy is None:
-                    raise StrategyError(
+                    raise StrategyUnavailableError(
+                        strategy_id,
                         f"strategy {strategy_id!r} cannot be activated: {stored.problem}; fix it with PUT or PATCH "
-                        "first"
+                        "first",
                     )
                 problem = runnable_problem(
                     stored.strategy.model_copy(update={"is_active": True}), interval=self.interval
                 )
                 if problem:
-                    raise StrategyError(f"{problem}; fix it with PUT or PATCH first")
+                    raise StrategyUnavailableError(strategy_id, f"{problem}; fix it with PUT or PATCH first")
             await StrategyRepository(session).set_active(strategy_id, active)
         return await self.strategy_status(strategy_id)
 

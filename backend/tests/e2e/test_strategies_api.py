@@ -225,6 +225,8 @@ async def test_a_bad_stored_row_never_breaks_the_api_and_an_account_on_it_is_tol
 async def test_an_admin_edits_a_custom_strategy_checked_and_audited(api: Api) -> None:
     created = await api.client.post("/api/v1/strategies/custom", json={"strategy": definition()}, headers=ADMIN)
     assert created.status_code == 201, created.text
+    again = await api.client.post("/api/v1/strategies/custom", json={"strategy": definition()}, headers=ADMIN)
+    assert again.status_code == 409 and "the id 'api-trend' is taken" in again.json()["detail"]
 
     put = await api.client.put(
         "/api/v1/strategies/custom/api-trend",

@@ -104,7 +104,7 @@ async def switch(
 
 
 @router.post(
-    "/custom", response_model=TradingStrategy, status_code=201, responses=error_responses(400, 403, 413, 422, 429)
+    "/custom", response_model=TradingStrategy, status_code=201, responses=error_responses(400, 403, 409, 413, 422, 429)
 )
 async def create_custom(
     body: CustomStrategyRequest, agent: AgentDep, _: MutatingAdmin, request: Request
@@ -112,8 +112,8 @@ async def create_custom(
     """Store a custom strategy (admin); a bad template or parameter is refused with the reason, nothing stored."""
     try:
         strategy_id = await agent.strategies.create_custom_strategy(body.strategy)
-    except StrategyError as exc:
-        raise HTTPException(status_code=400, detail=str(exc)) from exc
+    except StrategyError as exc:  # 409 for an id that is taken, 400 for a definition refused with the reason
+        raise _http(exc) from exc
     request.state.audit_detail = f"custom strategy {strategy_id!r} created"
     return await agent.strategies.get_strategy(strategy_id)
 

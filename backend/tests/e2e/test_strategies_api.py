@@ -355,3 +355,13 @@ async def test_a_strategy_whose_stored_definition_is_invalid_cannot_be_activated
     response = await api.client.post("/api/v1/strategies/custom/old-null/activate", headers=ADMIN)
     assert response.status_code == 409 and "fix it with PUT or PATCH first" in response.json()["detail"]
     assert (await api.strategy_rows())["old-null"]["active"] is False
+
+
+async def test_a_switch_reason_that_cannot_be_stored_is_refused_and_nothing_saved(api: Api) -> None:
+    assignments = await api.assignments()
+    for reason in ("with a NUL\u0000", "two\nlines"):
+        response = await api.client.post(
+            "/api/v1/strategies/account/1/switch", json={"strategy_id": "aggressive", "reason": reason}, headers=ADMIN
+        )
+        assert response.status_code in (400, 422), response.text
+    assert await api.assignments() == assignments and await api.account_strategy() == "conservative"

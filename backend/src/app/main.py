@@ -77,7 +77,7 @@ def create_app(
     app.state.verified_keys = VerifiedKeys()
     install_error_handlers(app)
     protocol.install_method_rules(app)
-    openapi.install_openapi(app)
+    openapi.install_openapi(app, interval=settings.interval, long_interval=settings.long_interval)
     install_middleware(app, max_body_bytes=settings.api_max_body_bytes)
     app.include_router(health.router)
     # Every other route needs a key. On one that reads a body, once the key is checked: 415 when the body is not

@@ -89,8 +89,9 @@ async def test_generate_then_history(api: tuple[httpx.AsyncClient, ManualClock])
         ("POST", "/api/v1/decisions/generate", {}, 422, "account_id"),
         ("POST", "/api/v1/decisions/generate", {"account_id": "one"}, 422, "account_id"),
         ("POST", "/api/v1/decisions/generate", {"account_id": 0}, 422, "account_id"),
-        ("POST", "/api/v1/decisions/generate", {"account_id": 1, "symbols": ["DOGE"]}, 400, "unknown symbol"),
-        ("POST", "/api/v1/decisions/generate", {"account_id": 1, "symbols": ["$$$"]}, 400, "not an asset symbol"),
+        # A well-formed symbol this agent does not trade: 404; one that is not a symbol breaks the schema: 422.
+        ("POST", "/api/v1/decisions/generate", {"account_id": 1, "symbols": ["DOGE"]}, 404, "unknown symbol"),
+        ("POST", "/api/v1/decisions/generate", {"account_id": 1, "symbols": ["$$$"]}, 422, "symbols.0"),
         ("POST", "/api/v1/decisions/generate", {"account_id": 1, "symbols": "BTC"}, 422, "symbols"),
         ("POST", "/api/v1/decisions/generate", {"account_id": 1, "surprise": True}, 422, "surprise"),
         ("POST", "/api/v1/decisions/generate", {"account_id": 999}, 404, "account 999 does not exist"),
@@ -98,7 +99,8 @@ async def test_generate_then_history(api: tuple[httpx.AsyncClient, ManualClock])
         ("GET", "/api/v1/decisions/history?account_id=1&limit=0", None, 422, "limit"),
         ("GET", "/api/v1/decisions/history?account_id=1&limit=abc", None, 422, "limit"),
         ("GET", "/api/v1/decisions/history?account_id=1&since=yesterday", None, 422, "since"),
-        ("GET", "/api/v1/decisions/history?account_id=1&symbol=NOPE", None, 400, "unknown symbol"),
+        ("GET", "/api/v1/decisions/history?account_id=1&symbol=NOPE", None, 404, "unknown symbol"),
+        ("GET", "/api/v1/decisions/history?account_id=1&symbol=$$$", None, 422, "symbol"),
         ("GET", "/api/v1/decisions/history?account_id=42", None, 404, "account 42 does not exist"),
     ],
 )

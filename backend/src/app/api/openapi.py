@@ -6,7 +6,9 @@ Routes declare their own answers (`error_responses(...)` in their decorators: 40
 - 401 on every route that needs a key (all but `/health`);
 - 400 (a body that cannot be decoded) and 415 (a body that is not JSON) on every route that reads a body;
 - 413 (a body larger than API_MAX_BODY_BYTES: refused before routing, whatever the route) and 500 everywhere;
-- 422 with the body this server really sends (`ValidationErrorBody`), not FastAPI's default.
+- 422 with the body this server really sends (`ValidationErrorBody`), not FastAPI's default;
+- a custom strategy's `timeframe_preference` as the lists this agent can serve (they depend on INTERVAL and
+  LONG_INTERVAL, so the schema of this deployment lists them).
 
 A method a path does not serve answers 405 with `Allow` (see `app.api.protocol`); it is no operation of the
 schema, so it is said in the API's description.
@@ -21,6 +23,10 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from app.api.errors import ValidationErrorBody, error_responses
+from app.schemas.strategies import SERVABLE_TIMEFRAMES
+from app.services.llm.strategy_checks import VENUE_TIMEFRAMES, timeframe_problems
+
+SERVABLE_TIMEFRAMES_KEY = next(iter(SERVABLE_TIMEFRAMES))
 
 DESCRIPTION = """LLM decision engine for crypto perpetual futures: decisions, their provenance and health.
 
@@ -60,7 +66,23 @@ def _add_component(components: dict[str, Any], model: type[BaseModel]) -> None:
     components[model.__name__] = body
 
 
-def complete_schema(app: FastAPI) -> dict[str, Any]:
+def servable_timeframe_lists(interval: str, long_interval: str) -> list[list[str]]:
+    """Every `timeframe_preference` this agent can serve: one or two of the venue's timeframes, whole multiples
+    of INTERVAL, the trend longer than the decision (with one, LONG_INTERVAL longer than it)."""
+    candidates = [[a] for a in VENUE_TIMEFRAMES] + [[a, b] for a in VENUE_TIMEFRAMES for b in VENUE_TIMEFRAMES]
+    return [c for c in candidates if not timeframe_problems(c, interval=interval, long_interval=long_interval)]
+
+
+def _list_servable_timeframes(components: dict[str, Any], lists: list[list[str]]) -> None:
+    """A request's `timeframe_preference` (marked `x-servable-timeframes`) as the lists this agent serves."""
+    for component in components.values():
+        for name, prop in (component.get("properties") or {}).items():
+            if isinstance(prop, dict) and prop.pop(SERVABLE_TIMEFRAMES_KEY, False):
+                kept = {k: v for k, v in prop.items() if k in ("title", "description", "default")}
+                component["properties"][name] = {**kept, "type": "array", "enum": lists}
+
+
+def complete_schema(app: FastAPI, *, interval: str = "5m", long_interval: str = "4h") -> dict[str, Any]:
     """The app's OpenAPI schema with the shared answers added (built once, then served as it is)."""
     if app.openapi_schema:
         return app.openapi_schema
@@ -94,9 +116,10 @@ def complete_schema(app: FastAPI) -> dict[str, Any]:
                 invalid["content"] = {"application/json": {"schema": {"$ref": ref}}}
     for name in _FASTAPI_VALIDATION:
         components.pop(name, None)
+    _list_servable_timeframes(components, servable_timeframe_lists(interval, long_interval))
     app.openapi_schema = schema
     return schema
 
 
-def install_openapi(app: FastAPI) -> None:
-    app.openapi = lambda: complete_schema(app)  # type: ignore[method-assign]
+def install_openapi(app: FastAPI, *, interval: str, long_interval: str) -> None:
+    app.openapi = lambda: complete_schema(app, interval=interval, long_interval=long_interval)  # type: ignore[method-assign]

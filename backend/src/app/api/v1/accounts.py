@@ -72,11 +72,12 @@ async def _load(agent: Agent, principal: CurrentPrincipal, account_id: int) -> m
     return account
 
 
-@router.post("", response_model=AccountView, status_code=201, responses=error_responses(400, 403, 409, 413, 422, 429))
+@router.post(
+    "", response_model=AccountView, status_code=201, responses=error_responses(400, 403, 404, 409, 413, 422, 429)
+)
 async def create_account(body: AccountCreate, agent: AgentDep, _: MutatingAdmin) -> AccountView:
-    """Create a paper account (admin). Live accounts are refused in this version."""
-    if body.mode == "live":
-        raise HTTPException(status_code=400, detail="live accounts are not supported in this version: use mode paper")
+    """Create a paper account. Admin only: an account key answers 403. Live accounts are refused in this version;
+    an unknown strategy answers 404."""
     now = agent.wall_clock.now()
     try:  # a deactivated strategy, or one whose stored definition is invalid, is not assigned: 409, nothing saved
         await agent.strategies.check_assignable(body.strategy_id)
@@ -86,7 +87,7 @@ async def create_account(body: AccountCreate, agent: AgentDep, _: MutatingAdmin)
         pass  # refused below
     async with agent.sessions.begin() as session:
         if await session.get(models.Strategy, body.strategy_id) is None:
-            raise HTTPException(status_code=400, detail=f"unknown strategy {body.strategy_id!r}")
+            raise HTTPException(status_code=404, detail=f"unknown strategy {body.strategy_id!r}")
         if await session.scalar(select(models.Account).where(models.Account.name == body.name)) is not None:
             raise HTTPException(status_code=409, detail=f"an account named {body.name!r} exists")
         account = await AccountRepository(session).add(
@@ -199,14 +200,15 @@ async def status_history(
     return [StatusChangeView.model_validate(r) for r in rows]
 
 
-@router.put("/{account_id}/model", response_model=AccountView, responses=error_responses(400, 404, 413, 422, 429))
+@router.put("/{account_id}/model", response_model=AccountView, responses=error_responses(400, 404, 409, 413, 422, 429))
 async def assign_model(
     account_id: AccountId, body: ModelAssignment, agent: AgentDep, principal: MutatingPrincipal
 ) -> AccountView:
     """The model this account's decisions ask first (None: the configured LLM_MODEL)."""
     await _load(agent, principal, account_id)
     if body.model is not None and agent.llm.is_simulated:
-        raise HTTPException(status_code=400, detail="no LLM is configured (OPENROUTER_API_KEY): the baseline answers")
+        # The request is fine; the agent's state does not allow it.
+        raise HTTPException(status_code=409, detail="no LLM is configured (OPENROUTER_API_KEY): the baseline answers")
     async with agent.sessions.begin() as session:
         account = await session.get(models.Account, account_id)
         assert account is not None
@@ -219,7 +221,8 @@ async def assign_model(
 async def store_credentials(
     account_id: AccountId, body: CredentialsRequest, agent: AgentDep, principal: MutatingAdmin
 ) -> None:
-    """Exchange credentials, encrypted at rest; they are never returned by any endpoint."""
+    """Exchange credentials, encrypted at rest; they are never returned by any endpoint. Admin only: an account
+    key answers 403."""
     account = await _load(agent, principal, account_id)
     token = agent.secrets.encrypt(body.model_dump_json())
     async with agent.sessions.begin() as session:
@@ -241,7 +244,8 @@ async def create_account_key(
     principal: MutatingAdmin,
     body: Annotated[ApiKeyCreate | None, Body()] = None,
 ) -> ApiKeyCreated:
-    """A key that can only see and act on this account (admin). The key is shown once."""
+    """A key that can only see and act on this account, named as asked (no body: `account <id>`). The key is
+    shown once. Admin only: an account key answers 403."""
     await _load(agent, principal, account_id)
     name = body.name if body is not None and body.name else f"account {account_id}"  # named as asked
     async with agent.sessions.begin() as session:
@@ -261,7 +265,8 @@ async def create_account_key(
 
 @router.get("/{account_id}/keys", response_model=list[ApiKeyView], responses=error_responses(403, 404, 422))
 async def account_keys(account_id: AccountId, agent: AgentDep, principal: AdminPrincipal) -> list[ApiKeyView]:
-    """The account's keys, revoked ones included (admin); never the keys themselves."""
+    """The account's keys, revoked ones included; never the keys themselves. Admin only: an account key answers
+    403."""
     await _load(agent, principal, account_id)
     async with agent.sessions() as session:
         rows = await ApiKeyRepository(session).for_account(account_id)
@@ -276,7 +281,8 @@ async def revoke_account_key(
     principal: MutatingAdmin,
     request: Request,
 ) -> ApiKeyView:
-    """Revoke one of the account's keys (admin): every request with it is refused (401) from now on."""
+    """Revoke one of the account's keys: every request with it is refused (401) from now on. Admin only: an
+    account key answers 403."""
     await _load(agent, principal, account_id)
     async with agent.sessions.begin() as session:
         row = await ApiKeyRepository(session).revoke(account_id, key_id, agent.wall_clock.now())
@@ -291,7 +297,9 @@ async def positions(
     account_id: AccountId,
     agent: AgentDep,
     principal: CurrentPrincipal,
-    status: Annotated[str, Query(pattern="^(open|closed|all)$")] = "open",
+    status: Annotated[
+        str, Query(pattern="^(open|closed|all)$", description="open (the default), closed or all positions")
+    ] = "open",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[PositionView]:
     await _load(agent, principal, account_id)

@@ -13,10 +13,13 @@ from sqlalchemy import case, func, select
 from app.api.auth import CurrentPrincipal, MutatingPrincipal, ensure_scope
 from app.api.deps import get_agent
 from app.api.errors import error_responses
+from app.api.params import SymbolFilter, Window
 from app.bootstrap import Agent
+from app.core.symbols import SYMBOL_PATTERN
 from app.db import models
 from app.schemas.api import MAX_DB_ID, DbId, DecisionMetrics, ModelSwitchRequest, UTCDateTime, ValidateRequest
 from app.schemas.decision_result import DecisionResult
+from app.schemas.trading_decision import STRATEGY_ID_PATTERN
 from app.schemas.validation import ValidationResult
 from app.services.llm.llm_exceptions import ModelCatalogUnavailableError, ModelNotAvailableError
 from app.services.llm.strategy_manager import parse_window
@@ -30,18 +33,20 @@ class GenerateDecisionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    symbols: list[str] | None = Field(
+    symbols: list[Annotated[str, Field(max_length=62, pattern=SYMBOL_PATTERN)]] | None = Field(
         None,
-        description="Assets to decide on (BTC, BTCUSDT or BTC/USDT:USDT); defaults to $ASSETS",
+        description="Assets to decide on (BTC, BTCUSDT or BTC/USDT:USDT); defaults to $ASSETS; an asset this agent "
+        "does not trade answers 404",
         max_length=50,
     )
     account_id: DbId
     strategy_override: str | None = Field(
         None,
-        min_length=1,
+        min_length=3,
         max_length=64,
-        description="Decide with this strategy instead of the account's (an active strategy id); the account "
-        "keeps its own",
+        pattern=STRATEGY_ID_PATTERN,
+        description="Decide with this strategy instead of the account's (an active strategy id; an unknown one "
+        "answers 404, an inactive one 409); the account keeps its own",
     )
     force_refresh: bool = Field(False, description="Decide again even if this candle already has a decision")
 
@@ -84,8 +89,10 @@ async def decision_history(
     agent: AgentDep,
     principal: CurrentPrincipal,
     account_id: Annotated[int, Query(ge=1, le=MAX_DB_ID)],
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    symbol: Annotated[str | None, Query(max_length=40, description="Only decisions covering this asset")] = None,
+    limit: Annotated[
+        int, Query(ge=1, le=500, description="At most 500 decisions a page (page on with before_id)")
+    ] = 50,
+    symbol: SymbolFilter = None,
     before_id: Annotated[
         int | None, Query(ge=1, le=MAX_DB_ID, description="Page: decisions older than this id")
     ] = None,
@@ -117,7 +124,7 @@ async def validate_decision(body: ValidateRequest, agent: AgentDep, principal: C
 @router.post(
     "/models/switch",
     response_model=ModelSwitchResult,
-    responses=error_responses(400, 403, 404, 413, 422, 429, 503),
+    responses=error_responses(400, 403, 404, 409, 413, 422, 429, 503),
 )
 async def switch_model(body: ModelSwitchRequest, agent: AgentDep, principal: MutatingPrincipal) -> ModelSwitchResult:
     """With `account_id`: the model that account asks first. Without: the default model (admin only)."""
@@ -127,8 +134,8 @@ async def switch_model(body: ModelSwitchRequest, agent: AgentDep, principal: Mut
     if body.account_id is not None:
         ensure_scope(principal, body.account_id)
     if agent.llm.is_simulated:
-        raise HTTPException(
-            status_code=400, detail="no LLM is configured (set OPENROUTER_API_KEY): the rule-based baseline answers"
+        raise HTTPException(  # the request is fine; the agent's state does not allow it
+            status_code=409, detail="no LLM is configured (set OPENROUTER_API_KEY): the rule-based baseline answers"
         )
     if body.account_id is None:
         # Checked against the endpoint's model catalog and kept in the database (restored at the next start).
@@ -156,7 +163,7 @@ async def decision_metrics(
     agent: AgentDep,
     principal: CurrentPrincipal,
     account_id: Annotated[int, Query(ge=1, le=MAX_DB_ID)],
-    timeframe: Annotated[str, Query(max_length=8, description="Window, e.g. 24h, 7d")] = "24h",
+    timeframe: Window = "24h",
 ) -> DecisionMetrics:
     """Decisions by status, fallbacks, rejected assets, model calls, tokens, cost and latency over a window."""
     ensure_scope(principal, account_id)
@@ -221,7 +228,8 @@ async def decision_metrics(
 
 
 # Last: `/history` and `/metrics` above must match before this path parameter does.
-@router.get("/{decision_id}", response_model=DecisionResult, responses=error_responses(404, 422))
+# `:int`: `GET /generate` or `/validate` is a method those paths do not serve (405), not a malformed decision id.
+@router.get("/{decision_id:int}", response_model=DecisionResult, responses=error_responses(404, 422))
 async def get_decision(
     agent: AgentDep,
     principal: CurrentPrincipal,

@@ -22,7 +22,7 @@ from app.api.auth import AdminPrincipal, CurrentPrincipal, MutatingAdmin, ensure
 from app.api.deps import get_agent
 from app.api.errors import error_responses
 from app.bootstrap import Agent
-from app.schemas.api import MAX_DB_ID
+from app.schemas.api import MAX_DB_ID, UTCDateTime
 from app.services.llm.llm_metrics import HealthStatus, UsageMetrics
 from app.services.llm.llm_settings import MAX_KEY_CHARS, MIN_KEY_CHARS, LLMSettingsStore, OpenRouterKeys, check_key_text
 from app.services.llm.providers.key_check import KeyChecker
@@ -44,7 +44,9 @@ class OpenRouterKeyRequest(BaseModel):
         ...,
         min_length=MIN_KEY_CHARS,
         max_length=MAX_KEY_CHARS,
-        description="The new OpenRouter key (write-only: never shown again, stored encrypted)",
+        pattern=r"^[!-~]+$",
+        description="The new OpenRouter key: printable ASCII without spaces (write-only: never shown again, stored "
+        "encrypted)",
     )
     verify: bool = Field(True, description="Ask OpenRouter about the key first and refuse one it does not accept")
 
@@ -107,8 +109,8 @@ async def llm_usage(
         int | None,
         Query(ge=1, le=MAX_DB_ID, description="One account (an account key: its own, the default); admin: all"),
     ] = None,
-    since: Annotated[datetime | None, Query(description="From this time (ISO 8601; without a zone: UTC)")] = None,
-    until: Annotated[datetime | None, Query(description="Before this time (ISO 8601; without a zone: UTC)")] = None,
+    since: Annotated[UTCDateTime | None, Query(description="From this time (ISO 8601; without a zone: UTC)")] = None,
+    until: Annotated[UTCDateTime | None, Query(description="Before this time (ISO 8601; without a zone: UTC)")] = None,
 ) -> UsageReport:
     """Model calls per model: calls, failures, tokens, cost and latency (`get_usage_metrics`), from every stored
     call, so a restart loses nothing."""

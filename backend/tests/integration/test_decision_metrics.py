@@ -73,9 +73,17 @@ async def test_the_decision_counter_matches_the_database(settings: Settings, clo
         agent.engine.reconciler.snapshot_equity = broken_snapshot  # type: ignore[method-assign,assignment]
         await cycle()  # fails after its pending row: stored as error
         await cycle()
+        # the account's strategy is deactivated: the account holds, stored as error without a model call
+        own = (await agent.strategies.get_strategy("conservative")).model_copy(
+            update={"strategy_id": "metrics-custom", "strategy_type": "custom", "name": "Metrics custom"}
+        )
+        await agent.strategies.create_custom_strategy(own)
+        assert await agent.strategies.update_account_strategy(1, "metrics-custom")
+        await agent.strategies.set_strategy_active("metrics-custom", False)
+        await cycle()
         stored, counted = await _stored(agent), _counted(agent)
     finally:
         await agent.close()
-    assert stored.get("error") == 3.0, stored
-    assert sum(stored.values()) == 5.0 and "pending" not in stored
+    assert stored.get("error") == 4.0, stored
+    assert sum(stored.values()) == 6.0 and "pending" not in stored
     assert counted == stored

@@ -359,7 +359,7 @@ class DecisionEngine:
             )
             async with self.sessions.begin() as session:
                 await DecisionRepository(session).add(held)
-            return to_result(held, [])
+            return self._counted(to_result(held, []))
         await self.sync_account(account_id)
         row = models.Decision(
             account_id=account_id,

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import Clock
+from app.core.errors import TemporaryError
 from app.core.metrics import AgentMetrics
 from app.core.timeframes import floor_time, timeframe_delta
 from app.db.repositories.accounts import AccountRepository
@@ -194,7 +195,10 @@ class TradingLoop:
             try:
                 result = await self.engine.make_trading_decision(None, account_id, trigger="loop")
             except Exception as exc:  # isolate accounts: log, count, carry on
-                log.exception("decision cycle failed for account %s", account_id)
+                if isinstance(exc, TemporaryError):  # an outage (the venue, the network): its reason, no traceback
+                    log.warning("decision cycle failed for account %s: %s", account_id, exc)
+                else:
+                    log.exception("decision cycle failed for account %s", account_id)
                 beat.failures += 1
                 beat.last_error = f"account {account_id}: {type(exc).__name__}: {exc}"
                 beat.per_account_errors[account_id] = beat.last_error

@@ -25,5 +25,6 @@ router = APIRouter(tags=["health"])
     },
 )
 async def metrics(agent: Annotated[Agent, Depends(get_agent)], _: AdminPrincipal) -> Response:
-    """Decisions, rejections by reason, model latency/tokens/cost by model, orders, equity per account."""
+    """Decisions, rejections by reason, model latency/tokens/cost by model, orders, equity per account. Admin
+    only: an account key answers 403."""
     return Response(generate_latest(agent.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -109,7 +109,11 @@ class CustomStrategy(TradingStrategy):
 
     strategy_type: Literal["custom"] = Field("custom", description="Always `custom` for a strategy defined here")
     prompt_template: CleanTemplate = Field(
-        ..., max_length=MAX_TEMPLATE_CHARS, description="LLM prompt template for this strategy (Jinja2)"
+        ...,
+        max_length=MAX_TEMPLATE_CHARS,
+        description="LLM prompt template for this strategy: Jinja2 (sandboxed) over `risk`, `max_positions` and "
+        "`strategy`. It must render to text: one that does not (a syntax error, an unknown variable) answers 400 "
+        "with the reason, the one rule the schema cannot state",
     )
     timeframe_preference: list[str] = Field(
         default=["1h", "4h"],

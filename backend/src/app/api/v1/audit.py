@@ -25,7 +25,8 @@ async def audit_log(
     account_id: Annotated[int | None, Query(ge=1, le=MAX_DB_ID, description="Only this account's entries")] = None,
     before_id: Annotated[int | None, Query(ge=1, le=MAX_DB_ID, description="Page: entries older than this id")] = None,
 ) -> list[AuditEntryView]:
-    """Mutating requests, newest first: who, what, when and the status they got."""
+    """Mutating requests, newest first: who, what, when and the status they got. Admin only: an account key
+    answers 403."""
     async with agent.sessions() as session:
         rows = await ApiKeyRepository(session).audit_log(limit=limit, account_id=account_id, before_id=before_id)
     return [AuditEntryView.model_validate(row) for row in rows]

@@ -99,3 +99,30 @@ async def test_a_decision_on_request_without_the_loop_reads_the_venue_rules(sett
             await agent.close()
     assert result.status != "error", result.error
     assert sorted(rules) == sorted(settings.assets) and rules["BTC"].market_symbol == "BTC/USDT:USDT"
+
+
+async def test_a_stop_does_not_wait_for_a_venue_that_does_not_answer(settings: Settings) -> None:
+    with FakeBinance() as venue:
+        venue.slow(30, match="exchangeInfo", times=5)  # the venue takes 30 s to answer its markets
+        market = CcxtMarketData(
+            "binanceusdm",
+            settings.assets,
+            api_overrides=local_api_urls("binanceusdm", venue.base_url),
+            clock=WallClock(),
+            timeout_ms=60_000,
+            attempts=1,
+        )
+        agent = await build_agent(settings, clock=WallClock(), market=market)
+        try:
+            task = asyncio.create_task(agent.loop.run_forever())
+            async with asyncio.timeout(30):
+                while True:  # until the loop is asking the venue (the fake's log is in its own thread)
+                    if venue.matching("exchangeInfo"):
+                        break
+                    await asyncio.sleep(0.02)
+            agent.loop.stop()
+            async with asyncio.timeout(10):  # well before the venue's answer: the question is dropped
+                await task
+        finally:
+            await agent.close()
+    assert agent.loop.heartbeat.cycles == 0 and not agent.market_status.ready

@@ -18,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -169,13 +171,31 @@ class TradingLoop:
         """Wait (asking again with the availability's pauses) until the market answers; False when stopped."""
         if self.market is None:
             return True
-        while not await self.market.check():
+        while not await self._unless_stopped(self.market.check()):
+            if self._stop.is_set():
+                return False
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.01, self.market.retry_in_s())):
                     await self._stop.wait()
             if self._stop.is_set():
                 return False
         return True
+
+    async def _unless_stopped(self, probe: Coroutine[Any, Any, bool]) -> bool:
+        """`probe`'s answer, or False when `stop()` comes first (the probe is cancelled: a shutdown never waits
+        for a venue that does not answer)."""
+        asking = asyncio.create_task(probe)
+        stopper = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({asking, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            if not asking.done():
+                asking.cancel()
+        if asking.cancelled() or not asking.done():
+            await asyncio.wait({asking})  # its connections are released before the shutdown goes on
+            return False
+        return asking.result()
 
     def _data_ended(self, candle: datetime) -> None:
         assert self.data_end is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -271,6 +272,37 @@ async def test_persistent_failure_is_a_clear_temporary_error(venue: str) -> None
             await source.close()
     assert len(fake.matching(CANDLES[venue])) == 3
     assert time.monotonic() - started < 2
+
+
+async def test_retries_are_warnings_until_the_venue_is_out_then_debug_until_it_answers(
+    venue: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A venue that is out is reported once by whoever gets the TemporaryError (the market's availability): the
+    retries of the next reads, while it stays out, do not repeat it as warnings."""
+
+    def retry_levels() -> list[int]:
+        levels = [r.levelno for r in caplog.records if "failed (" in r.getMessage() and "retrying" in r.getMessage()]
+        caplog.clear()
+        return levels
+
+    caplog.set_level(logging.DEBUG, logger="app.services.market_data.ccxt_source")
+    with make_fake(venue) as fake:
+        source = make_source(fake, venue, attempts=2)
+        try:
+            await source.load()
+            for _ in range(2):
+                fake.fail(503, b"Service Unavailable", times=2)
+                with pytest.raises(TemporaryError):
+                    await source.fetch_candles("BTC", "5m", limit=3, until=NOW)
+            out = retry_levels()
+            await source.fetch_candles("BTC", "5m", limit=3, until=NOW)  # the venue answers again
+            fake.fail(503, b"Service Unavailable", times=1)
+            await source.fetch_candles("BTC", "5m", limit=3, until=NOW)  # a blip: retried, answered
+            blip = retry_levels()
+        finally:
+            await source.close()
+    assert out == [logging.WARNING, logging.DEBUG]  # the first read's retry warns; once out, debug
+    assert blip == [logging.WARNING] and not source.failing
 
 
 async def test_client_errors_are_not_retried(source: CcxtMarketData, fake: FakeVenue, venue: str) -> None:

@@ -9,7 +9,9 @@ history, the ticker is rebuilt from 1 h candles and open interest is unknown (No
 to the whole second (Binance reports settlements a few ms late).
 
 Reads are retried with exponential backoff on network errors, timeouts, 429/418 (honouring `Retry-After`)
-and 5xx; after the last attempt a `TemporaryError` says what failed and why. Client errors (4xx) are not
+and 5xx; after the last attempt a `TemporaryError` says what failed and why. Each retry is logged as a warning,
+except while the venue is out (a read ran out of attempts and none has succeeded since): then at debug level,
+since whoever got the `TemporaryError` has said so. Client errors (4xx) are not
 retried. ccxt's own rate limiter (`enableRateLimit`) spaces the requests by their weight.
 Point ccxt at another host (a fake, a proxy) with `api_overrides` (see `local_api_urls`).
 """
@@ -164,6 +166,7 @@ class CcxtMarketData:
         self.exchange = exchange
         self.exchange.urls["api"].update(api_overrides or {})
         self.exchange.httpExceptions = {**self.exchange.httpExceptions, **_CLIENT_ERRORS}
+        self.failing = False  # the last read ran out of attempts: the venue is out until a read succeeds
 
     # ------------------------------------------------------------------------------------ markets
 
@@ -397,7 +400,8 @@ class CcxtMarketData:
     def _log_retry(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome is not None else None
         pause = state.next_action.sleep if state.next_action is not None else 0.0
-        log.warning(
+        log.log(
+            logging.DEBUG if self.failing else logging.WARNING,  # during an outage its caller has said so once
             "%s: attempt %d of %d failed (%s: %s); retrying in %.2f s",
             self.name,
             state.attempt_number,
@@ -421,10 +425,14 @@ class CcxtMarketData:
                 with attempt:
                     result = await func(*args)
         except ccxt.BadSymbol as exc:
+            self.failing = False
             raise UnknownSymbolError(f"{self.name}: {what}: the venue does not know the symbol ({exc})") from exc
         except ccxt.OperationFailed as exc:
+            self.failing = True
             tries = f"{self.attempts} attempt{'s' if self.attempts > 1 else ''}"
             raise TemporaryError(f"{self.name}: {what} failed after {tries}: {type(exc).__name__}: {exc}") from exc
         except ccxt.BaseError as exc:
+            self.failing = False  # the venue answered (with a refusal)
             raise VenueRequestError(f"{self.name}: {what} was refused: {type(exc).__name__}: {exc}") from exc
+        self.failing = False
         return result

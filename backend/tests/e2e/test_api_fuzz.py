@@ -56,7 +56,6 @@ CHECKS = [
     response_headers_conformance,
 ]
 AUTH = {"X-API-Key": ADMIN_KEY}
-ST = Path(sys.executable).with_name("st")
 
 
 @contextlib.contextmanager
@@ -118,7 +117,9 @@ def base_url(tmp_path: Path) -> Iterator[str]:
 def run_schemathesis(base_url: str, workdir: Path) -> subprocess.CompletedProcess[str]:
     """`st run` with every check; its files (the failures it keeps for `st replay`) go to `workdir`."""
     command = [
-        str(ST),
+        sys.executable,  # the `st` command of this environment, whatever its bin directory
+        "-m",
+        "schemathesis.cli",
         "run",
         f"{base_url}/openapi.json",
         "--checks",

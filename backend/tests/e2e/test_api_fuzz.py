@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import subprocess
 import sys
@@ -142,7 +143,9 @@ def run_schemathesis(base_url: str, workdir: Path) -> subprocess.CompletedProces
         "--output-truncate",
         "false",
     ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600, check=False, cwd=workdir)
+    # The strategy templates' format (`jinja2-template`), which Schemathesis does not know by itself.
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": str(Path(__file__).with_name("schemathesis_hooks.py"))}
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, check=False, cwd=workdir, env=env)
 
 
 def test_schemathesis_with_all_checks_finds_nothing(base_url: str, tmp_path: Path) -> None:

@@ -52,12 +52,15 @@ TEMPLATE_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00
 class _Pattern:
     """Adds `pattern` to a field's JSON schema without a second check (the validator above is the check)."""
 
-    def __init__(self, pattern: str) -> None:
+    def __init__(self, pattern: str, *, format: str | None = None) -> None:
         self.pattern = pattern
+        self.format = format
 
     def __get_pydantic_json_schema__(self, core: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
         schema = handler(core)
         schema["pattern"] = self.pattern
+        if self.format:
+            schema["format"] = self.format
         return schema
 
 
@@ -65,5 +68,7 @@ class _Pattern:
 CleanLine = Annotated[str, AfterValidator(_line), _Pattern(LINE_PATTERN)]
 # Valid text over several lines (a template).
 CleanText = Annotated[str, AfterValidator(_text), _Pattern(TEXT_PATTERN)]
-# A strategy's prompt template as a request sends it: valid text, not blank.
-CleanTemplate = Annotated[str, AfterValidator(_text), _Pattern(TEMPLATE_PATTERN)]
+# A strategy's prompt template as a request sends it: valid text, not blank, and a Jinja2 template that renders
+# (checked by rendering it; the schema says so with a format of its own, which a client or a fuzzer may know).
+TEMPLATE_FORMAT = "jinja2-template"
+CleanTemplate = Annotated[str, AfterValidator(_text), _Pattern(TEMPLATE_PATTERN, format=TEMPLATE_FORMAT)]

@@ -153,7 +153,7 @@ async def test_the_default_model_switch_is_checked_and_survives_a_restart(
     settings = _settings(database_url, tmp_path, fake, llm_fallback_models=["x-ai/grok-4"])
     async with running(settings, clock) as (agent, client):
         unknown = await client.post("/api/v1/decisions/models/switch", json={"model": "nobody/no-such-model"})
-        assert unknown.status_code == 400 and "not in the model catalog" in unknown.json()["detail"]
+        assert unknown.status_code == 404 and "not in the model catalog" in unknown.json()["detail"]
         assert agent.llm.models == ["openai/gpt-5", "x-ai/grok-4"]
 
         switched = await client.post("/api/v1/decisions/models/switch", json={"model": "x-ai/grok-4"})

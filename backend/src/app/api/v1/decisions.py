@@ -141,8 +141,8 @@ async def switch_model(body: ModelSwitchRequest, agent: AgentDep, principal: Mut
         # Checked against the endpoint's model catalog and kept in the database (restored at the next start).
         try:
             switched = await agent.llm.switch_model(body.model, by=principal.key_prefix)
-        except ModelNotAvailableError as exc:
-            raise HTTPException(status_code=400, detail=str(exc)) from None
+        except ModelNotAvailableError as exc:  # a well-formed slug of a model this endpoint does not have
+            raise HTTPException(status_code=404, detail=str(exc)) from None
         except ModelCatalogUnavailableError as exc:
             raise HTTPException(status_code=503, detail=str(exc)) from None
         if not switched:

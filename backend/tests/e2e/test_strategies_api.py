@@ -207,6 +207,9 @@ async def test_a_bad_stored_row_never_breaks_the_api_and_an_account_on_it_is_tol
     assert "the account holds" in decision["error"]
     view = await api.client.get("/api/v1/strategies/account/1", headers=ADMIN)
     assert view.status_code == 409 and "the stored definition is invalid" in view.json()["detail"]
+    account = (await api.client.get("/api/v1/accounts/1", headers=ADMIN)).json()
+    assert "the stored definition is invalid" in account["strategy_notice"]
+    assert "the account holds" in account["strategy_notice"]
     history = await api.client.get("/api/v1/strategies/account/1/history", headers=ADMIN)
     assert history.status_code == 200
     performance = await api.client.get("/api/v1/strategies/old-null/performance", headers=ADMIN)
@@ -334,6 +337,8 @@ async def test_a_deactivated_strategy_is_not_offered_nor_assigned_and_its_accoun
     assert decision["status"] == "error" and "strategy 'api-trend' is deactivated" in decision["error"]
     view = await api.client.get("/api/v1/strategies/account/1", headers=ADMIN)
     assert view.status_code == 200 and view.json()["is_active"] is False
+    listed = (await api.client.get("/api/v1/accounts", headers=ADMIN)).json()
+    assert "strategy 'api-trend' is deactivated" in next(a for a in listed if a["id"] == 1)["strategy_notice"]
 
     # built-in ones cannot be deactivated; an unknown one is 404
     builtin = await api.client.post("/api/v1/strategies/custom/conservative/deactivate", headers=ADMIN)
@@ -344,6 +349,7 @@ async def test_a_deactivated_strategy_is_not_offered_nor_assigned_and_its_accoun
     assert activated.status_code == 200 and activated.json()["usable"] is True
     assert "api-trend" in await api.available()
     assert (await api.decide())["status"] != "error"
+    assert (await api.client.get("/api/v1/accounts/1", headers=ADMIN)).json()["strategy_notice"] is None
 
 
 async def test_a_strategy_whose_stored_definition_is_invalid_cannot_be_activated(api: Api) -> None:

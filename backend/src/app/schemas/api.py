@@ -80,6 +80,11 @@ class AccountView(BaseModel):
     status: AccountStatus
     model: str | None
     strategy_id: str
+    strategy_notice: str | None = Field(
+        None,
+        description="Why the account holds instead of deciding: its strategy was deactivated or its stored "
+        "definition is invalid (switch it to an available strategy); null when its strategy can run",
+    )
     initial_balance: float
     max_position_size: float
     max_leverage: float

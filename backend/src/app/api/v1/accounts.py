@@ -63,6 +63,12 @@ def view(account: models.Account) -> AccountView:
     )
 
 
+async def _view(agent: Agent, account: models.Account) -> AccountView:
+    """The account's view, with the reason it holds when its strategy cannot run (deactivated, invalid)."""
+    notice = await agent.strategies.strategy_notice(account.strategy_id)
+    return view(account).model_copy(update={"strategy_notice": notice})
+
+
 async def _load(agent: Agent, principal: CurrentPrincipal, account_id: int) -> models.Account:
     ensure_scope(principal, account_id)
     async with agent.sessions() as session:
@@ -106,7 +112,7 @@ async def create_account(body: AccountCreate, agent: AgentDep, _: MutatingAdmin)
             reason="created through the API",
             now=agent.clock.now(),  # the strategy assignment, on the market clock as every strategy switch
         )
-        return view(account)
+        return await _view(agent, account)
 
 
 @router.get("", response_model=list[AccountView])
@@ -114,12 +120,14 @@ async def list_accounts(agent: AgentDep, principal: CurrentPrincipal) -> list[Ac
     """Every account (admin), or the caller's own."""
     async with agent.sessions() as session:
         accounts = await AccountRepository(session).all()
-    return [view(a) for a in accounts if principal.can_see(a.id)]
+    visible = [a for a in accounts if principal.can_see(a.id)]
+    notices = {sid: await agent.strategies.strategy_notice(sid) for sid in {a.strategy_id for a in visible}}
+    return [view(a).model_copy(update={"strategy_notice": notices[a.strategy_id]}) for a in visible]
 
 
 @router.get("/{account_id}", response_model=AccountView, responses=error_responses(404, 422))
 async def get_account(account_id: AccountId, agent: AgentDep, principal: CurrentPrincipal) -> AccountView:
-    return view(await _load(agent, principal, account_id))
+    return await _view(agent, await _load(agent, principal, account_id))
 
 
 async def _set_status(
@@ -145,7 +153,7 @@ async def _set_status(
             key_prefix=principal.key_prefix,
             request_id=getattr(request.state, "request_id", None),  # the audit entry's (set by the middleware)
         )
-        return view(account)
+        return await _view(agent, account)
 
 
 _STATUS_ERRORS = error_responses(400, 404, 413, 422, 429)
@@ -214,7 +222,7 @@ async def assign_model(
         assert account is not None
         account.model = body.model
         account.updated_at = agent.wall_clock.now()
-        return view(account)
+        return await _view(agent, account)
 
 
 @router.put("/{account_id}/credentials", status_code=204, responses=error_responses(400, 403, 404, 413, 422, 429))

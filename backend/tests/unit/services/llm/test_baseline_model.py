@@ -340,6 +340,12 @@ def test_kelly_sizing_holds_when_the_kelly_fraction_is_not_positive() -> None:
     assert only(ctx).action == "hold"
 
 
+def test_kelly_sizing_holds_when_the_average_win_vanishes_against_the_loss() -> None:
+    # found by the property test below: the payoff 5e-324 / 1e10 underflows to 0 (it divided by zero)
+    ctx = with_record(context({"BTC": market(UP, UP)}, strategy=kelly_strategy()), 0.9, 5e-324, -1e10)
+    assert only(ctx).action == "hold"
+
+
 def test_kelly_sizing_without_a_record_sizes_by_the_risk_rule() -> None:
     ctx = context({"BTC": market(UP, UP)}, strategy=kelly_strategy())
     plain = context({"BTC": market(UP, UP)})

@@ -91,8 +91,8 @@ def _half_kelly_margin(strategy: TradingStrategy, account: AccountContext, lever
     perf = account.recent_performance
     if strategy.position_sizing != "kelly" or not perf.avg_loss < 0 < perf.avg_win:
         return None
-    payoff = perf.avg_win / -perf.avg_loss
-    kelly = perf.win_rate - (1 - perf.win_rate) / payoff
+    payoff = perf.avg_win / -perf.avg_loss  # can underflow to 0 (a vanishing win): then no edge, like the validator
+    kelly = perf.win_rate - (1 - perf.win_rate) / payoff if payoff > 0 else 0.0
     return math.floor(max(0.0, kelly / 2) * account.balance_usd / leverage * 100) / 100
 
 

@@ -232,7 +232,9 @@ async def _wire(
         models, why = ([provider.name] if provider.is_simulated else settings.llm_models), "injected"
     parts.append(Part("model", f"{provider.name}: {', '.join(models)}", provider.is_simulated, why))
 
-    strategies = StrategyManager(sessions, clock, interval=settings.interval, long_interval=settings.long_interval)
+    strategies = StrategyManager(
+        sessions, clock, interval=settings.interval, long_interval=settings.long_interval, wall_clock=wall_clock
+    )
     await strategies.ensure_builtins()
     await ensure_default_account(sessions, settings, clock, wall_clock)
     new_admin_key = await ensure_admin_key(sessions, settings, wall_clock)

@@ -79,6 +79,12 @@ async def test_records_carry_the_wall_clock_and_decisions_the_market_clock(clock
     assert [h["changed_at"] for h in history] == ["2031-07-14T06:07:00Z"]
     revoked = await client.delete(f"/api/v1/accounts/{account_id}/keys/{key.json()['id']}")
     assert revoked.json()["revoked_at"] == "2031-07-14T06:07:00Z"
+    wall.advance(timedelta(minutes=1))
+    switched = await client.post(
+        f"/api/v1/strategies/account/{account_id}/switch", json={"strategy_id": "swing", "reason": "test"}
+    )
+    assert switched.status_code == 200, switched.text
+    assert (await client.get(f"/api/v1/accounts/{account_id}")).json()["updated_at"] == "2031-07-14T06:08:00Z"
 
     decided = await client.post("/api/v1/decisions/generate", json={"account_id": 1})
     assert decided.status_code == 200, decided.text

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.clock import Clock
+from app.core.clock import Clock, WallClock
 from app.db.models import Account, Decision, Position, Strategy, StrategyAssignment
 from app.db.repositories.strategies import StoredStrategy, StrategyRepository, load, validation_summary
 from app.schemas.text import text_problem
@@ -253,9 +253,11 @@ class StrategyManager:
         *,
         interval: str = "5m",
         long_interval: str = "4h",
+        wall_clock: Clock | None = None,
     ) -> None:
         self._sessions = sessions
-        self._clock = clock
+        self._clock = clock  # assignments are on the market clock, like the decisions they apply to
+        self._wall_clock = wall_clock or WallClock()  # an account's updated_at is an operational record
         self.interval = interval
         self.long_interval = long_interval
         self._prompts = prompts or PromptBuilder(interval=interval, long_interval=long_interval)
@@ -392,7 +394,7 @@ class StrategyManager:
                 return False
             now = self._clock.now()
             account.strategy_id = strategy_id
-            account.updated_at = now
+            account.updated_at = self._wall_clock.now()
             session.add(
                 StrategyAssignment(account_id=account_id, strategy_id=strategy_id, reason=reason, assigned_at=now)
             )

@@ -8,7 +8,6 @@ import pytest
 
 from app.services.llm.circuit_breaker import CircuitBreaker, CircuitBreakerRegistry
 
-
 WALL_START = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 
 

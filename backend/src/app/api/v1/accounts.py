@@ -90,7 +90,7 @@ async def create_account(body: AccountCreate, agent: AgentDep, _: MutatingAdmin)
     except StrategyUnavailableError as exc:
         raise HTTPException(status_code=409, detail=str(exc)) from exc
     except StrategyNotFoundError:
-        pass  # refused below
+        pass  # 404 below
     async with agent.sessions.begin() as session:
         if await session.get(models.Strategy, body.strategy_id) is None:
             raise HTTPException(status_code=404, detail=f"unknown strategy {body.strategy_id!r}")
@@ -255,7 +255,7 @@ async def create_account_key(
     """A key that can only see and act on this account, named as asked (no body: `account <id>`). The key is
     shown once. Admin only: an account key answers 403."""
     await _load(agent, principal, account_id)
-    name = body.name if body is not None and body.name else f"account {account_id}"  # named as asked
+    name = body.name if body is not None and body.name else f"account {account_id}"
     async with agent.sessions.begin() as session:
         key, row = await ApiKeyRepository(session).create(
             role="account", account_id=account_id, name=name, now=agent.wall_clock.now()

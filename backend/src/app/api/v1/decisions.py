@@ -71,7 +71,7 @@ async def generate_decision(
                 status_code=404,
                 detail=f"unknown strategy {body.strategy_override!r}: see GET /api/v1/strategies/available",
             )
-        if not strategy.is_active:  # it exists, but its state does not allow deciding with it
+        if not strategy.is_active:
             raise HTTPException(
                 status_code=409, detail=f"strategy {body.strategy_override!r} is deactivated: choose an active one"
             )

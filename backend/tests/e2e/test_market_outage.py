@@ -126,3 +126,32 @@ async def test_a_stop_does_not_wait_for_a_venue_that_does_not_answer(settings: S
         finally:
             await agent.close()
     assert agent.loop.heartbeat.cycles == 0 and not agent.market_status.ready
+
+
+async def test_a_decision_asked_while_the_venue_is_down_answers_503_and_stores_nothing(settings: Settings) -> None:
+    port = free_port()  # nothing listens: the venue cannot be reached
+    market = CcxtMarketData(
+        "binanceusdm",
+        settings.assets,
+        api_overrides=local_api_urls("binanceusdm", f"http://127.0.0.1:{port}"),
+        clock=WallClock(),
+        attempts=1,
+        backoff_s=0.01,
+        rate_limit_ms=1,
+    )
+
+    async def with_the_venue(s: Settings) -> Agent:
+        return await build_agent(s, clock=WallClock(), market=market)
+
+    app = create_app(settings, agent_factory=with_the_venue)
+    async with (
+        serve(app) as base_url,
+        httpx.AsyncClient(base_url=base_url, timeout=30, headers={"X-API-Key": ADMIN_KEY}) as client,
+    ):
+        refused = await client.post("/api/v1/decisions/generate", json={"account_id": 1})
+        history = (await client.get("/api/v1/decisions/history", params={"account_id": 1})).json()
+        still_up = await client.get("/health")
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["detail"].startswith("temporarily unavailable, nothing was changed: binanceusdm")
+    assert int(refused.headers["retry-after"]) > 0
+    assert history == [] and still_up.status_code == 200

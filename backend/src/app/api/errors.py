@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from app.core.errors import TemporaryError
 from app.services.llm.llm_exceptions import (
     AccountNotFoundError,
     DecisionEngineError,
@@ -19,6 +20,7 @@ from app.services.llm.llm_exceptions import (
 )
 
 log = logging.getLogger(__name__)
+OUTAGE_RETRY_AFTER_S = 30  # a market or venue outage: ask again after this (the loop backs off on its own)
 
 
 class ErrorBody(BaseModel):
@@ -63,12 +65,19 @@ _ERRORS: dict[int, tuple[str, type[BaseModel]]] = {
     ),
     500: ("An unexpected failure; the server log has the details (never the answer)", ErrorBody),
     503: (
-        "A service the request depends on cannot be reached now (the model provider or its catalog); nothing "
-        "was changed, try again later",
+        "A service the request depends on cannot be reached now (the market or venue, the model provider or its "
+        "catalog); nothing was changed, try again later",
         ErrorBody,
     ),
 }
 _HEADERS: dict[int, dict[str, Any]] = {
+    503: {
+        "Retry-After": {
+            "description": "Seconds to wait before asking again (sent for a market or venue outage)",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
     401: {"WWW-Authenticate": {"description": "The accepted scheme", "schema": {"type": "string"}}},
     429: {
         "Retry-After": {
@@ -128,6 +137,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _rate_limited(_: Request, exc: DecisionRateLimitedError) -> JSONResponse:
         return JSONResponse(
             status_code=429, content={"detail": str(exc)}, headers={"Retry-After": str(exc.retry_after_s)}
+        )
+
+    @app.exception_handler(TemporaryError)
+    async def _unavailable(_: Request, exc: TemporaryError) -> JSONResponse:
+        # a market or venue outage (after the source's own retries): the request can succeed later
+        return JSONResponse(
+            status_code=503,
+            content={"detail": f"temporarily unavailable, nothing was changed: {exc}"},
+            headers={"Retry-After": str(OUTAGE_RETRY_AFTER_S)},
         )
 
     @app.exception_handler(DecisionEngineError)

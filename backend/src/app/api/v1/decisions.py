@@ -57,7 +57,7 @@ class ModelSwitchResult(BaseModel):
     models: list[str] = Field(..., description="The chain asked in order (first model, then the fallbacks)")
 
 
-@router.post("/generate", response_model=DecisionResult, responses=error_responses(400, 404, 409, 413, 422, 429))
+@router.post("/generate", response_model=DecisionResult, responses=error_responses(400, 404, 409, 413, 422, 429, 503))
 async def generate_decision(
     body: GenerateDecisionRequest, agent: AgentDep, principal: MutatingPrincipal
 ) -> DecisionResult:

@@ -44,9 +44,15 @@ class LLMCallRepository:
         return list((await self.session.scalars(query)).all())
 
     async def totals(
-        self, by: Literal["model", "account", "day"], *, since: datetime | None = None
+        self,
+        by: Literal["model", "account", "day"],
+        *,
+        account_id: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> list[UsageTotal]:
-        """Calls, failures, tokens and cost grouped by served model, account or UTC day."""
+        """Calls, failures (any outcome but ok), tokens, cost and summed latency grouped by served model (else
+        requested), account or UTC day; of one account or all, created in [since, until)."""
         key: ColumnElement[Any]
         if by == "model":
             key = func.coalesce(LLMCall.model_served, LLMCall.model_requested)
@@ -54,28 +60,6 @@ class LLMCallRepository:
             key = func.coalesce(cast(LLMCall.account_id, String), "-")
         else:
             key = func.substr(cast(LLMCall.created_at, String), 1, 10)
-        query = select(
-            key.label("key"),
-            func.count(),
-            func.sum(case((LLMCall.outcome == "ok", 0), else_=1)),
-            func.coalesce(func.sum(LLMCall.prompt_tokens), 0),
-            func.coalesce(func.sum(LLMCall.completion_tokens), 0),
-            func.coalesce(func.sum(LLMCall.cost_usd), 0.0),
-        )
-        if since is not None:
-            query = query.where(LLMCall.created_at >= since)
-        rows = (await self.session.execute(query.group_by(key).order_by(key))).all()
-        return [
-            UsageTotal(str(k), int(n), int(f or 0), int(p or 0), int(c or 0), float(cost or 0.0))
-            for k, n, f, p, c, cost in rows
-        ]
-
-    async def usage_by_model(
-        self, *, account_id: int | None = None, since: datetime | None = None, until: datetime | None = None
-    ) -> list[UsageTotal]:
-        """Per served model (else requested): calls, failures (any outcome but ok), tokens, cost and summed latency,
-        for one account or all, created in [since, until)."""
-        key = func.coalesce(LLMCall.model_served, LLMCall.model_requested)
         query = select(
             key.label("key"),
             func.count(),

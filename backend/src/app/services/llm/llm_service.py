@@ -193,7 +193,7 @@ class LLMService:
         from app.db.repositories.llm_calls import LLMCallRepository
 
         async with self.sessions() as session:
-            rows = await LLMCallRepository(session).usage_by_model(account_id=account_id, since=since, until=until)
+            rows = await LLMCallRepository(session).totals("model", account_id=account_id, since=since, until=until)
         by_model = {
             r.key: ModelUsage(
                 calls=r.calls,

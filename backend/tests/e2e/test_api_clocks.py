@@ -21,6 +21,7 @@ from app.main import create_app
 from app.services.market_data.simulator import MarketSimulator
 from tests.conftest import ADMIN_KEY
 from tests.e2e.server import serve
+from tests.e2e.test_strategies_api import definition
 
 pytestmark = pytest.mark.db
 
@@ -85,6 +86,13 @@ async def test_records_carry_the_wall_clock_and_decisions_the_market_clock(clock
     )
     assert switched.status_code == 200, switched.text
     assert (await client.get(f"/api/v1/accounts/{account_id}")).json()["updated_at"] == "2031-07-14T06:08:00Z"
+    created_strategy = await client.post("/api/v1/strategies/custom", json={"strategy": definition("clocked")})
+    assert created_strategy.status_code == 201, created_strategy.text
+    async with clocks.agent.sessions() as session:
+        stored = await session.get(models.Strategy, "clocked")
+        builtin = await session.get(models.Strategy, "swing")
+    assert stored is not None and stored.created_at == WALL_START + timedelta(minutes=6), "strategy rows: wall time"
+    assert builtin is not None and builtin.created_at == WALL_START
 
     decided = await client.post("/api/v1/decisions/generate", json={"account_id": 1})
     assert decided.status_code == 200, decided.text

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -43,7 +43,7 @@ async def make_agent(
 ) -> AsyncIterator[Callable[..., object]]:
     built: list[Agent] = []
 
-    async def make(**overrides: object) -> Agent:
+    async def make(wall_clock: ManualClock | None = None, **overrides: object) -> Agent:
         settings: Settings = IsolatedSettings(
             database_url=database_url,
             openrouter_api_key=KEY,
@@ -63,7 +63,7 @@ async def make_agent(
             backoff_max_s=0.05,
         )
         market = MarketSimulator(settings.assets, base_timeframe=settings.interval, seed=settings.sim_seed)
-        agent = await build_agent(settings, clock=clock, market=market, provider=provider)
+        agent = await build_agent(settings, clock=clock, market=market, provider=provider, wall_clock=wall_clock)
         built.append(agent)
         return agent
 
@@ -175,6 +175,27 @@ async def test_a_spent_daily_budget_stops_model_calls_and_says_so(
     assert len(fake.chat_requests) == 2, "no call once 0.008 of 0.005 USD is spent"
     assert third.status == "fallback" and third.failure == "budget"
     assert "daily LLM budget spent" in (third.error or "")
+
+
+async def test_the_daily_budget_counts_the_real_day_not_the_market_day(
+    make_agent: Callable[..., object], fake: FakeOpenRouter, clock: ManualClock
+) -> None:
+    """A replay or a simulation runs through market days in minutes: the budget is real money per real day."""
+    wall = ManualClock(datetime(2031, 7, 14, 6, 0, tzinfo=UTC))
+    agent: Agent = await make_agent(llm_daily_budget_usd=0.005, wall_clock=wall)  # type: ignore[misc]
+    fake.reply(chat_completion(hold_all(), cost=0.004), times=3)
+    first = await _cycle(agent, clock)
+    clock.advance(timedelta(days=1))  # a new market day, the same real day
+    second = await _cycle(agent, clock)
+    clock.advance(timedelta(days=1))
+    third = await _cycle(agent, clock)
+    assert first.failure is None and second.failure is None
+    assert third.failure == "budget" and len(fake.chat_requests) == 2
+    calls = await _calls(agent, first.id)
+    assert [c.created_at for c in calls] == [wall.now()], "model calls are stamped with the wall clock"
+    wall.advance(timedelta(days=1))  # the next real day: calls again
+    fourth = await _cycle(agent, clock)
+    assert fourth.failure is None and len(fake.chat_requests) == 3
 
 
 async def test_no_secret_in_stored_errors(

@@ -125,7 +125,8 @@ class DecisionEngine:
     ) -> None:
         self.daily_budget_usd = daily_budget_usd
         self.refreshes_per_hour = refreshes_per_hour
-        self.wall_clock = wall_clock or WallClock()  # forced refreshes are limited in real time, not market time
+        # forced refreshes, the daily LLM budget and the model calls' times run in real time, not market time
+        self.wall_clock = wall_clock or WallClock()
         self._refreshes: defaultdict[int, deque[datetime]] = defaultdict(deque)  # account -> forced decisions
         self.metrics = metrics
         self.sessions = sessions
@@ -384,7 +385,7 @@ class DecisionEngine:
             return self._counted(to_result(row, []))
 
         request = self.llm.request_for(assets, context, account_model)
-        budget_note = await self._budget_exhausted(account_id, daily_budget, now)
+        budget_note = await self._budget_exhausted(account_id, daily_budget)
         row.context_errors = list(context.errors)
         provenance = models.DecisionProvenance(
             context_snapshot=context.model_dump(mode="json"),
@@ -450,7 +451,7 @@ class DecisionEngine:
                 report.errors.append(f"execution stopped: {type(exc).__name__}: {exc}")
 
         async with self.sessions.begin() as session:
-            await self._store_calls(session, calls, account_id, decision_id, now)
+            await self._store_calls(session, calls, account_id, decision_id, self.wall_clock.now())
             await self.reconciler.sync(
                 session,
                 account_id,
@@ -545,12 +546,14 @@ class DecisionEngine:
             )
         window.append(now)
 
-    async def _budget_exhausted(self, account_id: int, budget: float | None, now: datetime) -> str | None:
-        """A note when the account's LLM spend today (UTC, by the agent's clock) reached its budget."""
+    async def _budget_exhausted(self, account_id: int, budget: float | None) -> str | None:
+        """A note when the account's LLM spend today reached its budget: real money on the real day (UTC, wall
+        clock), whatever the market clock says (a replay or a simulation runs through days in minutes)."""
         if budget is None or self.llm.is_simulated:
             return None
         async with self.sessions() as session:
-            spent = await LLMCallRepository(session).spent_since(account_id, floor_time(now, "1d"))
+            today = floor_time(self.wall_clock.now(), "1d")
+            spent = await LLMCallRepository(session).spent_since(account_id, today)
         if spent < budget:
             return None
         return (
@@ -562,6 +565,7 @@ class DecisionEngine:
     async def _store_calls(
         session: AsyncSession, calls: list[CallRecord], account_id: int, decision_id: int, now: datetime
     ) -> None:
+        """The decision's model calls, stamped `now` on the wall clock (spend and usage are real-time records)."""
         rows = []
         for call in calls:
             response = call.response

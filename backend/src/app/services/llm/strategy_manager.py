@@ -257,7 +257,7 @@ class StrategyManager:
     ) -> None:
         self._sessions = sessions
         self._clock = clock  # assignments are on the market clock, like the decisions they apply to
-        self._wall_clock = wall_clock or WallClock()  # an account's updated_at is an operational record
+        self._wall_clock = wall_clock or WallClock()  # operational records: strategy rows, an account's updated_at
         self.interval = interval
         self.long_interval = long_interval
         self._prompts = prompts or PromptBuilder(interval=interval, long_interval=long_interval)
@@ -268,7 +268,7 @@ class StrategyManager:
         async with self._sessions.begin() as session:
             repo = StrategyRepository(session)
             for strategy in builtin_strategies():
-                await repo.upsert(strategy, builtin=True, now=self._clock.now())
+                await repo.upsert(strategy, builtin=True, now=self._wall_clock.now())
 
     # ------------------------------------------------------------------------------------------ reads
     # Strategies are read from the database each time (a primary-key read per decision): they can be edited
@@ -431,7 +431,7 @@ class StrategyManager:
         async with self._sessions.begin() as session:
             if await session.get(Strategy, strategy.strategy_id) is not None:
                 raise StrategyConflictError(f"strategy refused: the id {strategy.strategy_id!r} is taken")
-            await StrategyRepository(session).upsert(strategy, builtin=False, now=self._clock.now())
+            await StrategyRepository(session).upsert(strategy, builtin=False, now=self._wall_clock.now())
         return strategy.strategy_id
 
     async def _editable(self, session: AsyncSession, strategy_id: str) -> Strategy:
@@ -458,7 +458,7 @@ class StrategyManager:
             self._refuse_if_invalid(strategy)
             stored = load(row)
             before = stored.strategy.model_dump(mode="json") if stored.strategy else None
-            await StrategyRepository(session).upsert(strategy, builtin=False, now=self._clock.now())
+            await StrategyRepository(session).upsert(strategy, builtin=False, now=self._wall_clock.now())
         return strategy, _changes(before, strategy.model_dump(mode="json"))
 
     async def patch_custom_strategy(self, strategy_id: str, changes: dict[str, Any]) -> tuple[TradingStrategy, str]:

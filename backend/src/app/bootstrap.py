@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +44,7 @@ from app.services.market_data.market_sync import MarketSync
 from app.services.market_data.simulator import MarketSimulator
 from app.trading.loop import TradingLoop
 
+log = logging.getLogger(__name__)
 DEFAULT_ACCOUNT_NAME = "paper-1"
 
 
@@ -86,7 +88,12 @@ class Agent:
         return "\n".join(lines)
 
     async def close(self) -> None:
+        """Stop: the decisions this process leaves pending are marked interrupted, then everything is closed."""
         self.loop.stop()
+        try:
+            await self.engine.interrupt_in_flight("interrupted: the agent was stopped before this decision completed")
+        except Exception:  # the database is gone: the next start of `run` marks them
+            log.exception("could not mark the decisions in flight as interrupted")
         closer = getattr(self.llm.provider, "aclose", None)
         if closer is not None:
             await closer()

@@ -64,8 +64,7 @@ def create_app(
             agent.loop.stop()
             if task is not None:
                 await _finish_cycle(task, settings.shutdown_grace_s)
-            await agent.engine.interrupt_in_flight("interrupted: the agent was stopped before this decision completed")
-            await agent.close()
+            await agent.close()  # marks what the stopped cycle left pending as interrupted
 
     app = FastAPI(
         title="AI Trading Agent",

@@ -163,3 +163,24 @@ async def test_a_start_after_a_crash_marks_the_orphan_and_decides_its_candle_aga
     # The candle is still the current one: it is decided again, and that decision finished.
     assert len(rows) == 2 and rows[1].cycle_time == rows[0].cycle_time
     assert rows[1].status not in ("pending", "interrupted", "error"), rows[1].error
+
+
+async def test_closing_the_agent_marks_what_it_left_pending_whoever_stops_it(
+    settings: Settings, clock: ManualClock
+) -> None:
+    """`decide` stopped with Ctrl-C, a test, the served app: one path (`Agent.close`) marks the cancelled cycle."""
+    model = GatedModel()
+    agent = await _factory(clock, model)(settings)
+    cycle = asyncio.create_task(agent.engine.make_trading_decision(None, 1, trigger="cli"))
+    await asyncio.wait_for(model.called.wait(), 10)
+    cycle.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await cycle
+    await agent.close()
+    reopened = await _factory(clock, BaselineModel())(settings)
+    try:
+        (row,) = await _decisions(reopened)
+    finally:
+        await reopened.close()
+    assert row.status == "interrupted"
+    assert row.error == "interrupted: the agent was stopped before this decision completed"

@@ -261,7 +261,6 @@ class DecisionEngine:
         # Every log line from here on (model calls, orders) carries the decision and the account.
         decision_id = prepared.row.id
         structlog.contextvars.bind_contextvars(decision_id=decision_id, account_id=account_id)
-        self._in_flight.add(decision_id)
         try:
             decided = await self._conclude(prepared, account_id, now)
         except asyncio.CancelledError:
@@ -393,6 +392,8 @@ class DecisionEngine:
         )
         async with self.sessions.begin() as session:
             await DecisionRepository(session).add(row, provenance)
+            # in flight from its insert on: a stop that lands even while it commits marks it interrupted
+            self._in_flight.add(row.id)
         return _Prepared(
             row=row,
             context=context,

@@ -265,3 +265,45 @@ async def test_usage_of_the_stored_calls_admin_sees_all_an_account_key_its_own(
         assert one["total_calls"] == 2 and one["by_model"]["openai/gpt-5"]["failures"] == 1
         later = (await client.get("/api/v1/llm/usage", params={"since": "2999-01-01T00:00:00"})).json()
         assert later["total_calls"] == 0
+
+
+async def test_public_health_shows_only_the_key_status_and_never_asks_the_provider(
+    database_url: str, tmp_path: Path, clock: ManualClock, fake: FakeOpenRouter
+) -> None:
+    async with running(_settings(database_url, tmp_path, fake), clock) as (_agent, client):
+        anonymous = httpx.AsyncClient(base_url=str(client.base_url), timeout=30)  # /health needs no key
+        async with anonymous:
+            before = (await anonymous.get("/health")).json()
+            assert fake.key_requests == [], "an anonymous /health must not make the agent ask GET /key"
+            assert before["model"]["key"]["status"] == "unchecked"
+
+            keyed = (await client.get("/api/v1/llm/health")).json()  # the keyed one asks, and shows the credit
+            assert keyed["key"]["limit_remaining_usd"] == 74.5 and keyed["key"]["fingerprint"].startswith("sha256:")
+            assert len(fake.key_requests) == 1
+
+            fake.known_keys = {ENV_KEY: key_info(limit=10.0, usage=10.0)}
+            _agent.llm.provider.key_checker.forget()  # type: ignore[attr-defined]
+            assert (await client.get("/api/v1/llm/health")).json()["key"]["status"] == "no_credit"
+            after = await anonymous.get("/health")
+        assert len(fake.key_requests) == 2, "only the keyed calls asked"
+        key = after.json()["model"]["key"]
+        assert key == {"status": "no_credit", "detail": "the key's credit limit is spent"}
+        for leak in ("limit_usd", "usage_usd", "limit_remaining", "is_free_tier", "fingerprint", "sha256:", "10.0"):
+            assert leak not in after.text, leak
+
+
+async def test_another_endpoints_key_is_never_sent_to_its_key_url(
+    database_url: str, tmp_path: Path, clock: ManualClock, fake: FakeOpenRouter
+) -> None:
+    fake.known_keys = {}  # like a proxy: its `/key` answers 401 to any key
+    settings = _settings(
+        database_url, tmp_path, fake, openrouter_api_key=None, llm_base_url=fake.base_url, llm_api_key="proxy-key-123"
+    )
+    async with running(settings, clock) as (agent, client):
+        keyed = (await client.get("/api/v1/llm/health")).json()
+        public = (await client.get("/health")).json()
+        assert fake.key_requests == [], "LLM_API_KEY was sent to LLM_BASE_URL/key"
+        assert keyed["status"] == "ok" and keyed["key"] is None
+        assert public["model"]["status"] == "ok" and public["model"]["key"] is None
+        assert not any(r.startswith("model") for r in public["reasons"]), public["reasons"]
+        assert agent.llm.provider.key_checker is None  # type: ignore[attr-defined]

@@ -2,7 +2,9 @@
 
 `status` is `ok` only when nothing stops or spoils decisions; otherwise `degraded`, with every reason in
 `reasons`: the database cannot be reached, accounts' last cycles failed, the market cannot be reached, the
-replay's data has ended, or a model's circuit is open (or its provider refuses the key).
+replay's data has ended, or a model's circuit is open (or its provider refused the key when last asked).
+`/health` needs no key: it never asks the provider about the key (that is the keyed `GET /api/v1/llm/health`)
+and shows only the key's status and a short detail, never its credit nor its fingerprint.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ async def health(agent: Annotated[Agent, Depends(get_agent)]) -> dict[str, Any]:
     except Exception as exc:  # report, never raise from the health check
         database = f"error: {type(exc).__name__}"
     beat = agent.loop.heartbeat
-    model = await agent.llm.validate_api_health()
+    model = await agent.llm.validate_api_health(ask_provider=False)  # never a request to the provider from here
     reasons = _reasons(agent, database, beat, model)
     return {
         "status": "degraded" if reasons else "ok",
@@ -53,9 +55,22 @@ async def health(agent: Annotated[Agent, Depends(get_agent)]) -> dict[str, Any]:
             "stopped": beat.stopped,
         },
         "market": agent.market_status.snapshot(),
-        "model": model.model_dump(),
+        "model": _public_model(agent, model),
         "parts": [{"name": p.name, "what": p.what, "simulated": p.simulated, "why": p.why} for p in agent.parts],
     }
+
+
+def _public_model(agent: Agent, model: HealthStatus) -> dict[str, Any]:
+    """The model's status for anyone: the key's status and a short detail from the last answer, never its amounts
+    nor its fingerprint (those are on the keyed `GET /api/v1/llm/health`, which asks the provider)."""
+    public = model.model_dump(exclude={"key"})
+    if model.key is not None:
+        public["key"] = {"status": model.key.status, "detail": model.key.detail}
+    elif getattr(agent.llm.provider, "key_checker", None) is None:  # the baseline, or not OpenRouter: no key check
+        public["key"] = None
+    else:
+        public["key"] = {"status": "unchecked", "detail": "not asked yet (GET /api/v1/llm/health asks the provider)"}
+    return public
 
 
 def _reasons(agent: Agent, database: str, beat: Heartbeat, model: HealthStatus) -> list[str]:

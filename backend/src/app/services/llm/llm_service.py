@@ -151,15 +151,16 @@ class LLMService:
             )
         return result.response.decision
 
-    async def validate_api_health(self) -> HealthStatus:
+    async def validate_api_health(self, *, ask_provider: bool = True) -> HealthStatus:
         """The circuits of the models, and the provider's own word on the API key (validity and credit left;
         OpenRouter's `GET /key`, cached for a minute): an invalid key or spent credit is `down`, a provider that
-        cannot be asked `degraded`."""
+        cannot be asked `degraded`. `ask_provider=False` (the public `/health`): only the last answer about the
+        key, never a request (`key` is null when it was never asked)."""
         circuits = {model: self.breakers.get(model).snapshot() for model in self.models}
         open_ = [m for m, snap in circuits.items() if snap["state"] != "closed"]
         status = "ok" if not open_ else ("down" if len(open_) == len(self.models) else "degraded")
         details = [f"circuit not closed for {', '.join(open_)}"] if open_ else []
-        key = await self._key_health()
+        key = await self._key_health(ask=ask_provider)
         if key is not None and key.status in ("invalid", "no_credit"):
             status = "down"
             details.append(f"API key: {key.detail or key.status}")
@@ -176,11 +177,11 @@ class LLMService:
             key=key,
         )
 
-    async def _key_health(self) -> KeyHealth | None:
+    async def _key_health(self, *, ask: bool) -> KeyHealth | None:
         check = getattr(self.provider, "check_key", None)
         if self.is_simulated or check is None:
             return None
-        health: KeyHealth = await check()
+        health: KeyHealth | None = await check(ask=ask)
         return health
 
     async def get_usage_metrics(

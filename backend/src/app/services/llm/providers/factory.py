@@ -12,6 +12,7 @@ from app.core.config import Settings
 from app.services.llm.llm_settings import LLMSettingsStore, OpenRouterKeys, restore_default_model
 from app.services.llm.providers.base import DecisionModel
 from app.services.llm.providers.baseline import BaselineModel
+from app.services.llm.providers.key_check import KeyChecker
 from app.services.llm.providers.model_catalog import ModelCatalog
 from app.services.llm.providers.openrouter import KeySource, OpenRouterModel
 
@@ -58,6 +59,8 @@ def build_provider(
         max_tokens=settings.llm_max_tokens,
         temperature=settings.llm_temperature,
         keys=keys,
+        # Only OpenRouter has `GET /key`: another endpoint's key is never sent to a URL it did not ask for.
+        key_checker=None if settings.llm_base_url else KeyChecker(base_url),
     )
     return ProviderChoice(provider, settings.llm_models, why)
 

@@ -2,9 +2,10 @@
 
 OpenRouter answers `{"data": {"limit": 100, "usage": 25.5, "limit_remaining": 74.5, "limit_reset": "monthly",
 "is_free_tier": false, "label": "sk-or-v1-au7...890", ...}}` (limit and limit_remaining null when unlimited) and
-401 for a key it does not know. The answer is cached (`ttl_s`, shorter after a failure) so that `/health`,
-which may be polled every second, asks at most once a minute; callers at the same moment share one request. A
-new key (rotation) is asked about at once. The key's `label` (a masked key) is never passed on.
+401 for a key it does not know. The answer is cached (`ttl_s`, shorter after a failure) so that the keyed
+`GET /api/v1/llm/health` asks at most once a minute; callers at the same moment share one request. A new key
+(rotation) is asked about at once. The public `/health` only reads the last answer (`last`) and never asks. The
+key's `label` (a masked key) is never passed on.
 """
 
 from __future__ import annotations
@@ -61,6 +62,12 @@ class KeyChecker:
                 ttl = self.failure_ttl_s if cached.status == "unreachable" else self.ttl_s
                 self._cached = (fingerprint, self._clock() + ttl, cached)
         return cached.model_copy(update={"source": source})
+
+    def last(self, fingerprint: str | None) -> KeyHealth | None:
+        """The last answer about this key, however old; None when it was never asked about (nothing is sent)."""
+        if fingerprint is None or self._cached is None or self._cached[0] != fingerprint:
+            return None
+        return self._cached[2]
 
     def forget(self) -> None:
         self._cached = None
@@ -122,7 +129,7 @@ def key_health(data: dict[str, Any], *, source: str, fingerprint: str | None) ->
         limit_remaining_usd=remaining,
         limit_reset=reset if isinstance(reset, str) else None,
         is_free_tier=free if isinstance(free, bool) else None,
-        detail=f"the key's credit limit ({limit:g} USD) is spent" if spent and limit is not None else None,
+        detail="the key's credit limit is spent" if spent else None,  # the amounts: limit_usd, usage_usd
     )
 
 

@@ -147,7 +147,8 @@ class OpenRouterModel:
         key_checker: KeyChecker | None = None,
     ) -> None:
         """`keys`: asked before every call for the key to use (a rotated key is used from the next call on);
-        `api_key` is the key until it answers."""
+        `api_key` is the key until it answers. `key_checker`: asks the endpoint about the key (OpenRouter's
+        `GET /key`); None for an endpoint that is not OpenRouter (its key is never sent anywhere else)."""
         if not api_key or not api_key.strip():
             raise ConfigurationError("OpenRouter needs an API key")
         parts = urlsplit(base_url)
@@ -169,7 +170,7 @@ class OpenRouterModel:
         self._secret = api_key
         self._old_secrets: list[str] = []  # keys rotated out: still redacted from errors
         self.keys = keys
-        self.key_checker = key_checker if key_checker is not None else KeyChecker(self.base_url)
+        self.key_checker = key_checker
         headers: dict[str, str] = {}
         if app_url:
             headers["HTTP-Referer"] = app_url
@@ -393,21 +394,27 @@ class OpenRouterModel:
         self._client = self._client.with_options(api_key=key)
         self.catalog.use_api_key(key)
 
-    async def check_key(self) -> KeyHealth:
-        """The provider's word on the key in use (validity, credit left), cached by `key_checker`."""
+    async def check_key(self, *, ask: bool = True) -> KeyHealth | None:
+        """The provider's word on the key in use (validity, credit left), cached by `key_checker`; None without
+        a key checker (not OpenRouter). `ask=False`: only the last answer about that key, never a request."""
         from app.services.llm.llm_settings import key_fingerprint
 
-        if self.keys is None:
-            return await self.key_checker.check(
-                self._secret, source="environment", fingerprint=key_fingerprint(self._secret)
-            )
-        try:
-            choice = await self.keys.choice()
-        except SQLAlchemyError:
-            return await self.key_checker.check(
-                self._secret, source="environment", fingerprint=key_fingerprint(self._secret)
-            )
-        return await self.key_checker.check(choice.key, source=choice.source, fingerprint=choice.fingerprint)
+        if self.key_checker is None:
+            return None
+        key: str | None = self._secret
+        source = "environment"
+        fingerprint: str | None = key_fingerprint(self._secret)
+        if self.keys is not None:
+            try:
+                choice = await self.keys.choice()
+            except SQLAlchemyError:
+                pass  # the database is down: the key in use
+            else:
+                key, source, fingerprint = choice.key, choice.source, choice.fingerprint
+        if not ask and key is not None:  # no key at all: `check` says so without a request
+            last = self.key_checker.last(fingerprint)
+            return last.model_copy(update={"source": source}) if last is not None else None
+        return await self.key_checker.check(key, source=source, fingerprint=fingerprint)
 
     # ---------------------------------------------------------------------------------------- helpers
 

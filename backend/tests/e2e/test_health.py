@@ -20,6 +20,7 @@ from app.services.llm.llm_exceptions import LLMAPIError
 from app.services.llm.providers.base import ModelRequest, ModelResponse
 from app.services.market_data.base import Ticker24h
 from app.services.market_data.simulator import MarketSimulator
+from tests.conftest import ADMIN_KEY
 from tests.e2e.server import serve
 
 pytestmark = pytest.mark.db
@@ -85,6 +86,23 @@ async def test_health_is_degraded_while_every_cycle_fails(settings: Settings, cl
     assert failing["loop"]["last_cycle_failures"] == failing["loop"]["last_cycle_accounts"] == 1
     assert any("failed their last cycle" in r and "ticker endpoint unreachable" in r for r in failing["reasons"])
     assert recovered["status"] == "ok", recovered["reasons"]
+
+
+async def test_halting_a_failing_account_clears_its_failure_from_health(settings: Settings, clock: ManualClock) -> None:
+    """A halted account has no cycles: its last failure must not hold /health degraded until a restart."""
+    market = TickerOutage(settings.assets, base_timeframe=settings.interval, seed=settings.sim_seed)
+    agent = await build_agent(settings, clock=clock, market=market)
+    async with _served(settings, agent) as client:
+        market.down = True
+        await agent.loop.run_cycle()
+        failing = await _health(client)
+        halted = await client.post("/api/v1/accounts/1/halt", headers={"X-API-Key": ADMIN_KEY})
+        assert halted.status_code == 200, halted.text
+        clock.advance(timedelta(minutes=5))
+        await agent.loop.run_cycle()
+        after = await _health(client)
+    assert failing["status"] == "degraded"
+    assert after["status"] == "ok", after["reasons"]
 
 
 async def test_health_is_degraded_while_the_model_circuit_is_open(settings: Settings, clock: ManualClock) -> None:

@@ -117,14 +117,60 @@ async def test_a_late_cycle_on_the_wall_clock_is_counted_logged_and_reported(
     assert len(late) == 1 and "2026-03-02 12:05, 2026-03-02 12:10" in late[0], late
 
 
+class RealSeconds:
+    """A stand-in for time.monotonic that moves only when told (no test waits on, or races with, real time)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_the_held_clock_runs_on_from_where_it_waited() -> None:
-    clock = AcceleratedClock(START, speed=6000)
+    real = RealSeconds()
+    clock = AcceleratedClock(START, speed=6000, monotonic=real)
     limit = START + FIVE_MIN - timedelta(microseconds=1)
     clock.hold(limit)
-    await asyncio.sleep(0.1)  # 10 simulated minutes
+    real.now += 0.1  # 10 simulated minutes
     assert clock.now() == limit
     clock.release()
-    assert limit <= clock.now() < START + timedelta(minutes=10)
+    assert clock.now() == limit
+    real.now += 0.01  # one simulated minute
+    assert clock.now() == limit + timedelta(minutes=1)
+
+
+async def test_a_busy_event_loop_between_cycles_neither_skips_a_candle_nor_turns_the_clock_back(
+    settings: Settings,
+) -> None:
+    """The loop's task is kept from running for three candles' worth of real time while it waits for the next
+    close: the simulated clock waits at that close (no candle is skipped) and never shows an earlier time."""
+    real = RealSeconds()
+    clock = AcceleratedClock(START, speed=6000, monotonic=real)  # a 5m candle every 0.05 real seconds
+    agent = await _agent(settings, clock)
+    seen: list[Any] = []
+    sleep_until = clock.sleep_until
+
+    async def stalled(moment: Any) -> None:
+        real.now += 0.15  # the event loop was busy elsewhere for three candles
+        seen.append(clock.now())
+        await sleep_until(moment)
+
+    clock.sleep_until = stalled  # type: ignore[method-assign]
+    _slow_decisions(agent, lambda _n: _record(seen, clock))
+    try:
+        await _run_until(agent, 4)
+        times = await _cycle_times(agent)
+    finally:
+        await agent.close()
+    assert seen == sorted(seen), "the simulated clock went back"
+    first = times[0]
+    assert [t - first for t in times] == [FIVE_MIN * i for i in range(len(times))], "every candle, in order"
+    assert agent.loop.heartbeat.candles_skipped == 0
+
+
+async def _record(seen: list[Any], clock: AcceleratedClock) -> None:
+    seen.append(clock.now())
 
 
 def test_metrics_name_the_pace_counters() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -54,12 +55,13 @@ class AcceleratedClock:
     """Simulated time that starts at `start` and runs `speed` times faster than the wall clock. While held it
     stops at the limit, and when released it runs on from there (the time spent waiting is not simulated)."""
 
-    def __init__(self, start: datetime, speed: float) -> None:
+    def __init__(self, start: datetime, speed: float, *, monotonic: Callable[[], float] = time.monotonic) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
+        self._monotonic = monotonic  # real seconds (injectable: tests drive it instead of waiting)
         self._start = start.astimezone(UTC)
         self._speed = speed
-        self._t0 = time.monotonic()
+        self._t0 = monotonic()
         self._limit: datetime | None = None
         self._started = False
 
@@ -68,7 +70,7 @@ class AcceleratedClock:
         return self._speed
 
     def _running(self) -> datetime:
-        return self._start + timedelta(seconds=(time.monotonic() - self._t0) * self._speed)
+        return self._start + timedelta(seconds=(self._monotonic() - self._t0) * self._speed)
 
     def now(self) -> datetime:
         moment = self._running()
@@ -76,7 +78,7 @@ class AcceleratedClock:
 
     def start(self) -> None:
         if not self._started:  # once: time the loop has seen is never taken back
-            self._started, self._t0 = True, time.monotonic()
+            self._started, self._t0 = True, self._monotonic()
 
     def hold(self, limit: datetime) -> None:
         self._limit = limit.astimezone(UTC)
@@ -85,7 +87,7 @@ class AcceleratedClock:
         if self._limit is None:
             return
         moment = self.now()
-        self._start, self._t0, self._limit = moment, time.monotonic(), None
+        self._start, self._t0, self._limit = moment, self._monotonic(), None
 
     async def sleep_until(self, moment: datetime) -> None:
         delay = (moment - self.now()).total_seconds() / self._speed

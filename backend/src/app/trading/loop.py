@@ -108,6 +108,9 @@ class TradingLoop:
         """One decision for every tradable account; returns how many decisions were stored."""
         async with self.sessions() as session:
             accounts = [a.id for a in await AccountRepository(session).list_tradable()]
+        # an account no longer traded (paused, halted, deleted) has no failing cycle: it must not hold /health down
+        for stale in set(self.heartbeat.per_account_errors) - set(accounts):
+            del self.heartbeat.per_account_errors[stale]
         results = await asyncio.gather(*(self._one(account_id) for account_id in accounts))
         self.heartbeat.cycles += 1
         self.heartbeat.last_cycle_at = self.clock.now()
@@ -134,6 +137,9 @@ class TradingLoop:
             return current
         if self.data_end is not None and following > self.data_end:
             return following  # nothing to wait for: the data has ended
+        # Held until the next cycle holds the same limit: however long this task is kept from running (a busy
+        # event loop), a simulated clock never passes the close after `following` unseen, nor goes back then.
+        self.clock.hold(following + self._step - _TICK)
         while floor_time(self.clock.now(), self.interval) < following:
             sleeper = asyncio.create_task(self.clock.sleep_until(following))
             stopper = asyncio.create_task(self._stop.wait())

@@ -152,6 +152,6 @@ async def test_a_decision_asked_while_the_venue_is_down_answers_503_and_stores_n
         history = (await client.get("/api/v1/decisions/history", params={"account_id": 1})).json()
         still_up = await client.get("/health")
     assert refused.status_code == 503, refused.text
-    assert refused.json()["detail"].startswith("temporarily unavailable, nothing was changed: binanceusdm")
+    assert refused.json()["detail"].startswith("temporarily unavailable, try again later: binanceusdm")
     assert int(refused.headers["retry-after"]) > 0
     assert history == [] and still_up.status_code == 200

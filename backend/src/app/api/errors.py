@@ -66,7 +66,8 @@ _ERRORS: dict[int, tuple[str, type[BaseModel]]] = {
     500: ("An unexpected failure; the server log has the details (never the answer)", ErrorBody),
     503: (
         "A service the request depends on cannot be reached now (the market or venue, the model provider or its "
-        "catalog); nothing was changed, try again later",
+        "catalog); try again later. No order was placed; a decision cycle that had begun is stored as `error` "
+        "with the reason",
         ErrorBody,
     ),
 }
@@ -144,7 +145,7 @@ def install_error_handlers(app: FastAPI) -> None:
         # a market or venue outage (after the source's own retries): the request can succeed later
         return JSONResponse(
             status_code=503,
-            content={"detail": f"temporarily unavailable, nothing was changed: {exc}"},
+            content={"detail": f"temporarily unavailable, try again later: {exc}"},
             headers={"Retry-After": str(OUTAGE_RETRY_AFTER_S)},
         )
 

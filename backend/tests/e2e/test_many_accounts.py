@@ -5,6 +5,7 @@ failing never stops the others."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 from typing import Any
 
@@ -98,13 +99,30 @@ async def test_model_calls_overlap_while_preparation_is_bounded(
             preparing.leave()
 
     agent.engine.context_builder.build_with_history = counted  # type: ignore[method-assign]
+    # Each call answers once every account's call is in flight (or after 10 s, a hang guard): if a call waited
+    # for another's answer, they would never all be in flight. No race with the machine's speed.
+    all_in_flight = asyncio.Event()
+    answer = model.complete
+
+    async def gated(request: Any) -> Any:
+        if model.in_flight.now + 1 >= ACCOUNTS:
+            all_in_flight.set()
+        model.in_flight.enter()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(all_in_flight.wait(), 10)
+        finally:
+            model.in_flight.leave()
+        return await answer(request)
+
+    model.complete = gated  # type: ignore[method-assign]
     try:
         clock.advance(timedelta(minutes=5))
         assert await agent.loop.run_cycle() == ACCOUNTS
     finally:
         await agent.close()
     assert preparing.most == 4  # DecisionEngine(max_preparing=4)
-    assert model.in_flight.most == ACCOUNTS  # every call in flight at once: none waited for another's
+    assert all_in_flight.is_set(), "every call in flight at once: none waited for another's"
 
 
 async def test_answers_are_acted_on_once_every_call_of_the_cycle_is_in_flight(

@@ -92,6 +92,8 @@ async def test_the_loop_survives_every_kind_of_failure_and_the_breaker_recovers(
 ) -> None:
     agent: Agent = await make_agent()  # type: ignore[misc]
     breaker = agent.llm.breakers.get("openai/gpt-5")
+    seconds = [1000.0]
+    breaker._clock = lambda: seconds[0]  # its recovery time passes when the test says, not with the machine's speed
 
     fake.reply(chat_completion(f"Here you go:\n```json\n{hold_all()}\n```", cost=0.004, gen_id="gen-1"))
     ok = await _cycle(agent, clock)
@@ -126,14 +128,14 @@ async def test_the_loop_survives_every_kind_of_failure_and_the_breaker_recovers(
     assert skipped.status == "fallback" and len(fake.chat_requests) == requests_before, "open circuit: no call"
     assert [c.outcome for c in await _calls(agent, skipped.id)] == ["circuit_open"]
 
-    await asyncio.sleep(0.35)  # recovery timeout: half-open lets one call through
+    seconds[0] += 0.35  # past the recovery timeout (0.3 s): half-open lets one call through
     fake.reply(chat_completion('{"decisions": [{"asset": "BTC", "action": "ho', finish_reason="length"))
     truncated = await _cycle(agent, clock)
     assert truncated.status == "fallback" and truncated.failure == "truncated"
     assert truncated.raw_response == '{"decisions": [{"asset": "BTC", "action": "ho'  # the raw answer is kept
     assert breaker.state == "open", "a failed half-open call opens the circuit again"
 
-    await asyncio.sleep(0.35)
+    seconds[0] += 0.35
     fake.reply(chat_completion(hold_all()))
     recovered = await _cycle(agent, clock)
     assert recovered.status == "no_action" and not recovered.is_fallback

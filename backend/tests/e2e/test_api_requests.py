@@ -299,3 +299,25 @@ async def test_a_decision_can_be_made_with_another_active_strategy(served: Serve
     async with served.agent.sessions() as session:
         strategies = (await session.scalars(select(models.Decision.strategy_id).order_by(models.Decision.id))).all()
     assert strategies == ["aggressive", "conservative"], "a refused override decides nothing"
+
+
+async def test_an_accounts_view_is_read_after_its_write_transaction_ends(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The view reads the strategy in a session of its own: inside the write transaction it took a second
+    connection while the first held the write lock (pool exhaustion under load, a longer write lock)."""
+    agent = served.agent
+    held: list[int] = []
+    notice = agent.strategies.strategy_notice
+
+    async def counting(strategy_id: str) -> str | None:
+        held.append(agent.db.pool.checkedout())  # type: ignore[attr-defined]
+        return await notice(strategy_id)
+
+    monkeypatch.setattr(agent.strategies, "strategy_notice", counting)
+    created = await served.client.post("/api/v1/accounts", json={"name": "viewed"})
+    assert created.status_code == 201, created.text
+    account = created.json()["id"]
+    assert (await served.client.post(f"/api/v1/accounts/{account}/pause")).status_code == 200
+    assert (await served.client.put(f"/api/v1/accounts/{account}/model", json={"model": None})).status_code == 200
+    assert held == [0, 0, 0], f"connections held while the view was read: {held}"

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from app.bootstrap import Agent, build_agent
 from app.core.clock import ManualClock
@@ -307,3 +308,32 @@ async def test_another_endpoints_key_is_never_sent_to_its_key_url(
         assert public["model"]["status"] == "ok" and public["model"]["key"] is None
         assert not any(r.startswith("model") for r in public["reasons"]), public["reasons"]
         assert agent.llm.provider.key_checker is None  # type: ignore[attr-defined]
+
+
+async def test_an_accounts_model_is_checked_against_the_catalog_like_the_default(
+    database_url: str, tmp_path: Path, clock: ManualClock, fake: FakeOpenRouter
+) -> None:
+    async with running(_settings(database_url, tmp_path, fake), clock) as (agent, client):
+        fake.enqueue_models(*[Scripted(503, error_body(503, "catalog down"))] * 2)
+        down = await client.put("/api/v1/accounts/1/model", json={"model": "x-ai/grok-4"})
+        assert down.status_code == 503 and "cannot be read" in down.json()["detail"], down.text
+        down = await client.post("/api/v1/decisions/models/switch", json={"model": "x-ai/grok-4", "account_id": 1})
+        assert down.status_code == 503 and "cannot be read" in down.json()["detail"], down.text
+
+        unlisted = {"model": "nobody/no-such-model"}
+        switched = await client.post("/api/v1/decisions/models/switch", json={**unlisted, "account_id": 1})
+        assigned = await client.put("/api/v1/accounts/1/model", json=unlisted)
+        created = await client.post("/api/v1/accounts", json={"name": "unlisted", **unlisted})
+        for refused in (switched, assigned, created):
+            assert refused.status_code == 404, refused.text
+            assert "not in the model catalog" in refused.json()["detail"]
+
+        async with agent.sessions() as session:
+            account = await session.get(models.Account, 1)
+            assert account is not None and account.model is None, "nothing saved"
+            assert await session.scalar(select(models.Account).where(models.Account.name == "unlisted")) is None
+
+        listed = await client.put("/api/v1/accounts/1/model", json={"model": "x-ai/grok-4"})
+        assert listed.status_code == 200 and listed.json()["model"] == "x-ai/grok-4", listed.text
+        again = await client.post("/api/v1/decisions/models/switch", json={"model": "openai/gpt-5", "account_id": 1})
+        assert again.status_code == 200 and again.json()["models"][0] == "openai/gpt-5", again.text

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from app.api.auth import AdminPrincipal, CurrentPrincipal, MutatingAdmin, MutatingPrincipal, ensure_scope
 from app.api.deps import get_agent
 from app.api.errors import error_responses
+from app.api.model_check import require_listed_model
 from app.bootstrap import Agent
 from app.db import models
 from app.db.repositories.accounts import AccountRepository
@@ -64,7 +65,9 @@ def view(account: models.Account) -> AccountView:
 
 
 async def _view(agent: Agent, account: models.Account) -> AccountView:
-    """The account's view, with the reason it holds when its strategy cannot run (deactivated, invalid)."""
+    """The account's view, with the reason it holds when its strategy cannot run (deactivated, invalid). It reads
+    the strategy in a session of its own: call it after a write transaction ends, never inside one (a second
+    connection while the first holds the write lock)."""
     notice = await agent.strategies.strategy_notice(account.strategy_id)
     return view(account).model_copy(update={"strategy_notice": notice})
 
@@ -79,11 +82,15 @@ async def _load(agent: Agent, principal: CurrentPrincipal, account_id: int) -> m
 
 
 @router.post(
-    "", response_model=AccountView, status_code=201, responses=error_responses(400, 403, 404, 409, 413, 422, 429)
+    "",
+    response_model=AccountView,
+    status_code=201,
+    responses=error_responses(400, 403, 404, 409, 413, 422, 429, 503),
 )
 async def create_account(body: AccountCreate, agent: AgentDep, _: MutatingAdmin) -> AccountView:
     """Create a paper account. Admin only: an account key answers 403. Live accounts are refused in this version;
-    an unknown strategy answers 404."""
+    an unknown strategy answers 404, and so does a `model` the endpoint's model catalog does not list (503 when
+    the catalog cannot be read; nothing is saved)."""
     now = agent.wall_clock.now()
     try:  # a deactivated strategy, or one whose stored definition is invalid, is not assigned: 409, nothing saved
         await agent.strategies.check_assignable(body.strategy_id)
@@ -91,6 +98,8 @@ async def create_account(body: AccountCreate, agent: AgentDep, _: MutatingAdmin)
         raise HTTPException(status_code=409, detail=str(exc)) from exc
     except StrategyNotFoundError:
         pass  # 404 below
+    if body.model is not None:  # checked against the model catalog like every model named through the API
+        await require_listed_model(agent.llm, body.model)
     async with agent.sessions.begin() as session:
         if await session.get(models.Strategy, body.strategy_id) is None:
             raise HTTPException(status_code=404, detail=f"unknown strategy {body.strategy_id!r}")
@@ -112,7 +121,7 @@ async def create_account(body: AccountCreate, agent: AgentDep, _: MutatingAdmin)
             reason="created through the API",
             now=agent.clock.now(),  # the strategy assignment, on the market clock as every strategy switch
         )
-        return await _view(agent, account)
+    return await _view(agent, account)
 
 
 @router.get("", response_model=list[AccountView])
@@ -153,7 +162,7 @@ async def _set_status(
             key_prefix=principal.key_prefix,
             request_id=getattr(request.state, "request_id", None),  # the audit entry's (set by the middleware)
         )
-        return await _view(agent, account)
+    return await _view(agent, account)
 
 
 _STATUS_ERRORS = error_responses(400, 404, 413, 422, 429)
@@ -208,21 +217,27 @@ async def status_history(
     return [StatusChangeView.model_validate(r) for r in rows]
 
 
-@router.put("/{account_id}/model", response_model=AccountView, responses=error_responses(400, 404, 409, 413, 422, 429))
+@router.put(
+    "/{account_id}/model", response_model=AccountView, responses=error_responses(400, 404, 409, 413, 422, 429, 503)
+)
 async def assign_model(
     account_id: AccountId, body: ModelAssignment, agent: AgentDep, principal: MutatingPrincipal
 ) -> AccountView:
-    """The model this account's decisions ask first (None: the configured LLM_MODEL)."""
+    """The model this account's decisions ask first (None: the configured LLM_MODEL). Checked against the
+    endpoint's model catalog like the default model's switch: 404 when it is not listed, 503 when the catalog
+    cannot be read (nothing is saved)."""
     await _load(agent, principal, account_id)
     if body.model is not None and agent.llm.is_simulated:
         # The request is fine; the agent's state does not allow it.
         raise HTTPException(status_code=409, detail="no LLM is configured (OPENROUTER_API_KEY): the baseline answers")
+    if body.model is not None:  # the same catalog check as the default model's, before anything is saved
+        await require_listed_model(agent.llm, body.model)
     async with agent.sessions.begin() as session:
         account = await session.get(models.Account, account_id)
         assert account is not None
         account.model = body.model
         account.updated_at = agent.wall_clock.now()
-        return await _view(agent, account)
+    return await _view(agent, account)
 
 
 @router.put("/{account_id}/credentials", status_code=204, responses=error_responses(400, 403, 404, 413, 422, 429))

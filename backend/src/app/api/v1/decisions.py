@@ -13,6 +13,7 @@ from sqlalchemy import case, func, select
 from app.api.auth import CurrentPrincipal, MutatingPrincipal, ensure_scope
 from app.api.deps import get_agent
 from app.api.errors import error_responses
+from app.api.model_check import require_listed_model
 from app.api.params import SymbolFilter, Window
 from app.bootstrap import Agent
 from app.core.symbols import SYMBOL_PATTERN
@@ -127,7 +128,9 @@ async def validate_decision(body: ValidateRequest, agent: AgentDep, principal: C
     responses=error_responses(400, 403, 404, 409, 413, 422, 429, 503),
 )
 async def switch_model(body: ModelSwitchRequest, agent: AgentDep, principal: MutatingPrincipal) -> ModelSwitchResult:
-    """With `account_id`: the model that account asks first. Without: the default model (admin only)."""
+    """With `account_id`: the model that account asks first. Without: the default model (admin only). Either
+    is checked against the endpoint's model catalog: 404 when it is not listed, 503 when the catalog cannot be
+    read (nothing is saved)."""
     # Who may do it first (403 / 404 exactly as on every other route), then whether it can be done (400).
     if body.account_id is None and not principal.is_admin:
         raise HTTPException(status_code=403, detail="switching the default model needs an admin API key")
@@ -148,10 +151,14 @@ async def switch_model(body: ModelSwitchRequest, agent: AgentDep, principal: Mut
         if not switched:
             raise HTTPException(status_code=400, detail=f"not a model name: {body.model!r}")
         return ModelSwitchResult(model=body.model, account_id=None, models=agent.llm.models)
+    async with agent.sessions() as session:
+        if await session.get(models.Account, body.account_id) is None:
+            raise HTTPException(status_code=404, detail=f"account {body.account_id} does not exist")
+    # The same catalog check as the default's, before anything is saved (and outside the write transaction).
+    await require_listed_model(agent.llm, body.model)
     async with agent.sessions.begin() as session:
         account = await session.get(models.Account, body.account_id)
-        if account is None:
-            raise HTTPException(status_code=404, detail=f"account {body.account_id} does not exist")
+        assert account is not None  # accounts are never deleted
         account.model = body.model
         account.updated_at = agent.wall_clock.now()
     chain = [body.model, *(m for m in agent.llm.models if m != body.model)]

@@ -220,17 +220,25 @@ class LLMService:
         ModelNotAvailableError when it is not, ModelCatalogUnavailableError when the catalog cannot be read now
         (nothing is changed then)."""
         name = model_name.strip()
-        if not name or any(c.isspace() for c in name):
+        if not await self.check_model(name):
             return False
-        catalog = getattr(self.provider, "catalog", None)
-        if catalog is not None:
-            await catalog.check(name)
         if self.store is not None:
             await self.store.save_default_model(
                 name, configured_model=self.configured_model, endpoint=self.endpoint, by=by
             )
         self.models = [name, *(m for m in self.models if m != name)]
         log.info("default model switched to %s (by %s)", name, by or "unknown")
+        return True
+
+    async def check_model(self, model_name: str) -> bool:
+        """Whether `model_name` may be asked for, the default or an account's: False for text that cannot be a
+        model slug; raises ModelNotAvailableError when the endpoint's model catalog does not list it, and
+        ModelCatalogUnavailableError when the catalog cannot be read now."""
+        if not model_name or model_name != model_name.strip() or any(c.isspace() for c in model_name):
+            return False
+        catalog = getattr(self.provider, "catalog", None)
+        if catalog is not None:
+            await catalog.check(model_name)
         return True
 
     @property

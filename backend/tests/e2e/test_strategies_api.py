@@ -12,6 +12,8 @@ strategies editable and deactivatable):
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,6 +26,7 @@ from app.bootstrap import Agent, build_agent
 from app.core.clock import ManualClock
 from app.core.config import Settings
 from app.db import models
+from app.db.repositories.strategies import StrategyRepository
 from app.main import create_app
 from app.services.market_data.simulator import MarketSimulator
 from tests.conftest import ADMIN_KEY
@@ -371,3 +374,56 @@ async def test_a_switch_reason_that_cannot_be_stored_is_refused_and_nothing_save
         )
         assert response.status_code in (400, 422), response.text
     assert await api.assignments() == assignments and await api.account_strategy() == "conservative"
+
+
+# ---- races: two requests at once get 4xx answers and lose nothing ---------------------------------------
+
+
+def _meet_before_writing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hold each strategy write until a second one arrives (or a moment passes, when the code makes the second
+    wait for the first): both requests have read before either writes, the race made certain."""
+    arrived: list[int] = []
+    both = asyncio.Event()
+    upsert = StrategyRepository.upsert
+
+    async def meeting(self: StrategyRepository, *args: Any, **kwargs: Any) -> None:
+        arrived.append(1)
+        if len(arrived) >= 2:
+            both.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(both.wait(), timeout=2)
+        await upsert(self, *args, **kwargs)
+
+    monkeypatch.setattr(StrategyRepository, "upsert", meeting)
+
+
+async def test_two_creates_of_one_id_at_once_answer_201_and_409(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    _meet_before_writing(monkeypatch)
+    answers = await asyncio.gather(
+        *(
+            api.client.post(
+                "/api/v1/strategies/custom", json={"strategy": definition(strategy_name=name)}, headers=ADMIN
+            )
+            for name in ("First", "Second")
+        )
+    )
+    assert sorted(a.status_code for a in answers) == [201, 409], [a.text for a in answers]
+    refused = next(a for a in answers if a.status_code == 409)
+    assert "the id 'api-trend' is taken" in refused.json()["detail"]
+    stored = (await api.strategy_rows())["api-trend"]
+    assert stored["name"] == next(a for a in answers if a.status_code == 201).json()["strategy_name"]
+
+
+async def test_two_patches_at_once_both_keep_their_change(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    created = await api.client.post("/api/v1/strategies/custom", json={"strategy": definition()}, headers=ADMIN)
+    assert created.status_code == 201, created.text
+    _meet_before_writing(monkeypatch)
+    answers = await asyncio.gather(  # each changes one key of risk_parameters: the other keys must stay
+        *(
+            api.client.patch("/api/v1/strategies/custom/api-trend", json={"risk_parameters": risk}, headers=ADMIN)
+            for risk in ({"max_leverage": 5.0}, {"take_profit_ratio": 3.0})
+        )
+    )
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    stored = (await api.strategy_rows())["api-trend"]["risk"]
+    assert (stored["max_leverage"], stored["take_profit_ratio"]) == (5.0, 3.0), "one patch lost the other's change"

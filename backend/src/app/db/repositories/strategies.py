@@ -12,7 +12,7 @@ from datetime import datetime
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Account, Strategy
@@ -73,10 +73,14 @@ class StrategyRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def get(self, strategy_id: str) -> TradingStrategy | None:
-        """The strategy, or None when there is none; raises ValidationError for an invalid stored one."""
-        row = await self.session.get(Strategy, strategy_id)
-        return to_schema(row) if row else None
+    async def locked(self, strategy_id: str) -> Strategy | None:
+        """The row, read fresh and locked until the transaction ends, so that what is written from it was not
+        changed meanwhile (no lost update): `SELECT ... FOR UPDATE` on PostgreSQL; on SQLite, which has no row
+        locks, a write that changes nothing first takes the database's write lock (other writers wait)."""
+        if self.session.get_bind().dialect.name == "sqlite":
+            touch = update(Strategy).where(Strategy.strategy_id == strategy_id).values(strategy_id=Strategy.strategy_id)
+            await self.session.execute(touch.execution_options(synchronize_session=False))
+        return await self.session.get(Strategy, strategy_id, with_for_update=True, populate_existing=True)
 
     async def stored(self, strategy_id: str) -> StoredStrategy | None:
         row = await self.session.get(Strategy, strategy_id)

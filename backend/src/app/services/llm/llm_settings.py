@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.errors import ConfigurationError
 from app.core.security import SecretBox
 from app.db.models import LLMSetting
+from app.db.upsert import insert_for
 
 log = logging.getLogger(__name__)
 
@@ -159,13 +160,19 @@ class LLMSettingsStore:
     # ------------------------------------------------------------------------------------------ rows
 
     async def _put(self, name: str, value: str, detail: dict[str, str | None], by: str | None) -> datetime:
+        """Insert or replace the setting in one statement: two first writes at once both succeed (the last one
+        wins), where a read then an insert failed the second on the primary key."""
         now = self._now()
         async with self.sessions.begin() as session:
-            row = await session.get(LLMSetting, name, with_for_update=True)
-            if row is None:
-                session.add(LLMSetting(name=name, value=value, detail=detail, updated_at=now, updated_by=by))
-            else:
-                row.value, row.detail, row.updated_at, row.updated_by = value, detail, now, by
+            insert = insert_for(session)(LLMSetting).values(
+                name=name, value=value, detail=detail, updated_at=now, updated_by=by
+            )
+            await session.execute(
+                insert.on_conflict_do_update(
+                    index_elements=[LLMSetting.name],
+                    set_={c: insert.excluded[c] for c in ("value", "detail", "updated_at", "updated_by")},
+                )
+            )
         return now
 
     async def _delete(self, name: str) -> bool:

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import Clock, WallClock
@@ -428,14 +429,22 @@ class StrategyManager:
         stored) when the id is taken or malformed, the type is not `custom`, a number is not finite or out of
         bounds, a text is not valid, a timeframe cannot be served, or the template does not render."""
         self._refuse_if_invalid(strategy)
-        async with self._sessions.begin() as session:
-            if await session.get(Strategy, strategy.strategy_id) is not None:
-                raise StrategyConflictError(f"strategy refused: the id {strategy.strategy_id!r} is taken")
-            await StrategyRepository(session).upsert(strategy, builtin=False, now=self._wall_clock.now())
+        taken = StrategyConflictError(f"strategy refused: the id {strategy.strategy_id!r} is taken")
+        try:
+            async with self._sessions.begin() as session:
+                if await session.get(Strategy, strategy.strategy_id) is not None:
+                    raise taken
+                await StrategyRepository(session).upsert(strategy, builtin=False, now=self._wall_clock.now())
+        except IntegrityError:  # a concurrent request created it between the check and the insert
+            async with self._sessions() as session:
+                if await session.get(Strategy, strategy.strategy_id) is None:
+                    raise  # another constraint: not a conflict of ids
+            raise taken from None
         return strategy.strategy_id
 
     async def _editable(self, session: AsyncSession, strategy_id: str) -> Strategy:
-        row = await session.get(Strategy, strategy_id)
+        """The custom strategy's row, locked until the transaction ends (its edits read and write it there)."""
+        row = await StrategyRepository(session).locked(strategy_id)
         if row is None:
             raise StrategyNotFoundError(strategy_id)
         if row.is_builtin:
@@ -453,12 +462,17 @@ class StrategyManager:
                 f"strategy refused: the body names {strategy.strategy_id!r}, the path {strategy_id!r}"
             )
         async with self._sessions.begin() as session:
-            row = await self._editable(session, strategy_id)
-            strategy = strategy.model_copy(update={"is_active": row.is_active})  # changed by (de)activation only
-            self._refuse_if_invalid(strategy)
-            stored = load(row)
-            before = stored.strategy.model_dump(mode="json") if stored.strategy else None
-            await StrategyRepository(session).upsert(strategy, builtin=False, now=self._wall_clock.now())
+            return await self._replace(session, await self._editable(session, strategy_id), strategy)
+
+    async def _replace(
+        self, session: AsyncSession, row: Strategy, strategy: TradingStrategy
+    ) -> tuple[TradingStrategy, str]:
+        """Write `strategy` over the locked `row`, in the caller's transaction."""
+        strategy = strategy.model_copy(update={"is_active": row.is_active})  # changed by (de)activation only
+        self._refuse_if_invalid(strategy)
+        stored = load(row)
+        before = stored.strategy.model_dump(mode="json") if stored.strategy else None
+        await StrategyRepository(session).upsert(strategy, builtin=False, now=self._wall_clock.now())
         return strategy, _changes(before, strategy.model_dump(mode="json"))
 
     async def patch_custom_strategy(self, strategy_id: str, changes: dict[str, Any]) -> tuple[TradingStrategy, str]:
@@ -469,7 +483,7 @@ class StrategyManager:
             raise StrategyError(
                 f"strategy refused: {', '.join(unknown)} cannot be edited (editable: {', '.join(EDITABLE)})"
             )
-        async with self._sessions() as session:
+        async with self._sessions.begin() as session:  # read and written in one transaction: no lost update
             row = await self._editable(session, strategy_id)
             current: dict[str, Any] = {
                 "strategy_id": row.strategy_id,
@@ -482,13 +496,13 @@ class StrategyManager:
                 "position_sizing": row.position_sizing,
                 "is_active": row.is_active,
             }
-        merged = {**current, **changes}
-        merged["risk_parameters"] = {**current["risk_parameters"], **(changes.get("risk_parameters") or {})}
-        try:
-            strategy = TradingStrategy.model_validate(merged)
-        except ValidationError as exc:
-            raise StrategyError("strategy refused: " + validation_summary(exc.errors())) from None
-        return await self.update_custom_strategy(strategy_id, strategy)
+            merged = {**current, **changes}
+            merged["risk_parameters"] = {**current["risk_parameters"], **(changes.get("risk_parameters") or {})}
+            try:
+                strategy = TradingStrategy.model_validate(merged)
+            except ValidationError as exc:
+                raise StrategyError("strategy refused: " + validation_summary(exc.errors())) from None
+            return await self._replace(session, row, strategy)
 
     async def set_strategy_active(self, strategy_id: str, active: bool) -> StrategyStatus:
         """Deactivate (no longer offered nor assignable; the accounts on it hold, told why) or activate again

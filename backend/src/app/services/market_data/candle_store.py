@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.timeframes import timeframe_seconds
 from app.db.models import CandleRow, FundingRateRow
 from app.db.types import epoch_ms
+from app.db.upsert import insert_for
 from app.services.market_data.base import (
     CandleSeries,
     FundingRate,
@@ -114,7 +114,7 @@ class CandleStore:
         in_range = and_(*key, _CANDLES.c.open_time >= first, _CANDLES.c.open_time <= last)
         async with self.sessions.begin() as session:
             before = await self._count(session, _CANDLES, in_range)
-            stmt = _insert_for(session)(_CANDLES)
+            stmt = insert_for(session)(_CANDLES)
             stmt = stmt.on_conflict_do_update(
                 index_elements=["source", "symbol", "timeframe", "open_time"],
                 set_={name: stmt.excluded[name] for name in _VALUES},
@@ -218,7 +218,7 @@ class CandleStore:
         in_range = and_(key, _FUNDING.c.funding_time >= first, _FUNDING.c.funding_time <= last)
         async with self.sessions.begin() as session:
             before = await self._count(session, _FUNDING, in_range)
-            stmt = _insert_for(session)(_FUNDING)
+            stmt = insert_for(session)(_FUNDING)
             stmt = stmt.on_conflict_do_update(
                 index_elements=["source", "symbol", "funding_time"],
                 set_={"rate": stmt.excluded.rate},
@@ -291,16 +291,6 @@ def _bind_times(ms: IntArray, process: Any) -> list[Any]:
             return fast
     moments = [_dt(int(t)) for t in ms]
     return [process(m) for m in moments] if process is not None else moments
-
-
-def _insert_for(session: AsyncSession) -> Any:
-    """The dialect's INSERT with ON CONFLICT support."""
-    name = session.get_bind().dialect.name
-    if name == "sqlite":
-        return sqlite.insert
-    if name == "postgresql":
-        return postgresql.insert
-    raise NotImplementedError(f"the candle store supports SQLite and PostgreSQL, not {name}")
 
 
 # ---------------------------------------------------------------------------------------------- sync

@@ -321,3 +321,23 @@ async def test_an_accounts_view_is_read_after_its_write_transaction_ends(
     assert (await served.client.post(f"/api/v1/accounts/{account}/pause")).status_code == 200
     assert (await served.client.put(f"/api/v1/accounts/{account}/model", json={"model": None})).status_code == 200
     assert held == [0, 0, 0], f"connections held while the view was read: {held}"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"name": "\\ud800"}',
+        '{"name": "inf", "initial_balance": Infinity}',
+        '{"name": "big", "initial_balance": 1e400}',
+    ],
+)
+async def test_a_bad_json_body_gets_one_answer_with_or_without_a_content_type(served: Served, raw: str) -> None:
+    """The body is read as JSON either way (FastAPI reads a body without a Content-Type as JSON): the same check
+    and the same 422, whether the header is sent or not."""
+    with_type = await served.client.post("/api/v1/accounts", content=raw.encode(), headers=_json())
+    without = await served.client.post("/api/v1/accounts", content=raw.encode())
+    assert "content-type" not in without.request.headers
+    assert with_type.status_code == 422, with_type.text
+    assert (without.status_code, without.json()) == (with_type.status_code, with_type.json())
+    async with served.agent.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(models.Account)) == 1, "nothing saved"

@@ -41,7 +41,7 @@ from app.services.market_data.simulator import MarketSimulator
 from tests.conftest import ADMIN_KEY, IsolatedSettings
 from tests.e2e.server import serve
 from tests.factories import buy, trading_context, trading_decision
-from tests.fakes.openrouter_server import FakeOpenRouter, chat_completion, error_body, hold_all
+from tests.fakes.openrouter_server import FakeOpenRouter, chat_completion, error_body, hold_all, model_entry
 
 pytestmark = pytest.mark.db
 
@@ -465,7 +465,7 @@ async def test_no_secret_in_responses_the_database_or_the_logs(
     caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    with FakeOpenRouter() as fake:
+    with FakeOpenRouter(models=[model_entry("openai/gpt-5", ["max_tokens"])]) as fake:  # the model switched to
         real_llm = IsolatedSettings(
             database_url=settings.database_url,
             admin_api_key=ADMIN_KEY,

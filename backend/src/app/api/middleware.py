@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import uuid
 from typing import Any
 
@@ -28,6 +27,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.protocol import is_json
 from app.db.models import AuditEntry
 from app.db.repositories.api_keys import ApiKeyRepository
 from app.schemas.api import MAX_DB_ID
@@ -111,11 +111,10 @@ def _internal_error(request_id: str) -> JSONResponse:
 
 
 # ------------------------------------------------------------------------------------------- JSON bodies
-_JSON_TYPE = re.compile(r"^application/(?:[\w.+-]+\+)?json\s*(?:;|$)", re.IGNORECASE)
-
-
 def _is_json(headers: Headers) -> bool:
-    return bool(_JSON_TYPE.match(headers.get("content-type", "")))
+    """The app's own rule (`protocol.is_json`, FastAPI's too): a body without a Content-Type is read as JSON, so it
+    is checked here as JSON, and a bad one gets the same answer with or without the header."""
+    return is_json(headers.get("content-type"))
 
 
 def _json_problem(body: bytes) -> str | None:

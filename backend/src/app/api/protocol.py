@@ -68,7 +68,9 @@ def install_method_rules(app: FastAPI) -> None:
 
 
 def is_json(content_type: str | None) -> bool:
-    """`application/json` (with parameters, e.g. a charset) or a `+json` type such as `application/merge-patch+json`."""
+    """`application/json` (with parameters, e.g. a charset) or a `+json` type such as `application/merge-patch+json`;
+    a body without a Content-Type is JSON too (FastAPI reads it so). The one rule: the middleware's check of JSON
+    bodies uses it as well, so a bad body gets one answer whether the header is sent or not."""
     if content_type is None:
         return True  # no body type declared: the body, if any, is read as JSON
     media = content_type.split(";", 1)[0].strip().lower()

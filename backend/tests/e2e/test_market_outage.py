@@ -24,6 +24,19 @@ from tests.fakes.exchange_servers import FakeBinance
 pytestmark = pytest.mark.db
 
 
+def _venue_on(port: int, settings: Settings) -> CcxtMarketData:
+    """Binance USD-M's public data read from 127.0.0.1:`port`, one attempt per read (no waiting on retries)."""
+    return CcxtMarketData(
+        "binanceusdm",
+        settings.assets,
+        api_overrides=local_api_urls("binanceusdm", f"http://127.0.0.1:{port}"),
+        clock=WallClock(),
+        attempts=1,
+        backoff_s=0.01,
+        rate_limit_ms=1,
+    )
+
+
 async def _poll(client: httpx.AsyncClient, path: str, done: Any) -> Any:
     """GET `path` until `done(body)` holds (a hang guard of 60 s, not a performance assertion)."""
     async with asyncio.timeout(60):
@@ -38,15 +51,7 @@ async def test_run_starts_while_the_venue_is_down_and_trades_once_it_answers(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     port = free_port()  # nothing listens here yet: connections are refused, as without a network
-    market = CcxtMarketData(
-        "binanceusdm",
-        settings.assets,
-        api_overrides=local_api_urls("binanceusdm", f"http://127.0.0.1:{port}"),
-        clock=WallClock(),
-        attempts=1,
-        backoff_s=0.01,
-        rate_limit_ms=1,
-    )
+    market = _venue_on(port, settings)
 
     async def with_the_venue(s: Settings) -> Agent:
         agent = await build_agent(s, clock=WallClock(), market=market)
@@ -130,15 +135,7 @@ async def test_a_stop_does_not_wait_for_a_venue_that_does_not_answer(settings: S
 
 async def test_a_decision_asked_while_the_venue_is_down_answers_503_and_stores_nothing(settings: Settings) -> None:
     port = free_port()  # nothing listens: the venue cannot be reached
-    market = CcxtMarketData(
-        "binanceusdm",
-        settings.assets,
-        api_overrides=local_api_urls("binanceusdm", f"http://127.0.0.1:{port}"),
-        clock=WallClock(),
-        attempts=1,
-        backoff_s=0.01,
-        rate_limit_ms=1,
-    )
+    market = _venue_on(port, settings)
 
     async def with_the_venue(s: Settings) -> Agent:
         return await build_agent(s, clock=WallClock(), market=market)

@@ -341,25 +341,11 @@ class DecisionEngine:
                 if cached is not None:
                     return cached
 
+        unavailable: StrategyUnavailableError | None = None
         try:
             strategy = await self.strategies.runnable_strategy(strategy_id)
         except StrategyUnavailableError as exc:  # deactivated or invalid: the account holds, told why, not broken
-            await self.sync_account(account_id)
-            held = models.Decision(
-                account_id=account_id,
-                cycle_time=cycle_time,
-                trigger=trigger,
-                status="error",
-                symbols=assets,
-                symbols_key=symbols_key(assets),
-                strategy_id=strategy_id,
-                is_fallback=True,
-                error=f"strategy: {exc}; {HOLD_NOTICE}",
-                created_at=now,
-            )
-            async with self.sessions.begin() as session:
-                await DecisionRepository(session).add(held)
-            return self._counted(to_result(held, []))
+            unavailable = exc
         await self.sync_account(account_id)
         row = models.Decision(
             account_id=account_id,
@@ -368,11 +354,17 @@ class DecisionEngine:
             status="pending",
             symbols=assets,
             symbols_key=symbols_key(assets),
-            strategy_id=strategy.strategy_id,
+            strategy_id=strategy_id,
             model_requested=account_model if account_model and not self.llm.is_simulated else self.llm.model,
             is_fallback=False,
             created_at=now,
         )
+        if unavailable is not None:  # no model call, no order: stored with the reason
+            row.status, row.is_fallback, row.model_requested = "error", True, None
+            row.error = f"strategy: {unavailable}; {HOLD_NOTICE}"
+            async with self.sessions.begin() as session:
+                await DecisionRepository(session).add(row)
+            return self._counted(to_result(row, []))
         try:
             context, history = await self.context_builder.build_with_history(
                 assets, account_id, strategy, account=account

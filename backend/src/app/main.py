@@ -11,6 +11,7 @@ from fastapi import Depends, FastAPI
 
 from app.api import health, metrics, openapi, protocol
 from app.api.auth import MutationLimiter, VerifiedKeys
+from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
 from app.api.middleware import install_middleware
 from app.api.v1 import accounts, audit, decisions, llm, strategies
@@ -71,6 +72,8 @@ def create_app(
         version="0.1.0",
         description=openapi.DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # app.api.docs serves /docs from local assets
+        redoc_url=None,
     )
     app.state.mutation_limiter = MutationLimiter(settings.api_mutations_per_minute)
     app.state.verified_keys = VerifiedKeys()
@@ -79,6 +82,7 @@ def create_app(
     openapi.install_openapi(app, interval=settings.interval, long_interval=settings.long_interval)
     install_middleware(app, max_body_bytes=settings.api_max_body_bytes)
     app.include_router(health.router)
+    install_docs(app)
     # Every other route needs a key. On one that reads a body, once the key is checked: 415 when the body is not
     # JSON, 422 when its JSON types are not the schema's (app.api.protocol).
     keyed = [Depends(protocol.json_body)]

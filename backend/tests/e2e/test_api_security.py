@@ -46,7 +46,7 @@ from tests.fakes.openrouter_server import FakeOpenRouter, chat_completion, error
 pytestmark = pytest.mark.db
 
 # Served without a key on purpose: liveness and the API's own description.
-PUBLIC = {"/health", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"}
+PUBLIC = {"/health", "/docs", "/docs/oauth2-redirect", "/openapi.json"}
 ADMIN = {"X-API-Key": ADMIN_KEY}
 A = 1  # the default paper account, created at first start
 

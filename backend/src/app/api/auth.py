@@ -1,5 +1,5 @@
 """Authentication and scoping: every endpoint but `/health` needs an API key (the API's description,
-`/openapi.json`, `/docs` and `/redoc`, is public too: it holds no secret nor account data).
+`/openapi.json` and `/docs`, is public too: it holds no secret nor account data).
 
 An admin key sees every account; an account key sees and acts on its own account only: any other
 account id answers 404, exactly as if it did not exist.

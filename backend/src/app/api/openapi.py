@@ -31,7 +31,7 @@ SERVABLE_TIMEFRAMES_KEY = next(iter(SERVABLE_TIMEFRAMES))
 DESCRIPTION = """LLM decision engine for crypto perpetual futures: decisions, their provenance and health.
 
 **Keys.** Every route needs an API key (`X-API-Key: <key>` or `Authorization: Bearer <key>`) except `GET /health`
-and the API's own description (`/openapi.json`, `/docs`, `/redoc`): the description holds no secret and no
+and the API's own description (`/openapi.json`, `/docs`): the description holds no secret and no
 account data, so a client can be generated without a key. A missing or unknown key answers 401. An account key
 sees its own account only (another account answers 404, as if it did not exist); routes marked *admin only*
 answer 403 to an account key.

@@ -379,7 +379,7 @@ async def test_a_switch_reason_that_cannot_be_stored_is_refused_and_nothing_save
 # ---- races: two requests at once get 4xx answers and lose nothing ---------------------------------------
 
 
-def _meet_before_writing(monkeypatch: pytest.MonkeyPatch) -> None:
+def _meet_before_writing(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Hold each strategy write until a second one arrives (or a moment passes, when the code makes the second
     wait for the first): both requests have read before either writes, the race made certain."""
     arrived: list[int] = []
@@ -395,10 +395,11 @@ def _meet_before_writing(monkeypatch: pytest.MonkeyPatch) -> None:
         await upsert(self, *args, **kwargs)
 
     monkeypatch.setattr(StrategyRepository, "upsert", meeting)
+    return arrived
 
 
 async def test_two_creates_of_one_id_at_once_answer_201_and_409(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
-    _meet_before_writing(monkeypatch)
+    writes = _meet_before_writing(monkeypatch)
     answers = await asyncio.gather(
         *(
             api.client.post(
@@ -408,6 +409,7 @@ async def test_two_creates_of_one_id_at_once_answer_201_and_409(api: Api, monkey
         )
     )
     assert sorted(a.status_code for a in answers) == [201, 409], [a.text for a in answers]
+    assert len(writes) == 2, "both requests reached the write: the race was made"
     refused = next(a for a in answers if a.status_code == 409)
     assert "the id 'api-trend' is taken" in refused.json()["detail"]
     stored = (await api.strategy_rows())["api-trend"]
@@ -417,7 +419,7 @@ async def test_two_creates_of_one_id_at_once_answer_201_and_409(api: Api, monkey
 async def test_two_patches_at_once_both_keep_their_change(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     created = await api.client.post("/api/v1/strategies/custom", json={"strategy": definition()}, headers=ADMIN)
     assert created.status_code == 201, created.text
-    _meet_before_writing(monkeypatch)
+    writes = _meet_before_writing(monkeypatch)
     answers = await asyncio.gather(  # each changes one key of risk_parameters: the other keys must stay
         *(
             api.client.patch("/api/v1/strategies/custom/api-trend", json={"risk_parameters": risk}, headers=ADMIN)
@@ -425,5 +427,6 @@ async def test_two_patches_at_once_both_keep_their_change(api: Api, monkeypatch:
         )
     )
     assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    assert len(writes) == 2, "both requests reached the write"
     stored = (await api.strategy_rows())["api-trend"]["risk"]
     assert (stored["max_leverage"], stored["take_profit_ratio"]) == (5.0, 3.0), "one patch lost the other's change"

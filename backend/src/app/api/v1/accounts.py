@@ -96,13 +96,11 @@ async def create_account(body: AccountCreate, agent: AgentDep, _: MutatingAdmin)
         await agent.strategies.check_assignable(body.strategy_id)
     except StrategyUnavailableError as exc:
         raise HTTPException(status_code=409, detail=str(exc)) from exc
-    except StrategyNotFoundError:
-        pass  # 404 below
+    except StrategyNotFoundError as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from exc
     if body.model is not None:  # checked against the model catalog like every model named through the API
         await require_listed_model(agent.llm, body.model)
     async with agent.sessions.begin() as session:
-        if await session.get(models.Strategy, body.strategy_id) is None:
-            raise HTTPException(status_code=404, detail=f"unknown strategy {body.strategy_id!r}")
         if await session.scalar(select(models.Account).where(models.Account.name == body.name)) is not None:
             raise HTTPException(status_code=409, detail=f"an account named {body.name!r} exists")
         account = await AccountRepository(session).add(

@@ -239,7 +239,4 @@ async def performance(
         scope = None if principal.is_admin else principal.account_id
         return await agent.strategies.get_strategy_performance(strategy_id, timeframe, scope)
     except StrategyError as exc:
-        status = 404 if isinstance(exc, StrategyNotFoundError) else 400
-        raise HTTPException(status_code=status, detail=str(exc)) from exc
-    except OverflowError as exc:  # e.g. 99999999w reaches before year 1
-        raise HTTPException(status_code=400, detail=f"window too long: {timeframe!r}") from exc
+        raise _http(exc) from exc

@@ -201,9 +201,6 @@ class OpenRouterKeys:
             return KeyChoice(self.env_key, "environment", key_fingerprint(self.env_key))
         return KeyChoice(None, "none", None)
 
-    async def current(self) -> str | None:
-        return (await self.choice()).key
-
 
 async def restore_default_model(
     store: LLMSettingsStore, configured: list[str], endpoint: str | None

@@ -46,6 +46,7 @@ ROUNDS = [("baseline", KILL), ("slow", KILL), ("baseline", TERM), ("slow", KILL)
 SLOW_ANSWER_S = 1.0
 FAKE_KEY = "sk-or-v1-kill-test-0123456789abcdef"
 HANG_GUARD_S = 90  # a process that does not start or stop within this is a failure, not a slow machine
+FILLED_ENTRIES = "SELECT count(*) FROM orders WHERE kind = 'entry' AND status = 'filled'"
 
 
 class Agent:
@@ -173,9 +174,11 @@ async def _check_records(db: AsyncEngine) -> None:
     assert not unprotected, f"open positions without a stop covering them: {unprotected}"
 
 
-async def _check_stopped_cleanly(db: AsyncEngine) -> None:
+async def _check_stopped_cleanly(db: AsyncEngine) -> int:
     """After a graceful stop: nothing pending, and the venue's last word (the equity snapshot written with the
-    last decision) matches the database's ledger and positions."""
+    last decision) matches the database's ledger and positions. Returns how many margin comparisons were made
+    (the test requires some, so that the checks cannot all be skipped)."""
+    compared = 0
     pending = await _rows(db, "SELECT id, cycle_time FROM decisions WHERE status = 'pending'")
     assert not pending, f"decisions left pending by a graceful stop: {pending}"
     for (account_id,) in await _rows(db, "SELECT id FROM accounts"):
@@ -211,26 +214,19 @@ async def _check_stopped_cleanly(db: AsyncEngine) -> None:
                 f"SELECT coalesce(sum(margin), 0) FROM positions WHERE account_id = {account_id} AND status = 'open'",
             )
             assert round(margin_used, 6) == round(stored_margin, 6), "the venue's positions are not the database's"
+            compared += 1
+    return compared
 
 
-async def _wait_for_a_trade(db: AsyncEngine, agent: Agent) -> None:
+async def _wait_for_row(db: AsyncEngine, agent: Agent, sql: str, what: str) -> None:
+    """Until `sql` counts a row (a hang guard, not a timing assertion)."""
     deadline = time.monotonic() + HANG_GUARD_S
     while time.monotonic() < deadline:
-        if await _scalar(db, "SELECT count(*) FROM orders WHERE kind = 'entry' AND status = 'filled'"):
-            return
-        assert agent.proc.poll() is None, agent.output()[-3000:]
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"the baseline model made no trade within {HANG_GUARD_S} s")
-
-
-async def _wait_for_a_pending_decision(db: AsyncEngine, agent: Agent) -> None:
-    deadline = time.monotonic() + HANG_GUARD_S
-    while time.monotonic() < deadline:
-        if await _scalar(db, "SELECT count(*) FROM decisions WHERE status = 'pending'"):
+        if await _scalar(db, sql):
             return
         assert agent.proc.poll() is None, agent.output()[-3000:]
         await asyncio.sleep(0.05)
-    raise AssertionError(f"no decision waited for the slow model within {HANG_GUARD_S} s")
+    raise AssertionError(f"{what} within {HANG_GUARD_S} s")
 
 
 @pytest.fixture
@@ -245,6 +241,7 @@ async def test_killing_the_agent_at_random_moments_loses_nothing(
 ) -> None:
     rng = random.Random(SEED)
     started_after = 0  # the newest decision id before the current process started
+    compared = 0  # margin comparisons made after graceful stops
     for round_no, (model, sig) in enumerate(ROUNDS):
         agent = Agent(database_url, tmp_path, slow_model if model == "slow" else None)
         where = f"seed {SEED}, round {round_no}, {model} model, {sig.name}"
@@ -254,10 +251,15 @@ async def test_killing_the_agent_at_random_moments_loses_nothing(
             left = await _rows(db, f"SELECT id FROM decisions WHERE status = 'pending' AND id <= {started_after}")
             assert not left, f"{where}: decisions of an earlier run still pending after the start: {left}"
             if round_no == 0:  # the later rounds restart an account that has traded
-                await _wait_for_a_trade(db, agent)
+                await _wait_for_row(db, agent, FILLED_ENTRIES, "the baseline model made no trade")
             await asyncio.sleep(rng.uniform(0.1, 2.5))
             if round_no == 1:  # one kill for sure while a decision waits for its model (the others: anywhere)
-                await _wait_for_a_pending_decision(db, agent)
+                await _wait_for_row(
+                    db,
+                    agent,
+                    "SELECT count(*) FROM decisions WHERE status = 'pending'",
+                    "no decision waited for its model",
+                )
             code = await agent.stop(sig)
         except BaseException:
             print(f"{where}; the agent's output:\n{agent.output()[-4000:]}")
@@ -267,7 +269,7 @@ async def test_killing_the_agent_at_random_moments_loses_nothing(
             # uvicorn stops gracefully on SIGTERM, then re-raises the signal: -15 is a clean stop.
             assert code in (0, -signal.SIGTERM), f"{where}: exit {code}\n{output[-3000:]}"
             assert "Traceback" not in output, f"{where}:\n{output[-4000:]}"
-            await _check_stopped_cleanly(db)
+            compared += await _check_stopped_cleanly(db)
         else:
             assert code == -signal.SIGKILL
         await _check_records(db)
@@ -278,10 +280,11 @@ async def test_killing_the_agent_at_random_moments_loses_nothing(
     await agent.wait_for_cycles(3)
     assert await agent.stop(signal.SIGTERM) in (0, -signal.SIGTERM), agent.output()[-3000:]
     await _check_records(db)
-    await _check_stopped_cleanly(db)
+    compared += await _check_stopped_cleanly(db)
+    assert compared >= 3, "the venue's margin was compared with the database after every graceful stop"
     interrupted = await _scalar(db, "SELECT count(*) FROM decisions WHERE status = 'interrupted'")
     decided = await _scalar(db, "SELECT count(*) FROM decisions WHERE status NOT IN ('interrupted', 'pending')")
-    entries = await _scalar(db, "SELECT count(*) FROM orders WHERE kind = 'entry' AND status = 'filled'")
+    entries = await _scalar(db, FILLED_ENTRIES)
     print(f"seed {SEED}: {decided} decisions, {interrupted} interrupted, {entries} entries filled")
     assert decided >= 10, "the agent hardly ran: the test proved little"
     assert entries >= 1, "the agent never traded: the test proved little"

@@ -24,16 +24,14 @@ from tests.fakes.exchange_servers import FakeBinance
 pytestmark = pytest.mark.db
 
 
-def _venue_on(port: int, settings: Settings) -> CcxtMarketData:
-    """Binance USD-M's public data read from 127.0.0.1:`port`, one attempt per read (no waiting on retries)."""
+def _venue_on(base_url: str, settings: Settings, **options: Any) -> CcxtMarketData:
+    """Binance USD-M's public data read from `base_url`; by default one attempt per read (no waiting on retries)."""
     return CcxtMarketData(
         "binanceusdm",
         settings.assets,
-        api_overrides=local_api_urls("binanceusdm", f"http://127.0.0.1:{port}"),
+        api_overrides=local_api_urls("binanceusdm", base_url),
         clock=WallClock(),
-        attempts=1,
-        backoff_s=0.01,
-        rate_limit_ms=1,
+        **{"attempts": 1, "backoff_s": 0.01, "rate_limit_ms": 1, **options},
     )
 
 
@@ -51,7 +49,7 @@ async def test_run_starts_while_the_venue_is_down_and_trades_once_it_answers(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     port = free_port()  # nothing listens here yet: connections are refused, as without a network
-    market = _venue_on(port, settings)
+    market = _venue_on(f"http://127.0.0.1:{port}", settings)
 
     async def with_the_venue(s: Settings) -> Agent:
         agent = await build_agent(s, clock=WallClock(), market=market)
@@ -88,13 +86,7 @@ async def test_a_decision_on_request_without_the_loop_reads_the_venue_rules(sett
     """Start-up no longer asks the market for its rules; a decision made without the loop (`serve`, `decide`)
     still sizes and caps orders with them: the executor shares the table the venue fills when first asked."""
     with FakeBinance() as venue:
-        market = CcxtMarketData(
-            "binanceusdm",
-            settings.assets,
-            api_overrides=local_api_urls("binanceusdm", venue.base_url),
-            clock=WallClock(),
-            rate_limit_ms=1,
-        )
+        market = _venue_on(venue.base_url, settings, attempts=4)
         agent = await build_agent(settings, clock=WallClock(), market=market)
         try:
             assert agent.engine.executor.rules == {} and not venue.requests, "start-up asked the venue nothing"
@@ -109,14 +101,7 @@ async def test_a_decision_on_request_without_the_loop_reads_the_venue_rules(sett
 async def test_a_stop_does_not_wait_for_a_venue_that_does_not_answer(settings: Settings) -> None:
     with FakeBinance() as venue:
         venue.slow(30, match="exchangeInfo", times=5)  # the venue takes 30 s to answer its markets
-        market = CcxtMarketData(
-            "binanceusdm",
-            settings.assets,
-            api_overrides=local_api_urls("binanceusdm", venue.base_url),
-            clock=WallClock(),
-            timeout_ms=60_000,
-            attempts=1,
-        )
+        market = _venue_on(venue.base_url, settings, timeout_ms=60_000)
         agent = await build_agent(settings, clock=WallClock(), market=market)
         try:
             task = asyncio.create_task(agent.loop.run_forever())
@@ -135,7 +120,7 @@ async def test_a_stop_does_not_wait_for_a_venue_that_does_not_answer(settings: S
 
 async def test_a_decision_asked_while_the_venue_is_down_answers_503_and_stores_nothing(settings: Settings) -> None:
     port = free_port()  # nothing listens: the venue cannot be reached
-    market = _venue_on(port, settings)
+    market = _venue_on(f"http://127.0.0.1:{port}", settings)
 
     async def with_the_venue(s: Settings) -> Agent:
         return await build_agent(s, clock=WallClock(), market=market)

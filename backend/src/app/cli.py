@@ -12,7 +12,9 @@ from rich.table import Table
 from app.commands.admin import admin_app
 from app.commands.data import data_app
 from app.commands.data_download import download
+from app.commands.experiments import experiments_app
 from app.commands.llm import llm_app
+from app.commands.outcomes import outcomes_app
 from app.core.config import Settings
 from app.core.errors import ConfigurationError
 from app.core.logging import configure_logging
@@ -25,6 +27,8 @@ app.add_typer(llm_app, name="llm", help="LLM tools: parse raw model outputs and 
 data_app.command("download")(download)
 app.add_typer(data_app, name="data", help="Market data: download from a venue or import CSV folders.")
 app.add_typer(admin_app, name="admin", help="Administration: issue a new admin key when it is lost.")
+app.add_typer(outcomes_app, name="outcomes", help="Decision outcomes: what followed each decision; back-fill.")
+app.add_typer(experiments_app, name="experiments", help="A/B experiments between models, strategies and prompts.")
 console = Console()
 
 

@@ -121,6 +121,14 @@ class Decision(Base):
     cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
     latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Each asset's price when the decision was made (the context's current price): outcomes are measured from it.
+    prices: Mapped[dict[str, float] | None] = mapped_column(JSONType, nullable=True)
+    # A/B experiments (plain integers, no foreign keys: SQLite adds a column with a key only by rebuilding the
+    # table). `shadow_of`: a shadow decision (status `shadow`, never executed) names the executed decision whose
+    # stored context it was made on.
+    experiment_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    variant_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    shadow_of: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
 
 
 class DecisionProvenance(Base):
@@ -267,6 +275,136 @@ class FundingPayment(Base):
     position_size: Mapped[float] = mapped_column(Float)
     mark_price: Mapped[float] = mapped_column(Float)
     amount: Mapped[float] = mapped_column(Float)
+
+
+class DecisionOutcome(Base):
+    """What followed one asset decision after `horizon` closed candles of `interval`: the mark-to-market return
+    of the direction the decision left (`direction`: +1 long, -1 short, 0 flat) from the decision's price, the
+    excursions, and whether its stop or its target would have been hit first. One row per (decision, asset,
+    horizon), written once that horizon's last candle has closed; `model`, `strategy_id`, the experiment and the
+    variant are copied from the decision so that figures group without a join."""
+
+    __tablename__ = "decision_outcomes"
+    __table_args__ = (
+        UniqueConstraint("decision_id", "asset", "horizon", name="uq_decision_outcomes_key"),
+        Index("ix_decision_outcomes_account_cycle", "account_id", "cycle_time"),
+        Index("ix_decision_outcomes_experiment", "experiment_id", "variant_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    decision_id: Mapped[int] = mapped_column(ForeignKey("decisions.id"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    asset: Mapped[str] = mapped_column(String(32))
+    interval: Mapped[str] = mapped_column(String(8))
+    horizon: Mapped[int] = mapped_column(Integer)  # candles of `interval`
+    cycle_time: Mapped[datetime] = mapped_column(UTCDateTime)  # the decision's (market clock)
+    model: Mapped[str | None] = mapped_column(String(200), nullable=True)  # served, else requested
+    strategy_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    experiment_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    variant_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    is_shadow: Mapped[bool] = mapped_column(Boolean, default=False)
+    action: Mapped[str] = mapped_column(String(32))  # the model's proposed action (a fallback's hold)
+    verdict: Mapped[str] = mapped_column(String(16))  # accepted | adjusted | rejected | fallback
+    direction: Mapped[int] = mapped_column(Integer)  # the exposure the decision leaves: +1, -1, 0
+    confidence: Mapped[float | None] = mapped_column(Float, nullable=True)  # 0..100
+    entry_price: Mapped[float] = mapped_column(Float)
+    stop_price: Mapped[float | None] = mapped_column(Float, nullable=True)
+    target_price: Mapped[float | None] = mapped_column(Float, nullable=True)
+    exit_price: Mapped[float] = mapped_column(Float)  # the close of the horizon's last candle
+    market_return: Mapped[float] = mapped_column(Float)  # exit / entry - 1
+    direction_return: Mapped[float] = mapped_column(Float)  # direction x market_return (0 when flat)
+    max_adverse: Mapped[float | None] = mapped_column(Float, nullable=True)  # >= 0, fraction of entry; None flat
+    max_favourable: Mapped[float | None] = mapped_column(Float, nullable=True)
+    first_hit: Mapped[str | None] = mapped_column(String(8), nullable=True)  # stop | target | none; None flat
+    first_hit_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # that candle's open time
+    hit: Mapped[bool | None] = mapped_column(Boolean, nullable=True)  # direction_return > 0; None when flat
+    evaluated_at: Mapped[datetime] = mapped_column(UTCDateTime)  # wall clock
+
+
+class DecisionTradeOutcome(Base):
+    """A position a decision opened, once closed: its realized PnL with fees and funding, attributed to that
+    decision (one row per position)."""
+
+    __tablename__ = "decision_trade_outcomes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    position_id: Mapped[int] = mapped_column(ForeignKey("positions.id"), unique=True)
+    decision_id: Mapped[int] = mapped_column(ForeignKey("decisions.id"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    asset: Mapped[str] = mapped_column(String(32))
+    side: Mapped[str] = mapped_column(String(8))
+    model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    strategy_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    experiment_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    variant_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    realized_pnl: Mapped[float] = mapped_column(Float)  # gross
+    fees: Mapped[float] = mapped_column(Float)
+    funding: Mapped[float] = mapped_column(Float)  # received - paid
+    net_pnl: Mapped[float] = mapped_column(Float)  # realized - fees + funding
+    margin: Mapped[float] = mapped_column(Float)
+    exit_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    evaluated_at: Mapped[datetime] = mapped_column(UTCDateTime)  # wall clock
+
+
+class Experiment(Base):
+    """An A/B experiment: variants, the metric at a horizon, the sample size fixed when it started, and how
+    decisions are assigned (`accounts`: each account runs one variant; `shadow`: every variant decides on each
+    cycle of every account, only the control's decision is executed)."""
+
+    __tablename__ = "experiments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16))  # running | stopped
+    assignment: Mapped[str] = mapped_column(String(16))  # accounts | shadow
+    metric: Mapped[str] = mapped_column(String(32))  # mean_return | hit_rate | brier
+    horizon: Mapped[int] = mapped_column(Integer)  # candles of `interval`
+    interval: Mapped[str] = mapped_column(String(8))
+    min_samples: Mapped[int] = mapped_column(Integer)  # per variant, in cycles; fixed at start
+    confidence_level: Mapped[float] = mapped_column(Float)
+    seed: Mapped[int] = mapped_column(Integer)  # the bootstrap's
+    accounts: Mapped[list[int]] = mapped_column(JSONType)
+    owner_account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), nullable=True)  # None: admin
+    expected_daily_cost_usd: Mapped[float] = mapped_column(Float)
+    started_cycle: Mapped[datetime] = mapped_column(UTCDateTime)  # the first candle it decides (market clock)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)  # wall clock
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    stop_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class ExperimentVariant(Base):
+    """One arm of an experiment. A field left None keeps the account's own setting."""
+
+    __tablename__ = "experiment_variants"
+    __table_args__ = (UniqueConstraint("experiment_id", "name", name="uq_experiment_variants_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    is_control: Mapped[bool] = mapped_column(Boolean, default=False)
+    model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    strategy_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    prompt_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    temperature: Mapped[float | None] = mapped_column(Float, nullable=True)
+    weight: Mapped[float] = mapped_column(Float, default=1.0)
+    daily_budget_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    expected_daily_cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class ExperimentAssignment(Base):
+    """Which variant an account runs in an `accounts` experiment: drawn once when it starts, never changed."""
+
+    __tablename__ = "experiment_assignments"
+    __table_args__ = (UniqueConstraint("experiment_id", "account_id", name="uq_experiment_assignments_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    variant_id: Mapped[int] = mapped_column(ForeignKey("experiment_variants.id"))
+    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime)  # wall clock
 
 
 class CandleRow(Base):

@@ -121,8 +121,10 @@ class Decision(Base):
     cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
     latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    # Each asset's price when the decision was made (the context's current price): outcomes are measured from it.
-    prices: Mapped[dict[str, float] | None] = mapped_column(JSONType, nullable=True)
+    # What each asset was when the decision was made, as its context showed it: {asset: {"price": the current
+    # price, "position": "long" | "short" | None, "stop": its stop or None, "target": its target or None}}.
+    # Outcomes are measured from it (a hold keeps the position's direction and its stop and target).
+    asset_state: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     # A/B experiments (plain integers, no foreign keys: SQLite adds a column with a key only by rebuilding the
     # table). `shadow_of`: a shadow decision (status `shadow`, never executed) names the executed decision whose
     # stored context it was made on.

@@ -3,7 +3,7 @@
 Nothing recorded whether a decision turned out right. `decision_outcomes` keeps, per asset decision and horizon,
 what followed (return of the direction it left, excursions, stop or target first); `decision_trade_outcomes` the
 realized PnL (fees and funding) of each position a decision opened. `experiments`, `experiment_variants` and
-`experiment_assignments` hold A/B experiments. `decisions` gains the assets' prices at the decision, and the
+`experiment_assignments` hold A/B experiments. `decisions` gains each asset's price and position as the decision saw them, and the
 experiment, variant and (for a shadow decision) the executed decision it shadows: plain integer columns, since
 SQLite adds a column with a foreign key only by rebuilding the table.
 
@@ -26,7 +26,7 @@ _TIME = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
-    op.add_column("decisions", sa.Column("prices", sa.JSON(), nullable=True))
+    op.add_column("decisions", sa.Column("asset_state", sa.JSON(), nullable=True))
     op.add_column("decisions", sa.Column("experiment_id", sa.Integer(), nullable=True))
     op.add_column("decisions", sa.Column("variant_id", sa.Integer(), nullable=True))
     op.add_column("decisions", sa.Column("shadow_of", sa.Integer(), nullable=True))
@@ -201,4 +201,4 @@ def downgrade() -> None:
         batch.drop_column("shadow_of")
         batch.drop_column("variant_id")
         batch.drop_column("experiment_id")
-        batch.drop_column("prices")
+        batch.drop_column("asset_state")

@@ -26,10 +26,12 @@ from app.services.exchange.base import FEE_PROFILES
 from app.services.exchange.registry import VenueRegistry
 from app.services.execution.executor import Executor
 from app.services.execution.reconciler import Reconciler
+from app.services.llm.ab_testing import ExperimentService
 from app.services.llm.circuit_breaker import CircuitBreakerRegistry
 from app.services.llm.context_builder import CANDLES_FOR_INDICATORS, ContextBuilder
 from app.services.llm.decision_engine import DecisionEngine
 from app.services.llm.decision_validator import DecisionValidator
+from app.services.llm.experiment_plan import ExperimentPlans
 from app.services.llm.llm_service import LLMService
 from app.services.llm.llm_settings import LLMSettingsStore
 from app.services.llm.prompts.builder import PromptBuilder
@@ -67,6 +69,7 @@ class Agent:
     llm: LLMService
     strategies: StrategyManager
     engine: DecisionEngine
+    experiments: ExperimentService
     loop: TradingLoop
     secrets: SecretBox
     metrics: AgentMetrics
@@ -295,6 +298,18 @@ async def _wire(
         indicator_series_length=settings.indicator_series_length,
         market_sync=market_sync,
     )
+    plans = ExperimentPlans(sessions)
+    experiments = ExperimentService(
+        sessions=sessions,
+        clock=clock,
+        wall_clock=wall_clock,
+        interval=settings.interval,
+        llm=llm,
+        strategies=strategies,
+        prompts=prompts,
+        plans=plans,
+        daily_budget_usd=settings.llm_daily_budget_usd,
+    )
     engine = DecisionEngine(
         sessions=sessions,
         clock=clock,
@@ -315,6 +330,7 @@ async def _wire(
         metrics=metrics,
         refreshes_per_hour=settings.decision_refreshes_per_hour,
         wall_clock=wall_clock,
+        experiments=plans,
     )
     loop = TradingLoop(
         engine=engine,
@@ -336,6 +352,7 @@ async def _wire(
         llm=llm,
         strategies=strategies,
         engine=engine,
+        experiments=experiments,
         loop=loop,
         secrets=secret_box,
         metrics=metrics,

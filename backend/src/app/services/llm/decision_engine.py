@@ -38,6 +38,7 @@ from app.services.execution.executor import ExecutionReport, Executor
 from app.services.execution.reconciler import Reconciler
 from app.services.llm.context_builder import ContextBuilder
 from app.services.llm.decision_validator import DecisionValidator, fallback_hold
+from app.services.llm.experiment_plan import ExperimentPlans
 from app.services.llm.llm_exceptions import (
     AccountNotFoundError,
     ContextBuildingError,
@@ -122,8 +123,10 @@ class DecisionEngine:
         refreshes_per_hour: int = 12,
         max_preparing: int = 4,
         wall_clock: Clock | None = None,
+        experiments: ExperimentPlans | None = None,
     ) -> None:
         self.daily_budget_usd = daily_budget_usd
+        self.experiments = experiments  # what running A/B experiments ask of each account's decisions
         self.refreshes_per_hour = refreshes_per_hour
         # forced refreshes, the daily LLM budget and the model calls' times run in real time, not market time
         self.wall_clock = wall_clock or WallClock()

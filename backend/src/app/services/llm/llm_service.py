@@ -9,9 +9,11 @@ that answers badly is not asked again in the same cycle: its answer is kept and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -25,11 +27,48 @@ from app.services.llm.llm_metrics import HealthStatus, KeyHealth, ModelUsage, Us
 from app.services.llm.llm_settings import LLMSettingsStore
 from app.services.llm.prompts.builder import PromptBuilder
 from app.services.llm.providers.base import DecisionModel, ModelRequest, ModelResponse
+from app.services.llm.providers.baseline import BASELINE_MODEL_NAME, BaselineModel
 
 log = logging.getLogger(__name__)
 
 # Key and credit problems are the same for every model behind one endpoint: stop the chain there.
 STOP_CHAIN_STATUSES = (401, 402)
+# What names the rule-based baseline as a model (an experiment's variant), whatever the provider is.
+BASELINE_NAMES = frozenset({"baseline", BASELINE_MODEL_NAME})
+
+
+def is_baseline(model: str | None) -> bool:
+    return model in BASELINE_NAMES
+
+
+class _Slots:
+    """The concurrency cap on model calls, executed decisions first: a shadow call (an experiment's variant that is
+    only recorded) takes a free slot only while no executed decision waits for one, so shadows never delay a
+    decision that trades."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._urgent_waiting = 0
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def slot(self, *, shadow: bool) -> AsyncIterator[None]:
+        async with self._changed:
+            if not shadow:
+                self._urgent_waiting += 1
+            try:
+                await self._changed.wait_for(lambda: self._free > 0 and (not shadow or not self._urgent_waiting))
+            finally:
+                if not shadow:
+                    self._urgent_waiting -= 1
+                    self._changed.notify_all()
+            self._free -= 1
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self._free += 1
+                self._changed.notify_all()
 
 
 @dataclass(frozen=True)
@@ -81,7 +120,8 @@ class LLMService:
         self.breakers = breakers
         self.usage = UsageTracker()
         self._limiter = AsyncLimiter(max(1.0, requests_per_minute), 60.0)
-        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._slots = _Slots(max_concurrency)
+        self._baseline = BaselineModel()  # an experiment's variant may be the baseline, whatever the provider
 
     @property
     def model(self) -> str:
@@ -91,17 +131,42 @@ class LLMService:
     def is_simulated(self) -> bool:
         return self.provider.is_simulated
 
-    def request_for(self, symbols: list[str], context: TradingContext, model: str | None = None) -> ModelRequest:
-        """The request for `model` (an account's own choice), or the first model of the chain."""
+    def request_for(
+        self,
+        symbols: list[str],
+        context: TradingContext,
+        model: str | None = None,
+        *,
+        prompt_version: str | None = None,
+        temperature: float | None = None,
+    ) -> ModelRequest:
+        """The request for `model` (an account's own choice, or an experiment's variant; the baseline by name
+        whatever the provider), or the first model of the chain; in the context's strategy and `prompt_version`."""
         strategy = context.account_state.active_strategy
-        system, user = self.prompts.build(context, strategy)
+        system, user = self.prompts.build(context, strategy, prompt_version)
         chosen = model if model and not self.is_simulated else self.model
-        return ModelRequest(symbols, context, strategy, system_prompt=system, user_prompt=user, model=chosen)
+        if is_baseline(model):
+            chosen = BASELINE_MODEL_NAME
+        return ModelRequest(
+            symbols,
+            context,
+            strategy,
+            system_prompt=system,
+            user_prompt=user,
+            model=chosen,
+            temperature=temperature,
+            prompt_version=prompt_version,
+        )
 
-    async def generate(self, request: ModelRequest) -> LLMResult:
-        """Ask the models in order until one answers; never raises for a model failure."""
+    async def generate(self, request: ModelRequest, *, shadow: bool = False) -> LLMResult:
+        """Ask the models in order until one answers; never raises for a model failure. A `shadow` request (an
+        experiment's variant that is only recorded) waits for executed decisions' calls and has no fallback
+        chain: it is judged on its own model's answers."""
         result = LLMResult(response=None)
-        chain = [request.model, *(m for m in self.models if m != request.model)]
+        if shadow or is_baseline(request.model):
+            chain = [request.model]
+        else:
+            chain = [request.model, *(m for m in self.models if m != request.model)]
         for model in chain:
             if not self.breakers.allow(model):
                 wait = self.breakers.get(model).snapshot().get("next_attempt_in_s")
@@ -109,7 +174,7 @@ class LLMService:
                 continue
             started = time.perf_counter()
             try:
-                response = await self._call(dataclasses.replace(request, model=model))
+                response = await self._call(dataclasses.replace(request, model=model), shadow=shadow)
             except LLMAPIError as exc:
                 self.breakers.record_failure(model)
                 self.usage.record_failure(model)
@@ -131,11 +196,13 @@ class LLMService:
         result.error = "; ".join(f"{c.model}: {c.outcome}: {c.error}" for c in result.calls) or "no model to ask"
         return result
 
-    async def _call(self, request: ModelRequest) -> ModelResponse:
+    async def _call(self, request: ModelRequest, *, shadow: bool = False) -> ModelResponse:
         """One provider call; remote models share the rate limit and the concurrency cap."""
+        if is_baseline(request.model):
+            return await self._baseline.complete(request)
         if self.provider.is_simulated:
             return await self.provider.complete(request)
-        async with self._semaphore, self._limiter:
+        async with self._slots.slot(shadow=shadow), self._limiter:
             return await self.provider.complete(request)
 
     async def generate_trading_decision(self, symbols: list[str], context: TradingContext) -> TradingDecision:

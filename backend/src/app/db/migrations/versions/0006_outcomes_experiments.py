@@ -3,9 +3,9 @@
 Nothing recorded whether a decision turned out right. `decision_outcomes` keeps, per asset decision and horizon,
 what followed (return of the direction it left, excursions, stop or target first); `decision_trade_outcomes` the
 realized PnL (fees and funding) of each position a decision opened. `experiments`, `experiment_variants` and
-`experiment_assignments` hold A/B experiments. `decisions` gains each asset's price and position as the decision saw them, and the
-experiment, variant and (for a shadow decision) the executed decision it shadows: plain integer columns, since
-SQLite adds a column with a foreign key only by rebuilding the table.
+`experiment_assignments` hold A/B experiments. `decisions` gains each asset's price and position as the decision
+saw them (`asset_state`), and the experiment, variant and (for a shadow decision) the executed decision it
+shadows: plain integer columns, since SQLite adds a column with a foreign key only by rebuilding the table.
 
 Revision ID: 0006
 Revises: 0005

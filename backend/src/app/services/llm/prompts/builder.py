@@ -14,6 +14,13 @@ from app.schemas.trading_decision import MarketContext, TradingContext, TradingD
 PROMPTS_DIR = Path(__file__).parent
 MAX_COMPILED_TEMPLATES = 64  # built-in and custom strategies; a bound so edited templates cannot pile up
 MAX_MARKET_SECTIONS = 8  # rendered market sections kept (one per candle and set of assets)
+# Prompt versions an A/B experiment can compare (the name -> what it changes). `v1` is the prompt every decision
+# gets unless an experiment's variant names another.
+DEFAULT_PROMPT_VERSION = "v1"
+PROMPT_VERSIONS = {
+    "v1": "the full prompt: account, open positions, the account's performance and recent trades, the market",
+    "lean": "v1 without the account's own performance and recent trades (does its record help the model?)",
+}
 
 ANSWER_FORMAT = """Answer with one JSON object and nothing else, matching this JSON schema:
 {schema}
@@ -89,8 +96,13 @@ class PromptBuilder:
                 f"strategy {strategy.strategy_id}: prompt template error: {type(exc).__name__}: {exc}"
             ) from exc
 
-    def build(self, context: TradingContext, strategy: TradingStrategy) -> tuple[str, str]:
-        """(system prompt, user prompt) for one decision."""
+    def build(
+        self, context: TradingContext, strategy: TradingStrategy, prompt_version: str | None = None
+    ) -> tuple[str, str]:
+        """(system prompt, user prompt) for one decision, in `prompt_version` (one of PROMPT_VERSIONS; None: v1)."""
+        version = prompt_version or DEFAULT_PROMPT_VERSION
+        if version not in PROMPT_VERSIONS:
+            raise ValueError(f"unknown prompt version {version!r}: one of {', '.join(PROMPT_VERSIONS)}")
         system = self.render_strategy(strategy) + "\n\n" + ANSWER_FORMAT.format(schema=decision_schema_json())
         interval = (context.market_data.timeframes or [self.interval])[0]
         long_interval = (context.market_data.timeframes or [self.interval, self.long_interval])[-1]
@@ -103,6 +115,7 @@ class PromptBuilder:
             symbols=context.symbols,
             interval=interval,
             long_interval=long_interval,
+            show_record=version != "lean",
         )
         return system, user.strip()
 

@@ -21,6 +21,8 @@ class ModelRequest:
     system_prompt: str
     user_prompt: str
     model: str
+    temperature: float | None = None  # None: the provider's (LLM_TEMPERATURE)
+    prompt_version: str | None = None  # the prompts' version (None: v1)
 
 
 @dataclass(frozen=True)

@@ -198,7 +198,7 @@ class OpenRouterModel:
             {"role": "system", "content": request.system_prompt},
             {"role": "user", "content": request.user_prompt},
         ]
-        params = self.request_params(model)
+        params = self.request_params(model, request.temperature)
         body = await self._call(model, messages, params, exchange)
         content, finish, reasoning = _answer(body)
         outcome = parse_decision(content, request.symbols, finish_reason=finish, reasoning=reasoning)
@@ -258,8 +258,10 @@ class OpenRouterModel:
             cost_estimated=estimated,
         )
 
-    def request_params(self, model: str) -> dict[str, Any]:
-        """The model-dependent part of the request: response_format, provider routing, sampling limits."""
+    def request_params(self, model: str, temperature: float | None = None) -> dict[str, Any]:
+        """The model-dependent part of the request: response_format, provider routing, sampling limits.
+        `temperature`: the request's own (an experiment's variant), else LLM_TEMPERATURE."""
+        temperature = self.temperature if temperature is None else temperature
         params: dict[str, Any] = {}
         if self.catalog.supports(model, STRUCTURED_OUTPUTS):
             params["response_format"] = {
@@ -272,8 +274,8 @@ class OpenRouterModel:
         known = self.catalog.knows(model)  # with require_parameters, an unsupported parameter blocks routing
         if self.max_tokens is not None and (not known or self.catalog.supports(model, "max_tokens")):
             params["max_tokens"] = self.max_tokens
-        if self.temperature is not None and (not known or self.catalog.supports(model, "temperature")):
-            params["temperature"] = self.temperature
+        if temperature is not None and (not known or self.catalog.supports(model, "temperature")):
+            params["temperature"] = temperature
         return params
 
     # ---------------------------------------------------------------------------------------- transport

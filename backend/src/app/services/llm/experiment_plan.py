@@ -1,0 +1,132 @@
+"""What the running A/B experiments ask of an account's next decision: the variant it runs (`accounts`
+assignment) or the control it executes and the variants that decide beside it as shadows (`shadow`).
+
+The decision engine asks `plan_for(account_id)` on every decision; the plans are read from the database once and
+kept until `invalidate()` (an experiment started or stopped in this process) or for `RELOAD_S` of the wall clock
+at most (one started by another process or the CLI is picked up that late)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.db import models
+
+RELOAD_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class VariantSpec:
+    """One arm: a field left None keeps the account's own setting."""
+
+    id: int
+    experiment_id: int
+    name: str
+    is_control: bool
+    model: str | None = None
+    strategy_id: str | None = None
+    prompt_version: str | None = None
+    temperature: float | None = None
+    daily_budget_usd: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountPlan:
+    """The account's part in one running experiment: `executed` decides and trades; `shadows` decide on the same
+    stored context and are only recorded (an `accounts` experiment has none)."""
+
+    experiment_id: int
+    assignment: str
+    executed: VariantSpec
+    shadows: tuple[VariantSpec, ...] = ()
+
+
+@dataclass
+class _Snapshot:
+    plans: dict[int, AccountPlan] = field(default_factory=dict)
+    loaded_at: float = float("-inf")
+
+
+class ExperimentPlans:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, reload_s: float = RELOAD_S) -> None:
+        self.sessions = sessions
+        self.reload_s = reload_s
+        self._snapshot = _Snapshot()
+        self._lock = asyncio.Lock()
+
+    def invalidate(self) -> None:
+        self._snapshot = _Snapshot()
+
+    async def plan_for(self, account_id: int) -> AccountPlan | None:
+        snapshot = self._snapshot
+        if time.monotonic() - snapshot.loaded_at > self.reload_s:
+            async with self._lock:
+                if self._snapshot is snapshot:  # nobody reloaded while this waited
+                    self._snapshot = await self._load()
+                snapshot = self._snapshot
+        return snapshot.plans.get(account_id)
+
+    async def _load(self) -> _Snapshot:
+        started = time.monotonic()
+        async with self.sessions() as session:
+            experiments = (
+                await session.scalars(select(models.Experiment).where(models.Experiment.status == "running"))
+            ).all()
+            plans: dict[int, AccountPlan] = {}
+            for experiment in experiments:
+                variants = {
+                    v.id: _spec(v)
+                    for v in (
+                        await session.scalars(
+                            select(models.ExperimentVariant)
+                            .where(models.ExperimentVariant.experiment_id == experiment.id)
+                            .order_by(models.ExperimentVariant.id)
+                        )
+                    ).all()
+                }
+                if experiment.assignment == "shadow":
+                    control = next(v for v in variants.values() if v.is_control)
+                    shadows = tuple(v for v in variants.values() if not v.is_control)
+                    for account_id in experiment.accounts:
+                        plans[int(account_id)] = AccountPlan(experiment.id, "shadow", control, shadows)
+                    continue
+                assigned = await session.execute(
+                    select(models.ExperimentAssignment.account_id, models.ExperimentAssignment.variant_id).where(
+                        models.ExperimentAssignment.experiment_id == experiment.id
+                    )
+                )
+                for account_id, variant_id in assigned.all():
+                    plans[int(account_id)] = AccountPlan(experiment.id, "accounts", variants[variant_id])
+        return _Snapshot(plans, started)
+
+
+def _spec(row: models.ExperimentVariant) -> VariantSpec:
+    return VariantSpec(
+        id=row.id,
+        experiment_id=row.experiment_id,
+        name=row.name,
+        is_control=row.is_control,
+        model=row.model,
+        strategy_id=row.strategy_id,
+        prompt_version=row.prompt_version,
+        temperature=row.temperature,
+        daily_budget_usd=row.daily_budget_usd,
+    )
+
+
+async def variant_spent_since(session: AsyncSession, variant_id: int, since: datetime) -> float:
+    """USD spent since `since` (wall clock) on the model calls of a variant's decisions."""
+    query = (
+        select(func.coalesce(func.sum(models.LLMCall.cost_usd), 0.0))
+        .join(models.Decision, models.Decision.id == models.LLMCall.decision_id)
+        .where(models.Decision.variant_id == variant_id, models.LLMCall.created_at >= since)
+    )
+    return float((await session.scalar(query)) or 0.0)
+
+
+__all__ = ["AccountPlan", "ExperimentPlans", "VariantSpec", "variant_spent_since"]

@@ -93,6 +93,7 @@ class Agent:
     async def close(self) -> None:
         """Stop: the decisions this process leaves pending are marked interrupted, then everything is closed."""
         self.loop.stop()
+        await self.engine.cancel_shadows()
         try:
             await self.engine.interrupt_in_flight("interrupted: the agent was stopped before this decision completed")
         except Exception:  # the database is gone: the next start of `run` marks them

@@ -108,6 +108,7 @@ async def _decide(settings: Settings, account_id: int, symbols: list[str] | None
                 await agent.clock.sleep_until(next_close)
             try:
                 result = await agent.engine.make_trading_decision(symbols, account_id, trigger="cli")
+                await agent.engine.shadows_done()  # an experiment's shadow decisions are stored before the exit
             except DecisionEngineError as exc:
                 console.print(f"[red]error:[/red] {exc}")
                 raise typer.Exit(1) from exc

@@ -10,7 +10,9 @@ from pydantic import BaseModel, Field
 from app.schemas.trading_decision import TradingDecision
 from app.schemas.validation import ValidationResult
 
-DecisionStatus = Literal["pending", "executed", "partial", "no_action", "fallback", "skipped", "error", "interrupted"]
+DecisionStatus = Literal[
+    "pending", "executed", "partial", "no_action", "fallback", "skipped", "error", "interrupted", "shadow"
+]
 
 
 class OrderSummary(BaseModel):
@@ -71,4 +73,11 @@ class DecisionResult(BaseModel):
     latency_ms: float | None = None
     raw_response: str | None = None
     first_raw_response: str | None = Field(None, description="The first answer, when it was re-asked once")
+    experiment_id: int | None = Field(None, description="The A/B experiment this decision was made in, if any")
+    variant_id: int | None = Field(None, description="The experiment's variant that made it")
+    shadow_of: int | None = Field(
+        None,
+        description="For a shadow decision (status `shadow`: an experiment's variant, recorded, never executed): the "
+        "executed decision whose context it was made on",
+    )
     provenance: dict[str, Any] | None = Field(None, description="Context snapshot and prompt, when asked for")

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -56,6 +56,12 @@ class Heartbeat:
     stopped: str | None = None  # why the loop makes no more decisions (the replay's data ended)
 
 
+class OutcomeUpdater(Protocol):
+    """Records what followed earlier decisions once their horizons' candles have closed (the outcome tracker)."""
+
+    async def update(self, now: datetime) -> int: ...
+
+
 class TradingLoop:
     def __init__(
         self,
@@ -68,6 +74,7 @@ class TradingLoop:
         metrics: AgentMetrics | None = None,
         market: MarketAvailability | None = None,
         data_end: datetime | None = None,
+        outcomes: OutcomeUpdater | None = None,
     ) -> None:
         """`data_end`: the last cycle time the market has a new candle for (a replay's end), None for live or
         simulated markets."""
@@ -78,6 +85,7 @@ class TradingLoop:
         self.metrics = metrics
         self.market = market
         self.data_end = data_end
+        self.outcomes = outcomes
         self.heartbeat = Heartbeat()
         self._step = timeframe_delta(interval)
         self._semaphore = asyncio.Semaphore(max_concurrency)
@@ -112,11 +120,24 @@ class TradingLoop:
         for stale in set(self.heartbeat.per_account_errors) - set(accounts):
             del self.heartbeat.per_account_errors[stale]
         results = await asyncio.gather(*(self._one(account_id) for account_id in accounts))
+        await self.engine.shadows_done()  # the experiments' shadow decisions of this cycle are stored
+        await self._update_outcomes()
         self.heartbeat.cycles += 1
         self.heartbeat.last_cycle_at = self.clock.now()
         self.heartbeat.last_cycle_accounts = len(accounts)
         self.heartbeat.last_cycle_failures = sum(1 for stored, failed in results if failed)
         return sum(1 for stored, _ in results if stored)
+
+    async def _update_outcomes(self) -> None:
+        """What followed earlier decisions, now that this cycle's candle has closed; a failure is logged and tried
+        again next cycle (the tracker is idempotent), never a reason to stop deciding."""
+        if self.outcomes is None:
+            return
+        try:
+            await self.outcomes.update(self.clock.now())
+        except Exception as exc:
+            log.exception("decision outcomes could not be updated")
+            self.heartbeat.last_error = f"outcomes: {type(exc).__name__}: {exc}"
 
     # ------------------------------------------------------------------------------------------ pace
     async def _cycle(self, candle: datetime) -> None:

@@ -56,6 +56,9 @@ _LIST_COLUMNS = (
     _decisions.latency_ms,
     _decisions.raw_response,
     _decisions.first_raw_response,
+    _decisions.experiment_id,
+    _decisions.variant_id,
+    _decisions.shadow_of,
 )
 # The same statement object for every request of a kind, so its cache key is computed once.
 _ORDERS_OF = (
@@ -113,6 +116,7 @@ _MADE_FOR = (
         Decision.symbols_key == bindparam("symbols_key"),
         Decision.strategy_id == bindparam("strategy_id"),
         Decision.status.not_in(UNFINISHED),
+        Decision.shadow_of.is_(None),  # an experiment's shadow decision was never executed
     )
     .order_by(Decision.id.desc())
     .limit(1)
@@ -123,7 +127,10 @@ _NO_OBJECT = (None, "null", "{}")  # stored JSON that `to_result` reads as no de
 
 @cache
 def _history_query(before_id: bool, since: bool, until: bool, symbol: bool) -> Select[Any]:
-    query = select(*_LIST_COLUMNS).where(_decisions.account_id == bindparam("account_id"))
+    # The account's own decisions: an experiment's shadow decisions are read through the experiment (or by id).
+    query = select(*_LIST_COLUMNS).where(
+        _decisions.account_id == bindparam("account_id"), _decisions.shadow_of.is_(None)
+    )
     if before_id:
         query = query.where(_decisions.id < bindparam("before_id"))
     if since:
@@ -218,7 +225,9 @@ class DecisionRepository:
 
     async def last_cycle_time(self) -> datetime | None:
         """The newest candle a decision was made for (one interrupted or still pending is decided again)."""
-        query = select(func.max(Decision.cycle_time)).where(Decision.status.not_in(("pending", "interrupted")))
+        query = select(func.max(Decision.cycle_time)).where(
+            Decision.status.not_in(("pending", "interrupted")), Decision.shadow_of.is_(None)
+        )
         return await self.session.scalar(query)
 
     async def end_pending(self, status: str, reason: str, *, ids: Collection[int] | None = None) -> list[int]:
@@ -274,6 +283,9 @@ def _decision_json(row: tuple[Any, ...], orders: list[dict[str, Any]]) -> dict[s
         latency_ms,
         raw_response,
         first_raw_response,
+        experiment_id,
+        variant_id,
+        shadow_of,
     ) = row
     texts = (final_decision, parsed_decision, validation_result)
     exact = status in _STATUSES
@@ -309,6 +321,9 @@ def _decision_json(row: tuple[Any, ...], orders: list[dict[str, Any]]) -> dict[s
         "latency_ms": _float(latency_ms),
         "raw_response": raw_response,
         "first_raw_response": first_raw_response,
+        "experiment_id": experiment_id,
+        "variant_id": variant_id,
+        "shadow_of": shadow_of,
         "provenance": None,
     }
     if exact:

@@ -33,12 +33,13 @@ from app.db.repositories.trading import AccountHistory, TradingRepository
 from app.schemas.decision_result import DecisionResult, OrderSummary, UsageSummary
 from app.schemas.trading_decision import TradingContext, TradingDecision, TradingStrategy
 from app.schemas.validation import AssetVerdict, RiskState, ValidationResult
+from app.services.evaluation.asset_state import asset_state_of
 from app.services.exchange.registry import VenueRegistry
 from app.services.execution.executor import ExecutionReport, Executor
 from app.services.execution.reconciler import Reconciler
 from app.services.llm.context_builder import ContextBuilder
 from app.services.llm.decision_validator import DecisionValidator, fallback_hold
-from app.services.llm.experiment_plan import ExperimentPlans
+from app.services.llm.experiment_plan import AccountPlan, ExperimentPlans, VariantSpec, variant_spent_since
 from app.services.llm.llm_exceptions import (
     AccountNotFoundError,
     ContextBuildingError,
@@ -46,7 +47,7 @@ from app.services.llm.llm_exceptions import (
     DecisionRateLimitedError,
     UnknownAssetError,
 )
-from app.services.llm.llm_service import CallRecord, LLMService
+from app.services.llm.llm_service import CallRecord, LLMService, is_baseline
 from app.services.llm.providers.base import ModelRequest, ModelResponse
 from app.services.llm.strategy_manager import HOLD_NOTICE, StrategyManager, StrategyUnavailableError
 
@@ -101,6 +102,8 @@ class _Prepared:
     status: str
     max_leverage: float
     budget_note: str | None  # the daily LLM budget is spent: no call, hold
+    plan: AccountPlan | None = None  # the running experiment the account is in
+    account_model: str | None = None
 
 
 class DecisionEngine:
@@ -153,6 +156,7 @@ class DecisionEngine:
         self._all_prepared = asyncio.Event()
         self._all_prepared.set()
         self._in_flight: set[int] = set()  # pending decisions whose cycle is running in this process
+        self._shadows: set[asyncio.Task[None]] = set()  # experiments' shadow decisions being made
 
     # ------------------------------------------------------------------------------------------ public
     def resolve_symbols(self, symbols: list[str] | None) -> list[str]:
@@ -225,6 +229,14 @@ class DecisionEngine:
                 raise DecisionNotFoundError(decision_id)
             orders = await TradingRepository(session).orders_for_decision(decision_id)
             made_from = await repo.provenance(decision_id) if provenance else None
+            if made_from is not None and made_from.context_snapshot is None and row.shadow_of is not None:
+                # a shadow decision was made on its executed decision's context: shown from there
+                executed = await repo.provenance(row.shadow_of)
+                made_from = models.DecisionProvenance(
+                    decision_id=decision_id,
+                    context_snapshot=executed.context_snapshot if executed is not None else None,
+                    prompt=made_from.prompt,
+                )
         return to_result(row, orders, made_from)
 
     async def switch_strategy(self, account_id: int, strategy_id: str, reason: str = "switch_strategy") -> bool:
@@ -328,6 +340,8 @@ class DecisionEngine:
         """Everything before the model call: the account, the cache, the context, the prompt and the pending
         row (stored before the call, so a crash while the model thinks still leaves a trace)."""
         cycle_time = floor_time(now, self.interval)
+        plan = await self.experiments.plan_for(account_id) if self.experiments is not None else None
+        variant = plan.executed if plan is not None else None
         async with self.sessions() as session:
             account = await session.get(models.Account, account_id)
             if account is None:
@@ -336,7 +350,9 @@ class DecisionEngine:
             daily_budget = account.daily_llm_budget_usd
             if daily_budget is None:
                 daily_budget = self.daily_budget_usd
-            strategy_id = strategy_override or account.strategy_id
+            if variant is not None and variant.model is not None:
+                account_model = variant.model  # the experiment's variant decides for this account
+            strategy_id = strategy_override or (variant.strategy_id if variant else None) or account.strategy_id
             if force_refresh:
                 self._take_refresh(account_id)
             else:
@@ -358,9 +374,11 @@ class DecisionEngine:
             symbols=assets,
             symbols_key=symbols_key(assets),
             strategy_id=strategy_id,
-            model_requested=account_model if account_model and not self.llm.is_simulated else self.llm.model,
+            model_requested=self.llm.resolve_model(account_model),
             is_fallback=False,
             created_at=now,
+            experiment_id=plan.experiment_id if plan is not None else None,
+            variant_id=variant.id if variant is not None else None,
         )
         if unavailable is not None:  # no model call, no order: stored with the reason
             row.status, row.is_fallback, row.model_requested = "error", True, None
@@ -378,9 +396,18 @@ class DecisionEngine:
                 await DecisionRepository(session).add(row)
             return self._counted(to_result(row, []))
 
-        request = self.llm.request_for(assets, context, account_model)
+        request = self.llm.request_for(
+            assets,
+            context,
+            account_model,
+            prompt_version=variant.prompt_version if variant else None,
+            temperature=variant.temperature if variant else None,
+        )
         budget_note = await self._budget_exhausted(account_id, daily_budget)
+        if budget_note is None and variant is not None:
+            budget_note = await self._variant_budget_spent(variant)
         row.context_errors = list(context.errors)
+        row.asset_state = asset_state_of(context)
         provenance = models.DecisionProvenance(
             context_snapshot=context.model_dump(mode="json"),
             prompt=f"[system]\n{request.system_prompt}\n\n[user]\n{request.user_prompt}",
@@ -398,6 +425,8 @@ class DecisionEngine:
             status=status,
             max_leverage=max_leverage,
             budget_note=budget_note,
+            plan=plan,
+            account_model=account_model,
         )
 
     async def _conclude(self, prepared: _Prepared, account_id: int, now: datetime) -> DecisionResult:
@@ -407,6 +436,8 @@ class DecisionEngine:
         response: ModelResponse | None = None
         fallback_why: str | None = None
         calls: list[CallRecord] = []
+        if prepared.plan is not None and prepared.plan.shadows:
+            self._start_shadows(prepared, account_id, now)
         if prepared.budget_note is not None:
             fallback_why, row.failure = prepared.budget_note, "budget"
         else:
@@ -474,6 +505,127 @@ class DecisionEngine:
         if self.metrics is not None:
             self.metrics.observe(decided, equity)
         return decided
+
+    # ------------------------------------------------------------------------------------- experiments
+    def _start_shadows(self, prepared: _Prepared, account_id: int, now: datetime) -> None:
+        """The experiment's other variants decide on this decision's context, beside it (never delaying it: their
+        model calls wait while an executed decision waits for a slot); each is stored as a `shadow` decision."""
+        assert prepared.plan is not None
+        for variant in prepared.plan.shadows:
+            task = asyncio.create_task(self._shadow(prepared, variant, account_id, now))
+            self._shadows.add(task)
+            task.add_done_callback(self._shadows.discard)
+
+    async def shadows_done(self) -> None:
+        """Wait until the shadow decisions started so far are stored (the loop waits for them at a cycle's end)."""
+        while self._shadows:
+            await asyncio.wait(set(self._shadows))
+
+    async def cancel_shadows(self) -> None:
+        """Stop the shadow decisions being made (at shutdown): nothing trades on them, they are not stored."""
+        tasks = set(self._shadows)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def _shadow(self, prepared: _Prepared, variant: VariantSpec, account_id: int, now: datetime) -> None:
+        try:
+            await self._decide_shadow(prepared, variant, account_id, now)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a shadow never breaks the account's cycle
+            log.exception("shadow decision of variant %s failed for account %s", variant.name, account_id)
+
+    async def _decide_shadow(self, prepared: _Prepared, variant: VariantSpec, account_id: int, now: datetime) -> None:
+        """One variant's decision on the executed decision's context: the model's answer and its validation against
+        the same account state are stored (status `shadow`, `shadow_of` the executed decision); no order is sent."""
+        control = prepared.row
+        context = prepared.context
+        strategy_id = variant.strategy_id or control.strategy_id
+        row = models.Decision(
+            account_id=account_id,
+            cycle_time=control.cycle_time,
+            trigger=control.trigger,
+            status="shadow",
+            symbols=list(control.symbols),
+            symbols_key=control.symbols_key,
+            strategy_id=strategy_id,
+            model_requested=self.llm.resolve_model(variant.model or prepared.account_model),
+            is_fallback=False,
+            created_at=self.wall_clock.now(),
+            asset_state=control.asset_state,
+            context_errors=control.context_errors,
+            experiment_id=variant.experiment_id,
+            variant_id=variant.id,
+            shadow_of=control.id,
+        )
+        calls: list[CallRecord] = []
+        why: str | None = None
+        response: ModelResponse | None = None
+        prompt: str | None = None
+        try:
+            strategy = await self.strategies.runnable_strategy(variant.strategy_id) if variant.strategy_id else None
+        except StrategyUnavailableError as exc:
+            why, row.failure = f"strategy: {exc}", "strategy"
+            strategy = None
+        if strategy is not None and strategy.strategy_id != context.account_state.active_strategy.strategy_id:
+            account_state = context.account_state.model_copy(update={"active_strategy": strategy})
+            context = context.model_copy(update={"account_state": account_state})
+        if why is None:
+            why = await self._variant_budget_spent(variant)
+            if why is not None:
+                row.failure = "budget"
+        if why is None:
+            request = self.llm.request_for(
+                list(control.symbols),
+                context,
+                variant.model or prepared.account_model,
+                prompt_version=variant.prompt_version,
+                temperature=variant.temperature,
+            )
+            prompt = f"[system]\n{request.system_prompt}\n\n[user]\n{request.user_prompt}"
+            result = await self.llm.generate(request, shadow=True)
+            calls, response = result.calls, result.response
+            if response is None:
+                why, row.failure = f"no model answered: {result.error}", "api_error"
+                row.latency_ms = sum(c.latency_ms for c in calls)
+            else:
+                self._record_response(row, response)
+                if response.decision is None:
+                    why = f"unusable model answer ({response.failure}): {response.error}"
+        if response is not None and response.decision is not None:
+            state = await self.risk_state(
+                account_id, prepared.status, prepared.max_leverage, context, now, prepared.history
+            )
+            validation = await self.validator.validate_decision(response.decision, context, state)
+        else:
+            validation = _fallback_validation(context, why or "no decision")
+        row.error = why
+        row.is_fallback = why is not None or validation.has_fallback
+        row.validation_result = validation.model_dump(mode="json")
+        row.final_decision = validation.final_decision.model_dump(mode="json")
+        # The context is the executed decision's (`shadow_of`); only the prompt is this variant's own.
+        provenance = models.DecisionProvenance(context_snapshot=None, prompt=prompt)
+        async with self.sessions.begin() as session:
+            await DecisionRepository(session).add(row, provenance)
+            await self._store_calls(session, calls, account_id, row.id, self.wall_clock.now())
+        if self.metrics is not None:
+            self.metrics.decisions.labels("shadow").inc()
+
+    async def _variant_budget_spent(self, variant: VariantSpec) -> str | None:
+        """A note when the variant's own daily budget (real money, wall-clock UTC day) is spent."""
+        budget = variant.daily_budget_usd
+        if budget is None or (self.llm.is_simulated and not variant.model) or is_baseline(variant.model):
+            return None
+        async with self.sessions() as session:
+            spent = await variant_spent_since(session, variant.id, floor_time(self.wall_clock.now(), "1d"))
+        if spent < budget:
+            return None
+        return (
+            f"the experiment variant {variant.name!r} spent its daily LLM budget: {spent:.4f} of {budget:.2f} USD "
+            "today (UTC); no model call for it until tomorrow"
+        )
 
     async def _after_preparations(self) -> None:
         """Wait until no decision waits to be prepared (every model call of the cycle is in flight), at most
@@ -670,6 +822,9 @@ def to_result(
         latency_ms=row.latency_ms,
         raw_response=row.raw_response,
         first_raw_response=row.first_raw_response,
+        experiment_id=row.experiment_id,
+        variant_id=row.variant_id,
+        shadow_of=row.shadow_of,
         provenance=(
             {"context": provenance.context_snapshot, "prompt": provenance.prompt} if provenance is not None else None
         ),

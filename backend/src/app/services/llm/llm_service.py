@@ -144,9 +144,7 @@ class LLMService:
         whatever the provider), or the first model of the chain; in the context's strategy and `prompt_version`."""
         strategy = context.account_state.active_strategy
         system, user = self.prompts.build(context, strategy, prompt_version)
-        chosen = model if model and not self.is_simulated else self.model
-        if is_baseline(model):
-            chosen = BASELINE_MODEL_NAME
+        chosen = self.resolve_model(model)
         return ModelRequest(
             symbols,
             context,
@@ -157,6 +155,13 @@ class LLMService:
             temperature=temperature,
             prompt_version=prompt_version,
         )
+
+    def resolve_model(self, model: str | None) -> str:
+        """The model a request for `model` asks first: the baseline by name whatever the provider; without a key
+        (a simulated provider) the provider's model; else `model`, or the chain's first when None."""
+        if is_baseline(model):
+            return BASELINE_MODEL_NAME
+        return model if model and not self.is_simulated else self.model
 
     async def generate(self, request: ModelRequest, *, shadow: bool = False) -> LLMResult:
         """Ask the models in order until one answers; never raises for a model failure. A `shadow` request (an

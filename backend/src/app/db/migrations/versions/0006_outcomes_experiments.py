@@ -197,8 +197,7 @@ def downgrade() -> None:
     op.drop_table("experiment_variants")
     op.drop_table("experiments")
     op.drop_index(op.f("ix_decisions_shadow_of"), table_name="decisions")
-    with op.batch_alter_table("decisions") as batch:
-        batch.drop_column("shadow_of")
-        batch.drop_column("variant_id")
-        batch.drop_column("experiment_id")
-        batch.drop_column("asset_state")
+    # Plain ALTER TABLE ... DROP COLUMN (SQLite 3.35+): a batch rebuild of `decisions` would break the foreign keys
+    # that point at it.
+    for column in ("shadow_of", "variant_id", "experiment_id", "asset_state"):
+        op.drop_column("decisions", column)

@@ -21,7 +21,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -256,7 +256,7 @@ class _Handler(BaseHTTPRequestHandler):
                 received_at=time.monotonic(),
             )
         )
-        self._send(fake._answer(self.command, path, headers.get("authorization", "")))
+        self._send(fake._answer(self.command, path, headers.get("authorization", ""), parsed))
 
     def _send(self, scripted: Scripted) -> None:
         fake = self.server.fake
@@ -296,6 +296,9 @@ class FakeOpenRouter:
         self._key_queue: deque[Scripted] = deque()
         # `GET /key`: None answers `key_info()` for any key; otherwise each known key's body, 401 for the others.
         self.known_keys: dict[str, dict[str, Any]] | None = None
+        # A chat completion with nothing queued: `responder(request body)` answers it when set (an answer that
+        # depends on the model or the prompt), else 500.
+        self.responder: Callable[[Any], Scripted] | None = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._server: _Server | None = None
@@ -401,11 +404,13 @@ class FakeOpenRouter:
         with self._lock:
             self.requests.append(request)
 
-    def _answer(self, method: str, path: str, authorization: str = "") -> Scripted:
+    def _answer(self, method: str, path: str, authorization: str = "", body: Any = None) -> Scripted:
         with self._lock:
             if method == "POST" and path == f"{API_PREFIX}/chat/completions":
                 if self._chat_queue:
                     return self._chat_queue.popleft()
+                if self.responder is not None:
+                    return self.responder(body)
                 return Scripted(500, error_body(500, "FakeOpenRouter: no scripted response left in the queue"))
             if method == "GET" and path == f"{API_PREFIX}/models":
                 if self._models_queue:

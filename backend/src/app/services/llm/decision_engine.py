@@ -157,6 +157,7 @@ class DecisionEngine:
         self._all_prepared.set()
         self._in_flight: set[int] = set()  # pending decisions whose cycle is running in this process
         self._shadows: set[asyncio.Task[None]] = set()  # experiments' shadow decisions being made
+        self._shadow_queue: list[tuple[_Prepared, VariantSpec, int, datetime]] = []  # until the cycle's end
 
     # ------------------------------------------------------------------------------------------ public
     def resolve_symbols(self, symbols: list[str] | None) -> list[str]:
@@ -285,6 +286,8 @@ class DecisionEngine:
             await self._end(decision_id, "error", f"cycle failed: {type(exc).__name__}: {exc}")
             raise
         self._in_flight.discard(decision_id)
+        if prepared.plan is not None and prepared.plan.shadows:
+            self._start_shadows(prepared, account_id, now, deferred=prepared.row.trigger == "loop")
         return decided
 
     async def interrupt_in_flight(self, reason: str) -> list[int]:
@@ -436,8 +439,6 @@ class DecisionEngine:
         response: ModelResponse | None = None
         fallback_why: str | None = None
         calls: list[CallRecord] = []
-        if prepared.plan is not None and prepared.plan.shadows:
-            self._start_shadows(prepared, account_id, now)
         if prepared.budget_note is not None:
             fallback_why, row.failure = prepared.budget_note, "budget"
         else:
@@ -507,22 +508,34 @@ class DecisionEngine:
         return decided
 
     # ------------------------------------------------------------------------------------- experiments
-    def _start_shadows(self, prepared: _Prepared, account_id: int, now: datetime) -> None:
-        """The experiment's other variants decide on this decision's context, beside it (never delaying it: their
-        model calls wait while an executed decision waits for a slot); each is stored as a `shadow` decision."""
+    def _start_shadows(self, prepared: _Prepared, account_id: int, now: datetime, *, deferred: bool) -> None:
+        """The experiment's other variants decide on this executed decision's context once it is done, each stored
+        as a `shadow` decision. In the loop (`deferred`) they start when every executed decision of the cycle is
+        done (`shadows_done`): their model calls and CPU time never delay a decision that trades (measured in
+        benchmarks/bench_shadow_experiment.py). Their model calls also yield a slot to any executed call."""
         assert prepared.plan is not None
         for variant in prepared.plan.shadows:
-            task = asyncio.create_task(self._shadow(prepared, variant, account_id, now))
-            self._shadows.add(task)
-            task.add_done_callback(self._shadows.discard)
+            if deferred:
+                self._shadow_queue.append((prepared, variant, account_id, now))
+            else:
+                self._launch_shadow(prepared, variant, account_id, now)
+
+    def _launch_shadow(self, prepared: _Prepared, variant: VariantSpec, account_id: int, now: datetime) -> None:
+        task = asyncio.create_task(self._shadow(prepared, variant, account_id, now))
+        self._shadows.add(task)
+        task.add_done_callback(self._shadows.discard)
 
     async def shadows_done(self) -> None:
-        """Wait until the shadow decisions started so far are stored (the loop waits for them at a cycle's end)."""
+        """Make the shadow decisions waiting for the cycle's end, and wait until every one started is stored."""
+        queued, self._shadow_queue = self._shadow_queue, []
+        for prepared, variant, account_id, now in queued:
+            self._launch_shadow(prepared, variant, account_id, now)
         while self._shadows:
             await asyncio.wait(set(self._shadows))
 
     async def cancel_shadows(self) -> None:
         """Stop the shadow decisions being made (at shutdown): nothing trades on them, they are not stored."""
+        self._shadow_queue = []
         tasks = set(self._shadows)
         for task in tasks:
             task.cancel()

@@ -8,9 +8,11 @@ Every time field says which one it is in.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from enum import IntEnum
+from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -258,8 +260,129 @@ class FillView(BaseModel):
     filled_at: datetime = Field(..., description=f"By the {MARKET_CLOCK}")
 
 
+class OutcomeHorizon(IntEnum):
+    """The horizons decision outcomes are measured at, in candles of INTERVAL (an enum rather than a Literal: a
+    query's text `4` is read as the number)."""
+
+    ONE = 1
+    FOUR = 4
+    TWELVE = 12
+    TWENTY_FOUR = 24
+
+
+OutcomeGroupBy = Literal["model", "strategy", "asset", "account"]
+
+
+def _finite(value: float | None) -> float | None:
+    """JSON has no infinity: a ratio without a denominator (a profit factor without a loss) is null."""
+    return value if value is None or math.isfinite(value) else None
+
+
+Figure = Annotated[float | None, AfterValidator(_finite)]
+
+
+class ReliabilityRow(BaseModel):
+    """The directional asset decisions whose confidence fell in [low, high) percent: how often they were right
+    (a calibrated model's hit rate is close to its mean confidence). Empty buckets are left out."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    low: float = Field(..., description="Confidence from (percent)")
+    high: float = Field(..., description="Confidence below (percent; the last bucket includes 100)")
+    decisions: int
+    mean_confidence: float = Field(..., description="Their mean confidence (percent)")
+    hit_rate: float = Field(..., description="The share of them whose direction made money (0..1)")
+
+
+class TradeFigures(BaseModel):
+    """Positions the decisions of the window opened, once closed (attributed to the decision that opened each);
+    summed in the database, so they cover the whole window even when the outcome rows are capped."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    trades: int
+    realized_pnl: float = Field(..., description="Gross realized PnL (USD)")
+    fees: float
+    funding: float = Field(..., description="Funding received minus paid")
+    net_pnl: float = Field(..., description="realized_pnl - fees + funding")
+
+
+class CostFigures(BaseModel):
+    """What the decisions' model calls cost (llm_calls of each decision, retries and re-asks included); a decision
+    without a model call (the rule-based baseline) counts with nothing spent. A decision covers all its assets
+    with one call: grouped by asset, each decision's whole cost counts for every asset it covered."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    decisions: int = Field(..., description="Decisions (cycles) these figures cover")
+    llm_calls: int
+    tokens: int = Field(..., description="Prompt and completion tokens")
+    cost_usd: float
+    tokens_per_decision: float | None
+    cost_usd_per_decision: float | None
+
+
+class OutcomeFigures(BaseModel):
+    """How asset decisions turned out at the horizon. `decisions` counts asset decisions (a cycle deciding three
+    assets counts three); `directional` those that left a long or short (the hit rate, returns per directional
+    decision, profit factor, Brier score and excursions are over these); a flat one counts in `mean_return_all`
+    with a return of 0. Returns are fractions of the entry price (0.01 is 1 %)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    decisions: int
+    directional: int
+    hits: int
+    hit_rate: Figure
+    mean_return: Figure
+    median_return: Figure
+    mean_return_all: Figure = Field(..., description="Mean return over every asset decision, flat ones as 0")
+    profit_factor: Figure = Field(..., description="Sum of gains / sum of losses; null without a loss")
+    brier: Figure = Field(..., description="Mean (confidence/100 - hit)^2 over decisions with a confidence")
+    reliability: list[ReliabilityRow]
+    mean_adverse: Figure = Field(..., description="Mean maximum adverse excursion (fraction of entry)")
+    mean_favourable: Figure = Field(..., description="Mean maximum favourable excursion (fraction of entry)")
+    stop_first: int = Field(..., description="Decisions whose stop would have been hit before their target")
+    target_first: int = Field(..., description="Decisions whose target would have been hit before their stop")
+    trades: TradeFigures
+    cost: CostFigures
+
+    @classmethod
+    def of(cls, score: object, trades: object, cost: object, **extra: object) -> Self:
+        """From a `scoring.OutcomeScore` and the trade and cost totals (each read by attribute), with `extra`
+        fields of a subclass."""
+        scored = {name: getattr(score, name) for name in OutcomeFigures.model_fields if name not in ("trades", "cost")}
+        return cls.model_validate({**scored, "trades": trades, "cost": cost, **extra}, from_attributes=True)
+
+
+class OutcomeGroup(OutcomeFigures):
+    key: str | int | None = Field(
+        ..., description="The model, strategy id, asset or account id of the group; null: not recorded"
+    )
+
+
+class OutcomeReport(BaseModel):
+    """Outcome figures of the decisions made in the window (by cycle time), at one horizon."""
+
+    horizon: int = Field(..., description="Candles of `interval` after the decision")
+    interval: str
+    include_shadow: bool = Field(..., description="Whether experiments' shadow decisions (never executed) count")
+    group_by: OutcomeGroupBy | None = None
+    row_limit: int = Field(..., description="At most this many asset decisions (the newest) are read")
+    capped: bool = Field(
+        ..., description="The window holds more asset decisions than `row_limit`: the figures are of the newest"
+    )
+    oldest_cycle: datetime | None = Field(
+        ..., description=f"The oldest decision the figures cover (later than `since` when capped), {MARKET_CLOCK}"
+    )
+    overall: OutcomeFigures
+    groups: list[OutcomeGroup] = Field(default_factory=list, description="One entry per `group_by` value")
+
+
 class DecisionMetrics(BaseModel):
-    account_id: int
+    """Counts leave experiments' shadow decisions out (they were never executed); model calls count all."""
+
+    account_id: int | None = Field(..., description="null: every account")
     timeframe: str
     since: datetime = Field(..., description=f"Start of the window, by the {MARKET_CLOCK}")
     decisions: int
@@ -272,6 +395,7 @@ class DecisionMetrics(BaseModel):
     completion_tokens: int
     cost_usd: float
     avg_latency_ms: float | None
+    outcomes: OutcomeReport
 
 
 class AuditEntryView(BaseModel):

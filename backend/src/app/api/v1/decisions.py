@@ -18,10 +18,24 @@ from app.api.params import SymbolFilter, Window
 from app.bootstrap import Agent
 from app.core.symbols import SYMBOL_PATTERN
 from app.db import models
-from app.schemas.api import MAX_DB_ID, DbId, DecisionMetrics, ModelSwitchRequest, UTCDateTime, ValidateRequest
+from app.db.repositories.outcome_figures import OutcomeFiguresRepository, OutcomeScope
+from app.schemas.api import (
+    MAX_DB_ID,
+    DbId,
+    DecisionMetrics,
+    ModelSwitchRequest,
+    OutcomeFigures,
+    OutcomeGroup,
+    OutcomeGroupBy,
+    OutcomeHorizon,
+    OutcomeReport,
+    UTCDateTime,
+    ValidateRequest,
+)
 from app.schemas.decision_result import DecisionResult
 from app.schemas.trading_decision import STRATEGY_ID_PATTERN
 from app.schemas.validation import ValidationResult
+from app.services.evaluation.scoring import score
 from app.services.llm.llm_exceptions import ModelCatalogUnavailableError, ModelNotAvailableError
 from app.services.llm.strategy_manager import parse_window
 
@@ -169,48 +183,64 @@ async def switch_model(body: ModelSwitchRequest, agent: AgentDep, principal: Mut
 async def decision_metrics(
     agent: AgentDep,
     principal: CurrentPrincipal,
-    account_id: Annotated[int, Query(ge=1, le=MAX_DB_ID)],
+    account_id: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_DB_ID, description="One account (an account key: its own, the default); admin: all"),
+    ] = None,
     timeframe: Window = "24h",
+    horizon: Annotated[
+        OutcomeHorizon, Query(description="Outcomes measured this many candles of INTERVAL after each decision")
+    ] = OutcomeHorizon.FOUR,
+    group_by: Annotated[OutcomeGroupBy, Query(description="Outcome figures per model, strategy, asset or account")] = (
+        "model"
+    ),
+    include_shadow: Annotated[
+        bool, Query(description="Count experiments' shadow decisions (decided, never executed) in the outcomes")
+    ] = False,
 ) -> DecisionMetrics:
-    """Decisions by status, fallbacks, rejected assets, model calls, tokens, cost and latency over a window."""
-    ensure_scope(principal, account_id)
+    """Decisions by status, fallbacks, rejected assets, model calls, tokens, cost and latency over a window, and
+    how the decisions turned out: hit rate, returns, profit factor, calibration of their confidence, realized
+    trades and cost per decision, overall and per group."""
+    if account_id is None and not principal.is_admin:
+        account_id = principal.account_id
+    if account_id is not None:
+        ensure_scope(principal, account_id)
     since = agent.clock.now() - parse_window(timeframe)  # every window the pattern allows can be computed
     async with agent.sessions() as session:
-        if await session.get(models.Account, account_id) is None:
+        if account_id is not None and await session.get(models.Account, account_id) is None:
             raise HTTPException(status_code=404, detail=f"account {account_id} does not exist")
         d = models.Decision
-        rows = (
-            await session.execute(
-                select(d.status, func.count())
-                .where(d.account_id == account_id, d.cycle_time >= since)
-                .group_by(d.status)
-            )
-        ).all()
+        # Shadow decisions (an experiment's variants, never executed) are not the account's decisions.
+        scope = [d.cycle_time >= since, d.shadow_of.is_(None)]
+        if account_id is not None:
+            scope.append(d.account_id == account_id)
+        rows = (await session.execute(select(d.status, func.count()).where(*scope).group_by(d.status))).all()
         by_status = {status: int(count) for status, count in rows}
-        fallbacks = await session.scalar(
-            select(func.count()).select_from(d).where(d.account_id == account_id, d.cycle_time >= since, d.is_fallback)
-        )
-        results = (
-            await session.scalars(
-                select(d.validation_result).where(d.account_id == account_id, d.cycle_time >= since).limit(10_000)
-            )
-        ).all()
+        fallbacks = await session.scalar(select(func.count()).select_from(d).where(*scope, d.is_fallback))
+        results = (await session.scalars(select(d.validation_result).where(*scope).limit(10_000))).all()
         rejected = sum(
             1 for result in results for v in (result or {}).get("verdicts", []) if v.get("status") == "rejected"
         )
         c = models.LLMCall
-        calls, failures, prompt, completion, cost, latency = (
-            await session.execute(
-                select(
-                    func.count(),
-                    func.coalesce(func.sum(case((c.outcome != "ok", 1), else_=0)), 0),
-                    func.coalesce(func.sum(c.prompt_tokens), 0),
-                    func.coalesce(func.sum(c.completion_tokens), 0),
-                    func.coalesce(func.sum(c.cost_usd), 0.0),
-                    func.avg(c.latency_ms),
-                ).where(c.account_id == account_id, c.created_at >= since)
-            )
-        ).one()
+        calls_query = select(
+            func.count(),
+            func.coalesce(func.sum(case((c.outcome != "ok", 1), else_=0)), 0),
+            func.coalesce(func.sum(c.prompt_tokens), 0),
+            func.coalesce(func.sum(c.completion_tokens), 0),
+            func.coalesce(func.sum(c.cost_usd), 0.0),
+            func.avg(c.latency_ms),
+        ).where(c.created_at >= since)
+        if account_id is not None:
+            calls_query = calls_query.where(c.account_id == account_id)
+        calls, failures, prompt, completion, cost, latency = (await session.execute(calls_query)).one()
+        outcome_scope = OutcomeScope(
+            since=since,
+            horizon=int(horizon),
+            interval=agent.settings.interval,
+            account_id=account_id,
+            include_shadow=include_shadow,
+        )
+        selection = await OutcomeFiguresRepository(session).select(outcome_scope, group_by)
     total = sum(by_status.values())
     return DecisionMetrics(
         account_id=account_id,
@@ -226,6 +256,20 @@ async def decision_metrics(
         completion_tokens=int(completion),
         cost_usd=float(cost),
         avg_latency_ms=float(latency) if latency is not None else None,
+        outcomes=OutcomeReport(
+            horizon=outcome_scope.horizon,
+            interval=outcome_scope.interval,
+            include_shadow=include_shadow,
+            group_by=group_by,
+            row_limit=selection.limit,
+            capped=selection.capped,
+            oldest_cycle=selection.oldest_cycle,
+            overall=OutcomeFigures.of(score(selection.rows), selection.all_trades, selection.cost_of(selection.rows)),
+            groups=[
+                OutcomeGroup.of(score(rows), selection.trades_of(key), selection.cost_of(rows), key=key)
+                for key, rows in selection.groups()
+            ],
+        ),
     )
 
 

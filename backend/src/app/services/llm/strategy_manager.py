@@ -14,9 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import Clock, WallClock
 from app.db.models import Account, Decision, Position, Strategy, StrategyAssignment
+from app.db.repositories.outcome_figures import OutcomeFiguresRepository, OutcomeScope
 from app.db.repositories.strategies import StoredStrategy, StrategyRepository, load, validation_summary
+from app.schemas.api import OutcomeFigures, OutcomeReport
 from app.schemas.text import text_problem
 from app.schemas.trading_decision import StrategyRiskParameters, TradingStrategy
+from app.services.evaluation.scoring import score
 from app.services.llm.llm_exceptions import AccountNotFoundError, DecisionEngineError
 from app.services.llm.prompts.builder import PromptBuilder, read_template
 from app.services.llm.strategy_checks import definition_problems, runnable_problem
@@ -142,7 +145,8 @@ def builtin_strategies() -> list[TradingStrategy]:
 
 
 class StrategyPerformance(BaseModel):
-    """How the decisions made under one strategy did over a window (closed trades, net of fees)."""
+    """How the decisions made under one strategy did over a window: closed trades net of fees, and the outcomes
+    of its asset decisions at a horizon. Experiments' shadow decisions (never executed) are left out."""
 
     strategy_id: str
     timeframe: str
@@ -154,6 +158,7 @@ class StrategyPerformance(BaseModel):
     win_rate: float
     avg_win: float
     avg_loss: float
+    outcomes: OutcomeReport
 
 
 class StrategyAssignmentView(BaseModel):
@@ -526,9 +531,10 @@ class StrategyManager:
         return await self.strategy_status(strategy_id)
 
     async def get_strategy_performance(
-        self, strategy_id: str, timeframe: str = "7d", account_id: int | None = None
+        self, strategy_id: str, timeframe: str = "7d", account_id: int | None = None, horizon: int = 4
     ) -> StrategyPerformance:
-        """Decisions and closed trades of every account (or one) while it ran `strategy_id`, over the window."""
+        """Decisions, closed trades and outcomes at `horizon` (candles of the interval) of every account (or one)
+        while it ran `strategy_id`, over the window."""
         try:
             window = parse_window(timeframe)
         except ValueError as exc:
@@ -538,14 +544,14 @@ class StrategyManager:
         scope = [Decision.strategy_id == strategy_id]
         if account_id is not None:  # an account key sees its own account's figures only
             scope.append(Decision.account_id == account_id)
+        outcome_scope = OutcomeScope(
+            since=since, horizon=horizon, interval=self.interval, account_id=account_id, strategy_id=strategy_id
+        )
         async with self._sessions() as session:
-            decisions = await session.scalar(
-                select(func.count()).select_from(Decision).where(*scope, Decision.cycle_time >= since)
-            )
+            executed = [*scope, Decision.cycle_time >= since, Decision.shadow_of.is_(None)]
+            decisions = await session.scalar(select(func.count()).select_from(Decision).where(*executed))
             fallbacks = await session.scalar(
-                select(func.count())
-                .select_from(Decision)
-                .where(*scope, Decision.cycle_time >= since, Decision.is_fallback)
+                select(func.count()).select_from(Decision).where(*executed, Decision.is_fallback)
             )
             query = (
                 select(Position.realized_pnl, Position.fees)
@@ -553,6 +559,7 @@ class StrategyManager:
                 .where(*scope, Position.status == "closed", Position.closed_at >= since)
             )
             pnls = [float(realized) - float(fees) for realized, fees in (await session.execute(query)).all()]
+            selection = await OutcomeFiguresRepository(session).select(outcome_scope, "strategy")
         wins = [p for p in pnls if p > 0]
         losses = [p for p in pnls if p <= 0]
         return StrategyPerformance(
@@ -566,4 +573,15 @@ class StrategyManager:
             win_rate=len(wins) / len(pnls) if pnls else 0.0,
             avg_win=sum(wins) / len(wins) if wins else 0.0,
             avg_loss=sum(losses) / len(losses) if losses else 0.0,
+            outcomes=OutcomeReport(
+                horizon=horizon,
+                interval=self.interval,
+                include_shadow=False,
+                row_limit=selection.limit,
+                capped=selection.capped,
+                oldest_cycle=selection.oldest_cycle,
+                overall=OutcomeFigures.of(
+                    score(selection.rows), selection.all_trades, selection.cost_of(selection.rows)
+                ),
+            ),
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -366,3 +367,21 @@ async def test_strategy_performance_carries_the_outcomes(served: Served) -> None
     assert (mine["decisions"], mine["outcomes"]["overall"]["decisions"]) == (0, 0)
     aggressive = await served.client.get("/api/v1/strategies/aggressive/performance", headers={"X-API-Key": key})
     assert_figures(aggressive.json()["outcomes"]["overall"], AGGRESSIVE, "overall")
+
+
+async def test_model_calls_count_in_the_window_of_their_decisions_market_time(
+    settings: Settings, clock: ManualClock
+) -> None:
+    """A model call is stamped on the wall clock, the window is the market's: a simulation runs days in minutes,
+    so a call counts by its decision's cycle, not by when it was stamped."""
+    app = create_app(settings, agent_factory=simulated(clock))
+    async with serve(app) as base_url, httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        agent = app.state.agent
+        old = await agent.engine.make_trading_decision(None, 1)
+        clock.advance(timedelta(days=2))
+        new = await agent.engine.make_trading_decision(None, 1)
+        served = Served(client, Seeded.__new__(Seeded))
+        body = await served.metrics(account_id=1, timeframe="24h")
+    assert old.id != new.id
+    assert body["decisions"] == 1
+    assert body["llm_calls"] == 1, "the call of the decision two market days ago is outside the window"

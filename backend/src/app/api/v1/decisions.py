@@ -229,9 +229,12 @@ async def decision_metrics(
             func.coalesce(func.sum(c.completion_tokens), 0),
             func.coalesce(func.sum(c.cost_usd), 0.0),
             func.avg(c.latency_ms),
-        ).where(c.created_at >= since)
+        )
+        # The calls of the window's decisions (shadow ones included: real money), by the decisions' market-clock
+        # cycle: a call's own stamp is the wall clock, which a simulation or a replay does not follow.
+        calls_query = calls_query.join(d, d.id == c.decision_id).where(d.cycle_time >= since)
         if account_id is not None:
-            calls_query = calls_query.where(c.account_id == account_id)
+            calls_query = calls_query.where(d.account_id == account_id)
         calls, failures, prompt, completion, cost, latency = (await session.execute(calls_query)).one()
         outcome_scope = OutcomeScope(
             since=since,

@@ -15,7 +15,7 @@ from app.api.deps import get_agent
 from app.api.errors import error_responses
 from app.api.params import StrategyIdPath, Window
 from app.bootstrap import Agent
-from app.schemas.api import MAX_DB_ID, CustomStrategyRequest, StrategySwitch
+from app.schemas.api import MAX_DB_ID, CustomStrategyRequest, OutcomeHorizon, StrategySwitch
 from app.schemas.strategies import StrategyActivation, StrategyPatch, StrategyReplacement
 from app.schemas.trading_decision import TradingStrategy
 from app.services.llm.strategy_manager import (
@@ -233,10 +233,14 @@ async def performance(
     agent: AgentDep,
     principal: CurrentPrincipal,
     timeframe: Window = "7d",
+    horizon: Annotated[
+        OutcomeHorizon, Query(description="Outcomes measured this many candles of INTERVAL after each decision")
+    ] = OutcomeHorizon.FOUR,
 ) -> StrategyPerformance:
-    """Figures over every account for an admin key; over the caller's own account for an account key."""
+    """Figures over every account for an admin key; over the caller's own account for an account key: decisions,
+    closed trades, and what followed the strategy's decisions at `horizon` (hit rate, returns, calibration, cost)."""
     try:
         scope = None if principal.is_admin else principal.account_id
-        return await agent.strategies.get_strategy_performance(strategy_id, timeframe, scope)
+        return await agent.strategies.get_strategy_performance(strategy_id, timeframe, scope, horizon=int(horizon))
     except StrategyError as exc:
         raise _http(exc) from exc

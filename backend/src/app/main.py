@@ -14,7 +14,7 @@ from app.api.auth import MutationLimiter, VerifiedKeys
 from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
 from app.api.middleware import install_middleware
-from app.api.v1 import accounts, audit, decisions, llm, strategies
+from app.api.v1 import accounts, audit, decisions, experiments, llm, strategies
 from app.bootstrap import Agent, build_agent
 from app.core.config import Settings
 from app.core.heap import freeze_startup_objects
@@ -86,6 +86,14 @@ def create_app(
     # Every other route needs a key. On one that reads a body, once the key is checked: 415 when the body is not
     # JSON, 422 when its JSON types are not the schema's (app.api.protocol).
     keyed = [Depends(protocol.json_body)]
-    for router in (metrics.router, decisions.router, strategies.router, accounts.router, audit.router, llm.router):
+    for router in (
+        metrics.router,
+        decisions.router,
+        strategies.router,
+        accounts.router,
+        audit.router,
+        llm.router,
+        experiments.router,
+    ):
         app.include_router(router, dependencies=keyed)
     return app

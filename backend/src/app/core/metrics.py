@@ -1,10 +1,11 @@
-"""Prometheus metrics: decisions, rejections by reason, model latency/tokens/cost, orders, equity, late cycles."""
+"""Prometheus metrics: decisions, rejections by reason, model latency/tokens/cost, orders, equity, late cycles,
+and decision outcomes (hits, returns and the calibration of confidence, per model and horizon)."""
 
 from __future__ import annotations
 
 import re
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 
 from app.schemas.decision_result import DecisionResult
 
@@ -53,6 +54,46 @@ class AgentMetrics:
             "Closed candles the loop made no decision on because the cycle before ran late (wall clock)",
             registry=self.registry,
         )
+        # Decision outcomes, labelled by model and horizon (candles of INTERVAL) only: every mean and rate a
+        # dashboard needs is a ratio of these (mean return = _sum / _count, Brier score = brier _sum / _count).
+        self.outcomes = Counter(
+            "decision_outcomes_total",
+            "Asset decision outcomes measured, by result: hit (the direction gained), miss, flat (no exposure)",
+            ["model", "horizon", "result"],
+            registry=self.registry,
+        )
+        self.outcome_return = Summary(
+            "decision_outcome_return",
+            "Return of the direction each asset decision left, from its price to the horizon's close",
+            ["model", "horizon"],
+            registry=self.registry,
+        )
+        self.outcome_brier = Summary(
+            "decision_outcome_brier",
+            "(confidence / 100 - hit)^2 of each outcome with a direction and the model's confidence",
+            ["model", "horizon"],
+            registry=self.registry,
+        )
+        self.trade_outcome_pnl = Summary(
+            "decision_trade_net_pnl_usd",
+            "Net PnL (fees and funding included) of each closed position, by the model of the decision that opened it",
+            ["model"],
+            registry=self.registry,
+        )
+
+    def observe_outcome(
+        self, *, model: str | None, horizon: int, direction_return: float, hit: bool | None, confidence: float | None
+    ) -> None:
+        """Count one new outcome row (called once per row written, never for a row already stored)."""
+        labels = (model or "unknown", str(horizon))
+        self.outcomes.labels(*labels, "flat" if hit is None else "hit" if hit else "miss").inc()
+        self.outcome_return.labels(*labels).observe(direction_return)
+        if hit is not None and confidence is not None:
+            self.outcome_brier.labels(*labels).observe((confidence / 100.0 - float(hit)) ** 2)
+
+    def observe_trade_outcome(self, *, model: str | None, net_pnl: float) -> None:
+        """Count one new trade outcome row."""
+        self.trade_outcome_pnl.labels(model or "unknown").observe(net_pnl)
 
     def observe(self, result: DecisionResult, equity: float | None = None) -> None:
         self.decisions.labels(result.status).inc()

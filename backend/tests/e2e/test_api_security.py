@@ -77,6 +77,14 @@ ANY_KEY: set[Operation] = {
     ("GET", "/api/v1/strategies/available"),
     ("GET", "/api/v1/strategies/{strategy_id}/performance"),
     ("GET", "/api/v1/llm/health"),  # the circuits and the key's status: no account's data, never a key
+    ("GET", "/api/v1/experiments"),  # an account key: the experiments on its account
+    ("POST", "/api/v1/experiments"),  # an account key: on its own account only
+}
+# Scoped by the experiment named in the path: an account key reaches only those on its account (others: 404).
+EXPERIMENT_IN_PATH: set[Operation] = {
+    ("GET", "/api/v1/experiments/{experiment_id}"),
+    ("GET", "/api/v1/experiments/{experiment_id}/results"),
+    ("POST", "/api/v1/experiments/{experiment_id}/stop"),
 }
 # Scoped by the account of the decision named in the path (another account's decision: 404).
 DECISION_IN_PATH: set[Operation] = {("GET", "/api/v1/decisions/{decision_id}")}
@@ -172,7 +180,7 @@ def request_for(op: Operation, account_id: int) -> dict[str, Any]:
     method, path = op
     request: dict[str, Any] = {
         "method": method,
-        "url": path.format(account_id=account_id, strategy_id="conservative", decision_id=1, key_id=1),
+        "url": path.format(account_id=account_id, strategy_id="conservative", decision_id=1, key_id=1, experiment_id=1),
     }
     if op in ACCOUNT_IN_QUERY:
         request["params"] = {"account_id": account_id}
@@ -264,7 +272,7 @@ def _detail(response: httpx.Response) -> str:
 async def test_every_route_but_health_refuses_a_missing_wrong_or_revoked_key(api: Api, clock: ManualClock) -> None:
     operations = api_operations(api.app)
     protected = {op for op in operations if op[1] not in PUBLIC}
-    unclassified = protected - ADMIN_ONLY - ANY_KEY - DECISION_IN_PATH - account_scoped(protected)
+    unclassified = protected - ADMIN_ONLY - ANY_KEY - DECISION_IN_PATH - EXPERIMENT_IN_PATH - account_scoped(protected)
     assert not unclassified, f"decide who may call these routes, then list them above: {sorted(unclassified)}"
     assert {path for _, path in operations} >= PUBLIC
     assert len(protected) >= 25

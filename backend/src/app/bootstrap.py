@@ -299,7 +299,7 @@ async def _wire(
         indicator_series_length=settings.indicator_series_length,
         market_sync=market_sync,
     )
-    plans = ExperimentPlans(sessions)
+    plans = ExperimentPlans(sessions, default_budget_usd=settings.llm_daily_budget_usd)
     experiments = ExperimentService(
         sessions=sessions,
         clock=clock,

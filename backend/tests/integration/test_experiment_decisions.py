@@ -221,3 +221,18 @@ async def test_a_variant_over_its_daily_budget_makes_no_model_call(
     rows = [r for r in await _decisions(agent) if r.variant_id == variant]
     assert [r.failure for r in rows] == [None, None, "budget"]
     assert rows[-1].error is not None and "daily LLM budget" in rows[-1].error
+
+
+async def test_a_variant_without_a_budget_of_its_own_spends_its_accounts_budgets(
+    llm_agent: tuple[Agent, FakeOpenRouter], clock: ManualClock
+) -> None:
+    agent, fake = llm_agent
+    fake.responder = lambda body: Scripted(200, chat_completion(hold_all(), model=body["model"], cost=0.01))
+    async with agent.sessions.begin() as session:
+        account = await session.get(models.Account, 1)
+        assert account is not None
+        account.daily_llm_budget_usd = 0.015
+    await _experiment(agent, "shadow", [{"name": "control"}, {"name": "uncapped", "model": "test/variant-model"}])
+    await _cycles(agent, clock, 3)
+    asked = [json.loads(r.body)["model"] for r in fake.chat_requests]
+    assert asked.count("test/variant-model") == 2  # the account's 0.015 a day holds for the variant too

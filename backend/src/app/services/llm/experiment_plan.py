@@ -22,7 +22,8 @@ RELOAD_S = 5.0
 
 @dataclass(frozen=True, slots=True)
 class VariantSpec:
-    """One arm: a field left None keeps the account's own setting."""
+    """One arm: a field left None keeps the account's own setting. `daily_budget_usd`: what its model calls may
+    spend a day (its own budget, else its accounts' summed; None: no limit)."""
 
     id: int
     experiment_id: int
@@ -53,8 +54,17 @@ class _Snapshot:
 
 
 class ExperimentPlans:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, reload_s: float = RELOAD_S) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        default_budget_usd: float | None = None,
+        reload_s: float = RELOAD_S,
+    ) -> None:
+        """`default_budget_usd`: an account's daily LLM budget when it has none of its own (LLM_DAILY_BUDGET_USD);
+        a variant without its own budget may spend its accounts' budgets summed (as the start-up check counts it)."""
         self.sessions = sessions
+        self.default_budget_usd = default_budget_usd
         self.reload_s = reload_s
         self._snapshot = _Snapshot()
         self._lock = asyncio.Lock()
@@ -79,33 +89,57 @@ class ExperimentPlans:
             ).all()
             plans: dict[int, AccountPlan] = {}
             for experiment in experiments:
-                variants = {
-                    v.id: _spec(v)
-                    for v in (
-                        await session.scalars(
-                            select(models.ExperimentVariant)
-                            .where(models.ExperimentVariant.experiment_id == experiment.id)
-                            .order_by(models.ExperimentVariant.id)
-                        )
-                    ).all()
-                }
-                if experiment.assignment == "shadow":
-                    control = next(v for v in variants.values() if v.is_control)
-                    shadows = tuple(v for v in variants.values() if not v.is_control)
-                    for account_id in experiment.accounts:
-                        plans[int(account_id)] = AccountPlan(experiment.id, "shadow", control, shadows)
-                    continue
-                assigned = await session.execute(
-                    select(models.ExperimentAssignment.account_id, models.ExperimentAssignment.variant_id).where(
-                        models.ExperimentAssignment.experiment_id == experiment.id
+                rows = (
+                    await session.scalars(
+                        select(models.ExperimentVariant)
+                        .where(models.ExperimentVariant.experiment_id == experiment.id)
+                        .order_by(models.ExperimentVariant.id)
                     )
-                )
-                for account_id, variant_id in assigned.all():
+                ).all()
+                budgets = await self._account_budgets(session, [int(a) for a in experiment.accounts])
+                if experiment.assignment == "shadow":
+                    every = [int(a) for a in experiment.accounts]
+                    specs = [_spec(v, self._budget(v, every, budgets)) for v in rows]
+                    control = next(v for v in specs if v.is_control)
+                    shadows = tuple(v for v in specs if not v.is_control)
+                    for account_id in every:
+                        plans[account_id] = AccountPlan(experiment.id, "shadow", control, shadows)
+                    continue
+                assigned = (
+                    await session.execute(
+                        select(models.ExperimentAssignment.account_id, models.ExperimentAssignment.variant_id).where(
+                            models.ExperimentAssignment.experiment_id == experiment.id
+                        )
+                    )
+                ).all()
+                accounts_of: dict[int, list[int]] = {}
+                for account_id, variant_id in assigned:
+                    accounts_of.setdefault(variant_id, []).append(int(account_id))
+                variants = {v.id: _spec(v, self._budget(v, accounts_of.get(v.id, []), budgets)) for v in rows}
+                for account_id, variant_id in assigned:
                     plans[int(account_id)] = AccountPlan(experiment.id, "accounts", variants[variant_id])
         return _Snapshot(plans, started)
 
+    async def _account_budgets(self, session: AsyncSession, account_ids: list[int]) -> dict[int, float | None]:
+        rows = await session.execute(
+            select(models.Account.id, models.Account.daily_llm_budget_usd).where(models.Account.id.in_(account_ids))
+        )
+        return {int(i): budget if budget is not None else self.default_budget_usd for i, budget in rows.all()}
 
-def _spec(row: models.ExperimentVariant) -> VariantSpec:
+    @staticmethod
+    def _budget(
+        variant: models.ExperimentVariant, accounts: list[int], budgets: dict[int, float | None]
+    ) -> float | None:
+        """The variant's own daily budget, else its accounts' summed (None: one of them has no limit)."""
+        if variant.daily_budget_usd is not None:
+            return variant.daily_budget_usd
+        each = [budgets.get(a) for a in accounts]
+        if not each or any(b is None for b in each):
+            return None
+        return float(sum(b for b in each if b is not None))
+
+
+def _spec(row: models.ExperimentVariant, budget: float | None) -> VariantSpec:
     return VariantSpec(
         id=row.id,
         experiment_id=row.experiment_id,
@@ -115,7 +149,7 @@ def _spec(row: models.ExperimentVariant) -> VariantSpec:
         strategy_id=row.strategy_id,
         prompt_version=row.prompt_version,
         temperature=row.temperature,
-        daily_budget_usd=row.daily_budget_usd,
+        daily_budget_usd=budget,
     )
 
 

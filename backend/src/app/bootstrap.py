@@ -22,6 +22,7 @@ from app.db.repositories.decisions import DecisionRepository
 from app.db.session import create_engine, create_session_factory
 from app.services.account.account_service import AccountService
 from app.services.account.new_account import new_account
+from app.services.evaluation.tracker import OutcomeTracker
 from app.services.exchange.base import FEE_PROFILES
 from app.services.exchange.registry import VenueRegistry
 from app.services.execution.executor import Executor
@@ -342,6 +343,10 @@ async def _wire(
         metrics=metrics,
         market=market_status,
         data_end=data_end,
+        # what followed each decision, recorded as the candles of its horizons close
+        outcomes=OutcomeTracker(
+            sessions, store, market.name, settings.interval, wall_clock=wall_clock, metrics=metrics
+        ),
     )
     return Agent(
         settings=settings,

@@ -19,9 +19,11 @@ from app.core.clock import ManualClock
 from app.core.timeframes import floor_time
 from app.db import models
 from app.db.repositories.accounts import AccountRepository
-from app.schemas.experiments import ExperimentCreate, PromptVersion
+from app.schemas.api import OutcomeHorizon
+from app.schemas.experiments import ExperimentCreate, Horizon, PromptVersion
 from app.services.account.new_account import new_account
 from app.services.evaluation.scoring import METRICS
+from app.services.evaluation.tracker import DEFAULT_HORIZONS
 from app.services.llm.ab_testing import (
     ExperimentError,
     ExperimentForbiddenError,
@@ -81,6 +83,8 @@ def test_the_schema_offers_the_engines_prompt_versions_and_metrics() -> None:
     assert set(typing.get_args(PromptVersion)) == set(PROMPT_VERSIONS)
     metric = ExperimentCreate.model_fields["metric"].annotation
     assert set(typing.get_args(metric)) == set(METRICS)
+    # the horizons an experiment or the metrics may ask for are those the outcome tracker records
+    assert set(typing.get_args(Horizon)) == set(DEFAULT_HORIZONS) == {int(h) for h in OutcomeHorizon}
 
 
 # ------------------------------------------------------------------------------------------------- create

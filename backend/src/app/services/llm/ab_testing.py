@@ -14,25 +14,21 @@ Rules a trader can trust:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import Clock
-from app.core.timeframes import floor_time, timeframe_seconds
+from app.core.timeframes import floor_time
 from app.db import models
 from app.schemas.api import MAX_DB_ID
 from app.schemas.experiments import (
-    Difference,
-    Estimate,
     ExperimentCreate,
     ExperimentResults,
     ExperimentView,
@@ -40,74 +36,24 @@ from app.schemas.experiments import (
     VariantResults,
     VariantView,
 )
-from app.services.evaluation.scoring import METRICS, Metric, OutcomeScore, score, unit_value
-from app.services.evaluation.statistics import bootstrap_mean, compare_means, verdict
+from app.services.evaluation.experiment_analysis import ExperimentAnalysis, higher_is_better
+from app.services.evaluation.scoring import METRICS
+from app.services.evaluation.tracker import DEFAULT_HORIZONS as HORIZONS
+from app.services.llm.experiment_cost import Costed, DecisionCost, ExperimentAccount, ExperimentCosts
 from app.services.llm.experiment_plan import ExperimentPlans
-from app.services.llm.llm_exceptions import AccountNotFoundError, DecisionEngineError
+from app.services.llm.llm_exceptions import (
+    AccountNotFoundError,
+    ExperimentError,
+    ExperimentForbiddenError,
+    ExperimentNotFoundError,
+)
 from app.services.llm.llm_service import LLMService, is_baseline
 from app.services.llm.prompts.builder import (
-    ANSWER_FORMAT,
     DEFAULT_PROMPT_VERSION,
     PROMPT_VERSIONS,
     PromptBuilder,
-    decision_schema_json,
 )
-from app.services.llm.strategy_manager import DEFAULT_STRATEGY_ID, StrategyManager
-
-HORIZONS = (1, 4, 12, 24)  # candles of INTERVAL at which outcomes are recorded
-RECENT_CALLS = 200  # the stored model calls a cost or token estimate is averaged over
-DEFAULT_COMPLETION_TOKENS = 1000  # without stored calls nor LLM_MAX_TOKENS
-CHARS_PER_TOKEN = 4
-
-
-class ExperimentError(DecisionEngineError):
-    """An experiment refused (with the reason: nothing was stored) or a request its state refuses."""
-
-
-class ExperimentNotFoundError(ExperimentError):
-    """No experiment with that id (or none the caller may see)."""
-
-    def __init__(self, experiment_id: int) -> None:
-        super().__init__(f"experiment {experiment_id} does not exist")
-        self.experiment_id = experiment_id
-
-
-class ExperimentForbiddenError(ExperimentError):
-    """The caller may see the experiment but not change it."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Account:
-    id: int
-    model: str | None
-    strategy_id: str
-    daily_budget_usd: float | None  # its own, else LLM_DAILY_BUDGET_USD; None: unlimited
-
-
-@dataclass(frozen=True, slots=True)
-class DecisionCost:
-    """What one decision of a model is expected to cost (None: unknown), and how that was estimated."""
-
-    usd: float | None
-    basis: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Tokens:
-    prompt: float
-    completion: float
-    basis: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Costed:
-    """A variant's expected daily cost against its daily budget."""
-
-    expected_usd: float
-    known: bool
-    budget_usd: float | None  # None: unlimited
-    budget_basis: str
-    explanation: str
+from app.services.llm.strategy_manager import StrategyManager
 
 
 def split_by_weight(accounts: Sequence[int], weights: Sequence[float], seed: int) -> list[list[int]]:
@@ -173,10 +119,7 @@ class ExperimentService:
         self.prompts = prompts
         self.plans = plans
         self.daily_budget_usd = daily_budget_usd
-
-    @property
-    def cycles_per_day(self) -> float:
-        return 86_400 / timeframe_seconds(self.interval)
+        self.costs = ExperimentCosts(llm=llm, strategies=strategies, prompts=prompts, interval=interval)
 
     # ------------------------------------------------------------------------------------------ create
     async def create(self, spec: ExperimentCreate, owner_account_id: int | None = None) -> ExperimentView:
@@ -206,10 +149,10 @@ class ExperimentService:
                 runs = [[a.id for a in accounts] for _ in spec.variants]
             by_id = {a.id: a for a in accounts}
             costed = [
-                await self._costed(session, variant, [by_id[i] for i in run])
+                await self.costs.costed(session, variant, [by_id[i] for i in run])
                 for variant, run in zip(spec.variants, runs, strict=True)
             ]
-        self._refuse_over_budget(spec, costed)
+        self.costs.refuse_over_budget(spec, costed)
         experiment_id = await self._store(spec, control, seed, accounts, runs, costed, owner_account_id)
         self.plans.invalidate()
         return await self.get(experiment_id)
@@ -262,7 +205,7 @@ class ExperimentService:
 
     async def _accounts(
         self, session: AsyncSession, wanted: list[int] | None, owner_account_id: int | None
-    ) -> list[_Account]:
+    ) -> list[ExperimentAccount]:
         """The experiment's accounts: those listed (an account key may list its own only: any other is reported
         missing, as the API does for accounts it may not see), else the owner's, else every account."""
         ids = list(dict.fromkeys(wanted)) if wanted else None
@@ -281,7 +224,7 @@ class ExperimentService:
         if not rows:
             raise ExperimentError("there is no account to run an experiment on")
         return [
-            _Account(
+            ExperimentAccount(
                 id=row.id,
                 model=row.model,
                 strategy_id=row.strategy_id,
@@ -308,126 +251,15 @@ class ExperimentService:
                     f"({name!r}): an account runs one experiment at a time (stop that one first)"
                 )
 
-    # -------------------------------------------------------------------------------------------- cost
-    async def _costed(self, session: AsyncSession, variant: VariantCreate, accounts: list[_Account]) -> _Costed:
-        """The variant's expected daily cost: cycles a day x its decisions a cycle (one per account it decides for)
-        x each decision's expected cost (the model it asks for that account), against its daily budget: its own,
-        else its accounts' daily LLM budgets summed (unlimited when one of them is)."""
-        per_model: dict[str, int] = defaultdict(int)
-        for account in accounts:
-            per_model[self.llm.resolve_model(variant.model or account.model)] += 1
-        expected, known, parts = 0.0, True, []
-        for model, count in per_model.items():
-            cost = await self.decision_cost(session, model, variant.strategy_id or accounts[0].strategy_id)
-            if cost.usd is None:
-                known = False
-                parts.append(f"{count} decision(s) a cycle of {model} at an unknown cost ({cost.basis})")
-                continue
-            expected += self.cycles_per_day * count * cost.usd
-            parts.append(
-                f"{self.cycles_per_day:g} cycles x {count} decision(s) of {model} x {cost.usd:.6f} USD ({cost.basis})"
-            )
-        if variant.daily_budget_usd is not None:
-            budget: float | None = variant.daily_budget_usd
-            basis = "the variant's daily_budget_usd"
-        elif any(a.daily_budget_usd is None for a in accounts):
-            budget, basis = None, "unlimited (an account has no daily LLM budget)"
-        else:
-            budget = sum(a.daily_budget_usd or 0.0 for a in accounts)
-            basis = f"the daily LLM budgets of its {len(accounts)} account(s)"
-        return _Costed(expected, known, budget, basis, "; ".join(parts))
-
-    async def decision_cost(self, session: AsyncSession, model: str, strategy_id: str) -> DecisionCost:
-        """One decision of `model`: nothing for the baseline or a simulated provider; else the mean cost of its last
-        stored calls; else the catalog's prices for the expected prompt and completion tokens."""
-        if is_baseline(model) or self.llm.is_simulated:
-            return DecisionCost(0.0, "no model call is paid" if self.llm.is_simulated else "the rule-based baseline")
-        recent = (
-            select(models.LLMCall.cost_usd)
-            .where(models.LLMCall.model_requested == model, models.LLMCall.cost_usd.is_not(None))
-            .order_by(models.LLMCall.id.desc())
-            .limit(RECENT_CALLS)
-            .subquery()
-        )
-        mean, calls = (
-            await session.execute(select(func.avg(recent.c.cost_usd), func.count()).select_from(recent))
-        ).one()
-        if calls:
-            return DecisionCost(float(mean or 0.0), f"mean of its last {calls} call(s)")
-        catalog = getattr(self.llm.provider, "catalog", None)
-        price = catalog.price(model) if catalog is not None else None
-        if price is None:
-            return DecisionCost(None, f"no price for {model} in the model catalog and no call of it stored")
-        tokens = await self._tokens(session, strategy_id)
-        usd = (tokens.prompt * price.prompt_per_m + tokens.completion * price.completion_per_m) / 1e6
-        return DecisionCost(usd, f"catalog prices x {tokens.basis}")
-
-    async def _tokens(self, session: AsyncSession, strategy_id: str) -> _Tokens:
-        """Tokens a decision is expected to take: the mean of the last stored model calls (the baseline's, which
-        have none, aside); else a stored prompt's characters / 4, or the strategy's system prompt doubled (the
-        user part: account and market) when no decision has been stored yet; and LLM_MAX_TOKENS (or 1000) for the
-        answer."""
-        recent = (
-            select(models.LLMCall.prompt_tokens, models.LLMCall.completion_tokens)
-            .where(models.LLMCall.prompt_tokens > 0, models.LLMCall.completion_tokens.is_not(None))
-            .order_by(models.LLMCall.id.desc())
-            .limit(RECENT_CALLS)
-            .subquery()
-        )
-        prompt, completion, calls = (
-            await session.execute(
-                select(
-                    func.avg(recent.c.prompt_tokens), func.avg(recent.c.completion_tokens), func.count()
-                ).select_from(recent)
-            )
-        ).one()
-        if calls:
-            return _Tokens(float(prompt), float(completion), f"the mean tokens of the last {calls} call(s)")
-        max_tokens = getattr(self.llm.provider, "max_tokens", None)
-        completion_tokens = float(max_tokens if isinstance(max_tokens, int) else DEFAULT_COMPLETION_TOKENS)
-        stored = await session.scalar(
-            select(func.length(models.DecisionProvenance.prompt))
-            .where(models.DecisionProvenance.prompt.is_not(None))
-            .order_by(models.DecisionProvenance.decision_id.desc())
-            .limit(1)
-        )
-        if stored:
-            return _Tokens(
-                stored / CHARS_PER_TOKEN, completion_tokens, f"a stored prompt's size and {completion_tokens:g} tokens"
-            )
-        strategy = await self.strategies.get_strategy(strategy_id or DEFAULT_STRATEGY_ID)
-        system = self.prompts.render_strategy(strategy) + "\n\n" + ANSWER_FORMAT.format(schema=decision_schema_json())
-        return _Tokens(
-            2 * len(system) / CHARS_PER_TOKEN,
-            completion_tokens,
-            f"the size of a prompt of strategy {strategy.strategy_id} and {completion_tokens:g} tokens",
-        )
-
-    def _refuse_over_budget(self, spec: ExperimentCreate, costed: list[_Costed]) -> None:
-        for variant, cost in zip(spec.variants, costed, strict=True):
-            if cost.budget_usd is None:
-                continue
-            if not cost.known:
-                raise ExperimentError(
-                    f"variant {variant.name!r}: its daily cost cannot be estimated ({cost.explanation}), so it cannot "
-                    f"be checked against its daily budget of {cost.budget_usd:.2f} USD ({cost.budget_basis})"
-                )
-            if cost.expected_usd > cost.budget_usd:
-                raise ExperimentError(
-                    f"variant {variant.name!r} is expected to cost {cost.expected_usd:.4f} USD a day "
-                    f"({cost.explanation}), over its daily budget of {cost.budget_usd:.4f} USD ({cost.budget_basis}): "
-                    "give it a larger daily_budget_usd, fewer accounts or a cheaper model"
-                )
-
     # ------------------------------------------------------------------------------------------- store
     async def _store(
         self,
         spec: ExperimentCreate,
         control: int,
         seed: int,
-        accounts: list[_Account],
+        accounts: list[ExperimentAccount],
         runs: list[list[int]],
-        costed: list[_Costed],
+        costed: list[Costed],
         owner_account_id: int | None,
     ) -> int:
         """Write the experiment, its variants and (`accounts`) its split in one transaction, with its accounts
@@ -618,7 +450,7 @@ class ExperimentService:
             usage = await self._usage(session, ids)
             outcomes = await self._outcomes(session, experiment)
         control = next(v for v in variants if v.is_control)
-        analysis = _Analysis(experiment, outcomes, control.id)
+        analysis = ExperimentAnalysis(experiment, outcomes, control.id)
         results = []
         for variant in variants:
             decided = counts.get(variant.id)
@@ -705,109 +537,6 @@ class _Counts:
     fallbacks: int
     errors: int
     mean_latency_ms: float | None
-
-
-Unit = tuple[datetime, int]  # (cycle_time, account_id): one account's cycle, in cycle order
-
-
-class _Analysis:
-    """The metric of each variant's units and its comparison with the control's."""
-
-    def __init__(self, experiment: models.Experiment, outcomes: list[models.DecisionOutcome], control_id: int):
-        self.experiment = experiment
-        self.metric = cast(Metric, experiment.metric)
-        self.higher_is_better = higher_is_better(self.metric)
-        self.paired = experiment.assignment == "shadow"
-        self.control_id = control_id
-        self.outcomes: dict[int, list[models.DecisionOutcome]] = defaultdict(list)
-        grouped: dict[int, dict[Unit, list[models.DecisionOutcome]]] = defaultdict(lambda: defaultdict(list))
-        for row in outcomes:
-            if row.variant_id is None:
-                continue
-            self.outcomes[row.variant_id].append(row)
-            grouped[row.variant_id][(row.cycle_time, row.account_id)].append(row)
-        # Each variant's units in cycle order, with the metric's value (a unit the metric cannot score is left out,
-        # e.g. a cycle without a directional decision for the hit rate).
-        self.units: dict[int, dict[Unit, float]] = {}
-        for variant_id, units in grouped.items():
-            values = {unit: unit_value(rows, self.metric) for unit, rows in sorted(units.items())}
-            self.units[variant_id] = {unit: v for unit, v in values.items() if v is not None and math.isfinite(v)}
-
-    def of(self, variant_id: int) -> dict[str, Any]:
-        """The variant's figures: on its first `min_samples` units once it has that many (with the control's: the
-        first `min_samples` cycles both decided when paired), on every unit so far until then."""
-        n = self.experiment.min_samples
-        level, seed = self.experiment.confidence_level, self.experiment.seed
-        units = self.units.get(variant_id, {})
-        control = self.units.get(self.control_id, {})
-        is_control = variant_id == self.control_id
-        mine: dict[Unit, float]
-        theirs: dict[Unit, float] = {}
-        if is_control:
-            mine, available = _first(units, n), len(units)
-        elif self.paired:
-            common = [unit for unit in units if unit in control]
-            available = len(common)
-            mine = {u: units[u] for u in common[:n]}
-            theirs = {u: control[u] for u in common[:n]}
-        else:
-            available = min(len(units), len(control))
-            mine, theirs = _first(units, n), _first(control, n)
-        needed = max(0, n - available)
-        found = bootstrap_mean(list(mine.values()), level=level, seed=seed)
-        difference: Difference | None = None
-        call: str | None = None
-        if not is_control:
-            comparison = compare_means(mine, theirs, paired=self.paired, level=level, seed=seed)
-            call = verdict(comparison, samples=available, min_samples=n, higher_is_better=self.higher_is_better)
-            if comparison is not None:
-                difference = Difference(
-                    value=comparison.difference.estimate,
-                    low=comparison.difference.low,
-                    high=comparison.difference.high,
-                    p_value=comparison.p_value,
-                    paired=comparison.paired,
-                )
-        return {
-            "units_available": available,
-            "units_analysed": len(mine),
-            "units_needed": needed,
-            "estimate": Estimate(value=found.estimate, low=found.low, high=found.high) if found else None,
-            "difference": difference,
-            "verdict": call,
-            "note": self._note(is_control, available, len(mine), needed),
-            "scores": _scores(score(self.outcomes.get(variant_id, []))),
-        }
-
-    def _note(self, is_control: bool, available: int, analysed: int, needed: int) -> str:
-        n = self.experiment.min_samples
-        what = "cycles both it and the control decided" if self.paired and not is_control else "cycles"
-        if needed:
-            after = "" if is_control else " before a verdict"
-            return f"{available} of {n} {what} with outcomes at the horizon: {needed} more needed{after}"
-        if is_control:
-            return f"the first {analysed} of {available} cycles analysed"
-        return f"verdict on the first {analysed} {what} (fixed: later cycles do not change it); {available} so far"
-
-
-def _first(units: dict[Unit, float], n: int) -> dict[Unit, float]:
-    """The first `n` units in cycle order."""
-    return {unit: units[unit] for unit in sorted(units)[:n]}
-
-
-def _scores(found: OutcomeScore) -> dict[str, float | int | None]:
-    """The numeric figures of a `scoring` result (lists such as the reliability table aside; non-finite as None)."""
-    raw = dataclasses.asdict(found)
-    out: dict[str, float | int | None] = {}
-    for key, value in raw.items():
-        if isinstance(value, bool) or not (value is None or isinstance(value, int | float)):
-            continue
-        out[key] = value if value is None or math.isfinite(value) else None
-    return out
-
-
-def higher_is_better(metric: str) -> bool:
-    return METRICS.get(cast(Metric, metric), True)
 
 
 def _visible(experiment: models.Experiment, scope: int | None) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -130,13 +131,7 @@ class ExperimentPlans:
     def _budget(
         variant: models.ExperimentVariant, accounts: list[int], budgets: dict[int, float | None]
     ) -> float | None:
-        """The variant's own daily budget, else its accounts' summed (None: one of them has no limit)."""
-        if variant.daily_budget_usd is not None:
-            return variant.daily_budget_usd
-        each = [budgets.get(a) for a in accounts]
-        if not each or any(b is None for b in each):
-            return None
-        return float(sum(b for b in each if b is not None))
+        return variant_daily_budget(variant.daily_budget_usd, [budgets.get(a) for a in accounts])[0]
 
 
 def _spec(row: models.ExperimentVariant, budget: float | None) -> VariantSpec:
@@ -153,6 +148,16 @@ def _spec(row: models.ExperimentVariant, budget: float | None) -> VariantSpec:
     )
 
 
+def variant_daily_budget(own: float | None, accounts: Sequence[float | None]) -> tuple[float | None, str]:
+    """What a variant may spend on model calls a day, and why: its own budget, else its accounts' daily LLM budgets
+    summed (each an account's own, else LLM_DAILY_BUDGET_USD); None (no limit) when one of them has none."""
+    if own is not None:
+        return own, "the variant's daily_budget_usd"
+    if not accounts or any(b is None for b in accounts):
+        return None, "unlimited (an account has no daily LLM budget)"
+    return float(sum(b for b in accounts if b is not None)), f"the daily LLM budgets of its {len(accounts)} account(s)"
+
+
 async def variant_spent_since(session: AsyncSession, variant_id: int, since: datetime) -> float:
     """USD spent since `since` (wall clock) on the model calls of a variant's decisions."""
     query = (
@@ -163,4 +168,4 @@ async def variant_spent_since(session: AsyncSession, variant_id: int, since: dat
     return float((await session.scalar(query)) or 0.0)
 
 
-__all__ = ["AccountPlan", "ExperimentPlans", "VariantSpec", "variant_spent_since"]
+__all__ = ["AccountPlan", "ExperimentPlans", "VariantSpec", "variant_daily_budget", "variant_spent_since"]

@@ -81,3 +81,19 @@ class ModelNotAvailableError(DecisionEngineError):
 
 class ModelCatalogUnavailableError(DecisionEngineError):
     """The endpoint's model catalog cannot be read now, so a model cannot be checked (nothing was changed)."""
+
+
+class ExperimentError(DecisionEngineError):
+    """An experiment refused (with the reason: nothing was stored) or a request its state refuses."""
+
+
+class ExperimentNotFoundError(ExperimentError):
+    """No experiment with that id (or none the caller may see)."""
+
+    def __init__(self, experiment_id: int) -> None:
+        super().__init__(f"experiment {experiment_id} does not exist")
+        self.experiment_id = experiment_id
+
+
+class ExperimentForbiddenError(ExperimentError):
+    """The caller may see the experiment but not change it."""

@@ -26,6 +26,7 @@ from app.core.clock import ManualClock
 from app.core.config import Settings
 from app.db import models
 from app.main import create_app
+from app.services.evaluation.tracker import RETRY_CANDLES
 from app.services.llm.providers.model_catalog import ModelCatalog
 from app.services.llm.providers.openrouter import OpenRouterModel
 from app.services.market_data.simulator import MarketSimulator
@@ -39,7 +40,9 @@ KEY = "sk-or-v1-known-answer-0123456789abcdef"
 ASSETS = ["BTC", "ETH", "SOL"]
 CONTROL, ORACLE, COIN = "test/coin-control", "test/next-candle-oracle", "test/coin-variant"
 MIN_SAMPLES = 40
-CYCLES = MIN_SAMPLES + 3  # horizon 1: a cycle's outcome is known once the next candle has closed
+# horizon 1: a cycle's outcome is known once the next candle has closed, and it counts once settled (the tracker's
+# wait for late candles over)
+CYCLES = MIN_SAMPLES + 1 + RETRY_CANDLES + 2
 STEP = timedelta(minutes=5)
 _TIME = re.compile(r"Time \(UTC\): (\d{4}-\d{2}-\d{2} \d{2}:\d{2})")
 

@@ -236,3 +236,26 @@ async def test_a_variant_without_a_budget_of_its_own_spends_its_accounts_budgets
     await _cycles(agent, clock, 3)
     asked = [json.loads(r.body)["model"] for r in fake.chat_requests]
     assert asked.count("test/variant-model") == 2  # the account's 0.015 a day holds for the variant too
+    # and the shadow's spending is its own: the account's decisions still had their 0.015 (two calls of 0.01)
+    assert asked.count("openai/gpt-5") == 2
+
+
+async def test_what_a_shadow_variant_leaves_open_is_the_accounts_own_setting(
+    llm_agent: tuple[Agent, FakeOpenRouter], clock: ManualClock
+) -> None:
+    agent, fake = llm_agent
+    fake.responder = lambda body: Scripted(200, chat_completion(hold_all(), model=body["model"]))
+    async with agent.sessions.begin() as session:
+        account = await session.get(models.Account, 1)
+        assert account is not None
+        account.model = "test/variant-model"
+    _, (control, warm) = await _experiment(
+        agent,
+        "shadow",
+        [{"name": "control", "model": "openai/gpt-5", "strategy_id": "aggressive"}, {"name": "warm", "temperature": 1}],
+    )
+    await _cycles(agent, clock, 1)
+    rows = {r.variant_id: r for r in await _decisions(agent)}
+    assert (rows[control].model_requested, rows[control].strategy_id) == ("openai/gpt-5", "aggressive")
+    # not the control's model and strategy: the account's own
+    assert (rows[warm].model_requested, rows[warm].strategy_id) == ("test/variant-model", "conservative")

@@ -23,7 +23,7 @@ from app.schemas.api import OutcomeHorizon
 from app.schemas.experiments import ExperimentCreate, Horizon, PromptVersion
 from app.services.account.new_account import new_account
 from app.services.evaluation.scoring import METRICS
-from app.services.evaluation.tracker import DEFAULT_HORIZONS
+from app.services.evaluation.tracker import DEFAULT_HORIZONS, RETRY_CANDLES
 from app.services.llm.ab_testing import (
     ExperimentError,
     ExperimentForbiddenError,
@@ -485,8 +485,9 @@ def _better_values(i: int) -> tuple[float, float]:
     return (base[0] + 0.004 + 0.0002 * (i % 4), base[1] + 0.003)
 
 
-async def test_shadow_results_compare_cycle_by_cycle_and_never_peek(agent: Agent) -> None:
+async def test_shadow_results_compare_cycle_by_cycle_and_never_peek(agent: Agent, clock: ManualClock) -> None:
     view = await agent.experiments.create(spec(min_samples=20, seed=3))
+    clock.advance(timedelta(days=1))  # every cycle below is settled (its outcomes can no longer change)
     experiment_id = view.id
     control, aggr = (v.id for v in view.variants)
     cycles = [view.started_cycle + timedelta(minutes=5 * i) for i in range(26)]
@@ -537,10 +538,13 @@ async def test_shadow_results_compare_cycle_by_cycle_and_never_peek(agent: Agent
     assert later.decisions == 26 and later.scores["decisions"] == 52
 
 
-async def test_accounts_results_compare_independent_samples_and_count_decisions(agent: Agent) -> None:
+async def test_accounts_results_compare_independent_samples_and_count_decisions(
+    agent: Agent, clock: ManualClock
+) -> None:
     accounts = [1, *await add_accounts(agent, 1)]
     variants = [{"name": "control", "model": "baseline"}, {"name": "same", "model": "baseline", "temperature": 0.1}]
     view = await agent.experiments.create(spec(assignment="accounts", accounts=accounts, variants=variants, seed=9))
+    clock.advance(timedelta(days=1))  # every cycle below is settled
     control, other = view.variants
     (control_account,), (other_account,) = control.accounts, other.accounts
     start = view.started_cycle
@@ -587,3 +591,40 @@ async def test_accounts_results_compare_independent_samples_and_count_decisions(
     assert row.mean_latency_ms == pytest.approx(200.0)
     assert (row.cost_usd, row.prompt_tokens, row.completion_tokens) == (pytest.approx(0.75), 200, 20)
     assert found.variants[0].cost_usd == 0.0 and found.variants[0].fallback_rate == 0.0
+
+
+async def test_a_unit_is_a_cycle_of_every_account_and_counts_once_settled(agent: Agent, clock: ManualClock) -> None:
+    """Two accounts' decisions on one candle move with one market: one unit (their outcomes scored together), not
+    two. A cycle counts once no outcome of it can still arrive (its horizon and the tracker's retry window over)."""
+    second = (await add_accounts(agent, 1))[0]
+    view = await agent.experiments.create(spec(min_samples=20, seed=4, accounts=[1, second]))
+    control, aggr = (v.id for v in view.variants)
+    step = timedelta(minutes=5)
+    for i in range(30):
+        cycle = view.started_cycle + i * step
+        for account, shift in ((1, 0.0), (second, 0.002)):
+            await _cycle(agent, view.id, control, account, cycle, _control_values(i))
+            await _cycle(agent, view.id, aggr, account, cycle, (_control_values(i)[0] + shift, _control_values(i)[1]))
+    last = view.started_cycle + 29 * step
+    wait = (view.horizon + RETRY_CANDLES) * step  # after its candle, a cycle is settled this much later
+    clock.set(last + wait)  # the last cycle is not settled yet: 29 are
+    row = (await agent.experiments.results(view.id)).variants[1]
+    assert (row.units_available, row.units_analysed, row.verdict) == (29, 20, "better")
+    clock.set(last + wait + step)
+    row = (await agent.experiments.results(view.id)).variants[1]
+    assert row.units_available == 30
+    # a cycle's value: both accounts' assets together (four returns), the second account's BTC 0.002 better
+    assert row.difference is not None and row.difference.value == pytest.approx(0.002 / 4)
+
+
+async def test_an_account_key_sees_the_experiments_on_its_account_alone(agent: Agent) -> None:
+    """One over several accounts shows the others' ids and aggregates their outcomes: not for an account key."""
+    second = (await add_accounts(agent, 1))[0]
+    shared = await agent.experiments.create(spec(accounts=[1, second]))
+    await agent.experiments.stop(shared.id)
+    own = await agent.experiments.create(spec(accounts=[1]))
+    assert [e.id for e in await agent.experiments.list_all(scope=1)] == [own.id]
+    with pytest.raises(ExperimentNotFoundError):
+        await agent.experiments.results(shared.id, scope=1)
+    assert (await agent.experiments.get(own.id, scope=1)).accounts == [1]
+    assert {e.id for e in await agent.experiments.list_all()} == {shared.id, own.id}

@@ -97,7 +97,8 @@ class AgentMetrics:
 
     def observe(self, result: DecisionResult, equity: float | None = None) -> None:
         self.decisions.labels(result.status).inc()
-        for verdict in result.validation.verdicts if result.validation else []:
+        shadow = result.status == "shadow"  # an experiment's variant, never executed: not the agent's rejections
+        for verdict in result.validation.verdicts if result.validation and not shadow else []:
             if verdict.status == "rejected":
                 self.rejections.labels(reason_class(verdict.reasons[0] if verdict.reasons else "other")).inc()
         model = result.model_served or result.model_requested or "unknown"

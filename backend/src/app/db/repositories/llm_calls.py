@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, String, case, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.inserts import insert_rows
-from app.db.models import LLMCall
+from app.db.models import Decision, LLMCall
 
 
 @dataclass(frozen=True)
@@ -33,9 +33,12 @@ class LLMCallRepository:
         await insert_rows(self.session, calls)
 
     async def spent_since(self, account_id: int, since: datetime) -> float:
-        """USD spent on model calls by `account_id` from `since` on."""
-        query = select(func.coalesce(func.sum(LLMCall.cost_usd), 0.0)).where(
-            LLMCall.account_id == account_id, LLMCall.created_at >= since
+        """USD spent on model calls by `account_id`'s own decisions from `since` on: an experiment's shadow decisions
+        spend their variant's budget, never the account's (they must not make its real decisions hold)."""
+        query = (
+            select(func.coalesce(func.sum(LLMCall.cost_usd), 0.0))
+            .outerjoin(Decision, Decision.id == LLMCall.decision_id)
+            .where(LLMCall.account_id == account_id, LLMCall.created_at >= since, Decision.shadow_of.is_(None))
         )
         return float((await self.session.scalar(query)) or 0.0)
 

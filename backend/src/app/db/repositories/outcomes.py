@@ -105,7 +105,9 @@ class OutcomeRepository:
         """The smallest id from which on every decision's cycle is at or after `moment` (one past the largest id
         when none is): a bisection of the primary key, one indexed read per step."""
         largest = await self.session.scalar(select(func.max(_d.id)))
-        low, high = 0, (largest or 0) + 1
+        if largest is None:  # no decision yet
+            return 0
+        low, high = 0, largest + 1
         probe = select(_d.id, _d.cycle_time).order_by(_d.id).limit(1)
         while low < high:
             middle = (low + high) // 2

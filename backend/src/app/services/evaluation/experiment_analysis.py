@@ -15,13 +15,28 @@ from app.schemas.experiments import Difference, Estimate
 from app.services.evaluation.scoring import METRICS, Metric, OutcomeScore, score, unit_value
 from app.services.evaluation.statistics import bootstrap_mean, compare_means, verdict
 
-Unit = tuple[datetime, int]  # (cycle_time, account_id): one account's cycle, in cycle order
+Unit = datetime  # a cycle: every decision of the experiment on that candle, all accounts together
 
 
 class ExperimentAnalysis:
-    """The metric of each variant's units and its comparison with the control's."""
+    """The metric of each variant's units and its comparison with the control's.
 
-    def __init__(self, experiment: models.Experiment, outcomes: list[models.DecisionOutcome], control_id: int):
+    A unit is a cycle: the decisions of one candle move with the same market, whatever the account, so they are
+    scored together (a unit of (account, cycle) made 100 accounts look like 100 independent samples of one
+    candle). Only settled cycles count: those whose outcomes can no longer arrive (`settled_before`: the horizon
+    and the tracker's retry window are over), so that a late outcome never changes a verdict once taken. Every
+    comparison is on the same cycles for both arms (the first `min_samples` cycles both scored): an `accounts`
+    experiment's arms are then compared over the same market period, unpaired (different accounts); a shadow
+    experiment's, paired cycle by cycle (the same accounts and contexts)."""
+
+    def __init__(
+        self,
+        experiment: models.Experiment,
+        outcomes: list[models.DecisionOutcome],
+        control_id: int,
+        *,
+        settled_before: datetime,
+    ) -> None:
         self.experiment = experiment
         self.metric = cast(Metric, experiment.metric)
         self.higher_is_better = higher_is_better(self.metric)
@@ -33,17 +48,18 @@ class ExperimentAnalysis:
             if row.variant_id is None:
                 continue
             self.outcomes[row.variant_id].append(row)
-            grouped[row.variant_id][(row.cycle_time, row.account_id)].append(row)
-        # Each variant's units in cycle order, with the metric's value (a unit the metric cannot score is left out,
-        # e.g. a cycle without a directional decision for the hit rate).
+            if row.cycle_time < settled_before:
+                grouped[row.variant_id][row.cycle_time].append(row)
+        # Each variant's settled cycles in order, with the metric's value (a cycle the metric cannot score is left
+        # out, e.g. one without a directional decision for the hit rate).
         self.units: dict[int, dict[Unit, float]] = {}
         for variant_id, units in grouped.items():
             values = {unit: unit_value(rows, self.metric) for unit, rows in sorted(units.items())}
             self.units[variant_id] = {unit: v for unit, v in values.items() if v is not None and math.isfinite(v)}
 
     def of(self, variant_id: int) -> dict[str, Any]:
-        """The variant's figures: on its first `min_samples` units once it has that many (with the control's: the
-        first `min_samples` cycles both decided when paired), on every unit so far until then."""
+        """The variant's figures: on the first `min_samples` cycles it and the control both scored once there are
+        that many, on every such cycle so far until then (the control: its own first `min_samples`)."""
         n = self.experiment.min_samples
         level, seed = self.experiment.confidence_level, self.experiment.seed
         units = self.units.get(variant_id, {})
@@ -53,14 +69,11 @@ class ExperimentAnalysis:
         theirs: dict[Unit, float] = {}
         if is_control:
             mine, available = _first(units, n), len(units)
-        elif self.paired:
+        else:
             common = [unit for unit in units if unit in control]
             available = len(common)
             mine = {u: units[u] for u in common[:n]}
             theirs = {u: control[u] for u in common[:n]}
-        else:
-            available = min(len(units), len(control))
-            mine, theirs = _first(units, n), _first(control, n)
         needed = max(0, n - available)
         found = bootstrap_mean(list(mine.values()), level=level, seed=seed)
         difference: Difference | None = None
@@ -89,7 +102,7 @@ class ExperimentAnalysis:
 
     def _note(self, is_control: bool, available: int, analysed: int, needed: int) -> str:
         n = self.experiment.min_samples
-        what = "cycles both it and the control decided" if self.paired and not is_control else "cycles"
+        what = "settled cycles both it and the control scored" if not is_control else "settled cycles"
         if needed:
             after = "" if is_control else " before a verdict"
             return f"{available} of {n} {what} with outcomes at the horizon: {needed} more needed{after}"

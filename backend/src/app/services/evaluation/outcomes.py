@@ -110,15 +110,14 @@ def call_of(verdict: Mapping[str, Any], state: Mapping[str, Any] | None) -> Asse
 
 
 def _adjusted(change: Mapping[str, Any], stop: float | None, target: float | None) -> tuple[float | None, float | None]:
-    """The stop and target an `adjust_orders` leaves: a cancelled one is gone, a new one replaces the old."""
-    if change.get("cancel_sl"):
-        stop = None
-    elif change.get("new_sl_price") is not None:
+    """The stop and target an `adjust_orders` leaves, as the executor applies it: a new price replaces the old one
+    (and wins over a cancel sent with it); a target can be cancelled, a stop never is (every position keeps one)."""
+    if change.get("new_sl_price") is not None:
         stop = change["new_sl_price"]
-    if change.get("cancel_tp"):
-        target = None
-    elif change.get("new_tp_price") is not None:
+    if change.get("new_tp_price") is not None:
         target = change["new_tp_price"]
+    elif change.get("cancel_tp"):
+        target = None
     return stop, target
 
 

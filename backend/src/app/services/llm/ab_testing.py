@@ -25,7 +25,7 @@ from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import Clock
-from app.core.timeframes import floor_time
+from app.core.timeframes import floor_time, timeframe_delta
 from app.db import models
 from app.schemas.api import MAX_DB_ID
 from app.schemas.experiments import (
@@ -39,6 +39,7 @@ from app.schemas.experiments import (
 from app.services.evaluation.experiment_analysis import ExperimentAnalysis, higher_is_better
 from app.services.evaluation.scoring import METRICS
 from app.services.evaluation.tracker import DEFAULT_HORIZONS as HORIZONS
+from app.services.evaluation.tracker import RETRY_CANDLES
 from app.services.llm.experiment_cost import Costed, DecisionCost, ExperimentAccount, ExperimentCosts
 from app.services.llm.experiment_plan import ExperimentPlans
 from app.services.llm.llm_exceptions import (
@@ -437,10 +438,10 @@ class ExperimentService:
     # ----------------------------------------------------------------------------------------- results
     async def results(self, experiment_id: int, scope: int | None = None) -> ExperimentResults:
         """Per variant: its decisions, fallback and error rates, latency, cost and tokens; the metric over its
-        cycles (a unit is one account's cycle: its assets' outcomes are scored together, being correlated) with
-        its confidence interval; and against the control the difference, its interval and p-value, and the
-        verdict, taken on the first `min_samples` cycles (in cycle order; for a shadow experiment, the first
-        cycles both decided) once there are that many, and "not yet" until then."""
+        settled cycles (a unit is a cycle: its decisions, every account's, move with one market and are scored
+        together) with its confidence interval; and against the control the difference, its interval and
+        p-value, and the verdict, taken on the first `min_samples` settled cycles both scored once there are that
+        many, and "not yet" until then (see `ExperimentAnalysis`)."""
         async with self.sessions() as session:
             experiment = await self._experiment(session, experiment_id, scope)
             view = await self._view(session, experiment)
@@ -450,7 +451,12 @@ class ExperimentService:
             usage = await self._usage(session, ids)
             outcomes = await self._outcomes(session, experiment)
         control = next(v for v in variants if v.is_control)
-        analysis = ExperimentAnalysis(experiment, outcomes, control.id)
+        # A cycle is settled once its horizon and the tracker's wait for late candles are over: no outcome of it
+        # can still arrive, so a verdict taken on it never changes.
+        settled = floor_time(self.clock.now(), self.interval) - (experiment.horizon + RETRY_CANDLES) * timeframe_delta(
+            self.interval
+        )
+        analysis = ExperimentAnalysis(experiment, outcomes, control.id, settled_before=settled)
         results = []
         for variant in variants:
             decided = counts.get(variant.id)
@@ -540,7 +546,9 @@ class _Counts:
 
 
 def _visible(experiment: models.Experiment, scope: int | None) -> bool:
-    return scope is None or scope in {int(a) for a in experiment.accounts or []}
+    """An admin sees every experiment; an account key those on its account alone (one over several accounts shows
+    the others' ids and aggregates their outcomes, which that key may not read)."""
+    return scope is None or {int(a) for a in experiment.accounts or []} == {scope}
 
 
 __all__ = [

@@ -103,7 +103,8 @@ class _Prepared:
     max_leverage: float
     budget_note: str | None  # the daily LLM budget is spent: no call, hold
     plan: AccountPlan | None = None  # the running experiment the account is in
-    account_model: str | None = None
+    account_model: str | None = None  # the account's own model and strategy: what a shadow variant's None keeps
+    account_strategy_id: str | None = None
 
 
 class DecisionEngine:
@@ -353,6 +354,7 @@ class DecisionEngine:
             daily_budget = account.daily_llm_budget_usd
             if daily_budget is None:
                 daily_budget = self.daily_budget_usd
+            own_model, own_strategy_id = account_model, account.strategy_id
             if variant is not None and variant.model is not None:
                 account_model = variant.model  # the experiment's variant decides for this account
             strategy_id = strategy_override or (variant.strategy_id if variant else None) or account.strategy_id
@@ -429,7 +431,8 @@ class DecisionEngine:
             max_leverage=max_leverage,
             budget_note=budget_note,
             plan=plan,
-            account_model=account_model,
+            account_model=own_model,
+            account_strategy_id=own_strategy_id,
         )
 
     async def _conclude(self, prepared: _Prepared, account_id: int, now: datetime) -> DecisionResult:
@@ -555,7 +558,8 @@ class DecisionEngine:
         the same account state are stored (status `shadow`, `shadow_of` the executed decision); no order is sent."""
         control = prepared.row
         context = prepared.context
-        strategy_id = variant.strategy_id or control.strategy_id
+        # A field the variant leaves None keeps the account's own setting (not the control's)
+        strategy_id = variant.strategy_id or prepared.account_strategy_id or control.strategy_id
         row = models.Decision(
             account_id=account_id,
             cycle_time=control.cycle_time,
@@ -566,7 +570,7 @@ class DecisionEngine:
             strategy_id=strategy_id,
             model_requested=self.llm.resolve_model(variant.model or prepared.account_model),
             is_fallback=False,
-            created_at=self.wall_clock.now(),
+            created_at=now,  # as the executed decision's
             asset_state=control.asset_state,
             context_errors=control.context_errors,
             experiment_id=variant.experiment_id,
@@ -577,12 +581,13 @@ class DecisionEngine:
         why: str | None = None
         response: ModelResponse | None = None
         prompt: str | None = None
-        try:
-            strategy = await self.strategies.runnable_strategy(variant.strategy_id) if variant.strategy_id else None
-        except StrategyUnavailableError as exc:
-            why, row.failure = f"strategy: {exc}", "strategy"
-            strategy = None
-        if strategy is not None and strategy.strategy_id != context.account_state.active_strategy.strategy_id:
+        strategy = None
+        if strategy_id is not None and strategy_id != context.account_state.active_strategy.strategy_id:
+            try:
+                strategy = await self.strategies.runnable_strategy(strategy_id)
+            except StrategyUnavailableError as exc:
+                why, row.failure = f"strategy: {exc}", "strategy"
+        if strategy is not None:
             account_state = context.account_state.model_copy(update={"active_strategy": strategy})
             context = context.model_copy(update={"account_state": account_state})
         if why is None:
@@ -623,8 +628,8 @@ class DecisionEngine:
         async with self.sessions.begin() as session:
             await DecisionRepository(session).add(row, provenance)
             await self._store_calls(session, calls, account_id, row.id, self.wall_clock.now())
-        if self.metrics is not None:
-            self.metrics.decisions.labels("shadow").inc()
+        if self.metrics is not None:  # counted as `shadow`, with its model's latency, tokens and cost (real money)
+            self.metrics.observe(to_result(row, []))
 
     async def _variant_budget_spent(self, variant: VariantSpec) -> str | None:
         """A note when the variant's own daily budget (real money, wall-clock UTC day) is spent."""

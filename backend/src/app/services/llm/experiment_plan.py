@@ -8,6 +8,7 @@ at most (one started by another process or the CLI is picked up that late)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import models
+
+log = logging.getLogger(__name__)
 
 RELOAD_S = 5.0
 
@@ -90,36 +93,45 @@ class ExperimentPlans:
             ).all()
             plans: dict[int, AccountPlan] = {}
             for experiment in experiments:
-                rows = (
-                    await session.scalars(
-                        select(models.ExperimentVariant)
-                        .where(models.ExperimentVariant.experiment_id == experiment.id)
-                        .order_by(models.ExperimentVariant.id)
-                    )
-                ).all()
-                budgets = await self._account_budgets(session, [int(a) for a in experiment.accounts])
-                if experiment.assignment == "shadow":
-                    every = [int(a) for a in experiment.accounts]
-                    specs = [_spec(v, self._budget(v, every, budgets)) for v in rows]
-                    control = next(v for v in specs if v.is_control)
-                    shadows = tuple(v for v in specs if not v.is_control)
-                    for account_id in every:
-                        plans[account_id] = AccountPlan(experiment.id, "shadow", control, shadows)
-                    continue
-                assigned = (
-                    await session.execute(
-                        select(models.ExperimentAssignment.account_id, models.ExperimentAssignment.variant_id).where(
-                            models.ExperimentAssignment.experiment_id == experiment.id
-                        )
-                    )
-                ).all()
-                accounts_of: dict[int, list[int]] = {}
-                for account_id, variant_id in assigned:
-                    accounts_of.setdefault(variant_id, []).append(int(account_id))
-                variants = {v.id: _spec(v, self._budget(v, accounts_of.get(v.id, []), budgets)) for v in rows}
-                for account_id, variant_id in assigned:
-                    plans[int(account_id)] = AccountPlan(experiment.id, "accounts", variants[variant_id])
+                try:
+                    plans.update(await self._plans_of(session, experiment))
+                except Exception:  # a broken stored experiment must not stop every account's decisions
+                    log.exception("experiment %s cannot be run: its accounts decide without it", experiment.id)
         return _Snapshot(plans, started)
+
+    async def _plans_of(self, session: AsyncSession, experiment: models.Experiment) -> dict[int, AccountPlan]:
+        """The plans of one running experiment's accounts."""
+        plans: dict[int, AccountPlan] = {}
+        rows = (
+            await session.scalars(
+                select(models.ExperimentVariant)
+                .where(models.ExperimentVariant.experiment_id == experiment.id)
+                .order_by(models.ExperimentVariant.id)
+            )
+        ).all()
+        budgets = await self._account_budgets(session, [int(a) for a in experiment.accounts])
+        if experiment.assignment == "shadow":
+            every = [int(a) for a in experiment.accounts]
+            specs = [_spec(v, self._budget(v, every, budgets)) for v in rows]
+            control = next(v for v in specs if v.is_control)
+            shadows = tuple(v for v in specs if not v.is_control)
+            for account_id in every:
+                plans[account_id] = AccountPlan(experiment.id, "shadow", control, shadows)
+            return plans
+        assigned = (
+            await session.execute(
+                select(models.ExperimentAssignment.account_id, models.ExperimentAssignment.variant_id).where(
+                    models.ExperimentAssignment.experiment_id == experiment.id
+                )
+            )
+        ).all()
+        accounts_of: dict[int, list[int]] = {}
+        for account_id, variant_id in assigned:
+            accounts_of.setdefault(variant_id, []).append(int(account_id))
+        variants = {v.id: _spec(v, self._budget(v, accounts_of.get(v.id, []), budgets)) for v in rows}
+        for account_id, variant_id in assigned:
+            plans[int(account_id)] = AccountPlan(experiment.id, "accounts", variants[variant_id])
+        return plans
 
     async def _account_budgets(self, session: AsyncSession, account_ids: list[int]) -> dict[int, float | None]:
         rows = await session.execute(

@@ -184,6 +184,17 @@ def test_a_flat_call_has_a_return_and_nothing_else(btc: dict[datetime, Candle]) 
             state(100.0, "long", 95.0, 110.0),
             (1, 98.0, None),
         ),
+        # as the executor applies it: a stop is never cancelled, a new target wins over a cancel sent with it
+        (
+            factories.decision(
+                "BTC",
+                "adjust_orders",
+                order_adjustment=OrderAdjustment(cancel_sl=True, cancel_tp=True, adjust_tp=True, new_tp_price=112.0),
+            ),
+            "accepted",
+            state(100.0, "long", 95.0, 110.0),
+            (1, 95.0, 112.0),
+        ),
         (
             factories.decision(
                 "BTC",

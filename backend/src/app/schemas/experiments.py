@@ -68,7 +68,9 @@ class VariantCreate(_Body):
     prompt_version: PromptVersion | None = Field(
         None, description="`v1` (the full prompt) or `lean` (without the account's record); null: v1"
     )
-    temperature: float | None = Field(None, ge=0, le=2, description="Sampling temperature; null: the model's default")
+    temperature: float | None = Field(
+        None, ge=0, le=2, description="Sampling temperature; null: LLM_TEMPERATURE (unset: the model's default)"
+    )
     weight: float = Field(
         1.0, gt=0, le=1000, description="`accounts` assignment: the share of the accounts this variant runs on"
     )

@@ -1,5 +1,7 @@
-"""The outcome tracker on real databases: hand-computed outcomes of real candles through the store, a horizon
-never measured before its last candle has closed (nor from a candle after it), and a real agent trading on the
+"""The outcome tracker on real databases: hand-computed outcomes of real candles through the store (needs the
+shared data); on the seeded simulator's candles, whatever the checkout: a horizon never measured before its last
+candle has closed (nor from a candle after it), held back by a missing candle, written for all of a decision's
+assets at once, caught up after a restart and written once by concurrent runs; and a real agent trading on the
 simulator whose every decision gets its outcomes exactly when due, and every closed position its PnL with the
 fees and funding the positions and funding tables hold."""
 
@@ -39,6 +41,9 @@ BTC_5M = "market/binance_usdm_typhonun_mit/BTC_USDT-5m.csv"
 DAY = datetime(2025, 3, 6, tzinfo=UTC)
 FIVE = timedelta(minutes=5)
 EVALUATED = datetime(2026, 1, 1, tzinfo=UTC)  # the wall clock's time of measuring
+STORED = datetime(2030, 1, 1, tzinfo=UTC)  # when the candles were stored: after every one of them closed
+# the candles the project generates itself: the tests that must run on every checkout use these
+GENERATED = MarketSimulator(["BTC", "ETH"], base_timeframe="5m", seed=7)
 
 
 def at(hhmm: str) -> datetime:
@@ -67,13 +72,41 @@ def _between(series: CandleSeries, first: datetime, last: datetime) -> CandleSer
     )
 
 
-async def _store_btc(store: CandleStore, shared_data: Path, first: str, last: str, asset: str = "BTC") -> CandleSeries:
-    """The real 5m candles of `asset` opening from `first` to `last` on 2025-03-06, stored as a replay database
-    holds them: all at once, later ones included."""
-    path = shared_data / BTC_5M.replace("BTC", asset)
-    series = _between(read_candles(path, asset, "5m"), at(first), at(last))
-    await store.upsert_candles("replay", asset, "5m", series, now=datetime(2030, 1, 1, tzinfo=UTC))
+async def _store_real(store: CandleStore, shared_data: Path, first: str, last: str) -> CandleSeries:
+    """The real BTC 5m candles opening from `first` to `last` on 2025-03-06, stored as a replay database holds
+    them: all at once, later ones included."""
+    series = _between(read_candles(shared_data / BTC_5M, "BTC", "5m"), at(first), at(last))
+    await store.upsert_candles("replay", "BTC", "5m", series, now=STORED)
     return series
+
+
+async def _store_generated(store: CandleStore, first: str, last: str, asset: str = "BTC") -> CandleSeries:
+    """The seeded simulator's 5m candles of `asset` opening from `first` to `last` on 2025-03-06, stored the same
+    way; the expected outcomes are read from the returned series."""
+    series = GENERATED.candles_between(asset, "5m", at(first), at(last) + FIVE)
+    await store.upsert_candles("replay", asset, "5m", series, now=STORED)
+    return series
+
+
+def _index(series: CandleSeries, open_time: datetime) -> int:
+    return int(np.flatnonzero(series.open_time_ms == int(open_time.timestamp() * 1000))[0])
+
+
+def _seen(series: CandleSeries, cycle: datetime) -> dict[str, Any]:
+    """An asset without a position as a decision at `cycle` saw it: its price is the close of the candle before
+    the cycle (the newest closed when the decision was made)."""
+    price = float(series.close[_index(series, cycle - FIVE)])
+    return {"price": price, "position": None, "stop": None, "target": None}
+
+
+def _buy(state: dict[str, Any]) -> AssetDecision:
+    """A long on BTC at the price the decision saw, its stop 2% below and its target 4% above."""
+    return factories.buy("BTC", allocation_usd=500.0, price=state["price"])
+
+
+def _exit(series: CandleSeries, cycle: datetime, horizon: int) -> float:
+    """The close of the horizon's last candle."""
+    return float(series.close[_index(series, cycle + (horizon - 1) * FIVE)])
 
 
 async def _decide(
@@ -132,10 +165,11 @@ def _tracker(agent: Agent, store: CandleStore, source: str = "replay", **kwargs:
     return OutcomeTracker(agent.sessions, store, source, "5m", wall_clock=ManualClock(EVALUATED), **kwargs)
 
 
+@pytest.mark.shared_data
 async def test_hand_computed_outcomes_of_real_candles(agent: Agent, shared_data: Path) -> None:
     """The rows of tests/unit/services/evaluation/test_outcome_path.py, measured by the tracker from the store."""
     store = CandleStore(agent.sessions)
-    await _store_btc(store, shared_data, "19:00", "21:00")
+    await _store_real(store, shared_data, "19:00", "21:00")
     buy = factories.decision("BTC", "buy", allocation_usd=500.0, sl_price=87900.0, tp_price=88600.0)
     long_stop = await _decide(
         agent, at("19:25"), buy, {"price": 88270.6, "position": None, "stop": None, "target": None}
@@ -224,18 +258,16 @@ class SpyStore(CandleStore):
         return await super().load_candles(source, symbol, timeframe, limit=limit, until=until)
 
 
-async def test_a_horizon_is_never_measured_before_its_last_candle_has_closed(agent: Agent, shared_data: Path) -> None:
-    """The store holds every candle of the day (a replay database does), but at 19:45 - 1 us the horizon of 4
+async def test_a_horizon_is_never_measured_before_its_last_candle_has_closed(agent: Agent) -> None:
+    """The store holds every candle of the evening (a replay database does), but at 19:45 - 1 us the horizon of 4
     candles of a 19:25 decision is not over: its last candle (19:40) is still open, so nothing of it is read or
     written. At 19:45 it is measured from the 19:25 to 19:40 candles only: the 19:45 candle, which has just
     opened, is rewritten to an absurd range first and must change nothing."""
     store = SpyStore(agent.sessions)
     store.reads = []
-    series = await _store_btc(store, shared_data, "19:00", "21:00")
-    buy = factories.decision("BTC", "buy", allocation_usd=500.0, sl_price=87900.0, tp_price=88600.0)
-    decision = await _decide(
-        agent, at("19:25"), buy, {"price": 88270.6, "position": None, "stop": None, "target": None}
-    )
+    series = await _store_generated(store, "19:00", "21:00")
+    state = _seen(series, at("19:25"))
+    decision = await _decide(agent, at("19:25"), _buy(state), state)
     tracker = _tracker(agent, store, horizons=(1, 4))
 
     just_before = at("19:45") - timedelta(microseconds=1)
@@ -243,38 +275,40 @@ async def test_a_horizon_is_never_measured_before_its_last_candle_has_closed(age
     assert set(await _outcomes(agent)) == {(decision, "BTC", 1)}
     assert store.reads and max(store.reads) <= just_before
 
-    index = int(np.flatnonzero(series.open_time_ms == int(at("19:45").timestamp() * 1000))[0])
+    index = _index(series, at("19:45"))
     wild = _between(series, at("19:45"), at("19:45"))
     wild = CandleSeries(
         "BTC", "5m", wild.open_time_ms, wild.open, np.array([1e6]), np.array([1.0]), wild.close, wild.volume
     )
-    assert await store.upsert_candles("replay", "BTC", "5m", wild, now=datetime(2030, 1, 1, tzinfo=UTC)) == 0
-    assert series.high[index] < 1e6  # it was a real candle before
+    assert await store.upsert_candles("replay", "BTC", "5m", wild, now=STORED) == 0
+    assert 1.0 < series.low[index] <= series.high[index] < 1e6  # it was a sensible candle before
 
     store.reads.clear()
     assert await tracker.update(at("19:45")) == 1
     assert max(store.reads) <= at("19:45")
     four = (await _outcomes(agent))[(decision, "BTC", 4)]
-    assert four.exit_price == 88440.0  # the close of 19:40
-    assert four.max_adverse == pytest.approx(480.1 / 88270.6)  # low 87790.5 of 19:30, not the 19:45 candle's 1.0
-    assert four.max_favourable == pytest.approx(357.5 / 88270.6)  # high 88628.1 of 19:40, not 1e6
+    entry, horizon = state["price"], slice(index - 4, index)  # the candles of 19:25 to 19:40
+    assert four.entry_price == entry
+    assert four.exit_price == _exit(series, at("19:25"), 4) == float(series.close[index - 1])  # the close of 19:40
+    # from the lows and highs of 19:25 to 19:40, not the 19:45 candle's 1.0 and 1e6
+    assert four.max_adverse == pytest.approx(max(0.0, 1 - float(series.low[horizon].min()) / entry))
+    assert four.max_favourable == pytest.approx(max(0.0, float(series.high[horizon].max()) / entry - 1))
+    assert four.max_adverse > 0 and four.max_favourable > 0  # the generated price went both ways
 
 
-async def test_a_missing_candle_holds_the_horizon_back_until_it_is_stored(agent: Agent, shared_data: Path) -> None:
+async def test_a_missing_candle_holds_the_horizon_back_until_it_is_stored(agent: Agent) -> None:
     store = CandleStore(agent.sessions)
-    series = await _store_btc(store, shared_data, "19:00", "21:00")
+    series = await _store_generated(store, "19:00", "21:00")
     async with agent.sessions.begin() as session:
         await session.execute(delete(models.CandleRow).where(models.CandleRow.open_time == at("19:35")))
-    buy = factories.decision("BTC", "buy", allocation_usd=500.0, sl_price=87900.0, tp_price=88600.0)
-    decision = await _decide(
-        agent, at("19:25"), buy, {"price": 88270.6, "position": None, "stop": None, "target": None}
-    )
-    pending = await _decide(agent, at("19:25"), buy, {"price": 88270.6}, status="pending")
+    state = _seen(series, at("19:25"))
+    decision = await _decide(agent, at("19:25"), _buy(state), state)
+    pending = await _decide(agent, at("19:25"), _buy(state), {"price": state["price"]}, status="pending")
     tracker = _tracker(agent, store, horizons=(1, 4))
 
     assert await tracker.update(at("20:00")) == 1  # horizon 1 (19:25); horizon 4 needs 19:35
     assert set(await _outcomes(agent)) == {(decision, "BTC", 1)}
-    await store.upsert_candles("replay", "BTC", "5m", series, now=datetime(2030, 1, 1, tzinfo=UTC))
+    await store.upsert_candles("replay", "BTC", "5m", series, now=STORED)
     async with agent.sessions.begin() as session:  # the pending decision finished meanwhile
         await session.execute(
             update(models.Decision)
@@ -282,32 +316,37 @@ async def test_a_missing_candle_holds_the_horizon_back_until_it_is_stored(agent:
             .values(status="executed", validation_result=await _validation_of(agent, decision))
         )
     assert await tracker.update(at("20:05")) == 3  # tried again: the long's horizon 4, the other decision's both
-    assert set(await _outcomes(agent)) == {(d, "BTC", h) for d in (decision, pending) for h in (1, 4)}
+    rows = await _outcomes(agent)
+    assert set(rows) == {(d, "BTC", h) for d in (decision, pending) for h in (1, 4)}
+    assert {key: row.exit_price for key, row in rows.items()} == {
+        (d, "BTC", h): _exit(series, at("19:25"), h) for d in (decision, pending) for h in (1, 4)
+    }
 
 
-async def test_the_assets_of_a_decision_are_measured_at_a_horizon_together(agent: Agent, shared_data: Path) -> None:
+async def test_the_assets_of_a_decision_are_measured_at_a_horizon_together(agent: Agent) -> None:
     """A candle of one asset missing holds back the whole decision's horizon (written together, so that the
     next runs, which read only decisions without rows at that horizon, find it again)."""
     store = CandleStore(agent.sessions)
-    await _store_btc(store, shared_data, "19:00", "21:00")
-    eth = await _store_btc(store, shared_data, "19:00", "21:00", asset="ETH")
+    btc = await _store_generated(store, "19:00", "21:00")
+    eth = await _store_generated(store, "19:00", "21:00", asset="ETH")
     async with agent.sessions.begin() as session:
         await session.execute(
             delete(models.CandleRow).where(models.CandleRow.symbol == "ETH", models.CandleRow.open_time == at("19:35"))
         )
-    buy = factories.decision("BTC", "buy", allocation_usd=500.0, sl_price=87900.0, tp_price=88600.0)
-    flat = {"position": None, "stop": None, "target": None}
-    decision = await _decide(
-        agent, at("19:25"), buy, {"price": 88270.6, **flat}, holding={"ETH": {"price": float(eth.close[4]), **flat}}
-    )
+    state = _seen(btc, at("19:25"))
+    decision = await _decide(agent, at("19:25"), _buy(state), state, holding={"ETH": _seen(eth, at("19:25"))})
     tracker = _tracker(agent, store, horizons=(1, 4))
     assert await tracker.update(at("20:00")) == 2  # horizon 1 of both; horizon 4 of neither
     assert set(await _outcomes(agent)) == {(decision, "BTC", 1), (decision, "ETH", 1)}
-    await store.upsert_candles("replay", "ETH", "5m", eth, now=datetime(2030, 1, 1, tzinfo=UTC))
+    await store.upsert_candles("replay", "ETH", "5m", eth, now=STORED)
     assert await tracker.update(at("20:05")) == 2
     rows = await _outcomes(agent)
     assert set(rows) == {(decision, a, h) for a in ("BTC", "ETH") for h in (1, 4)}
     assert (rows[(decision, "ETH", 4)].verdict, rows[(decision, "ETH", 4)].direction) == ("fallback", 0)
+    assert (rows[(decision, "BTC", 4)].exit_price, rows[(decision, "ETH", 4)].exit_price) == (
+        _exit(btc, at("19:25"), 4),
+        _exit(eth, at("19:25"), 4),
+    )
 
 
 async def _validation_of(agent: Agent, decision_id: int) -> Any:
@@ -518,15 +557,14 @@ async def test_a_trade_outcome_takes_the_funding_of_its_own_span(agent: Agent) -
     assert sol is not None and (sol.funding, sol.net_pnl) == (-0.4, pytest.approx(2.0 - 0.2 - 0.4))
 
 
-async def test_a_restarted_tracker_goes_on_from_the_last_measured_decision(agent: Agent, shared_data: Path) -> None:
+async def test_a_restarted_tracker_goes_on_from_the_last_measured_decision(agent: Agent) -> None:
     """An agent down for longer than the retry window: its next process measures what was made after the last
     decision measured. On a database without outcomes, decisions older than the window are the back-fill's."""
     store = CandleStore(agent.sessions)
-    await _store_btc(store, shared_data, "19:00", "21:00")
-    flat = {"position": None, "stop": None, "target": None}
-    buy = factories.decision("BTC", "buy", allocation_usd=500.0, sl_price=87900.0, tp_price=88600.0)
-    early = await _decide(agent, at("19:05"), buy, {"price": 88187.9, **flat})
-    late = await _decide(agent, at("19:25"), buy, {"price": 88270.6, **flat})
+    series = await _store_generated(store, "19:00", "21:00")
+    early_seen, late_seen = _seen(series, at("19:05")), _seen(series, at("19:25"))
+    early = await _decide(agent, at("19:05"), _buy(early_seen), early_seen)
+    late = await _decide(agent, at("19:25"), _buy(late_seen), late_seen)
 
     fresh = _tracker(agent, store, horizons=(1,), retry_candles=2)
     assert await fresh.update(at("21:00")) == 0  # both older than 20:45 (21:00 - 1 - 2 candles): left
@@ -535,19 +573,24 @@ async def test_a_restarted_tracker_goes_on_from_the_last_measured_decision(agent
 
     restarted = _tracker(agent, store, horizons=(1,), retry_candles=2)
     assert await restarted.update(at("21:00")) == 1
-    assert set(await _outcomes(agent)) == {(early, "BTC", 1), (late, "BTC", 1)}
+    rows = await _outcomes(agent)
+    assert set(rows) == {(early, "BTC", 1), (late, "BTC", 1)}
+    assert rows[(late, "BTC", 1)].exit_price == _exit(series, at("19:25"), 1)
 
 
-async def test_concurrent_runs_write_each_row_once(agent: Agent, shared_data: Path) -> None:
+async def test_concurrent_runs_write_each_row_once(agent: Agent) -> None:
     """Two processes' trackers (the loop and a back-fill) at once: every row is written by one of them."""
     store = CandleStore(agent.sessions)
-    await _store_btc(store, shared_data, "19:00", "21:00")
-    flat = {"position": None, "stop": None, "target": None}
-    buy = factories.decision("BTC", "buy", allocation_usd=500.0, sl_price=87900.0, tp_price=88600.0)
-    decisions = [await _decide(agent, at("19:25") + i * FIVE, buy, {"price": 88270.6, **flat}) for i in range(12)]
+    series = await _store_generated(store, "19:00", "21:00")
+    cycles = [at("19:25") + i * FIVE for i in range(12)]
+    decisions = []
+    for cycle in cycles:
+        state = _seen(series, cycle)
+        decisions.append(await _decide(agent, cycle, _buy(state), state))
     loop, other = _tracker(agent, store, batch_size=5), _tracker(agent, store, batch_size=3)
     written, report = await asyncio.gather(loop.update(at("21:00")), other.backfill(at("21:00")))
     rows = await _outcomes(agent)
     # decision i, made at 19:25 + 5i minutes, is due at horizon h by 21:00 when 5i + 5h <= 95
     assert set(rows) == {(d, "BTC", h) for i, d in enumerate(decisions) for h in (1, 4, 12, 24) if 5 * (i + h) <= 95}
     assert written + report.written == len(rows) == 12 + 12 + 8
+    assert all(row.exit_price == _exit(series, row.cycle_time, row.horizon) for row in rows.values())

@@ -129,7 +129,7 @@ class Decision(Base):
     # table). `shadow_of`: a shadow decision (status `shadow`, never executed) names the executed decision whose
     # stored context it was made on.
     experiment_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    variant_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    variant_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     shadow_of: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
 
 

@@ -159,6 +159,7 @@ class DecisionEngine:
         self._in_flight: set[int] = set()  # pending decisions whose cycle is running in this process
         self._shadows: set[asyncio.Task[None]] = set()  # experiments' shadow decisions being made
         self._shadow_queue: list[tuple[_Prepared, VariantSpec, int, datetime]] = []  # until the cycle's end
+        self._variant_spend: dict[tuple[int, datetime], float] = {}  # (variant, UTC day) -> USD spent
 
     # ------------------------------------------------------------------------------------------ public
     def resolve_symbols(self, symbols: list[str] | None) -> list[str]:
@@ -483,6 +484,7 @@ class DecisionEngine:
 
         async with self.sessions.begin() as session:
             await self._store_calls(session, calls, account_id, decision_id, self.wall_clock.now())
+            self._count_variant_spend(row.variant_id, calls)
             await self.reconciler.sync(
                 session,
                 account_id,
@@ -628,6 +630,7 @@ class DecisionEngine:
         async with self.sessions.begin() as session:
             await DecisionRepository(session).add(row, provenance)
             await self._store_calls(session, calls, account_id, row.id, self.wall_clock.now())
+        self._count_variant_spend(row.variant_id, calls)
         if self.metrics is not None:  # counted as `shadow`, with its model's latency, tokens and cost (real money)
             self.metrics.observe(to_result(row, []))
 
@@ -636,14 +639,34 @@ class DecisionEngine:
         budget = variant.daily_budget_usd
         if budget is None or (self.llm.is_simulated and not variant.model) or is_baseline(variant.model):
             return None
-        async with self.sessions() as session:
-            spent = await variant_spent_since(session, variant.id, floor_time(self.wall_clock.now(), "1d"))
+        spent = await self._variant_spent_today(variant.id)
         if spent < budget:
             return None
         return (
             f"the experiment variant {variant.name!r} spent its daily LLM budget: {spent:.4f} of {budget:.2f} USD "
             "today (UTC); no model call for it until tomorrow"
         )
+
+    async def _variant_spent_today(self, variant_id: int) -> float:
+        """What the variant's decisions spent on model calls today (UTC, wall clock): read from the database once a
+        day, then counted as this process stores their calls (`_count_variant_spend`), so that a check before every
+        decision is not a query over every decision the variant made."""
+        today = floor_time(self.wall_clock.now(), "1d")
+        key = (variant_id, today)
+        if key not in self._variant_spend:
+            async with self.sessions() as session:
+                spent = await variant_spent_since(session, variant_id, today)
+            if key not in self._variant_spend:  # nobody read it while this one waited
+                self._variant_spend = {k: v for k, v in self._variant_spend.items() if k[1] == today}
+                self._variant_spend[key] = spent
+        return self._variant_spend[key]
+
+    def _count_variant_spend(self, variant_id: int | None, calls: list[CallRecord]) -> None:
+        if variant_id is None:
+            return
+        key = (variant_id, floor_time(self.wall_clock.now(), "1d"))
+        if key in self._variant_spend:  # not read yet today: the day's first read counts these from the database
+            self._variant_spend[key] += sum(c.response.usage.cost_usd or 0.0 for c in calls if c.response is not None)
 
     async def _after_preparations(self) -> None:
         """Wait until no decision waits to be prepared (every model call of the cycle is in flight), at most

@@ -31,6 +31,7 @@ def upgrade() -> None:
     op.add_column("decisions", sa.Column("variant_id", sa.Integer(), nullable=True))
     op.add_column("decisions", sa.Column("shadow_of", sa.Integer(), nullable=True))
     op.create_index(op.f("ix_decisions_shadow_of"), "decisions", ["shadow_of"], unique=False)
+    op.create_index(op.f("ix_decisions_variant_id"), "decisions", ["variant_id"], unique=False)
 
     op.create_table(
         "experiments",
@@ -196,6 +197,7 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_experiment_variants_experiment_id"), table_name="experiment_variants")
     op.drop_table("experiment_variants")
     op.drop_table("experiments")
+    op.drop_index(op.f("ix_decisions_variant_id"), table_name="decisions")
     op.drop_index(op.f("ix_decisions_shadow_of"), table_name="decisions")
     # Plain ALTER TABLE ... DROP COLUMN (SQLite 3.35+): a batch rebuild of `decisions` would break the foreign keys
     # that point at it.

@@ -7,15 +7,26 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from app.db import models
 from app.schemas.experiments import Difference, Estimate
-from app.services.evaluation.scoring import METRICS, Metric, OutcomeScore, score, unit_value
+from app.services.evaluation.scoring import METRICS, Metric, OutcomeLike, OutcomeScore, score, unit_value
 from app.services.evaluation.statistics import bootstrap_mean, compare_means, verdict
 
 Unit = datetime  # a cycle: every decision of the experiment on that candle, all accounts together
+
+
+class ExperimentOutcome(OutcomeLike, Protocol):
+    """What the analysis reads of a `DecisionOutcome` row: its variant and cycle, and what the figures read."""
+
+    @property
+    def variant_id(self) -> int | None: ...
+
+    @property
+    def cycle_time(self) -> datetime: ...
 
 
 class ExperimentAnalysis:
@@ -32,7 +43,7 @@ class ExperimentAnalysis:
     def __init__(
         self,
         experiment: models.Experiment,
-        outcomes: list[models.DecisionOutcome],
+        outcomes: Sequence[ExperimentOutcome],
         control_id: int,
         *,
         settled_before: datetime,
@@ -42,8 +53,8 @@ class ExperimentAnalysis:
         self.higher_is_better = higher_is_better(self.metric)
         self.paired = experiment.assignment == "shadow"
         self.control_id = control_id
-        self.outcomes: dict[int, list[models.DecisionOutcome]] = defaultdict(list)
-        grouped: dict[int, dict[Unit, list[models.DecisionOutcome]]] = defaultdict(lambda: defaultdict(list))
+        self.outcomes: dict[int, list[ExperimentOutcome]] = defaultdict(list)
+        grouped: dict[int, dict[Unit, list[ExperimentOutcome]]] = defaultdict(lambda: defaultdict(list))
         for row in outcomes:
             if row.variant_id is None:
                 continue

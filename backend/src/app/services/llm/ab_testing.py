@@ -19,7 +19,7 @@ import random
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -36,7 +36,7 @@ from app.schemas.experiments import (
     VariantResults,
     VariantView,
 )
-from app.services.evaluation.experiment_analysis import ExperimentAnalysis, higher_is_better
+from app.services.evaluation.experiment_analysis import ExperimentAnalysis, ExperimentOutcome, higher_is_better
 from app.services.evaluation.scoring import METRICS
 from app.services.evaluation.tracker import DEFAULT_HORIZONS as HORIZONS
 from app.services.evaluation.tracker import RETRY_CANDLES
@@ -521,10 +521,22 @@ class ExperimentService:
             if variant_id is not None
         }
 
-    async def _outcomes(self, session: AsyncSession, experiment: models.Experiment) -> list[models.DecisionOutcome]:
+    async def _outcomes(self, session: AsyncSession, experiment: models.Experiment) -> list[ExperimentOutcome]:
+        """The columns the analysis reads of the experiment's outcomes at its horizon (plain rows, not ORM objects:
+        an experiment on many accounts has millions)."""
         o = models.DecisionOutcome
         query = (
-            select(o)
+            select(
+                o.variant_id,
+                o.cycle_time,
+                o.direction,
+                o.direction_return,
+                o.hit,
+                o.confidence,
+                o.max_adverse,
+                o.max_favourable,
+                o.first_hit,
+            )
             .where(
                 o.experiment_id == experiment.id,
                 o.horizon == experiment.horizon,
@@ -533,7 +545,7 @@ class ExperimentService:
             )
             .order_by(o.cycle_time, o.account_id, o.id)
         )
-        return list((await session.scalars(query)).all())
+        return cast(list[ExperimentOutcome], list((await session.execute(query)).all()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.bootstrap import build_agent
+from app.bootstrap import Agent, build_agent
 from app.core.clock import ManualClock
 from app.core.config import ExplicitSettings
 from app.core.heap import freeze_startup_objects
@@ -68,10 +68,12 @@ async def context_benchmark(tmp: Path) -> None:
         await agent.close()
 
 
-async def accounts_benchmark(tmp: Path) -> None:
+async def many_accounts_agent(database: Path, key_file: Path) -> tuple[Agent, ManualClock]:
+    """An agent of ACCOUNTS paper accounts on a fresh SQLite file, the slow model answering, after one warm-up
+    cycle (venues restored, candles stored) and the start-up objects frozen as `trading-agent run` does."""
     settings = ExplicitSettings(
-        database_url=f"sqlite:///{tmp / 'acc.db'}",
-        secret_key_file=str(tmp / "k2"),
+        database_url=f"sqlite:///{database}",
+        secret_key_file=str(key_file),
         openrouter_api_key="sk-bench-not-used",
         llm_requests_per_minute=100_000,
         llm_max_concurrency=ACCOUNTS,
@@ -80,13 +82,18 @@ async def accounts_benchmark(tmp: Path) -> None:
     )
     clock = ManualClock(datetime(2026, 3, 2, 12, tzinfo=UTC))
     agent = await build_agent(settings, clock=clock, provider=SlowModel())
+    async with agent.sessions.begin() as session:
+        accounts = AccountRepository(session)
+        for i in range(2, ACCOUNTS + 1):
+            await accounts.add(new_account(f"bench-{i}", now=clock.now()), reason="benchmark", now=clock.now())
+    await agent.loop.run_cycle()
+    freeze_startup_objects()
+    return agent, clock
+
+
+async def accounts_benchmark(tmp: Path) -> None:
+    agent, clock = await many_accounts_agent(tmp / "acc.db", tmp / "k2")
     try:
-        async with agent.sessions.begin() as session:
-            accounts = AccountRepository(session)
-            for i in range(2, ACCOUNTS + 1):
-                await accounts.add(new_account(f"bench-{i}", now=clock.now()), reason="benchmark", now=clock.now())
-        await agent.loop.run_cycle()  # warm-up: venues restored, candles stored
-        freeze_startup_objects()  # as `trading-agent run` does once its agent is built
         clock.advance(timedelta(minutes=5))
         cpu, wall = time.process_time(), time.perf_counter()
         decided = await agent.loop.run_cycle()

@@ -16,24 +16,19 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_context_and_accounts import MODEL_SECONDS, SlowModel
+from benchmarks.bench_context_and_accounts import ACCOUNTS, MODEL_SECONDS, many_accounts_agent
 from sqlalchemy import func, select
 
-from app.bootstrap import Agent, build_agent
+from app.bootstrap import Agent
 from app.core.clock import ManualClock
-from app.core.config import ExplicitSettings
-from app.core.heap import freeze_startup_objects
 from app.db import models
-from app.db.repositories.accounts import AccountRepository
-from app.services.account.new_account import new_account
 
-ACCOUNTS = 200
 ROUNDS = 5
 
 
@@ -98,24 +93,8 @@ async def _timed_cycle(agent: Agent, clock: ManualClock) -> dict[str, Any]:
 async def _run(tmp: Path, shadowed: bool) -> tuple[list[dict[str, Any]], int]:
     """ROUNDS cycles of a fresh agent (the same seed: the executed decisions are the same in both runs, since
     shadows never trade), with or without the shadow experiment; the figures per cycle and the shadows stored."""
-    settings = ExplicitSettings(
-        database_url=f"sqlite:///{tmp / f'shadow-{shadowed}.db'}",
-        secret_key_file=str(tmp / "k"),
-        openrouter_api_key="sk-bench-not-used",
-        llm_requests_per_minute=100_000,
-        llm_max_concurrency=ACCOUNTS,
-        max_concurrent_accounts=ACCOUNTS,
-        llm_daily_budget_usd=None,
-    )
-    clock = ManualClock(datetime(2026, 3, 2, 12, tzinfo=UTC))
-    agent = await build_agent(settings, clock=clock, provider=SlowModel())
+    agent, clock = await many_accounts_agent(tmp / f"shadow-{shadowed}.db", tmp / "k")
     try:
-        async with agent.sessions.begin() as session:
-            repo = AccountRepository(session)
-            for i in range(2, ACCOUNTS + 1):
-                await repo.add(new_account(f"bench-{i}", now=clock.now()), reason="benchmark", now=clock.now())
-        await agent.loop.run_cycle()  # warm-up: venues restored, candles stored
-        freeze_startup_objects()
         if shadowed:
             await _start_shadow_experiment(agent, list(range(1, ACCOUNTS + 1)), clock.now())
         runs = [await _timed_cycle(agent, clock) for _ in range(ROUNDS)]

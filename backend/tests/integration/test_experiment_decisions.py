@@ -114,6 +114,25 @@ async def test_a_shadow_variant_decides_on_the_executed_context_and_never_trades
     assert shadow_orders == 0  # never executed
     assert shadow_calls == 12  # each with its model call on record
 
+    # their outcomes are measured like every decision's, and told apart in Prometheus
+    async with agent.sessions() as session:
+        shadow_outcomes = await session.scalar(
+            select(func.count())
+            .select_from(models.DecisionOutcome)
+            .where(models.DecisionOutcome.is_shadow, models.DecisionOutcome.horizon == 1)
+        )
+    assert shadow_outcomes == 11 * 3  # every asset of every shadow whose next candle has closed
+    counted = sum(
+        sample.value
+        for metric in agent.metrics.registry.collect()
+        if metric.name == "decision_outcomes"
+        for sample in metric.samples
+        if sample.name == "decision_outcomes_total"
+        and sample.labels["shadow"] == "true"
+        and sample.labels["horizon"] == "1"
+    )
+    assert counted == shadow_outcomes
+
     # the account's history and its candle cache know only the executed decisions
     history = await agent.engine.get_decision_history(1, limit=100)
     assert {item["id"] for item in history} == {r.id for r in executed}

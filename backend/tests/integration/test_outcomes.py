@@ -223,13 +223,13 @@ async def test_hand_computed_outcomes_of_real_candles(agent: Agent, shared_data:
     assert await _tracker(agent, store, horizons=(1, 4)).update(at("21:00")) == 0  # by another process too
     # h=1: the long closed 19:25 at 88063.3 (miss), the short 19:55 at 88488.5 (hit), the hold 20:15 at 89189.6 (hit)
     assert _samples(metrics, "decision_outcomes") == {
-        ("test/served", "1", "hit"): 2.0,
-        ("test/served", "1", "miss"): 1.0,
-        ("test/served", "4", "hit"): 1.0,
-        ("test/served", "4", "miss"): 2.0,
+        ("test/served", "1", "false", "hit"): 2.0,
+        ("test/served", "1", "false", "miss"): 1.0,
+        ("test/served", "4", "false", "hit"): 1.0,
+        ("test/served", "4", "false", "miss"): 2.0,
     }
     # Brier of the two model calls (confidence 60): 0.36 for each miss, 0.16 for each hit; the fallback has none
-    labels = {"model": "test/served", "horizon": "1"}
+    labels = {"model": "test/served", "horizon": "1", "shadow": "false"}
     assert metrics.registry.get_sample_value("decision_outcome_brier_count", labels) == 2
     assert metrics.registry.get_sample_value("decision_outcome_brier_sum", labels) == pytest.approx(0.36 + 0.16)
     returns = metrics.registry.get_sample_value("decision_outcome_return_sum", labels)
@@ -240,7 +240,7 @@ def _samples(metrics: AgentMetrics, family_name: str) -> dict[tuple[str, ...], f
     families = text_string_to_metric_families(generate_latest(metrics.registry).decode())
     family = next(f for f in families if f.name == family_name)
     return {
-        tuple(s.labels[k] for k in ("model", "horizon", "result")): s.value
+        tuple(s.labels[k] for k in ("model", "horizon", "shadow", "result")): s.value
         for s in family.samples
         if s.name.endswith("_total")
     }

@@ -54,24 +54,25 @@ class AgentMetrics:
             "Closed candles the loop made no decision on because the cycle before ran late (wall clock)",
             registry=self.registry,
         )
-        # Decision outcomes, labelled by model and horizon (candles of INTERVAL) only: every mean and rate a
-        # dashboard needs is a ratio of these (mean return = _sum / _count, Brier score = brier _sum / _count).
+        # Decision outcomes, labelled by model, horizon (candles of INTERVAL) and whether the decision was an
+        # experiment's shadow (decided, never executed): every mean and rate a dashboard needs is a ratio of these
+        # (mean return = _sum / _count, Brier score = brier _sum / _count).
         self.outcomes = Counter(
             "decision_outcomes_total",
             "Asset decision outcomes measured, by result: hit (the direction gained), miss, flat (no exposure)",
-            ["model", "horizon", "result"],
+            ["model", "horizon", "shadow", "result"],
             registry=self.registry,
         )
         self.outcome_return = Summary(
             "decision_outcome_return",
             "Return of the direction each asset decision left, from its price to the horizon's close",
-            ["model", "horizon"],
+            ["model", "horizon", "shadow"],
             registry=self.registry,
         )
         self.outcome_brier = Summary(
             "decision_outcome_brier",
             "(confidence / 100 - hit)^2 of each outcome with a direction and the model's confidence",
-            ["model", "horizon"],
+            ["model", "horizon", "shadow"],
             registry=self.registry,
         )
         self.trade_outcome_pnl = Summary(
@@ -82,10 +83,17 @@ class AgentMetrics:
         )
 
     def observe_outcome(
-        self, *, model: str | None, horizon: int, direction_return: float, hit: bool | None, confidence: float | None
+        self,
+        *,
+        model: str | None,
+        horizon: int,
+        direction_return: float,
+        hit: bool | None,
+        confidence: float | None,
+        shadow: bool = False,
     ) -> None:
         """Count one new outcome row (called once per row written, never for a row already stored)."""
-        labels = (model or "unknown", str(horizon))
+        labels = (model or "unknown", str(horizon), "true" if shadow else "false")
         self.outcomes.labels(*labels, "flat" if hit is None else "hit" if hit else "miss").inc()
         self.outcome_return.labels(*labels).observe(direction_return)
         if hit is not None and confidence is not None:

@@ -329,6 +329,7 @@ class OutcomeTracker:
                         direction_return=row["direction_return"],
                         hit=row["hit"],
                         confidence=row["confidence"],
+                        shadow=bool(row["is_shadow"]),
                     )
         return len(new)
 

@@ -628,3 +628,38 @@ async def test_an_account_key_sees_the_experiments_on_its_account_alone(agent: A
         await agent.experiments.results(shared.id, scope=1)
     assert (await agent.experiments.get(own.id, scope=1)).accounts == [1]
     assert {e.id for e in await agent.experiments.list_all()} == {shared.id, own.id}
+
+
+async def test_a_cycle_an_arm_did_not_answer_itself_is_not_compared(agent: Agent, clock: ManualClock) -> None:
+    """The executed control has the model fallback chain, a shadow does not: a cycle where an arm's decision was not
+    its own model's answer (the model failed: a fallback hold, or another model of the chain answered) would compare
+    unlike with unlike, so it is left out of both arms; the fallback and error rates say how often it happened."""
+    view = await agent.experiments.create(spec(min_samples=20, seed=6))
+    clock.advance(timedelta(days=1))
+    control, aggr = (v.id for v in view.variants)
+    for i in range(22):
+        cycle = view.started_cycle + timedelta(minutes=5 * i)
+        await _cycle(agent, view.id, control, 1, cycle, _control_values(i))
+        await _cycle(agent, view.id, aggr, 1, cycle, _better_values(i))
+    async with agent.sessions.begin() as session:
+        decisions = {
+            (row.variant_id, row.cycle_time): row
+            for row in (await session.scalars(select(models.Decision).where(models.Decision.experiment_id == view.id)))
+        }
+        # cycle 3: the control's model failed, the chain's next model answered; cycle 5: the shadow had no answer
+        chained = decisions[(control, view.started_cycle + timedelta(minutes=15))]
+        session.add_all(
+            models.LLMCall(
+                account_id=1, decision_id=chained.id, model_requested=model, outcome=outcome, created_at=START
+            )
+            for model, outcome in (("first/model", "api_error"), ("second/model", "ok"))
+        )
+        decisions[(aggr, view.started_cycle + timedelta(minutes=25))].failure = "api_error"
+    row = (await agent.experiments.results(view.id)).variants[1]
+    assert (row.units_available, row.units_analysed) == (20, 20)
+    kept = [i for i in range(22) if i not in (3, 5)][:20]
+    unit = [
+        (_better_values(i)[0] + _better_values(i)[1]) / 2 - (_control_values(i)[0] + _control_values(i)[1]) / 2
+        for i in kept
+    ]
+    assert row.difference is not None and row.difference.value == pytest.approx(statistics.mean(unit))

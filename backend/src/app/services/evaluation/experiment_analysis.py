@@ -28,6 +28,9 @@ class ExperimentOutcome(OutcomeLike, Protocol):
     @property
     def cycle_time(self) -> datetime: ...
 
+    @property
+    def own_answer(self) -> bool: ...  # answered by the arm's own model (no fallback hold, no other model)
+
 
 class ExperimentAnalysis:
     """The metric of each variant's units and its comparison with the control's.
@@ -65,7 +68,12 @@ class ExperimentAnalysis:
         # out, e.g. one without a directional decision for the hit rate).
         self.units: dict[int, dict[Unit, float]] = {}
         for variant_id, units in grouped.items():
-            values = {unit: unit_value(rows, self.metric) for unit, rows in sorted(units.items())}
+            # A cycle where some decision of the arm was not its own model's answer (a fallback hold, or another
+            # model of the fallback chain: the executed control has one, a shadow does not) would compare unlike
+            # with unlike: it is left out of the arm, and so of every comparison with it. The fallback and error
+            # rates say how often that happened.
+            own = {unit: rows for unit, rows in units.items() if all(bool(row.own_answer) for row in rows)}
+            values = {unit: unit_value(rows, self.metric) for unit, rows in sorted(own.items())}
             self.units[variant_id] = {unit: v for unit, v in values.items() if v is not None and math.isfinite(v)}
 
     def of(self, variant_id: int) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import Clock
@@ -525,10 +525,19 @@ class ExperimentService:
         """The columns the analysis reads of the experiment's outcomes at its horizon (plain rows, not ORM objects:
         an experiment on many accounts has millions)."""
         o = models.DecisionOutcome
+        d = models.Decision
+        failed_call = (
+            select(models.LLMCall.id)
+            .where(models.LLMCall.decision_id == o.decision_id, models.LLMCall.outcome != "ok")
+            .exists()
+        )
         query = (
             select(
                 o.variant_id,
                 o.cycle_time,
+                # answered by the model the arm asked, at the first try of the chain (a usable answer: no failure,
+                # and no other model of the fallback chain): only such cycles are compared
+                and_(d.failure.is_(None), ~failed_call).label("own_answer"),
                 o.direction,
                 o.direction_return,
                 o.hit,
@@ -537,6 +546,7 @@ class ExperimentService:
                 o.max_favourable,
                 o.first_hit,
             )
+            .join(d, d.id == o.decision_id)
             .where(
                 o.experiment_id == experiment.id,
                 o.horizon == experiment.horizon,

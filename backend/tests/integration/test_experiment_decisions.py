@@ -4,16 +4,17 @@ never executed. The experiments are stored by hand here (the service that create
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 from app.bootstrap import Agent, build_agent
-from app.core.clock import ManualClock
+from app.core.clock import ManualClock, WallClock
 from app.core.config import Settings
 from app.db import models
 from app.db.repositories.accounts import AccountRepository
@@ -278,3 +279,41 @@ async def test_what_a_shadow_variant_leaves_open_is_the_accounts_own_setting(
     assert (rows[control].model_requested, rows[control].strategy_id) == ("openai/gpt-5", "aggressive")
     # not the control's model and strategy: the account's own
     assert (rows[warm].model_requested, rows[warm].strategy_id) == ("test/variant-model", "conservative")
+
+
+class _OneMillisecondBeforeAClose(WallClock):
+    """Real time, 1 ms before a 5m candle closes."""
+
+    def now(self) -> datetime:
+        return datetime(2026, 3, 2, 12, 4, 59, 999_000, tzinfo=UTC)
+
+
+async def test_on_the_wall_clock_shadows_never_hold_the_next_cycle(agent: Agent, clock: ManualClock) -> None:
+    """On real time the loop waits for the cycle's shadow decisions only until the next candle closes (they go on
+    beside the next cycle); a simulated clock waits for them all."""
+    gate, entered, finished = asyncio.Event(), asyncio.Event(), []
+
+    async def slow_shadows() -> None:
+        entered.set()
+        await gate.wait()
+        finished.append(True)
+
+    agent.engine.shadows_done = slow_shadows  # type: ignore[method-assign]
+    agent.loop.clock = _OneMillisecondBeforeAClose()
+    clock.advance(timedelta(minutes=5))
+    # returns with the shadows still waiting (the bound only keeps a regression from hanging the suite)
+    await asyncio.wait_for(agent.loop.run_cycle(), timeout=120)
+    assert finished == [] and agent.loop._shadows_behind is not None
+    gate.set()
+    await agent.loop._shadows_behind
+    assert finished == [True]
+
+    agent.loop.clock = clock  # the market's clock: the cycle waits for its shadows
+    gate.clear()
+    entered.clear()
+    cycle = asyncio.create_task(agent.loop.run_cycle())
+    await entered.wait()
+    assert not cycle.done()
+    gate.set()
+    await cycle
+    assert finished == [True, True]

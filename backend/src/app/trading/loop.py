@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.clock import Clock
+from app.core.clock import Clock, WallClock
 from app.core.errors import TemporaryError
 from app.core.metrics import AgentMetrics
 from app.core.timeframes import floor_time, timeframe_delta
@@ -86,6 +86,7 @@ class TradingLoop:
         self.market = market
         self.data_end = data_end
         self.outcomes = outcomes
+        self._shadows_behind: asyncio.Future[None] | None = None  # shadows still running past their cycle
         self.heartbeat = Heartbeat()
         self._step = timeframe_delta(interval)
         self._semaphore = asyncio.Semaphore(max_concurrency)
@@ -120,13 +121,29 @@ class TradingLoop:
         for stale in set(self.heartbeat.per_account_errors) - set(accounts):
             del self.heartbeat.per_account_errors[stale]
         results = await asyncio.gather(*(self._one(account_id) for account_id in accounts))
-        await self.engine.shadows_done()  # the experiments' shadow decisions of this cycle are stored
+        await self._wait_for_shadows()
         await self._update_outcomes()
         self.heartbeat.cycles += 1
         self.heartbeat.last_cycle_at = self.clock.now()
         self.heartbeat.last_cycle_accounts = len(accounts)
         self.heartbeat.last_cycle_failures = sum(1 for stored, failed in results if failed)
         return sum(1 for stored, _ in results if stored)
+
+    async def _wait_for_shadows(self) -> None:
+        """The experiments' shadow decisions of this cycle are made now that its executed decisions are done, and the
+        cycle waits for them to be stored. On the wall clock, only until the next candle closes: a slow shadow model
+        must never make the next executed decisions late (the shadows left go on beside the next cycle, their model
+        calls after the executed ones). A simulated or replayed clock waits for them all (it waits for the cycle)."""
+        waiting = asyncio.ensure_future(self.engine.shadows_done())
+        if not isinstance(self.clock, WallClock):
+            await waiting
+            return
+        now = self.clock.now()
+        left = (floor_time(now, self.interval) + self._step - now).total_seconds()
+        done, _ = await asyncio.wait({waiting}, timeout=max(0.0, left))
+        if not done:
+            self._shadows_behind = waiting  # kept until it ends (Agent.close cancels the shadows)
+            log.warning("shadow decisions still running at the next candle's close: they go on beside the next cycle")
 
     async def _update_outcomes(self) -> None:
         """What followed earlier decisions, now that this cycle's candle has closed; a failure is logged and tried

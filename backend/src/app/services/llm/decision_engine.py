@@ -81,6 +81,19 @@ def _fallback_validation(context: TradingContext, why: str) -> ValidationResult:
     return ValidationResult(is_valid=False, verdicts=verdicts, errors=[why], final_decision=final)
 
 
+def _settle(row: models.Decision, validation: ValidationResult, why: str | None) -> None:
+    """What validation made of the decision, on its row (`why`: the reason it fell back, if it did)."""
+    row.error = why
+    row.is_fallback = why is not None or validation.has_fallback
+    row.validation_result = validation.model_dump(mode="json")
+    row.final_decision = validation.final_decision.model_dump(mode="json")
+
+
+def _prompt_text(request: ModelRequest) -> str:
+    """The prompt as provenance keeps it."""
+    return f"[system]\n{request.system_prompt}\n\n[user]\n{request.user_prompt}"
+
+
 def _status(validation: ValidationResult, report: ExecutionReport, fallback: bool) -> str:
     if fallback:
         return "fallback"
@@ -416,7 +429,7 @@ class DecisionEngine:
         row.asset_state = asset_state_of(context)
         provenance = models.DecisionProvenance(
             context_snapshot=context.model_dump(mode="json"),
-            prompt=f"[system]\n{request.system_prompt}\n\n[user]\n{request.user_prompt}",
+            prompt=_prompt_text(request),
         )
         async with self.sessions.begin() as session:
             await DecisionRepository(session).add(row, provenance)
@@ -446,23 +459,9 @@ class DecisionEngine:
         if prepared.budget_note is not None:
             fallback_why, row.failure = prepared.budget_note, "budget"
         else:
-            result = await self.llm.generate(prepared.request)
-            calls, response = result.calls, result.response
+            calls, response, fallback_why = await self._ask(row, prepared.request)
             await self._after_preparations()
-            if response is None:
-                fallback_why = f"no model answered: {result.error}"
-                row.failure = "api_error"
-                row.latency_ms = sum(c.latency_ms for c in calls)
-            else:
-                self._record_response(row, response)
-                if response.decision is None:
-                    fallback_why = f"unusable model answer ({response.failure}): {response.error}"
-
-        if response is not None and response.decision is not None:
-            state = await self.risk_state(account_id, status, max_leverage, context, now, prepared.history)
-            validation = await self.validator.validate_decision(response.decision, context, state)
-        else:
-            validation = _fallback_validation(context, fallback_why or "no decision")
+        validation = await self._validate(response, fallback_why, prepared, context, account_id, now)
 
         exchange = await self.venues.exchange_for(account_id)
         report = ExecutionReport()
@@ -496,10 +495,7 @@ class DecisionEngine:
             balance = await exchange.fetch_balance()
             equity = balance.equity
             await self.reconciler.snapshot_equity(session, account_id, balance, now)
-            row.error = fallback_why
-            row.is_fallback = fallback_why is not None or validation.has_fallback
-            row.validation_result = validation.model_dump(mode="json")
-            row.final_decision = validation.final_decision.model_dump(mode="json")
+            _settle(row, validation, fallback_why)
             row.execution_errors = report.errors
             row.status = "skipped" if status not in TRADABLE else _status(validation, report, fallback_why is not None)
             if status not in TRADABLE:
@@ -604,27 +600,9 @@ class DecisionEngine:
                 prompt_version=variant.prompt_version,
                 temperature=variant.temperature,
             )
-            prompt = f"[system]\n{request.system_prompt}\n\n[user]\n{request.user_prompt}"
-            result = await self.llm.generate(request, shadow=True)
-            calls, response = result.calls, result.response
-            if response is None:
-                why, row.failure = f"no model answered: {result.error}", "api_error"
-                row.latency_ms = sum(c.latency_ms for c in calls)
-            else:
-                self._record_response(row, response)
-                if response.decision is None:
-                    why = f"unusable model answer ({response.failure}): {response.error}"
-        if response is not None and response.decision is not None:
-            state = await self.risk_state(
-                account_id, prepared.status, prepared.max_leverage, context, now, prepared.history
-            )
-            validation = await self.validator.validate_decision(response.decision, context, state)
-        else:
-            validation = _fallback_validation(context, why or "no decision")
-        row.error = why
-        row.is_fallback = why is not None or validation.has_fallback
-        row.validation_result = validation.model_dump(mode="json")
-        row.final_decision = validation.final_decision.model_dump(mode="json")
+            prompt = _prompt_text(request)
+            calls, response, why = await self._ask(row, request, shadow=True)
+        _settle(row, await self._validate(response, why, prepared, context, account_id, now), why)
         # The context is the executed decision's (`shadow_of`); only the prompt is this variant's own.
         provenance = models.DecisionProvenance(context_snapshot=None, prompt=prompt)
         async with self.sessions.begin() as session:
@@ -667,6 +645,38 @@ class DecisionEngine:
         key = (variant_id, floor_time(self.wall_clock.now(), "1d"))
         if key in self._variant_spend:  # not read yet today: the day's first read counts these from the database
             self._variant_spend[key] += sum(c.response.usage.cost_usd or 0.0 for c in calls if c.response is not None)
+
+    async def _ask(
+        self, row: models.Decision, request: ModelRequest, *, shadow: bool = False
+    ) -> tuple[list[CallRecord], ModelResponse | None, str | None]:
+        """The model's answer, recorded on `row`: the calls made, the response, and why the decision falls back
+        (None when there is a usable decision)."""
+        result = await self.llm.generate(request, shadow=shadow)
+        response = result.response
+        if response is None:
+            row.failure = "api_error"
+            row.latency_ms = sum(c.latency_ms for c in result.calls)
+            return result.calls, None, f"no model answered: {result.error}"
+        self._record_response(row, response)
+        why = None if response.decision is not None else f"unusable model answer ({response.failure}): {response.error}"
+        return result.calls, response, why
+
+    async def _validate(
+        self,
+        response: ModelResponse | None,
+        why: str | None,
+        prepared: _Prepared,
+        context: TradingContext,
+        account_id: int,
+        now: datetime,
+    ) -> ValidationResult:
+        """The model's decision checked against the account's state, or every asset holding with `why`."""
+        if response is None or response.decision is None:
+            return _fallback_validation(context, why or "no decision")
+        state = await self.risk_state(
+            account_id, prepared.status, prepared.max_leverage, context, now, prepared.history
+        )
+        return await self.validator.validate_decision(response.decision, context, state)
 
     async def _after_preparations(self) -> None:
         """Wait until no decision waits to be prepared (every model call of the cycle is in flight), at most

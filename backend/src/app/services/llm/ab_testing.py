@@ -37,10 +37,8 @@ from app.schemas.experiments import (
     VariantView,
 )
 from app.services.evaluation.experiment_analysis import ExperimentAnalysis, ExperimentOutcome, higher_is_better
-from app.services.evaluation.scoring import METRICS
-from app.services.evaluation.tracker import DEFAULT_HORIZONS as HORIZONS
 from app.services.evaluation.tracker import RETRY_CANDLES
-from app.services.llm.experiment_cost import Costed, DecisionCost, ExperimentAccount, ExperimentCosts
+from app.services.llm.experiment_cost import Costed, ExperimentAccount, ExperimentCosts
 from app.services.llm.experiment_plan import ExperimentPlans
 from app.services.llm.llm_exceptions import (
     AccountNotFoundError,
@@ -166,12 +164,8 @@ class ExperimentService:
         return marked[0] if marked else 0
 
     def _check_static(self, spec: ExperimentCreate, control: int) -> None:
-        """What the request says about itself: the service's own check of what the API schema also states (the CLI
-        builds requests too), and the rules across fields."""
-        if spec.metric not in METRICS:
-            raise ExperimentError(f"unknown metric {spec.metric!r}: one of {', '.join(METRICS)}")
-        if spec.horizon not in HORIZONS:
-            raise ExperimentError(f"horizon {spec.horizon} is not one of {', '.join(map(str, HORIZONS))} candles")
+        """The rules across fields that the request's schema cannot state (each field is checked by the schema, which
+        the API and the CLI both validate against)."""
         names = [v.name for v in spec.variants]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
@@ -574,7 +568,6 @@ def _visible(experiment: models.Experiment, scope: int | None) -> bool:
 
 
 __all__ = [
-    "DecisionCost",
     "ExperimentError",
     "ExperimentForbiddenError",
     "ExperimentNotFoundError",

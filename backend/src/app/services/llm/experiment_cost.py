@@ -110,11 +110,10 @@ class ExperimentCosts:
         if calls:
             return DecisionCost(float(mean or 0.0), f"mean of its last {calls} call(s)")
         catalog = getattr(self.llm.provider, "catalog", None)
-        price = catalog.price(model) if catalog is not None else None
-        if price is None:
+        if catalog is None or catalog.price(model) is None:
             return DecisionCost(None, f"no price for {model} in the model catalog and no call of it stored")
         tokens = await self._tokens(session, strategy_id)
-        usd = (tokens.prompt * price.prompt_per_m + tokens.completion * price.completion_per_m) / 1e6
+        usd = catalog.estimate_cost(model, round(tokens.prompt), round(tokens.completion))
         return DecisionCost(usd, f"catalog prices x {tokens.basis}")
 
     async def _tokens(self, session: AsyncSession, strategy_id: str) -> _Tokens:

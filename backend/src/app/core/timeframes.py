@@ -19,6 +19,9 @@ def timeframe_delta(timeframe: str) -> timedelta:
     return timedelta(seconds=timeframe_seconds(timeframe))
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _utc(moment: datetime) -> datetime:
     """A naive datetime is read as UTC (never as the machine's local time)."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
@@ -37,7 +40,8 @@ def last_closed_open_time(now: datetime, timeframe: str) -> datetime:
 
 
 def to_ms(moment: datetime) -> int:
-    return int(_utc(moment).timestamp() * 1000)
+    """Milliseconds since the Unix epoch, exactly (no float on the way)."""
+    return (_utc(moment) - _EPOCH) // timedelta(milliseconds=1)
 
 
 def from_ms(ms: int) -> datetime:

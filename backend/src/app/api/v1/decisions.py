@@ -24,18 +24,15 @@ from app.schemas.api import (
     DbId,
     DecisionMetrics,
     ModelSwitchRequest,
-    OutcomeFigures,
-    OutcomeGroup,
     OutcomeGroupBy,
     OutcomeHorizon,
-    OutcomeReport,
     UTCDateTime,
     ValidateRequest,
 )
 from app.schemas.decision_result import DecisionResult
 from app.schemas.trading_decision import STRATEGY_ID_PATTERN
 from app.schemas.validation import ValidationResult
-from app.services.evaluation.scoring import score
+from app.services.evaluation.report import outcome_report
 from app.services.llm.llm_exceptions import ModelCatalogUnavailableError, ModelNotAvailableError
 from app.services.llm.strategy_manager import parse_window
 
@@ -259,19 +256,12 @@ async def decision_metrics(
         completion_tokens=int(completion),
         cost_usd=float(cost),
         avg_latency_ms=float(latency) if latency is not None else None,
-        outcomes=OutcomeReport(
+        outcomes=outcome_report(
+            selection,
             horizon=outcome_scope.horizon,
             interval=outcome_scope.interval,
             include_shadow=include_shadow,
             group_by=group_by,
-            row_limit=selection.limit,
-            capped=selection.capped,
-            oldest_cycle=selection.oldest_cycle,
-            overall=OutcomeFigures.of(score(selection.rows), selection.all_trades, selection.cost_of(selection.rows)),
-            groups=[
-                OutcomeGroup.of(score(rows), selection.trades_of(key), selection.cost_of(rows), key=key)
-                for key, rows in selection.groups()
-            ],
         ),
     )
 

@@ -160,6 +160,18 @@ class OutcomeSelection:
         return sum(self.trades.values(), TradeTotals())
 
 
+# What the figures (`scoring.score`, `scoring.unit_value`) read of an outcome row.
+SCORED_COLUMNS = (
+    DecisionOutcome.direction,
+    DecisionOutcome.direction_return,
+    DecisionOutcome.hit,
+    DecisionOutcome.confidence,
+    DecisionOutcome.max_adverse,
+    DecisionOutcome.max_favourable,
+    DecisionOutcome.first_hit,
+)
+
+
 class OutcomeFiguresRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -170,21 +182,7 @@ class OutcomeFiguresRepository:
         """The newest `limit` outcome rows of the scope, their decisions' model-call costs, and the window's
         trades by `group_by`."""
         o = DecisionOutcome
-        columns = (
-            o.decision_id,
-            o.account_id,
-            o.asset,
-            o.model,
-            o.strategy_id,
-            o.cycle_time,
-            o.direction,
-            o.direction_return,
-            o.hit,
-            o.confidence,
-            o.max_adverse,
-            o.max_favourable,
-            o.first_hit,
-        )
+        columns = (o.decision_id, o.account_id, o.asset, o.model, o.strategy_id, o.cycle_time, *SCORED_COLUMNS)
         query = (
             select(*columns)
             .where(*self._outcome_filter(scope, scope.since))

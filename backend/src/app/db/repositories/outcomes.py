@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import Text, and_, cast, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Decision, DecisionOutcome, DecisionProvenance, DecisionTradeOutcome, FundingPayment, Position
+from app.db.session import json_value
 from app.db.upsert import insert_for
 
 # Decisions that made no decision: nothing to measure (a pending one is not finished yet and is read, to wait).
@@ -87,7 +87,8 @@ _DECISION_COLUMNS = (
 
 
 def _json(text: str | None) -> Any:
-    return None if text is None or text == "null" else orjson.loads(text)
+    """A JSON column read as text (`json_value`: older rows may hold NaN written by the standard library)."""
+    return None if text is None else json_value(text)
 
 
 def _chunks(ids: Sequence[int]) -> Iterable[list[int]]:

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal, TypedDict
 
+from app.core.timeframes import from_ms
 from app.services.exchange.paper_math import Direction, candle_path, first_touch
 from app.services.market_data.base import Candle
 
@@ -173,7 +174,7 @@ def _first_hit(call: AssetCall, candles: Sequence[Candle]) -> tuple[FirstHit, da
         target_at = first_touch(path, call.target, target_way) if call.target is not None else None
         if stop_at is None and target_at is None:
             continue
-        at = datetime.fromtimestamp(candle.open_time_ms / 1000, tz=UTC)
+        at = from_ms(candle.open_time_ms)
         # the venue's stop-first rule: inside one candle the stop goes first, unless the target gapped at the open
         if target_at is not None and (stop_at is None or (target_at == 0.0 and stop_at > 0.0)):
             return "target", at

@@ -24,14 +24,14 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import Clock, WallClock
 from app.core.metrics import AgentMetrics
-from app.core.timeframes import timeframe_delta
+from app.core.timeframes import from_ms, timeframe_delta, to_ms
 from app.db.repositories.outcomes import ClosedTrade, OutcomeRepository, StoredDecision
 from app.services.evaluation.outcomes import AssetCall, Outcome, asset_state_of_snapshot, call_of, measure
 from app.services.market_data.base import Candle
@@ -43,12 +43,7 @@ DEFAULT_HORIZONS = (1, 4, 12, 24)
 BATCH_DECISIONS = 500  # decisions per page: one read and one write transaction
 BATCH_POSITIONS = 1000
 RETRY_CANDLES = 24  # how long `update` waits for a missing candle or a pending decision
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TICK = timedelta(microseconds=1)
-
-
-def _ms(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
 def _columns(record: object, names: tuple[str, ...]) -> dict[str, Any]:
@@ -258,13 +253,13 @@ class OutcomeTracker:
         step_ms = self.step // timedelta(milliseconds=1)
         spans: dict[str, tuple[int, int]] = {}  # asset -> first open, last close (ms) of the candles needed
         for item in items:
-            first = _ms(item.decision.cycle_time)
+            first = to_ms(item.decision.cycle_time)
             last = first + item.horizon * step_ms
             known = spans.get(item.call.asset)
             spans[item.call.asset] = (min(first, known[0]), max(last, known[1])) if known else (first, last)
         candles: dict[str, dict[int, Candle]] = {}
         for asset, (first, last) in spans.items():
-            until = _EPOCH + timedelta(milliseconds=last)
+            until = from_ms(last)
             if until > now:  # never: every item is due; a candle not closed by `now` must never be read
                 raise AssertionError(f"{asset} candles up to {until} asked for at {now}")
             series = await self.store.load_candles(
@@ -276,7 +271,7 @@ class OutcomeTracker:
         incomplete: set[tuple[int, int]] = set()
         for item in items:
             decision, call, horizon = item.decision, item.call, item.horizon
-            first = _ms(decision.cycle_time)
+            first = to_ms(decision.cycle_time)
             stored = candles[call.asset]
             window = [stored.get(first + i * step_ms) for i in range(horizon)]
             present = [c for c in window if c is not None]

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.clock import Clock
 from app.core.timeframes import floor_time, timeframe_delta
 from app.db import models
+from app.db.repositories.outcome_figures import SCORED_COLUMNS
 from app.schemas.api import MAX_DB_ID
 from app.schemas.experiments import (
     ExperimentCreate,
@@ -532,13 +533,7 @@ class ExperimentService:
                 # answered by the model the arm asked, at the first try of the chain (a usable answer: no failure,
                 # and no other model of the fallback chain): only such cycles are compared
                 and_(d.failure.is_(None), ~failed_call).label("own_answer"),
-                o.direction,
-                o.direction_return,
-                o.hit,
-                o.confidence,
-                o.max_adverse,
-                o.max_favourable,
-                o.first_hit,
+                *SCORED_COLUMNS,
             )
             .join(d, d.id == o.decision_id)
             .where(

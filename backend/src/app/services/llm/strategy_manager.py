@@ -16,10 +16,10 @@ from app.core.clock import Clock, WallClock
 from app.db.models import Account, Decision, Position, Strategy, StrategyAssignment
 from app.db.repositories.outcome_figures import OutcomeFiguresRepository, OutcomeScope
 from app.db.repositories.strategies import StoredStrategy, StrategyRepository, load, validation_summary
-from app.schemas.api import OutcomeFigures, OutcomeReport
+from app.schemas.api import OutcomeReport
 from app.schemas.text import text_problem
 from app.schemas.trading_decision import StrategyRiskParameters, TradingStrategy
-from app.services.evaluation.scoring import score
+from app.services.evaluation.report import outcome_report
 from app.services.llm.llm_exceptions import AccountNotFoundError, DecisionEngineError
 from app.services.llm.prompts.builder import PromptBuilder, read_template
 from app.services.llm.strategy_checks import definition_problems, runnable_problem
@@ -573,15 +573,5 @@ class StrategyManager:
             win_rate=len(wins) / len(pnls) if pnls else 0.0,
             avg_win=sum(wins) / len(wins) if wins else 0.0,
             avg_loss=sum(losses) / len(losses) if losses else 0.0,
-            outcomes=OutcomeReport(
-                horizon=horizon,
-                interval=self.interval,
-                include_shadow=False,
-                row_limit=selection.limit,
-                capped=selection.capped,
-                oldest_cycle=selection.oldest_cycle,
-                overall=OutcomeFigures.of(
-                    score(selection.rows), selection.all_trades, selection.cost_of(selection.rows)
-                ),
-            ),
+            outcomes=outcome_report(selection, horizon=horizon, interval=self.interval, include_shadow=False),
         )

@@ -197,7 +197,8 @@ class OutcomeTracker:
                 )
             if not page:
                 break
-            items, pending = await self._items(page, now, (horizon,), report)
+            # read `unmeasured_at` the horizon, and a decision's rows at a horizon are written together: none stored
+            items, pending = await self._items(page, now, (horizon,), report, unmeasured=True)
             rows, incomplete = await self._measure(items, now, report, whole=True)
             written += await self._insert(rows)
             waiting.update(pending | incomplete)
@@ -210,15 +211,21 @@ class OutcomeTracker:
         return written
 
     async def _items(
-        self, page: list[StoredDecision], now: datetime, horizons: Sequence[int], report: OutcomeReport
+        self,
+        page: list[StoredDecision],
+        now: datetime,
+        horizons: Sequence[int],
+        report: OutcomeReport,
+        *,
+        unmeasured: bool = False,
     ) -> tuple[list[_Item], set[int]]:
         """The outcomes to measure of a page of decisions (those due by `now` and not stored yet), and the
-        decisions still pending."""
+        decisions still pending. `unmeasured`: the page holds no stored row at `horizons` (nothing to look up)."""
         async with self.sessions() as session:
             repo = OutcomeRepository(session)
             stateless = [d.id for d in page if d.asset_state is None and d.validation is not None]
             snapshots = await repo.context_snapshots(stateless) if stateless else {}
-            stored = await repo.measured([d.id for d in page], horizons)
+            stored = set() if unmeasured else await repo.measured([d.id for d in page], horizons)
         items: list[_Item] = []
         pending: set[int] = set()
         for decision in page:

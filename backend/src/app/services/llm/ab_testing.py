@@ -440,7 +440,7 @@ class ExperimentService:
         async with self.sessions() as session:
             experiment = await self._experiment(session, experiment_id, scope)
             view = await self._view(session, experiment)
-            variants = await self._variants(session, experiment.id)
+            variants = view.variants  # read once, with the view
             ids = [v.id for v in variants]
             counts = await self._decision_counts(session, ids)
             usage = await self._usage(session, ids)

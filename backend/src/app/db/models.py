@@ -496,3 +496,57 @@ class LLMSetting(Base):
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)  # wall clock
     updated_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class BacktestRun(Base):
+    """A backtest or an arena: its settings, the data's and the code's fingerprints, its progress while it runs,
+    and its figures once done. An arena's backtests point at it (`parent_id`)."""
+
+    __tablename__ = "backtest_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # backtest | arena
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("backtest_runs.id"), nullable=True, index=True)
+    label: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    status: Mapped[str] = mapped_column(String(16))  # queued | running | done | failed | stopped
+    config: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    data_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    code_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    trade_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cycles_total: Mapped[int] = mapped_column(Integer, default=0)
+    cycles_done: Mapped[int] = mapped_column(Integer, default=0)
+    estimated_cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    spent_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)  # figures and benchmarks
+    equity: Mapped[list[Any] | None] = mapped_column(JSONType, nullable=True)  # [[ms, equity, exposure], ...]
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the process running it
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)  # wall clock
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)  # wall clock: progress heartbeat
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class BacktestRecord(Base):
+    """One decision (per asset), order, fill or funding payment of a backtest, in the order it happened."""
+
+    __tablename__ = "backtest_records"
+    __table_args__ = (Index("ix_backtest_records_run_kind", "run_id", "kind", "seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("backtest_runs.id"))
+    kind: Mapped[str] = mapped_column(String(16))  # decision | order | fill | funding
+    seq: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)  # market clock
+    asset: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+
+
+class ModelAnswer(Base):
+    """A model's answer kept for backtests, by (model, prompt, parameters): a rerun asks no model again."""
+
+    __tablename__ = "model_answers"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of model, prompt and parameters
+    model: Mapped[str] = mapped_column(String(200))
+    response: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)  # wall clock

@@ -264,6 +264,44 @@ class ReplaySource:
                     self._files.setdefault(asset, {})[kind] = read_candles(path, asset, kind)
         self._derived: dict[tuple[str, str], CandleSeries] = {}
         self._rules: dict[str, MarketRules] = {}
+        self._derive_rules = False
+
+    @classmethod
+    def from_series(
+        cls,
+        series: dict[str, dict[str, CandleSeries]],
+        funding: dict[str, tuple[IntArray, FloatArray]] | None = None,
+        *,
+        name: str = "replay",
+        quotes: dict[str, str] | None = None,
+        derive_rules: bool = False,
+    ) -> ReplaySource:
+        """A replay over candles already in memory (asset -> timeframe -> series; funding as (ms, rate) columns):
+        the candle store's, the simulator's, or masked ones. `derive_rules`: tick and lot from the prices, never the
+        simulator's per-asset table (masked prices are not the asset's)."""
+        source = cls.__new__(cls)
+        source.folder = Path(f"<{name}>")
+        source.name = name
+        source.paths = {asset: {} for asset in series}
+        source._quotes = dict(quotes or {})
+        source._files = {asset: dict(by_tf) for asset, by_tf in series.items()}
+        source._funding = dict(funding or {})
+        source._derived = {}
+        source._rules = {}
+        source._derive_rules = derive_rules
+        if not any(len(s) for by_tf in series.values() for s in by_tf.values()):
+            raise ReplayDataError(f"{source.folder}: no candles")
+        return source
+
+    @property
+    def files(self) -> dict[str, dict[str, CandleSeries]]:
+        """The candles as read (asset -> timeframe -> series), before any aggregation."""
+        return self._files
+
+    @property
+    def funding(self) -> dict[str, tuple[IntArray, FloatArray]]:
+        """Each asset's funding settlements as (ms, rate) columns."""
+        return self._funding
 
     # -------------------------------------------------------------------------------- introspection
 
@@ -377,7 +415,7 @@ class ReplaySource:
         if asset not in self._rules:
             quote = self._quotes.get(asset, DEFAULT_QUOTE)
             market_symbol = f"{asset}/{quote}:{quote}"
-            if asset in _SIMULATOR_ASSETS and quote == DEFAULT_QUOTE:
+            if asset in _SIMULATOR_ASSETS and quote == DEFAULT_QUOTE and not self._derive_rules:
                 from app.services.market_data.simulator import MarketSimulator
 
                 self._rules[asset] = replace(MarketSimulator([asset]).rules(asset), market_symbol=market_symbol)

@@ -169,9 +169,12 @@ async def build_agent(
     market: MarketDataSource | None = None,
     provider: DecisionModel | None = None,
     wall_clock: Clock | None = None,
+    frozen_history: bool = False,
 ) -> Agent:
     """Migrate the database, create the defaults and wire every service. `wall_clock` (real time unless a test
-    injects one) stamps operational records and times rate limits; `clock` is the market's."""
+    injects one) stamps operational records and times rate limits; `clock` is the market's. `frozen_history`: the
+    injected market is history held in memory (a backtest): the context reads it directly, with no copy into the
+    candle store, and no outcome tracker runs (the backtest's report measures the run)."""
     wall_clock = wall_clock or WallClock()
     _check_mode(settings)
     db = create_engine(settings.database_url)
@@ -196,7 +199,9 @@ async def build_agent(
         what = f"seeded simulator (seed {market.seed})" if isinstance(market, MarketSimulator) else market.name
         why, data_end = "injected", data_end_of(market, settings.interval)
     try:
-        return await _wire(settings, db, sessions, parts, clock, wall_clock, market, what, why, data_end, provider)
+        return await _wire(
+            settings, db, sessions, parts, clock, wall_clock, market, what, why, data_end, provider, frozen_history
+        )
     except BaseException:
         await market.close()  # the market's HTTP session (ccxt) is the agent's to close, also when wiring fails
         await db.dispose()
@@ -215,6 +220,7 @@ async def _wire(
     why: str,
     data_end: datetime | None,
     provider: DecisionModel | None,
+    frozen_history: bool = False,
 ) -> Agent:
     if clock is None:
         clock = AcceleratedClock(await _resume_at(sessions, settings) or datetime.now(UTC), settings.sim_speed)
@@ -288,7 +294,7 @@ async def _wire(
         lookback=CANDLES_FOR_INDICATORS,
     )
     context_builder = ContextBuilder(
-        market=stored_market,
+        market=market if frozen_history else stored_market,
         sessions=sessions,
         accounts=accounts,
         venues=venues,
@@ -298,7 +304,7 @@ async def _wire(
         long_interval=settings.long_interval,
         price_history_candles=settings.price_history_candles,
         indicator_series_length=settings.indicator_series_length,
-        market_sync=market_sync,
+        market_sync=None if frozen_history else market_sync,
     )
     plans = ExperimentPlans(sessions, default_budget_usd=settings.llm_daily_budget_usd)
     experiments = ExperimentService(
@@ -344,9 +350,9 @@ async def _wire(
         market=market_status,
         data_end=data_end,
         # what followed each decision, recorded as the candles of its horizons close
-        outcomes=OutcomeTracker(
-            sessions, store, market.name, settings.interval, wall_clock=wall_clock, metrics=metrics
-        ),
+        outcomes=None
+        if frozen_history
+        else OutcomeTracker(sessions, store, market.name, settings.interval, wall_clock=wall_clock, metrics=metrics),
     )
     return Agent(
         settings=settings,

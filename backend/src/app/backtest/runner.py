@@ -568,6 +568,11 @@ class Backtester:
             ("fill", result.fills),
             ("funding", result.funding),
         ]
+        rates = [(at, asset, rate) for asset, series in result.funding_rates.items() for at, rate in series]
+        for seq, (at, asset, rate) in enumerate(rates):
+            records.append(
+                {"run_id": run_id, "kind": "rate", "seq": seq, "at": at, "asset": asset, "payload": {"rate": rate}}
+            )
         for kind, items in groups:
             for seq, item in enumerate(items):
                 payload = {k: _json_value(getattr(item, k)) for k in item.__dataclass_fields__}
@@ -595,7 +600,7 @@ class Backtester:
                     cycles_done=result.cycles,
                     spent_usd=result.model_cost_usd,
                     summary=summary,
-                    equity=[[p.at.isoformat(), p.equity, p.gross_exposure] for p in result.equity],
+                    equity=[[p.at.isoformat(), p.equity, p.wallet, p.gross_exposure, p.prices] for p in result.equity],
                     error=result.stopped,
                     updated_at=now,
                     finished_at=now,

@@ -518,7 +518,8 @@ class BacktestRun(Base):
     estimated_cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
     spent_usd: Mapped[float] = mapped_column(Float, default=0.0)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)  # figures and benchmarks
-    equity: Mapped[list[Any] | None] = mapped_column(JSONType, nullable=True)  # [[ms, equity, exposure], ...]
+    # after every cycle: [[time (ISO), equity, wallet, gross exposure, {asset: last close}], ...]
+    equity: Mapped[list[Any] | None] = mapped_column(JSONType, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the process running it
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)  # wall clock
@@ -527,14 +528,15 @@ class BacktestRun(Base):
 
 
 class BacktestRecord(Base):
-    """One decision (per asset), order, fill or funding payment of a backtest, in the order it happened."""
+    """One decision (per asset), order, fill or funding payment of a backtest, in the order it happened, and the
+    funding settlements of its period (`rate`: what buy-and-hold paid)."""
 
     __tablename__ = "backtest_records"
     __table_args__ = (Index("ix_backtest_records_run_kind", "run_id", "kind", "seq"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("backtest_runs.id"))
-    kind: Mapped[str] = mapped_column(String(16))  # decision | order | fill | funding
+    kind: Mapped[str] = mapped_column(String(16))  # decision | order | fill | funding | rate (a funding settlement)
     seq: Mapped[int] = mapped_column(Integer)
     at: Mapped[datetime] = mapped_column(UTCDateTime)  # market clock
     asset: Mapped[str | None] = mapped_column(String(32), nullable=True)

@@ -1,12 +1,12 @@
 """The backtester: the one engine (context, prompt, model, validator, executor, paper venue, persistence) over frozen
 history on a manual clock, as fast as the machine allows.
 
-A run works in a scratch database of its own (the workspace: a SQLite file in a temporary folder) so that nothing of
-it mixes with the agent's accounts, decisions or resume point; the agent is wired there by `build_agent` exactly as
-`run` wires it, with the history as its market (`frozen_history`: read directly, no candle copy, no outcome
-tracker). Each cycle sets the clock to the candle's close and runs `TradingLoop.run_cycle`, the loop's own cycle.
-What the run produced (decisions, orders, fills, funding, the equity after every cycle) is then read back from the
-workspace and stored in the main database as a run (`backtest_runs`, `backtest_records`), with the data's
+A run works in a scratch database of its own (the workspace: by default a SQLite file in a temporary folder) so that
+nothing of it mixes with the agent's accounts, decisions or resume point; the agent is wired there by `build_agent`
+exactly as `run` wires it, with the history as its market (`frozen_history`: read directly, no candle copy, no
+outcome tracker). Each cycle sets the clock to the candle's close and runs `TradingLoop.run_cycle`, the loop's own
+cycle. What the run produced (decisions, orders, fills, funding, the equity after every cycle) is then read back
+from the workspace and stored in the main database as a run (`backtest_runs`, `backtest_records`), with the data's
 fingerprint, the code's version and the sha256 fingerprint of its trades.
 
 Model answers go through `CachedModel`: a rerun asks no model and gives the same trades. Before it starts, a run
@@ -16,6 +16,7 @@ past `max_cost_usd`; it also stops when what it spent reaches the cap.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -23,7 +24,7 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,12 +54,14 @@ from app.db.models import Account, BacktestRecord, BacktestRun, Decision
 from app.db.models import Fill as FillRow
 from app.db.models import FundingPayment as FundingRow
 from app.db.models import Order as OrderRow
+from app.schemas.trading_decision import TradingStrategy
 from app.services.llm.llm_service import is_baseline
 from app.services.llm.llm_settings import LLMSettingsStore
 from app.services.llm.providers.base import DecisionModel
 from app.services.llm.providers.baseline import BaselineModel
 from app.services.llm.providers.factory import choose_provider
 from app.services.llm.providers.model_catalog import ModelCatalog
+from app.services.llm.strategy_manager import StrategyManager, StrategyNotFoundError
 from app.services.market_data.replay import ReplaySource
 
 log = logging.getLogger(__name__)
@@ -159,16 +162,19 @@ class Backtester:
         provider: DecisionModel | None = None,
         catalog: ModelCatalog | None = None,
         workspace_dir: str | None = None,
+        workspace_factory: Callable[[], contextlib.AbstractAsyncContextManager[str]] | None = None,
     ) -> None:
         """`provider`: the remote model to ask on a cache miss (None: built from the settings, OPENROUTER_API_KEY or
         the key stored through the API; without one, only cached answers); `catalog`: prices and knowledge cutoffs
-        (None: OpenRouter's public list, asked once)."""
+        (None: OpenRouter's public list, asked once); `workspace_factory`: gives each run an empty database of its own
+        (None: a SQLite file in a temporary folder under `workspace_dir`)."""
         self.settings = settings
         self.sessions = sessions
         self.wall_clock = wall_clock or WallClock()
         self.provider = provider
         self.catalog = catalog
         self.workspace_dir = workspace_dir
+        self.workspace_factory = workspace_factory
         self.cache = AnswerCache(sessions, self.wall_clock)
         self._remote: DecisionModel | None = None
 
@@ -275,9 +281,9 @@ class Backtester:
         phase: str,
     ) -> BacktestResult:
         """The engine over every cycle of `config` in a fresh workspace database."""
-        with tempfile.TemporaryDirectory(prefix="backtest-", dir=self.workspace_dir) as folder:
+        async with self._workspace() as (database_url, folder):
             model = await self._model_for(config)
-            settings = self._workspace_settings(config, Path(folder) / "workspace.db")
+            settings = self._workspace_settings(config, database_url, folder)
             clock = ManualClock(config.start)
             agent = await build_agent(
                 settings, clock=clock, market=source, provider=model, wall_clock=self.wall_clock, frozen_history=True
@@ -341,9 +347,19 @@ class Backtester:
         )
 
     # ------------------------------------------------------------------------------------------ wiring
-    def _workspace_settings(self, config: BacktestConfig, path: Path) -> Settings:
+    @contextlib.asynccontextmanager
+    async def _workspace(self) -> AsyncIterator[tuple[str, Path]]:
+        """(an empty database for one run, a scratch folder): the factory's database, or a SQLite file."""
+        with tempfile.TemporaryDirectory(prefix="backtest-", dir=self.workspace_dir) as folder:
+            if self.workspace_factory is None:
+                yield f"sqlite:///{Path(folder) / 'workspace.db'}", Path(folder)
+                return
+            async with self.workspace_factory() as database_url:
+                yield database_url, Path(folder)
+
+    def _workspace_settings(self, config: BacktestConfig, database_url: str, folder: Path) -> Settings:
         return ExplicitSettings(
-            database_url=f"sqlite:///{path}",
+            database_url=database_url,
             assets=list(config.assets),
             interval=config.interval,
             long_interval=config.long_interval,
@@ -359,7 +375,7 @@ class Backtester:
             price_history_candles=self.settings.price_history_candles,
             indicator_series_length=self.settings.indicator_series_length,
             secret_key=self.settings.secret_key,
-            secret_key_file=str(path.parent / "secret.key"),
+            secret_key_file=str(folder / "secret.key"),
             admin_api_key="backtest-workspace-has-no-api",
         )
 
@@ -390,12 +406,33 @@ class Backtester:
     async def _prepare_account(self, agent: Agent, config: BacktestConfig) -> int:
         async with agent.sessions() as session:
             account_id = (await session.execute(select(Account.id).order_by(Account.id).limit(1))).scalar_one()
+        if not await self._has_strategy(agent, config.strategy):  # a custom strategy of the main database
+            await agent.strategies.create_custom_strategy(await self._main_strategy(config.strategy, agent))
         await agent.strategies.check_assignable(config.strategy)
         if config.strategy != await agent.strategies.account_strategy_id(account_id):
             await agent.strategies.update_account_strategy(account_id, config.strategy, reason="backtest")
         async with agent.sessions.begin() as session:
             await session.execute(update(Account).where(Account.id == account_id).values(model=config.model))
         return account_id
+
+    @staticmethod
+    async def _has_strategy(agent: Agent, strategy_id: str) -> bool:
+        try:
+            await agent.strategies.get_strategy(strategy_id)
+        except StrategyNotFoundError:
+            return False
+        return True
+
+    async def _main_strategy(self, strategy_id: str, agent: Agent) -> TradingStrategy:
+        """A custom strategy as the main database keeps it (StrategyNotFoundError when it has none by that id)."""
+        main = StrategyManager(
+            self.sessions,
+            agent.clock,
+            interval=agent.settings.interval,
+            long_interval=agent.settings.long_interval,
+            wall_clock=self.wall_clock,
+        )
+        return await main.get_strategy(strategy_id)
 
     # -------------------------------------------------------------------------------------------- cost
     async def _check_cost(self, config: BacktestConfig, source: ReplaySource, cycles: int) -> float | None:
@@ -429,8 +466,8 @@ class Backtester:
 
     async def _first_prompt_tokens(self, config: BacktestConfig, source: ReplaySource) -> int:
         """Tokens of the first cycle's prompt, at about 4 characters a token."""
-        with tempfile.TemporaryDirectory(prefix="backtest-estimate-", dir=self.workspace_dir) as folder:
-            settings = self._workspace_settings(config, Path(folder) / "estimate.db")
+        async with self._workspace() as (database_url, folder):
+            settings = self._workspace_settings(config, database_url, folder)
             agent = await build_agent(
                 settings,
                 clock=ManualClock(config.start),

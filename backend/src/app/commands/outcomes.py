@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from app.commands.common import fail, load_settings, parse_time
+
 if TYPE_CHECKING:
     from app.core.config import Settings
     from app.services.evaluation.tracker import OutcomeReport
@@ -28,25 +30,6 @@ def _group() -> None:
     """Decision outcome commands."""
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
-
-
-def _settings() -> Settings:
-    from pydantic import ValidationError
-
-    from app.core.config import Settings
-    from app.core.logging import configure_logging
-
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        raise _fail(f"bad configuration: {exc}") from exc
-    configure_logging(settings.log_level, json_lines=settings.log_json, secrets=settings.secret_values())
-    return settings
-
-
 def parse_horizons(text: str) -> list[int]:
     """`1,4,12,24` -> [1, 4, 12, 24]; ValueError with the reason."""
     try:
@@ -56,15 +39,6 @@ def parse_horizons(text: str) -> list[int]:
     if not horizons or horizons[0] < 1:
         raise ValueError(f"--horizons {text!r}: at least one horizon, each of 1 candle or more")
     return horizons
-
-
-def parse_time(text: str, option: str) -> datetime:
-    """An ISO 8601 time; without a zone it is UTC."""
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{option} {text!r} is not an ISO 8601 time, e.g. 2025-03-06T00:00") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 @outcomes_app.command("backfill")
@@ -91,8 +65,8 @@ def backfill(
         start = parse_time(since, "--since") if since else None
         end = parse_time(until, "--until") if until else None
     except ValueError as exc:
-        raise _fail(str(exc)) from exc
-    settings = _settings()
+        raise fail(str(exc)) from exc
+    settings = load_settings()
     asyncio.run(_backfill(settings, source or settings.market_source, wanted, account_id, start, end))
 
 
@@ -167,7 +141,7 @@ def _print_report(report: OutcomeReport, source: str, interval: str) -> None:
 @outcomes_app.command("show")
 def show(decision_id: Annotated[int, typer.Argument(help="The decision's id")]) -> None:
     """A decision's outcomes at each horizon, and the trade outcome of the positions it opened."""
-    settings = _settings()
+    settings = load_settings()
     if not asyncio.run(_show(settings, decision_id)):
         typer.echo(f"decision {decision_id} has no outcome yet")
         raise typer.Exit(1)

@@ -57,8 +57,11 @@ class WindowError(TradingAgentError):
 class PriceColumns(Protocol):
     """Candles as columns (a `CandleSeries`): open times in ms and closes, oldest first."""
 
-    open_time_ms: npt.NDArray[np.int64]
-    close: npt.NDArray[np.float64]
+    @property
+    def open_time_ms(self) -> npt.NDArray[np.int64]: ...
+
+    @property
+    def close(self) -> npt.NDArray[np.float64]: ...
 
 
 @dataclass(frozen=True)

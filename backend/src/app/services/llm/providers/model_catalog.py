@@ -13,11 +13,13 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import httpx
 
 from app.services.llm.llm_exceptions import ModelCatalogUnavailableError, ModelNotAvailableError
+from app.services.llm.providers.knowledge_cutoffs import known_cutoff, parse_cutoff
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ class ModelInfo:
     supported_parameters: frozenset[str]
     price: ModelPrice | None = None
     context_length: int | None = None
+    knowledge_cutoff: date | None = None  # the last day of its training data, when the payload says
 
 
 def _info(model_id: str, params: Iterable[str], prompt: float, completion: float, context: int) -> ModelInfo:
@@ -114,6 +117,7 @@ def parse_models_payload(payload: Any) -> dict[str, ModelInfo]:
             supported_parameters=frozenset(p for p in params if isinstance(p, str)),
             price=price,
             context_length=context if isinstance(context, int) else None,
+            knowledge_cutoff=parse_cutoff(entry.get("knowledge_cutoff")),
         )
     return models
 
@@ -174,6 +178,12 @@ class ModelCatalog:
         if price is None:
             return None
         return (prompt_tokens * price.prompt_per_m + completion_tokens * price.completion_per_m) / 1e6
+
+    def knowledge_cutoff(self, model: str) -> date | None:
+        """The last day of `model`'s training data: the catalog's (`/models` `knowledge_cutoff`) first, the table of
+        published cutoffs second; None when unknown, and for the rule baseline (no training data at all)."""
+        info = self.info(model)
+        return (info.knowledge_cutoff if info else None) or known_cutoff(model)
 
     def models(self) -> list[str]:
         return sorted(self._models)

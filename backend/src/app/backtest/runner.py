@@ -26,7 +26,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -403,6 +403,15 @@ class Backtester:
             self._remote = None if choice.provider.is_simulated else choice.provider
         return self._remote
 
+    async def _catalog(self) -> ModelCatalog:
+        """Prices and knowledge cutoffs: the injected catalog, the remote model's, or OpenRouter's public list."""
+        if self.catalog is None:
+            remote = getattr(await self._remote_model(), "catalog", None)
+            self.catalog = (
+                remote if isinstance(remote, ModelCatalog) else ModelCatalog(base_url=self.settings.openrouter_base_url)
+            )
+        return self.catalog
+
     async def _prepare_account(self, agent: Agent, config: BacktestConfig) -> int:
         async with agent.sessions() as session:
             account_id = (await session.execute(select(Account.id).order_by(Account.id).limit(1))).scalar_one()
@@ -440,7 +449,7 @@ class Backtester:
         cycle's prompt size and the catalog's prices; refuses past `max_cost_usd`. None for the baseline."""
         if is_baseline(config.model):
             return 0.0
-        catalog = self.catalog or ModelCatalog()
+        catalog = await self._catalog()
         try:
             await catalog.ensure_fresh()
         except Exception as exc:  # offline: no prices
@@ -519,11 +528,12 @@ class Backtester:
         ]
         records = [record for d in decisions for record in _decision_records(d)]
         end = equity[-1].at if equity else config.start
-        catalog = self.catalog
         cutoff = None
-        if not is_baseline(config.model) and catalog is not None:
-            known = getattr(catalog, "knowledge_cutoff", lambda _model: None)(config.model)
-            cutoff = datetime(known.year, known.month, known.day, tzinfo=UTC) if known is not None else None
+        if not is_baseline(config.model):
+            known = (await self._catalog()).knowledge_cutoff(config.model)
+            # the cutoff is the last day of training data: the model may know all of it, so out-of-sample starts
+            # at the next midnight
+            cutoff = datetime(known.year, known.month, known.day, tzinfo=UTC) + timedelta(days=1) if known else None
         return BacktestResult(
             config=config,
             equity=equity,

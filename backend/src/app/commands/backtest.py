@@ -7,6 +7,7 @@ under `--out` (data/backtests/run-<id>/). `--job ID` runs a backtest the API que
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -58,6 +59,8 @@ def backtest(
 ) -> None:
     """Run the decision engine over history on a manual clock and report it against buy-and-hold."""
     settings = load_settings()
+    if settings.log_level.upper() in ("INFO", "DEBUG") and not settings.log_json:
+        logging.getLogger("app").setLevel(logging.WARNING)  # not a line per decision over a progress bar
     if job is not None:
         raise typer.Exit(asyncio.run(_job(settings, job, out)))
     try:
@@ -287,7 +290,7 @@ def print_summary(stored: StoredBacktest, paths: dict[str, Path]) -> None:
             _pct(figures.get("cagr")),
             _num(figures.get("sharpe")),
             _num(figures.get("sortino")),
-            _pct(figures.get("max_drawdown")),
+            _pct(-figures["max_drawdown"]) if isinstance(figures.get("max_drawdown"), float) else "n/a",
             _num(figures.get("calmar")),
         )
     console = Console()
@@ -311,12 +314,9 @@ def print_summary(stored: StoredBacktest, paths: dict[str, Path]) -> None:
 
 
 def _rows(summary: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(name, figures) of the strategy, each benchmark, the baseline and the masked run, as the summary has them."""
     rows = [("strategy", summary.get("strategy") or {})]
-    for name, figures in (summary.get("benchmarks") or {}).items():
-        rows.append((name.replace("_", " "), figures or {}))
-    if summary.get("baseline"):
-        rows.append(("rule baseline", summary["baseline"]))
-    masked = summary.get("masked")
-    if masked and isinstance(masked.get("strategy"), dict):
-        rows.append(("dates masked", masked["strategy"]))
+    for entry in (*(summary.get("benchmarks") or {}).values(), summary.get("baseline"), summary.get("masked")):
+        if isinstance(entry, dict) and isinstance(entry.get("figures"), dict):
+            rows.append((str(entry.get("label")), entry["figures"]))
     return rows

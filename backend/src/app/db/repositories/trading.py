@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,8 +43,8 @@ _CLOSED_TRADES = (
     .limit(bindparam("closed_limit"))
 )
 _EQUITY_POINTS = (
-    select(EquitySnapshot.taken_at, EquitySnapshot.equity)
-    .where(EquitySnapshot.account_id == _by_account)
+    select(EquitySnapshot.id, EquitySnapshot.taken_at, EquitySnapshot.equity)
+    .where(EquitySnapshot.account_id == _by_account, EquitySnapshot.id >= bindparam("from_id", type_=Integer))
     .order_by(EquitySnapshot.id.desc())
     .limit(bindparam("equity_limit"))
 )
@@ -67,6 +68,52 @@ class AccountHistory:
     equity: list[tuple[datetime, float]]  # the most recent equity snapshots, oldest first
     last_entries: dict[str, datetime]  # when each asset last got new exposure (cooldowns)
     day_start_equity: float | None  # equity when the UTC day began (see `TradingRepository.day_start_equity`)
+
+
+class EquityTails:
+    """The newest `EQUITY_HISTORY` equity snapshots of recently decided accounts, kept between their decisions.
+
+    Every decision reads them (drawdown, Sharpe, VaR, the day's start): read whole each time, they cost more than
+    the rest of the decision's reads together once an account has its 2,000 (converting every row's time). A
+    snapshot is only ever added, by the account's own cycle, and never changed or deleted, so once an account's
+    tail is known a decision reads only the rows added since, with the newest one it knows as a check (when that
+    one is not read back, e.g. more rows were added than a tail holds, the tail is read whole again). At most
+    `accounts` tails are kept (the least recently used goes): an agent with more accounts reads the rest whole.
+    """
+
+    def __init__(self, accounts: int = 64) -> None:
+        self.accounts = accounts
+        self._tails: OrderedDict[int, tuple[int, deque[tuple[datetime, float]]]] = OrderedDict()
+
+    async def read(self, session: AsyncSession, account_id: int) -> list[tuple[datetime, float]]:
+        """The account's newest `EQUITY_HISTORY` snapshots (time, equity), oldest first."""
+        known = self._tails.pop(account_id, None)
+        points: deque[tuple[datetime, float]] | None = None
+        if known is not None:
+            last_id, points = known
+            rows = await _equity_rows(session, account_id, last_id, EQUITY_HISTORY + 1)
+            if rows and rows[-1][0] == last_id:
+                points.extend((at, float(value)) for _id, at, value in reversed(rows[:-1]))
+                last_id = rows[0][0]
+            else:
+                points = None
+        if points is None:
+            rows = await _equity_rows(session, account_id, 0, EQUITY_HISTORY)
+            points = deque(((at, float(value)) for _id, at, value in reversed(rows)), maxlen=EQUITY_HISTORY)
+            last_id = rows[0][0] if rows else 0
+        if points.maxlen != EQUITY_HISTORY:  # EQUITY_HISTORY changed (tests)
+            points = deque(points, maxlen=EQUITY_HISTORY)
+        if last_id:  # an account without snapshots is asked again next time
+            self._tails[account_id] = (last_id, points)
+            while len(self._tails) > self.accounts:
+                self._tails.popitem(last=False)
+        return list(points)
+
+
+async def _equity_rows(session: AsyncSession, account_id: int, from_id: int, limit: int) -> list[StoredRow]:
+    """(id, time, equity) of the account's newest snapshots from `from_id` on, newest first, at most `limit`."""
+    params = {"account_id": account_id, "from_id": from_id, "equity_limit": limit}
+    return list((await session.execute(_EQUITY_POINTS, params)).all())
 
 
 class TradingRepository:
@@ -170,14 +217,14 @@ class TradingRepository:
         return {(s, t) for s, t in (await self.session.execute(query)).all()}
 
     # ---------------------------------------------------------------------------------------- history
-    async def account_history(self, account_id: int, now: datetime) -> AccountHistory:
-        """What a decision at `now` reads of the account's past (its day starts at `now`'s UTC midnight)."""
+    async def account_history(self, account_id: int, now: datetime, tails: EquityTails | None = None) -> AccountHistory:
+        """What a decision at `now` reads of the account's past (its day starts at `now`'s UTC midnight);
+        `tails`: the equity snapshots already read for earlier decisions (None: read them all)."""
         day_start = floor_time(now, "1d")
         params = {"account_id": account_id}
         plans = {row.symbol: row for row in await self.session.execute(_OPEN_PLANS, params)}
         closed = (await self.session.execute(_CLOSED_TRADES, {**params, "closed_limit": CLOSED_HISTORY})).all()
-        newest_first = (await self.session.execute(_EQUITY_POINTS, {**params, "equity_limit": EQUITY_HISTORY})).all()
-        equity = [(at, float(value)) for at, value in reversed(newest_first)]
+        equity = await (tails or EquityTails(accounts=0)).read(self.session, account_id)
         entries = {symbol: at for symbol, at in await self.session.execute(_LAST_ENTRIES, params) if at is not None}
         complete = len(equity) < EQUITY_HISTORY
         start = _day_start_in(equity, day_start, complete=complete)

@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Account
-from app.db.repositories.trading import AccountHistory, StoredRow, TradingRepository
+from app.db.repositories.trading import AccountHistory, EquityTails, StoredRow, TradingRepository
 from app.schemas.trading_decision import (
     AccountContext,
     PositionSummary,
@@ -37,6 +37,7 @@ class AccountService:
 
     def __init__(self, *, periods_per_year: float) -> None:
         self.periods_per_year = periods_per_year
+        self.equity_tails = EquityTails()  # each decision reads only the snapshots added since the last one
 
     async def account_context(
         self, session: AsyncSession, account: Account, exchange: Exchange, strategy: TradingStrategy, now: datetime
@@ -58,7 +59,7 @@ class AccountService:
         `account_history` read), recent closed trades grouped by asset (newest first, at most `per_symbol` each)."""
         balance = await exchange.fetch_balance()
         venue_positions = await exchange.fetch_positions()
-        history = await TradingRepository(session).account_history(account.id, now)
+        history = await TradingRepository(session).account_history(account.id, now, self.equity_tails)
         summaries: list[PositionSummary] = []
         for pos in venue_positions:
             row = history.plans.get(pos.symbol)

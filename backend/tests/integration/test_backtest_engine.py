@@ -295,3 +295,76 @@ def _tiny_folder(tmp_path):
     for asset in ("BTC", "ETH"):
         (folder / f"{asset}_USDT-1h.csv").write_text("\n".join(rows) + "\n")
     return folder
+
+
+class RoundTrip:
+    """Buys BTC at the first cycle, closes it at the fourth, holds otherwise."""
+
+    name = "test/round-trip"
+    is_simulated = False
+
+    def __init__(self) -> None:
+        self.cycle = 0
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        self.cycle += 1
+        price = request.context.market_data.assets["BTC"].current_price
+        if self.cycle == 1:
+            row = AssetDecision(
+                asset="BTC",
+                action="buy",
+                allocation_usd=2000.0,
+                sl_price=round(price * 0.976, 1),
+                exit_plan="close after three candles",
+                rationale="round trip",
+                confidence=60.0,
+                risk_level="low",
+            )
+        elif self.cycle == 4:
+            row = _hold("BTC").model_copy(update={"action": "close_position", "rationale": "time is up"})
+        else:
+            row = _hold("BTC")
+        return answer(request, _decision([row]), served_by=self.name)
+
+
+def _closes(path) -> dict[datetime, float]:
+    """Each candle's close by its close time, read straight from the CSV."""
+    rows = path.read_text().splitlines()[1:]
+    return {datetime.fromtimestamp(int(r.split(",")[0]) / 1000 + 3600, tz=UTC): float(r.split(",")[4]) for r in rows}
+
+
+@pytest.mark.shared_data
+async def test_a_round_trip_on_real_candles_computed_by_hand(main, database_url: str, shared_data) -> None:
+    folder = shared_data / "market" / "binance_usdm_typhonun_mit"
+    start = datetime(2025, 3, 20, 1, tzinfo=UTC)  # between funding settlements (00:00, 08:00)
+    config = BacktestConfig(
+        assets=("BTC",),
+        interval="1h",
+        long_interval="4h",
+        start=start,
+        end=start + timedelta(hours=5),
+        data="folder",
+        data_dir=str(folder),
+        strategy="aggressive",
+        model="test/round-trip",
+    )
+    result = (await _backtester(main, database_url, provider=RoundTrip()).run(config, with_baseline=False)).result
+    closes = _closes(folder / "BTC_USDT-1h.csv")
+    entry, exit_ = result.fills
+    assert (entry.reason, entry.side, entry.at) == ("entry", "buy", start)
+    assert (exit_.reason, exit_.side, exit_.at) == ("close", "sell", start + timedelta(hours=3))
+    profile = FEE_PROFILES["binanceusdm"]
+    # Market orders fill at the last close, slipped against the taker by at most the venue's cap.
+    for fill in (entry, exit_):
+        close = closes[fill.at]
+        slip = (fill.price / close - 1) * (1 if fill.side == "buy" else -1) * 1e4
+        assert profile.slippage_bps - 1e-9 <= slip <= profile.max_slippage_bps
+    assert entry.quantity == exit_.quantity
+    assert entry.quantity / 0.001 == pytest.approx(round(entry.quantity / 0.001), abs=1e-6)  # whole BTC lots
+    assert exit_.realized_pnl == pytest.approx(entry.quantity * (exit_.price - entry.price), abs=1e-9)
+    fees = [f.quantity * f.price * profile.taker_bps / 1e4 for f in (entry, exit_)]
+    assert [entry.fee, exit_.fee] == pytest.approx(fees, rel=1e-12)
+    assert result.funding == [], "no settlement fell inside the round trip"
+    final = config.initial_balance + exit_.realized_pnl - sum(fees)
+    assert result.equity[-1].equity == pytest.approx(final, abs=1e-9)
+    assert result.equity[-1].wallet == pytest.approx(final, abs=1e-9)

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from app.commands.admin import admin_app
+from app.commands.arena import arena
 from app.commands.backtest import backtest
 from app.commands.data import data_app
 from app.commands.data_download import download
@@ -30,6 +31,7 @@ app.add_typer(data_app, name="data", help="Market data: download from a venue or
 app.add_typer(admin_app, name="admin", help="Administration: issue a new admin key when it is lost.")
 app.add_typer(outcomes_app, name="outcomes", help="Decision outcomes: what followed each decision; back-fill.")
 app.command("backtest")(backtest)
+app.command("arena")(arena)
 app.add_typer(experiments_app, name="experiments", help="A/B experiments between models, strategies and prompts.")
 console = Console()
 

@@ -10,8 +10,11 @@ import subprocess
 from itertools import pairwise
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.test_cli import BIN, _env
 
+CAP = ("--max-cost", "0.05")
 ENTRANTS = ("baseline · conservative", "baseline · aggressive")
 
 
@@ -79,3 +82,58 @@ def test_a_period_too_short_for_a_window_is_refused_before_anything_runs(tmp_pat
     assert refused.returncode == 2, refused.stdout
     assert "no window of 30 days" in refused.stderr, refused.stderr
     assert _rows(tmp_path, "select count(*) from backtest_runs") == [(0,)]
+
+
+def test_a_model_entrant_pays_once_and_a_rerun_asks_no_model(tmp_path: Path) -> None:
+    from tests.fakes.openrouter_server import FakeOpenRouter, Scripted, chat_completion, hold_all, model_entry
+
+    model = "test/holder"
+    arena = ("--models", model, "--windows", "2", "--window-days", "1", "--data", "simulated")
+    with FakeOpenRouter(models=[model_entry(model, ["response_format", "temperature"])]) as fake:
+        fake.responder = lambda body: Scripted(200, chat_completion(hold_all(), model=body["model"], cost=0.001))
+        env = _env(tmp_path, OPENROUTER_API_KEY="sk-or-v1-arena-test-0123456789", OPENROUTER_BASE_URL=fake.base_url)
+
+        def arena_run() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [BIN, "arena", *arena], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600
+            )
+
+        first = arena_run()
+        assert first.returncode == 0, first.stderr + first.stdout
+        asked = len(fake.chat_requests)
+        assert asked == 2 * 24  # one answer per cycle of each window
+        again = arena_run()
+        assert again.returncode == 0, again.stderr + again.stdout
+        assert len(fake.chat_requests) == asked  # every answer came from the cache
+
+    costs = [
+        {s["label"]: s["cost_usd"] for s in json.loads(summary)["leaderboard"]["standings"]}
+        for (summary,) in _rows(tmp_path, "select summary from backtest_runs where kind = 'arena' order by id")
+    ]
+    label = f"{model} · conservative"
+    assert costs[0][label] == pytest.approx(0.048) and costs[1][label] == 0.0
+    assert costs[0]["baseline · conservative"] == 0.0
+    ((first_summary,),) = _rows(tmp_path, "select summary from backtest_runs where kind = 'arena' order by id limit 1")
+    holder = next(s for s in json.loads(first_summary)["leaderboard"]["standings"] if s["label"] == label)
+    assert holder["total_return"]["value"] == 0.0  # it held: the balance never moved
+
+
+def test_an_arena_past_its_cost_cap_stops_with_the_reason(tmp_path: Path) -> None:
+    from tests.fakes.openrouter_server import FakeOpenRouter, model_entry
+
+    model = "test/pricey"
+    with FakeOpenRouter(models=[model_entry(model, ["response_format"], prompt_per_m=1000.0)]) as fake:
+        env = _env(tmp_path, OPENROUTER_API_KEY="sk-or-v1-arena-test-0123456789", OPENROUTER_BASE_URL=fake.base_url)
+        stopped = subprocess.run(
+            [BIN, "arena", "--models", model, "--windows", "1", "--window-days", "1", "--data", "simulated", *CAP],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert not fake.chat_requests  # refused before any model call
+    assert stopped.returncode == 1, stopped.stderr + stopped.stdout
+    assert "arena stopped: test/pricey · conservative on window 1: estimated model cost" in stopped.stdout
+    ((status, error),) = _rows(tmp_path, "select status, error from backtest_runs where kind = 'arena'")
+    assert status == "stopped" and "above --max-cost" in error

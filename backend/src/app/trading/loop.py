@@ -116,7 +116,7 @@ class TradingLoop:
     async def run_cycle(self) -> int:
         """One decision for every tradable account; returns how many decisions were stored."""
         async with self.sessions() as session:
-            accounts = [a.id for a in await AccountRepository(session).list_tradable()]
+            accounts = await AccountRepository(session).tradable_ids()
         # an account no longer traded (paused, halted, deleted) has no failing cycle: it must not hold /health down
         for stale in set(self.heartbeat.per_account_errors) - set(accounts):
             del self.heartbeat.per_account_errors[stale]

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db.models import Account, AccountStatusChange, StrategyAssignment
 
 ACTIVE_STATUSES = ("ACTIVE", "REDUCING")
+_TRADABLE_IDS = select(Account.id).where(Account.status.in_(ACTIVE_STATUSES)).order_by(Account.id)
 
 
 class AccountRepository:
@@ -22,10 +23,10 @@ class AccountRepository:
     async def all(self) -> list[Account]:
         return list((await self.session.scalars(select(Account).order_by(Account.id))).all())
 
-    async def list_tradable(self) -> list[Account]:
-        """Accounts the loop runs a cycle for (ACTIVE, and REDUCING which may only reduce)."""
-        query = select(Account).where(Account.status.in_(ACTIVE_STATUSES)).order_by(Account.id)
-        return list((await self.session.scalars(query)).all())
+    async def tradable_ids(self) -> list[int]:
+        """The accounts the loop runs a cycle for (ACTIVE, and REDUCING which may only reduce), by id: read every
+        cycle, as ids only (the account objects were built and dropped)."""
+        return list((await self.session.scalars(_TRADABLE_IDS)).all())
 
     async def add(self, account: Account, *, reason: str, now: datetime) -> Account:
         self.session.add(account)

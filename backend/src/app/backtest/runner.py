@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.backtest import history as hist
@@ -248,42 +248,6 @@ class Backtester:
         except BaseException as exc:
             await self._fail(run_id, exc)
             raise
-
-    async def create_arena(self, config: dict[str, Any]) -> int:
-        """Store an arena (its entrants, windows and settings) as a running run; its backtests name it as parent."""
-        now = self.wall_clock.now()
-        async with self.sessions.begin() as session:
-            run = BacktestRun(
-                kind="arena",
-                label=str(config.get("label") or "arena"),
-                status="running",
-                config=config,
-                code_version=code_version(),
-                cycles_total=0,
-                cycles_done=0,
-                spent_usd=0.0,
-                pid=os.getpid(),
-                created_at=now,
-                updated_at=now,
-            )
-            session.add(run)
-            await session.flush()
-            return run.id
-
-    async def finish_arena(self, arena_id: int, summary: dict[str, Any]) -> None:
-        """The arena's leaderboard (done), or the reason it ended (failed: the summary has an `error`)."""
-        async with self.sessions() as session:
-            spent = await session.scalar(
-                select(func.coalesce(func.sum(BacktestRun.spent_usd), 0.0)).where(BacktestRun.parent_id == arena_id)
-            )
-        await self._set(
-            arena_id,
-            status="failed" if summary.get("error") else "done",
-            error=summary.get("error"),
-            summary=summary,
-            spent_usd=float(spent or 0.0),
-            finished_at=self.wall_clock.now(),
-        )
 
     async def _companion(
         self, parent: int, config: BacktestConfig, source: ReplaySource, progress: ProgressCallback | None, phase: str

@@ -23,6 +23,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from app.commands.backtest import (
+    AssetsOption,
+    BalanceOption,
+    DataOption,
+    IntervalOption,
+    LongIntervalOption,
+    StoredOption,
+    TemperatureOption,
+)
 from app.commands.common import fail, load_settings
 
 if TYPE_CHECKING:
@@ -43,28 +52,23 @@ def arena(
     ] = "conservative",
     windows: Annotated[int, typer.Option("--windows", min=1, help="How many windows to run every entrant on.")] = 8,
     window_days: Annotated[int, typer.Option("--window-days", min=1, help="Each window's length in days.")] = 14,
-    assets: Annotated[str, typer.Option("--assets", help="Comma-separated assets, e.g. BTC,ETH,SOL.")] = "BTC,ETH,SOL",
-    interval: Annotated[str, typer.Option("--interval", help="Decision timeframe: one cycle per candle.")] = "1h",
-    long_interval: Annotated[str, typer.Option("--long-interval", help="Trend timeframe.")] = "4h",
+    assets: AssetsOption = "BTC,ETH,SOL",
+    interval: IntervalOption = "1h",
+    long_interval: LongIntervalOption = "4h",
     start: Annotated[
         str | None, typer.Option("--from", help="Windows start at or after this (date or ISO time, UTC).")
     ] = None,
     end: Annotated[
         str | None, typer.Option("--to", help="Windows end at or before this (date or ISO time, UTC).")
     ] = None,
-    data: Annotated[
-        str | None,
-        typer.Option("--data", help="A folder of CSV files, or 'simulated'. Default: the candle store's candles."),
-    ] = None,
-    stored: Annotated[
-        str | None, typer.Option("--stored", help="The candle store's source (default: MARKET_SOURCE).")
-    ] = None,
-    initial_balance: Annotated[float, typer.Option("--initial-balance", min=1.0)] = 10_000.0,
+    data: DataOption = None,
+    stored: StoredOption = None,
+    initial_balance: BalanceOption = 10_000.0,
     max_cost: Annotated[
         float | None, typer.Option("--max-cost", min=0.0, help="The whole arena's model cost cap, USD.")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="The simulator's seed and the bootstrap's.")] = 42,
-    temperature: Annotated[float | None, typer.Option("--temperature", min=0.0, max=2.0)] = None,
+    temperature: TemperatureOption = None,
 ) -> None:
     """Run every model and strategy on the same windows (up, down and sideways markets) and rank them."""
     from app.backtest.arena import entrants

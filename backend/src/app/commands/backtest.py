@@ -24,24 +24,34 @@ if TYPE_CHECKING:
 DEFAULT_OUT = "data/backtests"
 
 
+# Options the backtest and the arena share.
+AssetsOption = Annotated[str, typer.Option("--assets", help="Comma-separated assets, e.g. BTC,ETH,SOL.")]
+IntervalOption = Annotated[str, typer.Option("--interval", help="Decision timeframe: one cycle per candle.")]
+LongIntervalOption = Annotated[str, typer.Option("--long-interval", help="Trend timeframe.")]
+DataOption = Annotated[
+    str | None,
+    typer.Option("--data", help="A folder of CSV files, or 'simulated'. Default: the candle store's candles."),
+]
+StoredOption = Annotated[
+    str | None, typer.Option("--stored", help="The candle store's source (default: MARKET_SOURCE).")
+]
+BalanceOption = Annotated[float, typer.Option("--initial-balance", min=1.0)]
+TemperatureOption = Annotated[float | None, typer.Option("--temperature", min=0.0, max=2.0)]
+
+
 def backtest(
-    assets: Annotated[str, typer.Option("--assets", help="Comma-separated assets, e.g. BTC,ETH,SOL.")] = "BTC,ETH,SOL",
-    interval: Annotated[str, typer.Option("--interval", help="Decision timeframe: one cycle per candle.")] = "1h",
-    long_interval: Annotated[str, typer.Option("--long-interval", help="Trend timeframe.")] = "4h",
+    assets: AssetsOption = "BTC,ETH,SOL",
+    interval: IntervalOption = "1h",
+    long_interval: LongIntervalOption = "4h",
     start: Annotated[str | None, typer.Option("--from", help="First cycle (date or ISO time, UTC).")] = None,
     end: Annotated[str | None, typer.Option("--to", help="Last cycle, inclusive (date or ISO time, UTC).")] = None,
     strategy: Annotated[str, typer.Option("--strategy", help="Strategy id (conservative, aggressive, ...).")] = (
         "conservative"
     ),
     model: Annotated[str, typer.Option("--model", help="An OpenRouter model slug, or 'baseline'.")] = "baseline",
-    data: Annotated[
-        str | None,
-        typer.Option("--data", help="A folder of CSV files, or 'simulated'. Default: the candle store's candles."),
-    ] = None,
-    stored: Annotated[
-        str | None, typer.Option("--stored", help="The candle store's source (default: MARKET_SOURCE).")
-    ] = None,
-    initial_balance: Annotated[float, typer.Option("--initial-balance", min=1.0)] = 10_000.0,
+    data: DataOption = None,
+    stored: StoredOption = None,
+    initial_balance: BalanceOption = 10_000.0,
     max_cost: Annotated[
         float | None, typer.Option("--max-cost", min=0.0, help="Refuse to start (and stop) past this model cost, USD.")
     ] = None,
@@ -52,7 +62,7 @@ def backtest(
         False
     ),
     seed: Annotated[int, typer.Option("--seed", help="The simulator's seed (--data simulated).")] = 42,
-    temperature: Annotated[float | None, typer.Option("--temperature", min=0.0, max=2.0)] = None,
+    temperature: TemperatureOption = None,
     baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="Also run the rule baseline.")] = True,
     out: Annotated[Path, typer.Option("--out", help="Where the report files go.")] = Path(DEFAULT_OUT),
     job: Annotated[int | None, typer.Option("--job", help="Run the backtest the API queued with this id.")] = None,

@@ -7,10 +7,12 @@ entrant's return, Sharpe and max drawdown are the means of its per-window figure
 the mean of the per-window differences, paired by window (`statistics.compare_means`).
 
 The rank rule: entrants are ordered by mean return (then label) and a line is drawn between two neighbours only
-when every return interval above it lies entirely above every return interval below it (each low above > each high
-below). The groups between lines are ranked 1 + the number of entrants above them; a group of several shares its
-rank, marked "=" (e.g. "2="). With no line drawn (every interval overlaps a neighbour's, or an entrant has no
-interval) nobody is ranked: "–". Entrants without any window are listed last, unranked.
+when every entrant above it beat every entrant below it by a paired difference whose interval lies above 0 (the
+differences of their returns window by window, `statistics.compare_means`: every entrant ran on the same windows, so
+the market's swing from one window to the next, which dominates each entrant's own interval, cancels out). The
+groups between lines are ranked 1 + the number of entrants above them; a group of several shares its rank, marked
+"=" (e.g. "2="). With no line drawn (no pair separates, or fewer than 2 common windows) nobody is ranked: "–".
+Entrants without any window are listed last, unranked.
 """
 
 from __future__ import annotations
@@ -134,8 +136,9 @@ def leaderboard(
         raise ValueError(f"the baseline entrant {baseline_label!r} is not among the results")
     baseline = {w: f.total_return for w, f in results.get(baseline_label or "", {}).items()}
     lines = []
+    by_label = {label: {w: f.total_return for w, f in by_window.items()} for label, by_window in results.items()}
     for label, by_window in results.items():
-        returns = {w: f.total_return for w, f in by_window.items()}
+        returns = by_label[label]
         cycles = sum(f.cycles for f in by_window.values())
         lines.append(
             Standing(
@@ -156,7 +159,7 @@ def leaderboard(
             )
         )
     return Leaderboard(
-        standings=_ranked(lines),
+        standings=_ranked(lines, by_label, level, seed),
         windows=len(buy_and_hold),
         buy_and_hold=_mean(list(buy_and_hold.values()), level, seed),
         baseline_label=baseline_label,
@@ -185,13 +188,22 @@ def _paired(ours: Mapping[int, float], theirs: Mapping[int, float], level: float
     return Estimate(difference.estimate, difference.low, difference.high, len(common))
 
 
-def _ranked(lines: list[Standing]) -> list[Standing]:
-    """Best mean return first, with ranks where the return intervals separate (the rule in the module's text)."""
+def _ranked(
+    lines: list[Standing], returns: Mapping[str, Mapping[int, float]], level: float, seed: int
+) -> list[Standing]:
+    """Best mean return first, with ranks where the paired differences separate (the rule in the module's text)."""
     scored = sorted((s for s in lines if s.total_return.value is not None), key=lambda s: (-_value(s), s.label))
     unscored = sorted((s for s in lines if s.total_return.value is None), key=lambda s: s.label)
-    lows = [s.total_return.low if s.total_return.low is not None else -math.inf for s in scored]
-    highs = [s.total_return.high if s.total_return.high is not None else math.inf for s in scored]
-    lines_after = [p for p in range(len(scored) - 1) if min(lows[: p + 1]) > max(highs[p + 1 :])]
+
+    def beats(upper: Standing, lower: Standing) -> bool:
+        difference = _paired(returns[upper.label], returns[lower.label], level, seed)
+        return difference.low is not None and difference.low > 0
+
+    lines_after = [
+        p
+        for p in range(len(scored) - 1)
+        if all(beats(upper, lower) for upper in scored[: p + 1] for lower in scored[p + 1 :])
+    ]
     if not lines_after:
         return scored + unscored
     ranks: list[str] = []
@@ -253,8 +265,8 @@ def format_leaderboard(board: Leaderboard) -> str:
         f"intervals [low, high]; buy-and-hold {_shown(board.buy_and_hold, percent=True)}"
     )
     foot = (
-        f"rank: only where {level} return intervals separate (every interval above a line entirely above every "
-        f"one below); '=' shared, '{UNRANKED}' not separated. Differences are paired by window."
+        f"rank: only where every entrant above a line beat every one below it, the {level} interval of their "
+        f"paired difference (window by window) above 0; '=' shared, '{UNRANKED}' not separated."
     )
     rule = "-" * len(line(headers))
     return "\n".join([head, rule, line(headers), rule, *(line(row) for row in rows), rule, foot])

@@ -50,26 +50,39 @@ def test_an_entrant_better_in_every_window_ranks_first_and_separated_ones_follow
     assert _ranks(board) == {"star": "1", "base": "2", "dud": "3"}
 
 
-def test_overlapping_intervals_give_no_rank() -> None:
+def test_a_difference_lost_in_the_noise_gives_no_rank() -> None:
+    jitter = {0: 0.02, 1: -0.03, 2: 0.01, 3: -0.01, 4: 0.035, 5: -0.02}  # mean +0.0008, spread far wider
     board = _board(
         {
             "base": _figures({w: r for w, r in MARKET.items()}),
-            "close": _figures({w: r + 0.005 for w, r in MARKET.items()}),  # better by a hair, swamped by the market
+            "close": _figures({w: r + jitter[w] for w, r in MARKET.items()}),
         }
     )
-    top, second = board.standings
+    top, _ = board.standings
     assert top.label == "close"  # ordered by mean return all the same
-    assert top.total_return.low is not None and second.total_return.high is not None
-    assert top.total_return.low < second.total_return.high
     assert _ranks(board) == {"close": UNRANKED, "base": UNRANKED}
 
 
+def test_better_in_every_window_ranks_although_the_market_swamps_each_interval() -> None:
+    board = _board(
+        {
+            "base": _figures({w: r for w, r in MARKET.items()}),
+            "close": _figures({w: r + 0.005 + 0.001 * (w % 2) for w, r in MARKET.items()}),
+        }
+    )
+    top, second = board.standings
+    assert top.total_return.low is not None and second.total_return.high is not None
+    assert top.total_return.low < second.total_return.high, "each entrant's own interval overlaps the other's"
+    assert _ranks(board) == {"close": "1", "base": "2"}, "the paired difference (+0.5 % every window) separates them"
+
+
 def test_entrants_that_do_not_separate_share_a_rank_above_one_that_does() -> None:
+    jitter = {0: 0.004, 1: -0.003, 2: 0.002, 3: -0.004, 4: 0.003, 5: -0.001}
     board = _board(
         {
             "base": _figures({w: -0.10 + r / 10 for w, r in MARKET.items()}),
             "a": _figures({w: 0.03 + r / 10 for w, r in MARKET.items()}),
-            "b": _figures({w: 0.031 + r / 10 for w, r in MARKET.items()}),
+            "b": _figures({w: 0.0302 + r / 10 + jitter[w] for w, r in MARKET.items()}),
         }
     )
     assert [s.label for s in board.standings] == ["b", "a", "base"]

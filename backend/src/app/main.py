@@ -14,7 +14,9 @@ from app.api.auth import MutationLimiter, VerifiedKeys
 from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
 from app.api.middleware import install_middleware
-from app.api.v1 import accounts, audit, decisions, experiments, llm, strategies
+from app.api.v1 import accounts, audit, backtests, decisions, experiments, llm, strategies
+from app.backtest import store as backtest_store
+from app.backtest.jobs import BacktestJobs
 from app.bootstrap import Agent, build_agent
 from app.core.config import Settings
 from app.core.heap import freeze_startup_objects
@@ -52,6 +54,12 @@ def create_app(
             freeze_startup_objects()
         app.state.agent = agent
         print(agent.describe(), flush=True)
+        # Backtest jobs run in processes of their own; one left running or queued by a process that is gone
+        # (this server's last run, a killed job) would otherwise show as running forever.
+        interrupted = await backtest_store.mark_interrupted(agent.sessions, now=agent.wall_clock.now())
+        if interrupted:
+            log.warning("backtests left unfinished by a stopped process, marked failed: %s", interrupted)
+        jobs = app.state.backtest_jobs = BacktestJobs(settings, agent.sessions, agent.wall_clock)
         task: asyncio.Task[None] | None = None
         if run_loop:
             # One loop per database: what is still pending now was left by a run that stopped or crashed.
@@ -63,6 +71,7 @@ def create_app(
             yield
         finally:
             agent.loop.stop()
+            await jobs.close()  # interrupts the backtests still running (their runs marked so)
             if task is not None:
                 await _finish_cycle(task, settings.shutdown_grace_s)
             await agent.close()  # marks what the stopped cycle left pending as interrupted
@@ -94,6 +103,7 @@ def create_app(
         audit.router,
         llm.router,
         experiments.router,
+        backtests.router,
     ):
         app.include_router(router, dependencies=keyed)
     return app

@@ -70,6 +70,12 @@ ADMIN_ONLY: set[Operation] = {
     ("GET", "/api/v1/llm/openrouter-key"),  # the agent's model provider key (its source and fingerprint)
     ("PUT", "/api/v1/llm/openrouter-key"),
     ("DELETE", "/api/v1/llm/openrouter-key"),
+    ("POST", "/api/v1/backtests"),  # a job on this server's CPU
+    ("GET", "/api/v1/backtests"),
+    ("GET", "/api/v1/backtests/{backtest_id}"),
+    ("GET", "/api/v1/backtests/{backtest_id}/report"),
+    ("GET", "/api/v1/backtests/{backtest_id}/report.html"),
+    ("GET", "/api/v1/backtests/{backtest_id}/report.png"),
 }
 # Any key may call these; what they answer is limited to what the key may see.
 ANY_KEY: set[Operation] = {
@@ -168,6 +174,7 @@ def valid_body(op: Operation, account_id: int) -> Any:
         },
         ("POST", "/api/v1/decisions/models/switch"): {"model": "openai/gpt-5", "account_id": account_id},
         ("PUT", "/api/v1/llm/openrouter-key"): {"api_key": "sk-or-v1-intruder-0123456789abcdef", "verify": False},
+        ("POST", "/api/v1/backtests"): {"from": "2025-03-01", "to": "2025-03-02", "data": "simulated"},
     }
     if op in bodies:
         return bodies[op]
@@ -180,7 +187,9 @@ def request_for(op: Operation, account_id: int) -> dict[str, Any]:
     method, path = op
     request: dict[str, Any] = {
         "method": method,
-        "url": path.format(account_id=account_id, strategy_id="conservative", decision_id=1, key_id=1, experiment_id=1),
+        "url": path.format(
+            account_id=account_id, strategy_id="conservative", decision_id=1, key_id=1, experiment_id=1, backtest_id=1
+        ),
     }
     if op in ACCOUNT_IN_QUERY:
         request["params"] = {"account_id": account_id}

@@ -37,7 +37,5 @@ def parse_time(text: str, option: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(
-            f"{option} {text!r} is not an ISO 8601 date or time, e.g. 2025-03-06 or 2025-03-06T00:00"
-        ) from None
+        raise ValueError(f"{option} {text!r} is not an ISO 8601 time, e.g. 2025-03-06 or 2025-03-06T00:00") from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

@@ -31,6 +31,7 @@ from app.commands.backtest import (
     LongIntervalOption,
     StoredOption,
     TemperatureOption,
+    quiet_decisions,
 )
 from app.commands.common import fail, load_settings
 
@@ -74,6 +75,7 @@ def arena(
     from app.backtest.arena import entrants
 
     settings = load_settings()
+    quiet_decisions(settings)
     model_list = _split(models)
     strategy_list = _split(strategies)
     if not model_list or not strategy_list:

@@ -69,8 +69,7 @@ def backtest(
 ) -> None:
     """Run the decision engine over history on a manual clock and report it against buy-and-hold."""
     settings = load_settings()
-    if settings.log_level.upper() in ("INFO", "DEBUG") and not settings.log_json:
-        logging.getLogger("app").setLevel(logging.WARNING)  # not a line per decision over a progress bar
+    quiet_decisions(settings)
     if job is not None:
         raise typer.Exit(asyncio.run(_job(settings, job, out)))
     try:
@@ -94,6 +93,12 @@ def backtest(
     except ValueError as exc:
         raise fail(str(exc)) from exc
     raise typer.Exit(asyncio.run(_run(settings, config, out, with_baseline=baseline)))
+
+
+def quiet_decisions(settings: Settings) -> None:
+    """No log line per decision over a progress bar (warnings and errors still show), unless the logs are JSON."""
+    if settings.log_level.upper() in ("INFO", "DEBUG") and not settings.log_json:
+        logging.getLogger("app").setLevel(logging.WARNING)
 
 
 def build_config(

@@ -29,6 +29,7 @@ from app.services.llm.providers.base import ModelRequest, ModelResponse
 from app.services.llm.providers.model_catalog import ModelCatalog
 from app.services.llm.strategy_manager import StrategyManager, builtin_strategies
 from app.services.market_data.base import CandleSeries
+from app.services.market_data.candle_store import CandleStore
 from app.services.market_data.replay import ReplaySource
 from tests.conftest import IsolatedSettings, _create_pg_database, _drop_pg_database, _postgres_admin_url
 from tests.fakes.scripted_model import answer
@@ -368,3 +369,25 @@ async def test_a_round_trip_on_real_candles_computed_by_hand(main, database_url:
     final = config.initial_balance + exit_.realized_pnl - sum(fees)
     assert result.equity[-1].equity == pytest.approx(final, abs=1e-9)
     assert result.equity[-1].wallet == pytest.approx(final, abs=1e-9)
+
+
+async def test_stored_candles_give_the_same_run_as_the_same_candles_in_memory(main, database_url: str) -> None:
+    """`--stored SOURCE` (the candle store) and the same history as files are one market: same data, same trades."""
+    _, sessions = main
+    backtester = _backtester(main, database_url)
+    config = replace(BASE_CONFIG, end=START + timedelta(days=2))
+    simulated = await backtester.load_history(config)
+    store = CandleStore(sessions)
+    for asset in config.assets:
+        for timeframe in (config.interval, config.long_interval):
+            await store.upsert_candles(
+                "binanceusdm", asset, timeframe, simulated.series(asset, timeframe), now=config.end
+            )
+        await store.upsert_funding("binanceusdm", asset, simulated.funding_history(asset))
+    stored_config = replace(config, data="stored", data_source="binanceusdm")
+    from_store = await backtester.run(stored_config, with_baseline=False)
+    in_memory = await backtester.run(config, with_baseline=False)
+    assert from_store.result.fills, "the run traded"
+    assert from_store.result.trade_fingerprint == in_memory.result.trade_fingerprint
+    with pytest.raises(BacktestError, match="no BTC candles from 'hyperliquid'"):
+        await backtester.run(replace(stored_config, data_source="hyperliquid"))

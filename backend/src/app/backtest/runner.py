@@ -657,7 +657,7 @@ class Backtester:
     async def _fail(self, run_id: int, exc: BaseException) -> None:
         reason = str(exc) or type(exc).__name__
         if not isinstance(exc, Exception):
-            reason = f"interrupted ({type(exc).__name__})"
+            reason = "interrupted: the process running it stopped before the run finished"  # Ctrl-C, a stop
         try:
             now = self.wall_clock.now()
             async with self.sessions.begin() as session:

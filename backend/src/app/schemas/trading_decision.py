@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from app.schemas.text import CleanLine, CleanText
 
@@ -29,15 +29,15 @@ def ensure_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+UTCTimestamp = Annotated[datetime, AfterValidator(ensure_utc)]
+"""A datetime read as UTC (`ensure_utc`): the type of every datetime field here. A validator on these fields only,
+not one on every field of every model (a decision cycle validates ~900 field values, a handful of them times)."""
+
+
 class _UTCModel(BaseModel):
     """Base that normalises every datetime field to aware UTC."""
 
-    @field_validator("*", mode="after")
-    @classmethod
-    def _utc_datetimes(cls, value: object) -> object:
-        if isinstance(value, datetime):
-            return ensure_utc(value)
-        return value
+    # Its datetime fields are `UTCTimestamp`; a test holds that no model here has a plain `datetime` field.
 
 
 # --------------------------------------------------------------------------------------------- decisions
@@ -105,7 +105,7 @@ class TradingDecision(_DecisionModel):
     portfolio_rationale: str = Field(..., description="Overall trading strategy and reasoning across assets")
     total_allocation_usd: float = Field(..., ge=0, description="Total allocation across all assets")
     portfolio_risk_level: RiskLevel = Field(..., description="Overall portfolio risk assessment")
-    timestamp: datetime = Field(default_factory=utc_now)
+    timestamp: UTCTimestamp = Field(default_factory=utc_now)
 
 
 # ------------------------------------------------------------------------------------------------ market
@@ -114,7 +114,7 @@ class TradingDecision(_DecisionModel):
 class PricePoint(_UTCModel):
     """One closed candle of the price history (`timestamp` is the candle's open time)."""
 
-    timestamp: datetime
+    timestamp: UTCTimestamp
     open: float
     high: float
     low: float
@@ -162,7 +162,7 @@ class MarketContext(_UTCModel):
 
     assets: dict[str, AssetMarketData] = Field(..., description="Market data for each asset symbol")
     market_sentiment: str | None = Field(None, description="Overall market sentiment (bullish/bearish/neutral)")
-    timestamp: datetime = Field(default_factory=utc_now)
+    timestamp: UTCTimestamp = Field(default_factory=utc_now)
     timeframes: list[str] | None = Field(
         None,
         description="The (decision, trend) timeframes of price_history and technical_indicators "
@@ -258,7 +258,7 @@ class PositionSummary(_UTCModel):
     take_profit: float | None = None
     exit_plan: str | None = None
     entry_rationale: str | None = None
-    opened_at: datetime | None = None
+    opened_at: UTCTimestamp | None = None
 
 
 class TradeHistory(_UTCModel):
@@ -272,8 +272,8 @@ class TradeHistory(_UTCModel):
     realized_pnl: float
     fees: float
     exit_reason: str
-    opened_at: datetime | None = None
-    closed_at: datetime
+    opened_at: UTCTimestamp | None = None
+    closed_at: UTCTimestamp
 
 
 class RiskMetrics(_UTCModel):
@@ -321,5 +321,5 @@ class TradingContext(_UTCModel):
     account_state: AccountContext
     recent_trades: dict[str, list[TradeHistory]] = Field(..., description="Recent trades grouped by asset symbol")
     risk_metrics: RiskMetrics
-    timestamp: datetime
+    timestamp: UTCTimestamp
     errors: list[str] = Field(default_factory=list, description="Errors encountered during context building")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Annotated, Any, get_args, get_origin
 
 import pytest
-from pydantic import ValidationError
+from pydantic import AfterValidator, BaseModel, ValidationError
 
+from app.schemas.api import ValidationContext
 from app.schemas.trading_decision import (
     AssetDecision,
     OrderAdjustment,
@@ -16,6 +18,8 @@ from app.schemas.trading_decision import (
     StrategyRiskParameters,
     TradeHistory,
     TradingDecision,
+    _UTCModel,
+    ensure_utc,
 )
 from tests import factories as f
 
@@ -106,6 +110,79 @@ def test_a_context_round_trips_through_json() -> None:
     again = type(context).model_validate_json(context.model_dump_json())
     assert again == context
     assert again.timestamp.tzinfo == UTC
+
+
+def _plain_datetimes(annotation: object, metadata: list[object]) -> Iterator[object]:
+    """The plain `datetime`s in a field's type: those without the `ensure_utc` validator."""
+    if annotation is datetime:
+        if not any(isinstance(m, AfterValidator) and m.func is ensure_utc for m in metadata):
+            yield annotation
+    elif get_origin(annotation) is Annotated:
+        inner, *extra = get_args(annotation)
+        yield from _plain_datetimes(inner, extra)
+    else:
+        for arg in get_args(annotation):
+            yield from _plain_datetimes(arg, [])
+
+
+def _models(base: type[BaseModel]) -> Iterator[type[BaseModel]]:
+    for model in base.__subclasses__():
+        yield model
+        yield from _models(model)
+
+
+def test_no_model_has_a_datetime_field_left_as_read() -> None:
+    """Only `UTCTimestamp` fields are normalised: a new field typed plain `datetime` would keep a naive time."""
+    models = list(_models(_UTCModel))
+    assert PricePoint in models and ValidationContext in models
+    plain = [
+        f"{model.__name__}.{name}"
+        for model in models
+        for name, field in model.model_fields.items()
+        if list(_plain_datetimes(field.annotation, list(field.metadata)))
+    ]
+    assert plain == []
+
+
+def test_every_time_of_a_context_given_naive_is_read_as_utc() -> None:
+    """Every datetime a context holds, down to its candles, positions and trades, given without a zone."""
+    trade = TradeHistory(
+        symbol="BTC",
+        side="long",
+        size=0.01,
+        entry_price=100_000,
+        exit_price=101_000,
+        realized_pnl=10,
+        fees=1,
+        exit_reason="take_profit",
+        opened_at=datetime(2026, 3, 2, 10, 0),
+        closed_at=datetime(2026, 3, 2, 11, 0),
+    )
+    context = f.trading_context(account=f.account_context(positions=[f.position()]), recent_trades={"BTC": [trade]})
+    naive = context.model_dump(mode="json")
+
+    def strip_zones(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip_zones(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [strip_zones(v) for v in value]
+        if isinstance(value, str) and value.endswith("Z") and value[:4].isdigit():
+            return value[:-1]
+        return value
+
+    naive = strip_zones(naive)
+    assert naive["timestamp"] == context.timestamp.replace(tzinfo=None).isoformat()
+    again = ValidationContext.model_validate(naive)
+    times = [
+        again.timestamp,
+        again.market_data.timestamp,
+        *(p.timestamp for data in again.market_data.assets.values() for p in data.price_history),
+        *(p.opened_at for p in again.account_state.open_positions),
+        again.recent_trades["BTC"][0].opened_at,
+        again.recent_trades["BTC"][0].closed_at,
+    ]
+    assert len(times) > 5 and all(t is not None and t.tzinfo == UTC for t in times)
+    assert again.model_dump() == context.model_dump()
 
 
 # ---- constraints ---------------------------------------------------------------------------------------

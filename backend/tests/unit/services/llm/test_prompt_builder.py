@@ -7,9 +7,16 @@ import random
 import re
 
 import pytest
+from jinja2.sandbox import SandboxedEnvironment
 
-from app.schemas.trading_decision import AssetMarketData, TechnicalIndicatorsSet, TradingContext, TradingStrategy
-from app.services.llm.prompts.builder import PromptBuilder, decision_schema_json
+from app.schemas.trading_decision import (
+    AssetMarketData,
+    TechnicalIndicatorsSet,
+    TradeHistory,
+    TradingContext,
+    TradingStrategy,
+)
+from app.services.llm.prompts.builder import PromptBuilder, _environment, decision_schema_json, read_template
 from app.services.llm.strategy_manager import builtin_strategies
 from tests import factories as f
 
@@ -208,3 +215,47 @@ def test_the_market_section_is_rendered_once_per_market_context(
     _, third = builder.build(context.model_copy(update={"market_data": moved}), strategy)
     assert len(renders) == 2
     assert "BTC: price 50000;" in third
+
+
+@pytest.mark.parametrize("version", ["v1", "lean"])
+def test_the_built_in_templates_render_the_same_text_outside_the_sandbox(
+    context: TradingContext, strategy: TradingStrategy, version: str
+) -> None:
+    """The decision templates (ours) render in a plain Jinja environment, for speed: byte for byte the text the
+    sandbox gives, on a context with positions, trades, data problems, a missing funding rate and liquidation."""
+    trade = TradeHistory(
+        symbol="BTC",
+        side="short",
+        size=0.0123456,
+        entry_price=97_000.123456,
+        exit_price=96_500.987654,
+        realized_pnl=6.1234567,
+        fees=0.987654,
+        exit_reason="take_profit",
+        closed_at=f.NOW,
+    )
+    eth = context.market_data.assets["ETH"].model_copy(update={"funding_rate": None, "open_interest": None})
+    positions = [*context.account_state.open_positions]
+    positions[1] = positions[1].model_copy(update={"liquidation_price": None, "take_profit": None})
+    assets = {**context.market_data.assets, "ETH": eth}
+    full = context.model_copy(
+        update={
+            "recent_trades": {"BTC": [trade, trade.model_copy(update={"side": "long", "realized_pnl": -3.5})]},
+            "errors": ["SOL: funding rate unavailable", "ETH: open interest unavailable"],
+            "market_data": context.market_data.model_copy(update={"assets": assets}),
+            "account_state": context.account_state.model_copy(update={"open_positions": positions}),
+        }
+    )
+    plain = PromptBuilder(interval="1h", long_interval="4h")
+    sandboxed = PromptBuilder(interval="1h", long_interval="4h")
+    sandbox = _environment()
+    sandboxed._user = sandbox.from_string(read_template("decision_user.j2"))
+    sandboxed._market = sandbox.from_string(read_template("decision_market.j2"))
+    assert isinstance(sandbox, SandboxedEnvironment)
+    assert not isinstance(plain._user.environment, SandboxedEnvironment)
+    assert not isinstance(plain._market.environment, SandboxedEnvironment)
+
+    system, user = plain.build(full, strategy, version)
+    assert (system, user) == sandboxed.build(full, strategy, version)
+    assert ("RECENT BTC TRADES" in user) == (version == "v1")
+    assert "DATA PROBLEMS" in user and "funding n/a" in user and "liq n/a" in user

@@ -1,4 +1,5 @@
-"""Render a strategy and a `TradingContext` into the system and user prompts (Jinja2, sandboxed)."""
+"""Render a strategy and a `TradingContext` into the system and user prompts (Jinja2; strategies' templates
+sandboxed)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from jinja2 import StrictUndefined, Template, TemplateError
+from jinja2 import Environment, StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from app.schemas.trading_decision import MarketContext, TradingContext, TradingDecision, TradingStrategy
@@ -41,8 +42,11 @@ def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.7g}"
 
 
-def _environment() -> SandboxedEnvironment:
-    env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, trim_blocks=False)
+def _environment(kind: type[Environment] = SandboxedEnvironment) -> Environment:
+    """A Jinja environment of `kind` with the prompt filters: sandboxed for strategies' templates (users edit
+    them), plain for the built-in decision templates (ours: the sandbox's check of every attribute they read cost
+    ~0.6 s in 500 cycles, half of their rendering)."""
+    env = kind(undefined=StrictUndefined, autoescape=False, trim_blocks=False)
     env.filters["fmt"] = _fmt
     env.filters["num"] = _num
     return env
@@ -65,8 +69,9 @@ class PromptBuilder:
         self.interval = interval
         self.long_interval = long_interval
         self._env = _environment()
-        self._user = self._env.from_string(read_template("decision_user.j2"))
-        self._market = self._env.from_string(read_template("decision_market.j2"))
+        builtin = _environment(Environment)
+        self._user = builtin.from_string(read_template("decision_user.j2"))
+        self._market = builtin.from_string(read_template("decision_market.j2"))
         self._compiled: dict[str, Template] = {}  # strategy templates by their text: compiled once
         # The market section by the market context it shows: every account of a cycle shares that context (the
         # context builder builds it once per candle), so the section is rendered once, not once per account.

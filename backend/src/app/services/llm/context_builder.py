@@ -77,6 +77,8 @@ class ContextBuilder:
         self._market_cache: dict[tuple[object, ...], tuple[MarketContext, list[str], dict[str, np.ndarray]]] = {}
         self._market_lock = asyncio.Lock()
         self.indicators = IndicatorCache()  # the trend timeframe changes once per its candle, not every cycle
+        # The price points of the last history built, by (asset, timeframe) and candle: reused by the next cycle.
+        self._points: dict[tuple[str, str], dict[tuple[int, float, float, float, float, float], PricePoint]] = {}
 
     async def build_trading_context(
         self,
@@ -249,18 +251,6 @@ class ContextBuilder:
         returns = _log_returns(base)
         per_day = 86400 / timeframe_seconds(interval)
         volatility = float(returns.std(ddof=1) * math.sqrt(per_day) * 100) if returns.size > 2 else 0.0
-        history_start = max(0, len(base) - self.price_history_candles)
-        history = [
-            PricePoint(
-                timestamp=from_ms(int(base.open_time_ms[i])),
-                open=float(base.open[i]),
-                high=float(base.high[i]),
-                low=float(base.low[i]),
-                close=float(base.close[i]),
-                volume=float(base.volume[i]),
-            )
-            for i in range(history_start, len(base))
-        ]
         data = AssetMarketData(
             symbol=symbol,
             current_price=float(base.close[-1]),
@@ -268,11 +258,33 @@ class ContextBuilder:
             volume_24h=ticker.quote_volume,
             funding_rate=funding.rate if funding else None,
             open_interest=open_interest,
-            price_history=history,
+            price_history=self._price_history(base),
             volatility=volatility,
             technical_indicators=TechnicalIndicators(interval=interval_ind, long_interval=long_ind),
         )
         return data, errors, returns
+
+    def _price_history(self, base: CandleSeries) -> list[PricePoint]:
+        """The last `price_history_candles` candles as points. A closed candle is the same point from one cycle
+        to the next: a point whose candle has the same open time and values as one of the previous history of
+        this asset and timeframe is reused, not built again (the history shifts by one candle a cycle)."""
+        start = max(0, len(base) - self.price_history_candles)
+        columns = (base.open_time_ms, base.open, base.high, base.low, base.close, base.volume)
+        rows: list[tuple[int, float, float, float, float, float]] = list(
+            zip(*(column[start:].tolist() for column in columns), strict=True)
+        )
+        previous = self._points.get((base.symbol, base.timeframe), {})
+        points: dict[tuple[int, float, float, float, float, float], PricePoint] = {}
+        history: list[PricePoint] = []
+        for row in rows:
+            point = previous.get(row)
+            if point is None or 0.0 in row[1:]:  # 0.0 == -0.0, which would print differently
+                ms, open_, high, low, close, volume = row
+                point = PricePoint(timestamp=from_ms(ms), open=open_, high=high, low=low, close=close, volume=volume)
+            points[row] = point
+            history.append(point)
+        self._points[(base.symbol, base.timeframe)] = points
+        return history
 
 
 def _sentiment(assets: dict[str, AssetMarketData]) -> str | None:

@@ -14,6 +14,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -82,18 +83,37 @@ async def _records(sessions: async_sessionmaker[AsyncSession], run_id: int) -> i
         )
 
 
+async def _complete_job(sessions: async_sessionmaker[AsyncSession], database_url: str, tmp_path: Path) -> BacktestRun:
+    run_id = await create_queued(sessions, config_json(CONFIG), now=datetime.now(UTC))
+    process = _job(run_id, database_url, tmp_path)
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    run = await get_run(sessions, run_id)
+    assert run is not None and run.status == "done" and run.trade_fingerprint
+    assert (tmp_path / "reports" / f"run-{run_id}" / "report.html").is_file()
+    return run
+
+
 async def test_a_killed_job_leaves_no_half_run_and_a_new_run_trades_the_same(
     database_url: str, sessions: async_sessionmaker[AsyncSession], tmp_path: Path
 ) -> None:
     seed = int(os.environ.get("KILL_TEST_SEED", random.randrange(1_000_000)))
     rng = random.Random(seed)
+    # A job left alone: how long one lives on this machine (the kills land within it), and the trades to expect.
+    started = time.monotonic()
+    reference = await _complete_job(sessions, database_url, tmp_path)
+    lifetime = time.monotonic() - started
+    settings = IsolatedSettings(database_url=database_url, secret_key_file=str(tmp_path / "secret.key"))
+    in_process = await Backtester(settings, sessions).run(CONFIG, with_baseline=False)
+    assert reference.trade_fingerprint == in_process.result.trade_fingerprint
+
     killed = 0
     for round_ in range(ROUNDS):
         run_id = await create_queued(sessions, config_json(CONFIG), now=datetime.now(UTC))
         process = _job(run_id, database_url, tmp_path)
         await set_pid(sessions, run_id, process.pid, now=datetime.now(UTC))  # as the API records the job it starts
-        # from the imports (~3 s) through the cycles to the final store: a moment anywhere in the job's life
-        await asyncio.sleep(rng.uniform(0.5, 9.0))
+        # a moment anywhere in the job's life: the imports, the cycles, the final store
+        await asyncio.sleep(rng.uniform(0.05, 0.95) * lifetime)
         sig = rng.choice([signal.SIGKILL, signal.SIGTERM])
         finished = process.poll() is not None
         process.send_signal(sig)
@@ -102,9 +122,9 @@ async def test_a_killed_job_leaves_no_half_run_and_a_new_run_trades_the_same(
         assert run is not None
         records = await _records(sessions, run_id)
         context = f"seed {seed} round {round_} {sig.name} status {run.status} records {records}"
-        if run.status == "done":
+        if run.status == "done":  # it ended first (a slow start of the reference, a fast one here)
             assert finished or process.returncode in (0, -sig), context
-            assert records > 0 and run.trade_fingerprint, context
+            assert records > 0 and run.trade_fingerprint == reference.trade_fingerprint, context
             continue
         killed += 1
         assert run.status in ("queued", "running"), context
@@ -114,15 +134,6 @@ async def test_a_killed_job_leaves_no_half_run_and_a_new_run_trades_the_same(
         assert run is not None and run.status == "failed" and run.error == INTERRUPTED, context
     assert killed, f"seed {seed}: every job ended before its kill; the test killed nothing"
 
-    # A new job of the same settings, left alone, completes; its trades are those of an uninterrupted run in-process.
-    run_id = await create_queued(sessions, config_json(CONFIG), now=datetime.now(UTC))
-    process = _job(run_id, database_url, tmp_path)
-    _, stderr = process.communicate(timeout=600)
-    assert process.returncode == 0, stderr.decode()[-2000:]
-    settings = IsolatedSettings(database_url=database_url, secret_key_file=str(tmp_path / "secret.key"))
-    reference = await Backtester(settings, sessions).run(CONFIG, with_baseline=False)
-    async with sessions() as session:
-        run = await session.get(BacktestRun, run_id)
-    assert run is not None and run.status == "done"
-    assert run.trade_fingerprint == reference.result.trade_fingerprint
-    assert (tmp_path / "reports" / f"run-{run_id}" / "report.html").is_file()
+    # After the kills, a new job of the same settings completes with the same trades.
+    again = await _complete_job(sessions, database_url, tmp_path)
+    assert again.trade_fingerprint == reference.trade_fingerprint

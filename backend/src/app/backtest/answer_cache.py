@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from aiolimiter import AsyncLimiter
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import Clock
@@ -106,10 +106,6 @@ class AnswerCache:
                 key=key, model=model, response=response, created_at=now or self.wall_clock.now()
             )
             await session.execute(statement.on_conflict_do_nothing(index_elements=["key"]))
-
-    async def count(self) -> int:
-        async with self.sessions() as session:
-            return int((await session.execute(select(func.count()).select_from(ModelAnswer))).scalar_one())
 
 
 class CachedModel:

@@ -322,7 +322,7 @@ def _decisions_section(result: BacktestResult) -> list[str]:
     decisions = sorted(result.decisions, key=lambda d: to_ms(d.cycle_time))  # newest last
     shown, note = _pick_decisions(decisions, DECISION_ROWS)
     shift = result.config.date_shift
-    heads = ["Time (UTC)", "Asset", "Action", "Allocation", "Leverage", "Confidence", "Status", "Verdict", "Model"]
+    heads = ["Time (UTC)", "Asset", "Action", "Allocation", "Confidence", "Status", "Verdict", "Model"]
     rows: list[str] = []
     for decision in shown:
         if decision is None:
@@ -333,13 +333,12 @@ def _decisions_section(result: BacktestResult) -> list[str]:
             decision.asset,
             decision.action,
             _fmt(decision.allocation_usd, "money"),
-            _fmt(decision.leverage, "times"),
             _fmt(decision.confidence, "ratio"),
             decision.status,
             decision.verdict or "",
             f"{decision.model or '—'}{' (cached)' if decision.cached else ''}",
         ]
-        numeric = {3, 4, 5}
+        numeric = {3, 4}
         tds = "".join(
             f'<td class="n">{_e(c)}</td>' if i in numeric else f"<td>{_e(c)}</td>" for i, c in enumerate(cells)
         )

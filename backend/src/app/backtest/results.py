@@ -98,7 +98,6 @@ class DecisionRecord:
     action: str
     allocation_usd: float
     confidence: float | None
-    leverage: float | None
     rationale: str
     verdict: str | None  # the validator's / executor's word on this asset, when it has one
     cost_usd: float  # the cycle's model cost (on its first asset only, so sums are right)

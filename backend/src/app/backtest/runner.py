@@ -703,7 +703,6 @@ def _decision_records(decision: Decision) -> list[DecisionRecord]:
                 action=str(row.get("action")),
                 allocation_usd=float(row.get("allocation_usd") or 0.0),
                 confidence=row.get("confidence"),
-                leverage=row.get("leverage"),
                 rationale=str(row.get("rationale") or ""),
                 verdict=f"{verdict.get('status')}: {reasons}".rstrip(": ") if verdict else None,
                 cost_usd=(decision.cost_usd or 0.0) if index == 0 and not cached else 0.0,

@@ -43,7 +43,7 @@ def fill(hour: int, asset: str, side: str, qty: float, price: float, fee: float,
 
 
 def decision(at: datetime, cost: float, action: str = "hold") -> DecisionRecord:
-    return DecisionRecord(at, 1, "hold", "m", "BTC", action, 0.0, None, None, "why", None, cost, None, False)
+    return DecisionRecord(at, 1, "hold", "m", "BTC", action, 0.0, None, "why", None, cost, None, False)
 
 
 def make_result(

@@ -29,7 +29,6 @@ def decision(hour: int, action: str, rationale: str = "trend up") -> DecisionRec
         action,
         100.0,
         0.7,
-        2.0,
         rationale,
         None,
         0.001,

@@ -140,3 +140,17 @@ async def test_the_cost_cap_stops_a_run_that_reaches_it(tmp_path: Path, fake: Fa
         assert len(fake.chat_requests) == 5 == stored.result.cycles
     finally:
         await engine.dispose()
+
+
+async def test_the_estimate_and_the_cap_cover_the_masked_run_too(tmp_path: Path, fake: FakeOpenRouter) -> None:
+    backtester, engine = await _backtester(tmp_path, fake)
+    try:
+        # ~$0.05 a run at the catalog's prices: $0.08 covers the run alone, not the run and its masked twin
+        masked = BacktestConfig(**{**CONFIG.__dict__, "max_cost_usd": 0.08, "mask_dates": True})
+        with pytest.raises(BacktestError, match=r"50 cycles .* above --max-cost \$0\.08"):
+            await backtester.run(masked, with_baseline=False)
+        assert fake.chat_requests == [], "no model was asked"
+        alone = await backtester.run(BacktestConfig(**{**CONFIG.__dict__, "max_cost_usd": 0.08}), with_baseline=False)
+        assert alone.result.stopped and "--max-cost" in alone.result.stopped  # $0.012 a call billed: 7 calls reach it
+    finally:
+        await engine.dispose()

@@ -222,9 +222,10 @@ class Backtester:
         total = len(cycle_times(config))
         run_id = await self._start_run(config, parent_id, run_id, fingerprint, total)
         try:
-            estimate = await self._check_cost(config, source, total)
-            await self._set(run_id, estimated_cost_usd=estimate)
-            result = await self._simulate(config, source, fingerprint, progress, run_id, "strategy")
+            # the masked run asks the model too: the estimate and the cap cover both
+            result = await self._simulate(
+                config, source, fingerprint, progress, run_id, "strategy", estimate_runs=1 + config.mask_dates
+            )
             masked = baseline = None
             if config.mask_dates:
                 from app.backtest.masking import mask_history
@@ -238,7 +239,9 @@ class Backtester:
                     date_shift=masked_history.shift,
                     label="dates masked",
                 )
-                masked = await self._companion(run_id, masked_config, masked_history.source, progress, "masked")
+                masked = await self._companion(
+                    run_id, masked_config, masked_history.source, progress, "masked", result.model_cost_usd
+                )
             if with_baseline and not is_baseline(config.model):
                 baseline_config = replace(config, model="baseline", mask_dates=False, label="rule baseline")
                 baseline = await self._companion(run_id, baseline_config, source, progress, "baseline")
@@ -250,14 +253,22 @@ class Backtester:
             raise
 
     async def _companion(
-        self, parent: int, config: BacktestConfig, source: ReplaySource, progress: ProgressCallback | None, phase: str
+        self,
+        parent: int,
+        config: BacktestConfig,
+        source: ReplaySource,
+        progress: ProgressCallback | None,
+        phase: str,
+        spent_before: float = 0.0,
     ) -> BacktestResult:
         """A run beside the main one (the baseline, or the masked dates), stored as its child."""
         begin = config.start - hist.warmup(config.interval, config.long_interval)
         fingerprint = hist.data_fingerprint(source, list(config.assets), begin, config.end)
         child = await self._start_run(config, parent, None, fingerprint, len(cycle_times(config)))
         try:
-            result = await self._simulate(config, source, fingerprint, progress, child, phase)
+            result = await self._simulate(
+                config, source, fingerprint, progress, child, phase, spent_before=spent_before
+            )
             await self._finish(child, result, self._summary(result, None, None))
             return result
         except BaseException as exc:
@@ -279,8 +290,13 @@ class Backtester:
         progress: ProgressCallback | None,
         run_id: int,
         phase: str,
+        *,
+        estimate_runs: int = 0,
+        spent_before: float = 0.0,
     ) -> BacktestResult:
-        """The engine over every cycle of `config` in a fresh workspace database."""
+        """The engine over every cycle of `config` in a fresh workspace database. `estimate_runs`: check the cost of
+        that many runs of this length before the first cycle (on this workspace's first prompt); `spent_before`: what
+        the runs before this one spent, counted against `max_cost_usd`."""
         async with self._workspace() as (database_url, folder):
             model = await self._model_for(config)
             settings = self._workspace_settings(config, database_url, folder)
@@ -290,7 +306,13 @@ class Backtester:
             )
             try:
                 account_id = await self._prepare_account(agent, config)
-                equity, stopped = await self._cycles(agent, clock, config, account_id, model, progress, run_id, phase)
+                if estimate_runs:
+                    cycles = len(cycle_times(config)) * estimate_runs
+                    estimate = await self._check_cost(config, agent, account_id, cycles)
+                    await self._set(run_id, estimated_cost_usd=estimate)
+                equity, stopped = await self._cycles(
+                    agent, clock, config, account_id, model, progress, run_id, phase, spent_before
+                )
                 return await self._collect(agent, config, source, account_id, equity, fingerprint, model, stopped)
             finally:
                 await agent.close()
@@ -305,6 +327,7 @@ class Backtester:
         progress: ProgressCallback | None,
         run_id: int,
         phase: str,
+        spent_before: float = 0.0,
     ) -> tuple[list[EquityPoint], str | None]:
         times = cycle_times(config)
         equity: list[EquityPoint] = []
@@ -314,7 +337,7 @@ class Backtester:
             clock.set(moment)
             await agent.loop.run_cycle()
             equity.append(await self._equity(agent, account_id, moment, config))
-            spent = model.spent_usd if isinstance(model, CachedModel) else 0.0
+            spent = spent_before + (model.spent_usd if isinstance(model, CachedModel) else 0.0)
             now = time.monotonic()
             if progress is not None:
                 progress(Progress(phase, done, len(times), now - started, spent))
@@ -444,7 +467,7 @@ class Backtester:
         return await main.get_strategy(strategy_id)
 
     # -------------------------------------------------------------------------------------------- cost
-    async def _check_cost(self, config: BacktestConfig, source: ReplaySource, cycles: int) -> float | None:
+    async def _check_cost(self, config: BacktestConfig, agent: Agent, account_id: int, cycles: int) -> float | None:
         """The model cost of the run at most (every prompt asked; cached answers cost nothing), from the first
         cycle's prompt size and the catalog's prices; refuses past `max_cost_usd`. None for the baseline."""
         if is_baseline(config.model):
@@ -454,7 +477,10 @@ class Backtester:
             await catalog.ensure_fresh()
         except Exception as exc:  # offline: no prices
             log.warning("model prices unavailable: %s", exc)
-        prompt_tokens = await self._first_prompt_tokens(config, source)
+        # the first cycle's prompt, built on the workspace the run is about to use, at about 4 characters a token
+        context = await agent.engine.context_builder.build_trading_context(list(config.assets), account_id)
+        request = agent.llm.request_for(list(config.assets), context, prompt_version=config.prompt_version)
+        prompt_tokens = (len(request.system_prompt) + len(request.user_prompt)) // 4 + 1
         per_call = catalog.estimate_cost(config.model, prompt_tokens, EXPECTED_COMPLETION_TOKENS)
         if per_call is None:
             if config.max_cost_usd is not None:
@@ -472,26 +498,6 @@ class Backtester:
                 "--max-cost, shorten the period or use a cheaper model"
             )
         return estimate
-
-    async def _first_prompt_tokens(self, config: BacktestConfig, source: ReplaySource) -> int:
-        """Tokens of the first cycle's prompt, at about 4 characters a token."""
-        async with self._workspace() as (database_url, folder):
-            settings = self._workspace_settings(config, database_url, folder)
-            agent = await build_agent(
-                settings,
-                clock=ManualClock(config.start),
-                market=source,
-                provider=BaselineModel(),
-                wall_clock=self.wall_clock,
-                frozen_history=True,
-            )
-            try:
-                account_id = await self._prepare_account(agent, config)
-                context = await agent.engine.context_builder.build_trading_context(list(config.assets), account_id)
-                request = agent.llm.request_for(list(config.assets), context, prompt_version=config.prompt_version)
-                return (len(request.system_prompt) + len(request.user_prompt)) // 4 + 1
-            finally:
-                await agent.close()
 
     # ----------------------------------------------------------------------------------------- results
     async def _collect(

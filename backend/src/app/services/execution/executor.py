@@ -1,21 +1,40 @@
 """Validated decision -> venue orders, with the protective-stop guarantee.
 
-Every new position gets its stop-loss right after the entry fills; if the venue refuses the stop, the
-position is closed at once. Stops are moved by placing the new one before cancelling the old, so a position
-is never without one; when an increase's resized stop is refused, the old level is resized to the whole
-position instead, or failing that the increase is undone. Order creation is never retried: a refusal is
-reported with the venue's reason.
+Every new position gets its stop-loss right after the entry fills. A stop whose outcome the venue leaves unknown
+(timeout, 5xx: the adapter has already looked it up by client id) is tried again a bounded number of times, each
+try under its own client id; if no stop can be placed, the position is closed at once. Stops are moved by placing
+the new one before cancelling the old, so a position is never without one; when an increase's resized stop is
+refused, the old level is resized to the whole position instead, or failing that the increase is undone. Order
+creation is never retried otherwise: a refusal is reported with the venue's reason, and an order whose outcome is
+unknown is never sent again (the reconciler finds it by its client id). Client ids come from `client_ids`:
+(account, decision, asset, leg).
 """
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from dataclasses import dataclass, field
 
 from app.schemas.trading_decision import AssetDecision, TradingStrategy
 from app.schemas.validation import AssetVerdict
-from app.services.exchange.base import Exchange, ExchangeError, FillReason, Order, OrderRequest, OrderType, Position
+from app.services.exchange.base import (
+    Exchange,
+    ExchangeError,
+    ExchangeUnavailableError,
+    FillReason,
+    Order,
+    OrderRequest,
+    OrderType,
+    Position,
+)
+from app.services.execution import client_ids
 from app.services.execution.reconciler import PositionIntent
 from app.services.market_data.base import MarketRules
+
+log = logging.getLogger(__name__)
+
+STOP_ATTEMPTS = 3  # tries to place a protective stop whose outcome the venue left unknown, before closing instead
 
 
 @dataclass
@@ -39,15 +58,19 @@ def entry_leverage(
     return max(1.0, min(caps))
 
 
-class _Run:
-    """One decision's execution on one account."""
+class OrderRun:
+    """The orders of one origin (a decision's execution, a watchdog pass, a halt) on one account: each gets the client
+    id of its (asset, leg), numbered when a leg repeats."""
 
-    def __init__(self, exchange: Exchange, account_id: int, decision_id: int, report: ExecutionReport) -> None:
+    def __init__(
+        self, exchange: Exchange, account_id: int, origin: str, report: ExecutionReport, decision_id: int | None = None
+    ) -> None:
         self.exchange = exchange
-        self.prefix = f"a{account_id}-d{decision_id}"
+        self.account_id = account_id
+        self.origin = origin
         self.decision_id = decision_id
         self.report = report
-        self._n = 0
+        self._legs: Counter[tuple[str, str]] = Counter()
 
     async def place(
         self,
@@ -60,9 +83,12 @@ class _Run:
         trigger: float | None = None,
         reduce_only: bool = False,
     ) -> Order:
-        self._n += 1
+        leg = client_ids.leg_for(reason)
+        self._legs[(asset, leg)] += 1
         request = OrderRequest(
-            client_order_id=f"{self.prefix}-{asset}-{self._n}",
+            client_order_id=client_ids.client_order_id(
+                self.account_id, self.origin, asset, leg, self._legs[(asset, leg)]
+            ),
             symbol=asset,
             side="buy" if side == "buy" else "sell",
             type=type_,
@@ -84,6 +110,24 @@ class _Run:
         return await self.place(
             position.symbol, close_side, type_, position.size, kind, trigger=price, reduce_only=True
         )
+
+    async def protect_surely(self, position: Position, kind: FillReason, price: float) -> Order | None:
+        """`protect`, tried again (under a new client id) while the venue leaves the outcome unknown, at most
+        `STOP_ATTEMPTS` times; None when every try's outcome stayed unknown."""
+        for attempt in range(1, STOP_ATTEMPTS + 1):
+            try:
+                return await self.protect(position, kind, price)
+            except ExchangeUnavailableError as exc:
+                log.warning(
+                    "%s %s: %s order try %d of %d: %s", self.origin, position.symbol, kind, attempt, STOP_ATTEMPTS, exc
+                )
+                self.report.errors.append(f"{position.symbol}: {kind} order try {attempt} failed: {exc}")
+        return None
+
+    async def close(self, position: Position, reason: FillReason = "close") -> Order:
+        """A reduce-only market order for the whole position."""
+        close_side = "sell" if position.side == "long" else "buy"
+        return await self.place(position.symbol, close_side, "market", position.size, reason, reduce_only=True)
 
     async def replace(self, position: Position, kind: FillReason, price: float, existing: list[Order]) -> Order:
         """New protective order first, then cancel the old ones of that kind; return the new order."""
@@ -124,10 +168,12 @@ class Executor:
         account_max_leverage: float,
         prices: dict[str, float],
         allow_new_exposure: bool = True,
+        run: OrderRun | None = None,
     ) -> ExecutionReport:
-        """Send the orders for every verdict that is not a rejection and not a hold."""
-        report = ExecutionReport()
-        run = _Run(exchange, account_id, decision_id, report)
+        """Send the orders for every verdict that is not a rejection and not a hold. `run`: the decision's order run
+        when the caller places more orders under the same decision (the watchdog), so their client ids go on."""
+        run = run or OrderRun(exchange, account_id, f"d{decision_id}", ExecutionReport(), decision_id)
+        report = run.report
         positions = {p.symbol: p for p in await exchange.fetch_positions()}
         for verdict in verdicts:
             item = verdict.final
@@ -151,13 +197,15 @@ class Executor:
                 await self._one(run, exchange, item, position, strategy, account_max_leverage, price or 0.0)
             except ExchangeError as exc:  # one asset's refusal must not stop the others
                 report.errors.append(f"{item.asset}: {item.action} refused by the venue: {exc}")
+            except ExchangeUnavailableError as exc:  # outcome unknown: never resent; the reconciler and watchdog look
+                report.errors.append(f"{item.asset}: {item.action} interrupted, the venue did not answer: {exc}")
             if len(report.errors) == before:
                 report.executed_assets.append(item.asset)
         return report
 
     async def _one(
         self,
-        run: _Run,
+        run: OrderRun,
         exchange: Exchange,
         item: AssetDecision,
         position: Position | None,
@@ -171,8 +219,7 @@ class Executor:
         elif position is None:
             report.errors.append(f"{item.asset}: {item.action} skipped: no open position on the venue")
         elif item.action == "close_position":
-            close_side = "sell" if position.side == "long" else "buy"
-            await run.place(item.asset, close_side, "market", position.size, "close", reduce_only=True)
+            await run.close(position)
         elif item.action == "adjust_orders":
             await self._adjust_orders(run, exchange, item, position)
         elif item.action == "adjust_position":
@@ -180,7 +227,7 @@ class Executor:
 
     async def _open(
         self,
-        run: _Run,
+        run: OrderRun,
         exchange: Exchange,
         item: AssetDecision,
         strategy: TradingStrategy,
@@ -204,17 +251,18 @@ class Executor:
             run.report.errors.append(f"{item.asset}: entry filled but the venue shows no position")
             return
         assert item.sl_price is not None  # the validator rejects entries without a stop
-        stop = await run.protect(position, "stop_loss", item.sl_price)
-        if stop.status == "rejected":
-            close_side = "sell" if position.side == "long" else "buy"
-            await run.place(item.asset, close_side, "market", position.size, "close", reduce_only=True)
-            run.report.errors.append(f"{item.asset}: the stop could not be placed, so the position was closed")
+        stop = await run.protect_surely(position, "stop_loss", item.sl_price)
+        if stop is None or stop.status == "rejected":
+            await run.close(position)
+            why = stop.reject_reason if stop is not None else "the venue did not answer"
+            log.error("%s: the stop could not be placed (%s), so the position was closed", item.asset, why)
+            run.report.errors.append(f"{item.asset}: the stop could not be placed ({why}), so the position was closed")
             return
         if item.tp_price is not None:
             await run.protect(position, "take_profit", item.tp_price)
         run.report.intents[item.asset] = PositionIntent(run.decision_id, item.rationale, item.exit_plan)
 
-    async def _adjust_orders(self, run: _Run, exchange: Exchange, item: AssetDecision, position: Position) -> None:
+    async def _adjust_orders(self, run: OrderRun, exchange: Exchange, item: AssetDecision, position: Position) -> None:
         adj = item.order_adjustment
         if adj is None:
             return
@@ -229,7 +277,7 @@ class Executor:
                     run.report.orders.append(await exchange.cancel_order(old.symbol, old.client_order_id))
 
     async def _adjust_position(
-        self, run: _Run, exchange: Exchange, item: AssetDecision, position: Position, price: float
+        self, run: OrderRun, exchange: Exchange, item: AssetDecision, position: Position, price: float
     ) -> None:
         adj = item.position_adjustment
         if adj is None:
@@ -270,7 +318,7 @@ class Executor:
 
     async def _protect_increase(
         self,
-        run: _Run,
+        run: OrderRun,
         position: Position,
         stops: list[Order],
         existing: list[Order],

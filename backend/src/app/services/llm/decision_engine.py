@@ -35,8 +35,9 @@ from app.schemas.trading_decision import TradingContext, TradingDecision, Tradin
 from app.schemas.validation import AssetVerdict, RiskState, ValidationResult
 from app.services.evaluation.asset_state import asset_state_of
 from app.services.exchange.registry import VenueRegistry
-from app.services.execution.executor import ExecutionReport, Executor
+from app.services.execution.executor import ExecutionReport, Executor, OrderRun
 from app.services.execution.reconciler import Reconciler
+from app.services.execution.watchdog import StopWatchdog
 from app.services.llm.context_builder import ContextBuilder
 from app.services.llm.decision_validator import DecisionValidator, fallback_hold
 from app.services.llm.experiment_plan import AccountPlan, ExperimentPlans, VariantSpec, variant_spent_since
@@ -141,8 +142,10 @@ class DecisionEngine:
         max_preparing: int = 4,
         wall_clock: Clock | None = None,
         experiments: ExperimentPlans | None = None,
+        watchdog: StopWatchdog | None = None,
     ) -> None:
         self.daily_budget_usd = daily_budget_usd
+        self.watchdog = watchdog or StopWatchdog()
         self.experiments = experiments  # what running A/B experiments ask of each account's decisions
         self.refreshes_per_hour = refreshes_per_hour
         # forced refreshes, the daily LLM budget and the model calls' times run in real time, not market time
@@ -464,10 +467,11 @@ class DecisionEngine:
         validation = await self._validate(response, fallback_why, prepared, context, account_id, now)
 
         exchange = await self.venues.exchange_for(account_id)
-        report = ExecutionReport()
+        run = OrderRun(exchange, account_id, f"d{decision_id}", ExecutionReport(), decision_id)
+        report = run.report  # what was sent is kept even when the venue fails mid-way
         if status in TRADABLE:
             try:
-                report = await self.executor.execute(
+                await self.executor.execute(
                     exchange,
                     validation.verdicts,
                     account_id=account_id,
@@ -476,10 +480,12 @@ class DecisionEngine:
                     account_max_leverage=max_leverage,
                     prices={s: a.current_price for s, a in context.market_data.assets.items()},
                     allow_new_exposure=status == "ACTIVE",
+                    run=run,
                 )
             except Exception as exc:  # the venue failed mid-way: record it, keep what was done
                 log.exception("execution failed for account %s decision %s", account_id, decision_id)
                 report.errors.append(f"execution stopped: {type(exc).__name__}: {exc}")
+        await self._guard_stops(run, validation, prepared.strategy)
 
         async with self.sessions.begin() as session:
             await self._store_calls(session, calls, account_id, decision_id, self.wall_clock.now())
@@ -507,6 +513,36 @@ class DecisionEngine:
         if self.metrics is not None:
             self.metrics.observe(decided, equity)
         return decided
+
+    async def _guard_stops(self, run: OrderRun, validation: ValidationResult, strategy: TradingStrategy) -> None:
+        """The watchdog's pass of this cycle: every open position has a protective stop at the venue (its orders are
+        this decision's, their client ids going on from the execution's). A failure is recorded, never raised."""
+        levels: dict[str, float] = {}
+        try:
+            async with self.sessions() as session:
+                for position in await TradingRepository(session).open_positions(run.account_id):
+                    if position.stop_loss is not None:
+                        levels[position.symbol] = position.stop_loss
+            for verdict in validation.verdicts:
+                item = verdict.final
+                if verdict.status == "rejected":
+                    continue
+                if item.order_adjustment is not None and item.order_adjustment.new_sl_price is not None:
+                    levels[item.asset] = item.order_adjustment.new_sl_price
+                elif item.position_adjustment is not None and item.position_adjustment.new_sl_price is not None:
+                    levels[item.asset] = item.position_adjustment.new_sl_price
+                elif item.action in ("buy", "sell") and item.sl_price is not None:
+                    levels[item.asset] = item.sl_price
+            guard = await self.watchdog.check(
+                run.exchange,
+                run,
+                levels=levels,
+                stop_loss_percentage=strategy.risk_parameters.stop_loss_percentage,
+            )
+            run.report.errors.extend(guard.problems)
+        except Exception as exc:  # the venue failed: the next cycle checks again
+            log.warning("stop watchdog for account %s failed: %s", run.account_id, exc)
+            run.report.errors.append(f"stop watchdog: {type(exc).__name__}: {exc}")
 
     # ------------------------------------------------------------------------------------- experiments
     def _start_shadows(self, prepared: _Prepared, account_id: int, now: datetime, *, deferred: bool) -> None:

@@ -212,7 +212,7 @@ async def test_rate_limit_blocks_every_request_until_the_wait_has_passed(
     exchange, fake, clock = binance_public
     await exchange.market_rules("BTC")
     fake.fail(429, {"code": -1003, "msg": "Too many requests."}, headers={"Retry-After": "12"}, match="premiumIndex")
-    with pytest.raises(ExchangeUnavailableError, match="rate limited.*retry after 12 s"):
+    with pytest.raises(ExchangeUnavailableError, match=r"rate limited.*retry after 12 s"):
         await exchange.place_order(_order("a1-d1-BTC-en", 0.01))
     sent = len(fake.requests)
     clock.advance(timedelta(seconds=5))

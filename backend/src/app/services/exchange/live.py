@@ -215,7 +215,10 @@ class LiveExchange:
         lookup_backoff_s: float = 0.5,
         wall_clock: Clock | None = None,
         leverage_default: float = 1.0,
+        rate_limit_ms: float | None = None,
     ) -> None:
+        """`rate_limit_ms`: ccxt's spacing of requests per unit of weight (default: the venue's; tests on a
+        fake lower it)."""
         if venue not in ("binanceusdm", "hyperliquid"):
             raise ValueError(f"unknown venue {venue!r}: use binanceusdm or hyperliquid")
         if network not in ("testnet", "mainnet"):
@@ -233,7 +236,7 @@ class LiveExchange:
             s for s in (credentials.api_secret, credentials.api_key if venue == "binanceusdm" else "") if s
         )
         self._wallet = credentials.api_key
-        self._ex: Any = _build_client(venue, credentials, network, api_url, timeout_ms)
+        self._ex: Any = _build_client(venue, credentials, network, api_url, timeout_ms, rate_limit_ms)
         self._rules: dict[str, MarketRules] = {}
         self._cloids: dict[str, str] = {}  # Hyperliquid cloid -> our client id
         self._known_ids: dict[str, None] = {}  # our ids, in the order we learnt them
@@ -542,12 +545,13 @@ class LiveExchange:
         unrealized = math.fsum(
             _num((p.get("position") or {}).get("unrealizedPnl")) or 0.0 for p in state.get("assetPositions") or []
         )
-        account_value = _num(summary.get("accountValue")) or 0.0
-        return Balance(
-            wallet_balance=account_value - unrealized,
+        wallet = (_num(summary.get("accountValue")) or 0.0) - unrealized
+        available = _num(state.get("withdrawable")) or 0.0
+        return Balance(  # totalMarginUsed counts isolated positions' unrealized PnL: margin is what is not free
+            wallet_balance=wallet,
             unrealized_pnl=unrealized,
-            margin_used=_num(summary.get("totalMarginUsed")) or 0.0,
-            available=_num(state.get("withdrawable")) or 0.0,
+            margin_used=max(0.0, wallet - available),
+            available=available,
             realized_pnl=realized,
             fees_paid=fees,
             funding_paid=paid,
@@ -1144,7 +1148,7 @@ class LiveExchange:
         mark = entry + unrealized / (direction * size) if unrealized is not None else (value or 0.0) / size
         leverage_info = raw.get("leverage") or {}
         leverage = _nz(leverage_info.get("value")) or self._leverage.get(asset, self._leverage_default)
-        margin = _num(raw.get("marginUsed")) or 0.0
+        margin = (_num(raw.get("marginUsed")) or 0.0) - (unrealized or 0.0)  # marginUsed includes unrealized PnL
         opened, realized = self._opened(asset, runs)
         return Position(
             symbol=asset,
@@ -1194,9 +1198,16 @@ class _Hyperliquid(ccxt.hyperliquid):
 
 
 def _build_client(
-    venue: VenueId, credentials: VenueCredentials, network: Network, api_url: str | None, timeout_ms: int
+    venue: VenueId,
+    credentials: VenueCredentials,
+    network: Network,
+    api_url: str | None,
+    timeout_ms: int,
+    rate_limit_ms: float | None,
 ) -> Any:
     config: dict[str, Any] = {"enableRateLimit": True, "timeout": timeout_ms}
+    if rate_limit_ms is not None:
+        config["rateLimit"] = rate_limit_ms
     client: Any
     if venue == "binanceusdm":
         config |= {"apiKey": credentials.api_key, "secret": credentials.api_secret}

@@ -94,6 +94,8 @@ _BINANCE: dict[str, tuple[Kind, str]] = {
     "-4014": ("refused", "price not a multiple of the tick size"),
     "-4028": ("refused", "leverage not valid for this symbol"),
     "-4131": ("refused", "no counterparty price within the venue's price band (PERCENT_PRICE)"),
+    "-1000": ("ambiguous", "unknown error at the venue: outcome unknown"),
+    "-1001": ("ambiguous", "venue internal error: outcome unknown"),
     "-1006": ("ambiguous", "unexpected answer from the venue's message bus: outcome unknown"),
     "-1007": ("ambiguous", "venue backend timeout: outcome unknown"),
     "-1008": ("ambiguous", "venue overloaded: outcome unknown"),

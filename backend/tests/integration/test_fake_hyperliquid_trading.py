@@ -285,6 +285,35 @@ async def test_grouped_position_tpsl_closes_the_whole_position(fake: FakeHyperli
     assert await client.fetch_open_orders(SYMBOL) == []  # the stop went with the position
 
 
+async def test_normal_tpsl_group_places_stops_after_the_entry_fills(fake: FakeHyperliquidPerps, client: Any) -> None:
+    params = {"stopLoss": {"triggerPrice": 97_000, "type": "market"}, "takeProfit": {"triggerPrice": 104_000}}
+    request = {"symbol": SYMBOL, "type": "market", "side": "buy", "amount": 0.01, "price": 100_000, "params": params}
+    entry, *children = await client.create_orders([request])
+    assert entry["filled"] == 0.01 and [c["status"] for c in children] == ["waitingForTrigger"] * 2
+    sent = fake.matching("order")[-1].json["action"]
+    assert sent["grouping"] == "normalTpsl" and len(sent["orders"]) == 3
+    stops = await client.fetch_open_orders(SYMBOL)
+    assert sorted((o["info"]["orderType"], o["amount"], o["reduceOnly"]) for o in stops) == [
+        ("Stop Market", 0.01, True),
+        ("Take Profit Market", 0.01, True),
+    ]
+
+
+async def test_liquidation_fill_is_reported_as_the_venue_does(fake: FakeHyperliquidPerps, client: Any) -> None:
+    await client.set_leverage(40, SYMBOL, {"marginMode": "isolated"})
+    await market_buy(client, 0.01)
+    [position] = await client.fetch_positions([SYMBOL])
+    liquidation_price = position["liquidationPrice"]
+    assert 97_000 < liquidation_price < 100_000
+    fake.book.set_price("BTC", 95_000.0)
+    assert await client.fetch_positions([SYMBOL]) == []
+    last = (await client.fetch_my_trades(SYMBOL))[-1]
+    assert last["side"] == "sell" and last["price"] == pytest.approx(liquidation_price, rel=1e-6)
+    assert last["info"]["liquidation"]["liquidatedUser"] == FakeHyperliquidPerps.WALLET
+    [liquidation] = await client.fetch_my_liquidations(SYMBOL)
+    assert liquidation["contracts"] == 0.01
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -379,14 +379,18 @@ class FakeHyperliquidPerps(FakeHyperliquid):
         with self._state_lock:
             self._post_faults.append(_PostFault(match, times, status, body, 0.0))
 
-    def rate_limit(self, match: str | None = None, *, times: int = 1, address_based: bool = False) -> None:
-        """Refuse the next `times` matching requests for the rate limit, before processing them: HTTP 429 (the IP
-        limit: ccxt RateLimitExceeded), or with `address_based` the /exchange answer of the per-address action
-        budget, `{"status": "err", "response": "Too many cumulative requests sent ..."}` (also RateLimitExceeded)."""
+    def rate_limit(
+        self, match: str | None = None, *, times: int = 1, address_based: bool = False, retry_after_s: int | None = None
+    ) -> None:
+        """Refuse the next `times` matching requests for the rate limit, before processing them: HTTP 429 with a `null`
+        body (the IP limit; ccxt RateLimitExceeded; the venue documents no Retry-After, give `retry_after_s` to send
+        one), or with `address_based` the /exchange answer of the per-address action budget, `{"status": "err",
+        "response": "Too many cumulative requests sent ..."}` (HTTP 200; ccxt RateLimitExceeded too)."""
         if address_based:
             self.fail(200, {"status": "err", "response": ADDRESS_RATE_LIMIT}, match=match, times=times)
         else:
-            self.fail(429, b"null", match=match, times=times)
+            headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else {}
+            self.fail(429, b"null", match=match, times=times, headers=headers)
 
     # ------------------------------------------------------------------------------------- routing
 

@@ -183,9 +183,10 @@ async def test_rate_limits_refuse_before_processing(fake: FakeHyperliquidPerps, 
     fake.rate_limit("order", address_based=True)
     with pytest.raises(ccxt.RateLimitExceeded, match="Too many cumulative requests sent"):
         await market_buy(client, 0.01)
-    fake.rate_limit("clearinghouseState")
+    fake.rate_limit("clearinghouseState", retry_after_s=7)
     with pytest.raises(ccxt.RateLimitExceeded):
         await client.fetch_positions([SYMBOL])
+    assert client.last_response_headers["Retry-After"] == "7"
     assert fake.book.orders() == []
     assert [r.status for r in fake.matching("order")][-2:] == [429, 200]
 

@@ -43,6 +43,7 @@ from app.services.exchange.base import FEE_PROFILES, Exchange, ExchangeError, Or
 from app.services.exchange.live import LiveExchange, VenueCredentials, round_down
 from app.services.exchange.paper import PaperVenue
 from app.services.market_data.base import MarketRules
+from tests.fakes.binance_trading import FakeBinanceFutures
 from tests.fakes.hyperliquid_trading import FakeHyperliquidPerps
 
 
@@ -149,8 +150,6 @@ def live_harness(venue: str) -> Callable[[], Awaitable[VenueHarness]]:
             fake = FakeHyperliquidPerps(["BTC"], balance=1_000.0).__enter__()
             credentials = VenueCredentials(fake.WALLET, fake.PRIVATE_KEY)
         else:
-            from tests.fakes.binance_trading import FakeBinanceFutures
-
             fake = FakeBinanceFutures(["BTC"], balance=1_000.0).__enter__()
             credentials = VenueCredentials(fake.API_KEY, fake.API_SECRET)
 
@@ -191,6 +190,7 @@ def live_harness(venue: str) -> Callable[[], Awaitable[VenueHarness]]:
 HARNESSES: dict[str, Callable[[], Awaitable[VenueHarness]]] = {
     "paper-binanceusdm": paper_harness("binanceusdm"),
     "paper-hyperliquid": paper_harness("hyperliquid"),
+    "live-binanceusdm": live_harness("binanceusdm"),
     "live-hyperliquid": live_harness("hyperliquid"),
 }
 

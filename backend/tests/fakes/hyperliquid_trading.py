@@ -50,6 +50,7 @@ Standalone (README dry run), from backend/: `python -m tests.fakes.hyperliquid_t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import math
 import re
@@ -58,7 +59,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Literal, Self
 
 import coincurve
@@ -356,9 +356,6 @@ class FakeHyperliquidPerps(FakeHyperliquid):
         self._server.RequestHandlerClass = _PerpsHandler
         return self
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        super().__exit__(et, e, tb)
-
     # ------------------------------------------------------------------------------------- scripting
 
     def add_agent(self, private_key: str) -> str:
@@ -407,7 +404,8 @@ class FakeHyperliquidPerps(FakeHyperliquid):
         return float(rows[-1][4])
 
     def _route(self, method: str, path: str, query: dict[str, str], body: Any) -> Answer:
-        self._emit_fills(self.book.tick())
+        with contextlib.suppress(VenueReject):  # no price for an asset (outside the simulated history)
+            self._emit_fills(self.book.tick())
         try:
             if method == "POST" and path == "/exchange":
                 answer = self._exchange(body)
@@ -454,7 +452,7 @@ class FakeHyperliquidPerps(FakeHyperliquid):
             else:
                 expires = body.get("expiresAfter")
                 signer = recover_signer(l1_digest(action, nonce, vault, expires, self.testnet), signature)
-        except (KeyError, ValueError, TypeError):
+        except Exception:  # a malformed signature or action (coincurve raises its own errors)
             return UNDESERIALIZABLE
         with self._state_lock:
             user = self._signers.get(signer)
@@ -514,6 +512,8 @@ class FakeHyperliquidPerps(FakeHyperliquid):
         orders, grouping = action["orders"], action.get("grouping", "na")
         if not isinstance(orders, list) or grouping not in ("na", "normalTpsl", "positionTpsl"):
             return UNDESERIALIZABLE
+        for wire in orders:  # the whole request is refused before anything is placed if one order is malformed
+            self._check_shape(wire)
         statuses: list[Any] = []
         with self.book.lock:
             parent: BookOrder | None = None
@@ -526,14 +526,34 @@ class FakeHyperliquidPerps(FakeHyperliquid):
                 if child and (parent is None or parent.filled <= 0):
                     statuses.append({"error": "TP/SL of a parent that did not fill at once: not supported by the fake"})
                     continue
-                status, placed = self._place(wire, grouping, i)
+                status, placed = self._place(wire, grouping)
                 if grouping == "normalTpsl" and i == 0:
                     parent = placed
                     parent_error = status.get("error") if isinstance(status, dict) else None
                 statuses.append(status)
         return 200, {"status": "ok", "response": {"type": "order", "data": {"statuses": statuses}}}, {}
 
-    def _place(self, wire: dict[str, Any], grouping: str, index: int) -> tuple[Any, BookOrder | None]:
+    @staticmethod
+    def _check_shape(wire: Any) -> None:
+        """ValueError/KeyError/TypeError unless `wire` is an order the venue can deserialize."""
+        if not isinstance(wire, dict) or not isinstance(wire["a"], int) or not isinstance(wire["b"], bool):
+            raise TypeError("bad order")
+        if not isinstance(wire["r"], bool) or not isinstance(wire["p"], str) or not isinstance(wire["s"], str):
+            raise TypeError("bad order")
+        float(wire["p"]), float(wire["s"])
+        cloid = wire.get("c")
+        if cloid is not None and not CLOID.match(str(cloid).lower()):
+            raise ValueError(f"bad cloid {cloid}")
+        kind = wire["t"]
+        if "trigger" in kind:
+            trigger = kind["trigger"]
+            if not isinstance(trigger["isMarket"], bool) or trigger["tpsl"] not in ("tp", "sl"):
+                raise ValueError("bad trigger")
+            float(str(trigger["triggerPx"]))
+        elif kind["limit"]["tif"] not in ("Gtc", "Ioc", "Alo"):
+            raise ValueError("bad tif")
+
+    def _place(self, wire: dict[str, Any], grouping: str) -> tuple[Any, BookOrder | None]:
         """Place one wire order; (its status entry, the book order or None if refused)."""
         a = wire["a"]
         try:
@@ -542,11 +562,7 @@ class FakeHyperliquidPerps(FakeHyperliquid):
             return {"error": f"{ORDER_ERRORS[exc.kind]} asset={a}"}, None
         side: Side = "buy" if wire["b"] is True else "sell"
         px_text, sz_text, reduce_only = str(wire["p"]), str(wire["s"]), bool(wire["r"])
-        cloid = wire.get("c")
-        if cloid is not None:
-            cloid = str(cloid).lower()
-            if not CLOID.match(cloid):
-                raise ValueError(f"bad cloid {cloid}")
+        cloid = str(wire["c"]).lower() if wire.get("c") is not None else None
         sz_decimals = bodies.spec(asset).sz_decimals
         size = float(sz_text)
         order_type = wire["t"]
@@ -580,8 +596,6 @@ class FakeHyperliquidPerps(FakeHyperliquid):
                 )
             else:
                 tif = str(order_type["limit"]["tif"])
-                if tif not in ("Gtc", "Ioc", "Alo"):
-                    raise ValueError(f"bad tif {tif}")
                 if tif == "Alo":
                     mark = self.book.mark(asset)
                     if (side == "buy" and mark <= price) or (side == "sell" and mark >= price):

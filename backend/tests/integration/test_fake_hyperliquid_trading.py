@@ -176,6 +176,16 @@ async def test_refusals_surface_as_ccxt_exceptions(fake: FakeHyperliquidPerps, c
         await client.set_margin_mode("isolated", SYMBOL, {"leverage": 5})  # the position is cross (the default)
 
 
+async def test_a_malformed_order_refuses_the_whole_batch_before_processing(
+    fake: FakeHyperliquidPerps, client: Any
+) -> None:
+    good = {"symbol": SYMBOL, "type": "market", "side": "buy", "amount": 0.01, "price": 100_000}
+    bad = good | {"params": {"clientOrderId": "0x1234"}}  # a cloid is 0x + 32 hex digits
+    with pytest.raises(ccxt.ExchangeError, match="422"):
+        await client.create_orders([good | {"params": {"clientOrderId": CLOID_ENTRY}}, bad])
+    assert fake.book.orders() == [] and fake.matching("order")[-1].status == 422
+
+
 async def test_rate_limits_refuse_before_processing(fake: FakeHyperliquidPerps, client: Any) -> None:
     fake.rate_limit("order")
     with pytest.raises(ccxt.RateLimitExceeded):

@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.clock import AcceleratedClock, Clock, WallClock
 from app.core.config import Settings
-from app.core.errors import ConfigurationError
 from app.core.metrics import AgentMetrics
 from app.core.security import SecretBox
 from app.core.timeframes import timeframe_delta, timeframe_seconds
@@ -24,7 +23,7 @@ from app.services.account.account_service import AccountService
 from app.services.account.new_account import new_account
 from app.services.evaluation.tracker import OutcomeTracker
 from app.services.exchange.base import FEE_PROFILES
-from app.services.exchange.registry import VenueRegistry
+from app.services.exchange.registry import LivePolicy, VenueRegistry
 from app.services.execution.executor import Executor
 from app.services.execution.reconciler import Reconciler
 from app.services.llm.ab_testing import ExperimentService
@@ -102,16 +101,22 @@ class Agent:
         closer = getattr(self.llm.provider, "aclose", None)
         if closer is not None:
             await closer()
+        await self.venues.close()
         await self.market.close()
         await self.db.dispose()
 
 
-def _check_mode(settings: Settings) -> None:
-    if settings.trading_mode == "live":
-        raise ConfigurationError(
-            "TRADING_MODE=live is refused: the live exchange adapter is not part of this version. "
-            "Use TRADING_MODE=paper (the default)."
-        )
+async def _live_parts(sessions: async_sessionmaker[AsyncSession], venues: VenueRegistry) -> list[Part]:
+    """One line per live account: which trade real money, which a test network, and which are refused (why)."""
+    async with sessions() as session:
+        accounts = [a for a in await AccountRepository(session).all() if a.mode == "live"]
+    parts = []
+    for account in accounts:
+        money = "REAL MONEY" if account.network == "mainnet" else "test network, no real money"
+        what = f"account {account.id} {account.name!r}: {account.venue} {account.network} ({money})"
+        gate = venues.live_gate(account)
+        parts.append(Part("live", what, False, f"NOT TRADED: {gate}" if gate else "TRADING_MODE=live"))
+    return parts
 
 
 async def _resume_at(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> datetime | None:
@@ -176,7 +181,6 @@ async def build_agent(
     injected market is history held in memory (a backtest): the context reads it directly, with no copy into the
     candle store, and no outcome tracker runs (the backtest's report measures the run)."""
     wall_clock = wall_clock or WallClock()
-    _check_mode(settings)
     db = create_engine(settings.database_url)
     await ensure_migrated(db)
     sessions = create_session_factory(db)
@@ -237,7 +241,7 @@ async def _wire(
     else:
         parts.append(Part("clock", type(clock).__name__, not isinstance(clock, WallClock), "wall clock"))
     parts.append(Part("market", what, market.is_simulated, why))
-    parts.append(Part("venue", f"paper {settings.venue}", True, "TRADING_MODE=paper"))
+    parts.append(Part("venue", f"paper {settings.venue}", True, "paper accounts"))
 
     secret_box = SecretBox.from_settings(
         settings.secret_key.get_secret_value() if settings.secret_key else None, Path(settings.secret_key_file)
@@ -264,7 +268,16 @@ async def _wire(
         assets=settings.assets,
         interval=settings.interval,
         venue=settings.venue,
+        live=LivePolicy(
+            enabled=settings.trading_mode == "live",
+            mainnet_confirmed=settings.mainnet_confirmed,
+            real_market_data=settings.market_source in ("binanceusdm", "hyperliquid") and not frozen_history,
+            api_url=settings.venue_api_url,
+        ),
+        secrets=secret_box,
+        wall_clock=wall_clock,
     )
+    parts.extend(await _live_parts(sessions, venues))
     # The venue's rules are asked when the market first answers (MarketAvailability, or a venue built for a request),
     # not at start-up: a venue outage must not stop the agent. The executor reads them from the registry's table.
     market_status = MarketAvailability(market.name, venues.rules)

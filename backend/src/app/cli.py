@@ -12,6 +12,7 @@ from rich.table import Table
 from app.commands.admin import admin_app
 from app.commands.arena import arena
 from app.commands.backtest import backtest
+from app.commands.common import load_settings
 from app.commands.data import data_app
 from app.commands.data_download import download
 from app.commands.experiments import experiments_app
@@ -19,7 +20,6 @@ from app.commands.llm import llm_app
 from app.commands.outcomes import outcomes_app
 from app.core.config import Settings
 from app.core.errors import ConfigurationError
-from app.core.logging import configure_logging
 from app.schemas.decision_result import DecisionResult
 
 app = typer.Typer(help="AI Trading Agent: an LLM decision engine for crypto perpetual futures.", no_args_is_help=True)
@@ -37,9 +37,8 @@ console = Console()
 
 
 def _settings() -> Settings:
-    settings = Settings()
-    configure_logging(settings.log_level, json_lines=settings.log_json, secrets=settings.secret_values())
-    return settings
+    """The settings; a bad value exits 2 with the reason (no traceback)."""
+    return load_settings()
 
 
 @app.command()

@@ -57,11 +57,12 @@ def test_db_upgrade_then_decide_once_prints_decision_validation_and_orders(tmp_p
     assert result["id"] == 2 and result["symbols"] == ["ETH"]
 
 
-def test_decide_refuses_live_mode_without_the_adapter(tmp_path: Path) -> None:
-    env = _env(tmp_path, TRADING_MODE="live")
+def test_a_mainnet_confirmation_that_does_not_say_it_is_refused(tmp_path: Path) -> None:
+    """Real money needs LIVE_MAINNET_CONFIRM word for word: anything else stops the start with the reason."""
+    env = _env(tmp_path, TRADING_MODE="live", LIVE_MAINNET_CONFIRM="yes")
     run = subprocess.run([BIN, "decide", "--once"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert run.returncode == 2
-    assert "TRADING_MODE=live is refused" in run.stdout
+    assert "LIVE_MAINNET_CONFIRM must be exactly 'real-money'" in run.stdout + run.stderr
 
 
 def test_run_serves_decisions_from_a_fresh_start(tmp_path: Path) -> None:

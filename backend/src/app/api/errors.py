@@ -64,6 +64,11 @@ _ERRORS: dict[int, tuple[str, type[BaseModel]]] = {
         ErrorBody,
     ),
     500: ("An unexpected failure; the server log has the details (never the answer)", ErrorBody),
+    502: (
+        "The venue did not carry out what was asked (e.g. a halted live account's positions could not be flattened); "
+        "the detail says what was done and what was not",
+        ErrorBody,
+    ),
     503: (
         "A service the request depends on cannot be reached now (the market or venue, the model provider or its "
         "catalog); try again later. No order was placed; a decision cycle that had begun is stored as `error` "

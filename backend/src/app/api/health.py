@@ -16,6 +16,7 @@ from sqlalchemy import text
 
 from app.api.deps import get_agent
 from app.bootstrap import Agent
+from app.db.repositories.accounts import AccountRepository
 from app.services.llm.llm_metrics import HealthStatus
 from app.trading.loop import Heartbeat
 
@@ -35,6 +36,8 @@ async def health(agent: Annotated[Agent, Depends(get_agent)]) -> dict[str, Any]:
     beat = agent.loop.heartbeat
     model = await agent.llm.validate_api_health(ask_provider=False)  # never a request to the provider from here
     reasons = _reasons(agent, database, beat, model)
+    live = await _live_accounts(agent)
+    reasons += [f"live account {a['id']} is not traded: {a['refused']}" for a in live if a["refused"]]
     return {
         "status": "degraded" if reasons else "ok",
         "reasons": reasons,
@@ -56,8 +59,31 @@ async def health(agent: Annotated[Agent, Depends(get_agent)]) -> dict[str, Any]:
         },
         "market": agent.market_status.snapshot(),
         "model": _public_model(agent, model),
+        "live_accounts": live,
         "parts": [{"name": p.name, "what": p.what, "simulated": p.simulated, "why": p.why} for p in agent.parts],
     }
+
+
+async def _live_accounts(agent: Agent) -> list[dict[str, Any]]:
+    """Every live account: its venue and network, whether it trades real money, and why it is not traded if so."""
+    try:
+        async with agent.sessions() as session:
+            accounts = await AccountRepository(session).all()
+    except Exception:  # the database is down: already a reason of its own
+        return []
+    return [
+        {
+            "id": a.id,
+            "name": a.name,
+            "venue": a.venue,
+            "network": a.network,
+            "real_money": a.network == "mainnet",
+            "status": a.status,
+            "refused": agent.venues.refusal(a),
+        }
+        for a in accounts
+        if a.mode == "live"
+    ]
 
 
 def _public_model(agent: Agent, model: HealthStatus) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 from app.core.timeframes import timeframe_seconds
 
 DEFAULT_DB_PATH = Path("data") / "trading.db"
+MAINNET_CONFIRMATION = "real-money"  # LIVE_MAINNET_CONFIRM's one accepted value
 
 
 def normalise_database_url(url: str) -> str:
@@ -66,7 +67,20 @@ class Settings(BaseSettings):
 
     market_source: Literal["simulated", "binanceusdm", "hyperliquid", "replay"] = "simulated"
     replay_dir: str | None = Field(default=None, description="CSV folder for MARKET_SOURCE=replay")
-    trading_mode: Literal["paper", "live"] = "paper"
+    trading_mode: Literal["paper", "live"] = Field(
+        default="paper",
+        description="live: this process may trade the accounts whose mode is live (each on its own venue and network); "
+        "paper: no live account is traded, whatever it says",
+    )
+    live_mainnet_confirm: str | None = Field(
+        default=None,
+        description=f"Set to {MAINNET_CONFIRMATION!r} to let live accounts on mainnet trade real money",
+    )
+    venue_api_url: str | None = Field(
+        default=None,
+        description="Send every venue request (market data and orders) to this base URL instead of the venue's own: a "
+        "local fake venue (tests, the README's dry run) or a proxy",
+    )
     venue: Literal["binanceusdm", "hyperliquid"] = "binanceusdm"
 
     # Simulation: the market simulator's clock runs `sim_speed` times faster than the wall clock, so a
@@ -123,8 +137,18 @@ class Settings(BaseSettings):
     def _async_driver(cls, value: str) -> str:
         return normalise_database_url(value)
 
+    @property
+    def mainnet_confirmed(self) -> bool:
+        """True when LIVE_MAINNET_CONFIRM says, word for word, that live mainnet accounts may trade real money."""
+        return self.live_mainnet_confirm == MAINNET_CONFIRMATION
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        if self.live_mainnet_confirm is not None and not self.mainnet_confirmed:
+            raise ValueError(
+                f"LIVE_MAINNET_CONFIRM must be exactly {MAINNET_CONFIRMATION!r} (or unset): "
+                f"{self.live_mainnet_confirm!r} does not confirm real-money trading"
+            )
         if self.market_source == "replay" and not self.replay_dir:
             raise ValueError("MARKET_SOURCE=replay needs REPLAY_DIR, a folder of CSV files")
         if not self.assets:

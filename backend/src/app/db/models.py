@@ -60,6 +60,7 @@ class Account(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     mode: Mapped[str] = mapped_column(String(16))  # paper | live
     venue: Mapped[str] = mapped_column(String(32))
+    network: Mapped[str | None] = mapped_column(String(16), nullable=True)  # live: testnet | mainnet; paper: None
     status: Mapped[str] = mapped_column(String(16), default="ACTIVE")  # ACTIVE REDUCING HALTED PAUSED
     model: Mapped[str | None] = mapped_column(String(200), nullable=True)
     strategy_id: Mapped[str] = mapped_column(ForeignKey("strategies.strategy_id"))

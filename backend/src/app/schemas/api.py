@@ -58,8 +58,17 @@ class StrictBody(BaseModel):
 
 class AccountCreate(StrictBody):
     name: str = Field(..., min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.-]*$")
-    mode: Literal["paper"] = Field("paper", description="Paper accounts only in this version")
+    mode: Literal["paper", "live"] = Field(
+        "paper",
+        description="paper: simulated fills; live: real orders on the venue's `network` once the agent runs with "
+        "TRADING_MODE=live and the account's credentials are stored",
+    )
     venue: Literal["binanceusdm", "hyperliquid"] = "binanceusdm"
+    network: Literal["testnet", "mainnet"] = Field(
+        "testnet",
+        description="A live account's venue network: testnet (Hyperliquid testnet, Binance USD-M demo trading) or "
+        "mainnet (real money: the agent must run with LIVE_MAINNET_CONFIRM=real-money); ignored for paper accounts",
+    )
     initial_balance: float = Field(10_000.0, gt=0, le=1e9, description="USD")
     strategy_id: str = Field(
         "conservative",
@@ -79,6 +88,10 @@ class AccountView(BaseModel):
     name: str
     mode: str
     venue: str
+    network: str | None = Field(None, description="A live account's network (testnet or mainnet); null for paper")
+    live_refusal: str | None = Field(
+        None, description="Why this live account is not traded now, and what would change it; null when it trades"
+    )
     status: AccountStatus
     model: str | None
     strategy_id: str
@@ -164,8 +177,17 @@ class ValidateRequest(StrictBody):
 
 
 class CredentialsRequest(StrictBody):
-    api_key: str = Field(..., min_length=1, max_length=500)
-    api_secret: str = Field(..., min_length=1, max_length=500)
+    """A venue account's keys, stored encrypted and never shown again."""
+
+    api_key: str = Field(
+        ..., min_length=1, max_length=500, description="Binance: the API key; Hyperliquid: the wallet address (0x...)"
+    )
+    api_secret: str = Field(
+        ...,
+        min_length=1,
+        max_length=500,
+        description="Binance: the API secret; Hyperliquid: the API wallet's private key",
+    )
 
 
 class ApiKeyCreate(StrictBody):

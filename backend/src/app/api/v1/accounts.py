@@ -16,6 +16,7 @@ from app.api.deps import get_agent
 from app.api.errors import error_responses
 from app.api.model_check import require_listed_model
 from app.bootstrap import Agent
+from app.core.errors import TemporaryError
 from app.db import models
 from app.db.repositories.accounts import AccountRepository
 from app.db.repositories.api_keys import ApiKeyRepository
@@ -36,6 +37,8 @@ from app.schemas.api import (
     StatusChangeView,
 )
 from app.services.account.new_account import new_account
+from app.services.exchange.base import ExchangeError
+from app.services.execution.kill_switch import flatten
 from app.services.llm.strategy_manager import StrategyNotFoundError, StrategyUnavailableError
 
 router = APIRouter(prefix="/api/v1/accounts", tags=["accounts"], responses=error_responses(401))
@@ -49,6 +52,7 @@ def view(account: models.Account) -> AccountView:
         name=account.name,
         mode=account.mode,
         venue=account.venue,
+        network=account.network,
         status=account.status,
         model=account.model,
         strategy_id=account.strategy_id,
@@ -69,7 +73,7 @@ async def _view(agent: Agent, account: models.Account) -> AccountView:
     the strategy in a session of its own: call it after a write transaction ends, never inside one (a second
     connection while the first holds the write lock)."""
     notice = await agent.strategies.strategy_notice(account.strategy_id)
-    return view(account).model_copy(update={"strategy_notice": notice})
+    return view(account).model_copy(update={"strategy_notice": notice, "live_refusal": agent.venues.refusal(account)})
 
 
 async def _load(agent: Agent, principal: CurrentPrincipal, account_id: int) -> models.Account:
@@ -88,10 +92,17 @@ async def _load(agent: Agent, principal: CurrentPrincipal, account_id: int) -> m
     responses=error_responses(400, 403, 404, 409, 413, 422, 429, 503),
 )
 async def create_account(body: AccountCreate, agent: AgentDep, _: MutatingAdmin) -> AccountView:
-    """Create a paper account. Admin only: an account key answers 403. Live accounts are refused in this version;
-    an unknown strategy answers 404, and so does a `model` the endpoint's model catalog does not list (503 when
-    the catalog cannot be read; nothing is saved)."""
+    """Create a paper or a live account. Admin only: an account key answers 403. A live account trades on its venue's
+    `network` (testnet by default) once TRADING_MODE=live and its credentials are stored; a mainnet one is refused
+    (409) unless LIVE_MAINNET_CONFIRM allows real money. An unknown strategy answers 404, and so does a `model` the
+    endpoint's model catalog does not list (503 when the catalog cannot be read; nothing is saved)."""
     now = agent.wall_clock.now()
+    if body.mode == "live" and body.network == "mainnet" and not agent.settings.mainnet_confirmed:
+        raise HTTPException(
+            status_code=409,
+            detail="a live mainnet account trades real money: set LIVE_MAINNET_CONFIRM=real-money on the agent first "
+            "(or create it on the testnet)",
+        )
     try:  # a deactivated strategy, or one whose stored definition is invalid, is not assigned: 409, nothing saved
         await agent.strategies.check_assignable(body.strategy_id)
     except StrategyUnavailableError as exc:
@@ -111,6 +122,7 @@ async def create_account(body: AccountCreate, agent: AgentDep, _: MutatingAdmin)
                 strategy_id=body.strategy_id,
                 initial_balance=body.initial_balance,
                 mode=body.mode,
+                network=body.network if body.mode == "live" else None,
                 model=body.model,
                 max_position_size=body.max_position_size,
                 max_leverage=body.max_leverage,
@@ -129,7 +141,10 @@ async def list_accounts(agent: AgentDep, principal: CurrentPrincipal) -> list[Ac
         accounts = await AccountRepository(session).all()
     visible = [a for a in accounts if principal.can_see(a.id)]
     notices = {sid: await agent.strategies.strategy_notice(sid) for sid in {a.strategy_id for a in visible}}
-    return [view(a).model_copy(update={"strategy_notice": notices[a.strategy_id]}) for a in visible]
+    return [
+        view(a).model_copy(update={"strategy_notice": notices[a.strategy_id], "live_refusal": agent.venues.refusal(a)})
+        for a in visible
+    ]
 
 
 @router.get("/{account_id}", response_model=AccountView, responses=error_responses(404, 422))
@@ -192,12 +207,33 @@ async def reduce(
     return await _set_status(request, agent, principal, account_id, "REDUCING", body)
 
 
-@router.post("/{account_id}/halt", response_model=AccountView, responses=_STATUS_ERRORS)
+@router.post("/{account_id}/halt", response_model=AccountView, responses=error_responses(400, 404, 413, 422, 429, 502))
 async def halt(
     request: Request, account_id: AccountId, agent: AgentDep, principal: MutatingPrincipal, body: StatusBody = None
 ) -> AccountView:
-    """The kill switch: no decision cycles and no orders; positions keep their protective stops."""
-    return await _set_status(request, agent, principal, account_id, "HALTED", body)
+    """The kill switch: no decision cycles and no new orders. A paper account's positions keep their protective
+    stops; a live account's are flattened at once: entry orders cancelled, positions closed with reduce-only market
+    orders, then their stops cancelled (a position whose close the venue refuses keeps its stop). When the venue
+    cannot be reached the account is HALTED all the same and the answer is 502 with the reason: halt again to flatten.
+    """
+    halted = await _set_status(request, agent, principal, account_id, "HALTED", body)
+    if halted.mode == "live":
+        await _flatten(agent, account_id)
+    return halted
+
+
+async def _flatten(agent: Agent, account_id: int) -> None:
+    try:
+        exchange = await agent.venues.exchange_for(account_id)
+        report = await flatten(exchange, account_id, f"h{int(agent.wall_clock.now().timestamp() * 1000)}")
+        async with agent.sessions.begin() as session:
+            await agent.engine.reconciler.sync(session, account_id, exchange, placed=report.orders)
+    except (TemporaryError, ExchangeError) as exc:
+        raise HTTPException(
+            status_code=502,
+            detail=f"account {account_id} is HALTED (no more decisions or orders), but its positions could not be "
+            f"flattened: {exc}. They keep their stops; halt again to flatten",
+        ) from exc
 
 
 @router.get("/{account_id}/history", response_model=list[StatusChangeView], responses=error_responses(404, 422))
@@ -251,6 +287,9 @@ async def store_credentials(
         assert row is not None
         row.credentials_encrypted = token
         row.updated_at = agent.wall_clock.now()
+    await agent.venues.forget(
+        account.id
+    )  # a live adapter built with the old credentials is closed, rebuilt when needed
 
 
 @router.post(

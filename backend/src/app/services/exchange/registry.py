@@ -1,23 +1,60 @@
 """One venue per account. Paper venues are rebuilt from the database at start-up (the ledger of fills,
-the open positions and the open orders) and fed the market's closed candles as the clock moves."""
+the open positions and the open orders) and fed the market's closed candles as the clock moves. Live accounts get a
+`LiveExchange` on their venue and network, built from their stored credentials, once every opt-in holds:
+
+- the process trades live accounts (`TRADING_MODE=live`);
+- a mainnet account also needs `LIVE_MAINNET_CONFIRM` (real money);
+- the market data is the venue's, not the simulator or a replay (decisions on other prices would set wrong stops);
+- the account has credentials, and the venue accepts them (`LiveExchange.start`).
+
+An account that fails one is refused with the reason (`refusals`, shown by `/health` and the account), and asked
+again on its next cycle."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING, Literal
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.clock import Clock
+from app.core.clock import Clock, WallClock
+from app.core.errors import TemporaryError
+from app.core.security import SecretBox
 from app.core.timeframes import from_ms, timeframe_delta, to_ms
+from app.db import models
 from app.db.models import Account
 from app.db.repositories.trading import TradingRepository
-from app.services.exchange.base import FEE_PROFILES, Exchange, Fill, Order, Position
+from app.services.exchange.base import FEE_PROFILES, Exchange, ExchangeError, Fill, Order, Position
 from app.services.exchange.paper import PaperVenue
 from app.services.llm.llm_exceptions import AccountNotFoundError
 from app.services.market_data.base import Candle, CandleSeries, MarketDataSource, MarketRules
 
+if TYPE_CHECKING:  # ccxt is imported only when a live account trades: the offline agent never loads it
+    from app.services.exchange.live import LiveExchange
+
 MAX_REPLAY_CANDLES = 500
+
+log = logging.getLogger(__name__)
+
+
+class LiveAccountRefusedError(TemporaryError):
+    """A live account this process does not trade now; the message says why and what would change it."""
+
+
+@dataclass(frozen=True)
+class LivePolicy:
+    """What lets live accounts trade in this process (from the settings)."""
+
+    enabled: bool = False  # TRADING_MODE=live
+    mainnet_confirmed: bool = False  # LIVE_MAINNET_CONFIRM
+    real_market_data: bool = False  # the market data is a venue's (MARKET_SOURCE=binanceusdm or hyperliquid)
+    api_url: str | None = None  # VENUE_API_URL: a fake venue or a proxy
+    timeout_ms: int = 10_000
 
 
 class VenueRegistry:
@@ -32,8 +69,17 @@ class VenueRegistry:
         assets: list[str],
         interval: str,
         venue: str = "binanceusdm",
+        live: LivePolicy | None = None,
+        secrets: SecretBox | None = None,
+        wall_clock: Clock | None = None,
     ) -> None:
         self.profile = FEE_PROFILES[venue]
+        self.live = live or LivePolicy()
+        self.secrets = secrets
+        self.wall_clock = wall_clock or WallClock()
+        self._live: dict[int, LiveExchange] = {}
+        self._modes: dict[int, str] = {}
+        self.refusals: dict[int, str] = {}  # live account -> why it is not traded now
         self.market = market
         self.sessions = sessions
         self.clock = clock
@@ -64,7 +110,126 @@ class VenueRegistry:
         return self._rules
 
     async def exchange_for(self, account_id: int) -> Exchange:
+        """The account's venue: its paper venue, or its live adapter (`LiveAccountRefusedError` when it may not trade
+        now, with the reason)."""
+        if await self._mode(account_id) == "live":
+            return await self._live_exchange(account_id)
         return await self._venue(account_id)
+
+    def is_live(self, account_id: int) -> bool:
+        return self._modes.get(account_id) == "live"
+
+    def refusal(self, account: Account) -> str | None:
+        """Why a live account is not traded now (a missing opt-in or credentials, a venue that refused it or could
+        not be reconciled); None for a live account that trades and for every paper account."""
+        if account.mode != "live":
+            return None
+        return self.live_gate(account) or self.refusals.get(account.id)
+
+    def refuse(self, account_id: int, reason: str) -> None:
+        """Record why a live account is not traded (a failed start, a reconciliation that could not be done)."""
+        if self.refusals.get(account_id) != reason:
+            log.warning("live account %s is not traded: %s", account_id, reason)
+        self.refusals[account_id] = reason
+
+    def accept(self, account_id: int) -> None:
+        if self.refusals.pop(account_id, None) is not None:
+            log.info("live account %s reconciled with its venue: trading again", account_id)
+
+    async def forget(self, account_id: int) -> None:
+        """Close the account's live adapter (its credentials changed): the next use builds it again."""
+        async with self._lock:
+            adapter = self._live.pop(account_id, None)
+            self.refusals.pop(account_id, None)
+        if adapter is not None:
+            await adapter.close()
+
+    async def close(self) -> None:
+        """Close the live adapters' connections."""
+        adapters, self._live = list(self._live.values()), {}
+        for adapter in adapters:
+            try:
+                await adapter.close()
+            except Exception:  # closing must go on for the others
+                log.exception("closing the live adapter %r failed", adapter)
+
+    async def _mode(self, account_id: int) -> str:
+        mode = self._modes.get(account_id)
+        if mode is None:
+            async with self.sessions() as session:
+                account = await session.get(Account, account_id)
+            if account is None:
+                raise AccountNotFoundError(account_id)
+            mode = self._modes[account_id] = account.mode
+        return mode
+
+    async def _live_exchange(self, account_id: int) -> LiveExchange:
+        async with self._lock:
+            adapter = self._live.get(account_id)
+            if adapter is not None:
+                return adapter
+            async with self.sessions() as session:
+                account = await session.get(Account, account_id)
+                if account is None:
+                    raise AccountNotFoundError(account_id)
+                ids = (
+                    await session.scalars(
+                        select(models.Order.client_order_id).where(models.Order.account_id == account_id)
+                    )
+                ).all()
+            reason = self.live_gate(account)
+            if reason is not None:
+                self.refuse(account_id, reason)
+                raise LiveAccountRefusedError(f"live account {account_id}: {reason}")
+            from app.services.exchange.live import LiveExchange, VenueCredentials
+
+            assert self.secrets is not None and account.credentials_encrypted is not None
+            stored = json.loads(self.secrets.decrypt(account.credentials_encrypted))
+            network: Literal["testnet", "mainnet"] = "mainnet" if account.network == "mainnet" else "testnet"
+            venue: Literal["binanceusdm", "hyperliquid"] = (
+                "hyperliquid" if account.venue == "hyperliquid" else "binanceusdm"
+            )
+            adapter = LiveExchange(
+                venue,
+                VenueCredentials(api_key=stored["api_key"], api_secret=stored["api_secret"]),
+                network=network,
+                assets=self.assets,
+                api_url=self.live.api_url,
+                timeout_ms=self.live.timeout_ms,
+                wall_clock=self.wall_clock,
+            )
+            adapter.register_client_ids(ids)
+            try:
+                await adapter.start()
+            except (ExchangeError, TemporaryError) as exc:
+                await adapter.close()
+                reason = f"{venue} {network} could not be reached or refused the account: {exc}"
+                self.refuse(account_id, reason)
+                raise LiveAccountRefusedError(f"live account {account_id}: {reason}") from None
+            self._live[account_id] = adapter
+            log.warning(
+                "live account %s trades on %s %s%s",
+                account_id,
+                venue,
+                network,
+                " WITH REAL MONEY" if network == "mainnet" else " (the venue's test network)",
+            )
+            return adapter
+
+    def live_gate(self, account: Account) -> str | None:
+        """Why this live account may not trade in this process, or None."""
+        if not self.live.enabled:
+            return "TRADING_MODE is paper: this process trades no live account (set TRADING_MODE=live)"
+        if account.network == "mainnet" and not self.live.mainnet_confirmed:
+            return "a mainnet account trades real money: set LIVE_MAINNET_CONFIRM=real-money to allow it"
+        if not self.live.real_market_data:
+            return (
+                "live trading needs the venue's market data (MARKET_SOURCE=binanceusdm or hyperliquid): decisions on "
+                "simulated or replayed prices would set stops at the wrong levels"
+            )
+        if account.credentials_encrypted is None or self.secrets is None:
+            return f"no exchange credentials stored (PUT /api/v1/accounts/{account.id}/credentials)"
+        return None
 
     async def _venue(self, account_id: int) -> PaperVenue:
         async with self._lock:
@@ -144,7 +309,10 @@ class VenueRegistry:
         return venue
 
     async def advance(self, account_id: int, until: datetime) -> list[Fill]:
-        """Feed the account's venue every closed candle it has not seen yet, up to `until`."""
+        """Feed the account's paper venue every closed candle it has not seen yet, up to `until` (a live venue moves
+        by itself: nothing to do)."""
+        if await self._mode(account_id) == "live":
+            return []
         venue = await self._venue(account_id)
         symbols = {*self.assets, *(p.symbol for p in await venue.fetch_positions())}
         fills: list[Fill] = []

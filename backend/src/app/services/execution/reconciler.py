@@ -3,6 +3,7 @@ after every execution and every market update the local tables are brought in li
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,6 +15,11 @@ from app.db import models
 from app.db.inserts import insert_rows
 from app.db.repositories.trading import TradingRepository
 from app.services.exchange.base import Balance, Exchange, Order
+from app.services.execution.client_ids import account_of
+
+log = logging.getLogger(__name__)
+
+ADOPTED = "adopted: found on the venue, not opened by the agent (by hand or another program)"
 
 
 @dataclass(frozen=True)
@@ -212,6 +218,13 @@ class Reconciler:
             row.margin = position.margin
             row.liquidation_price = position.liquidation_price
             own = await repo.position_fills(account_id, symbol, position.opened_at)
+            if symbol in opened and row.entry_rationale is None and not any(account_of(f.client_order_id) for f in own):
+                # no order of ours made it: opened by hand (or by another program) on the venue; adopted, and the
+                # stop watchdog gives it a stop if it has none
+                row.entry_rationale = ADOPTED
+                log.warning(
+                    "account %s: %s position found on the venue, not opened by the agent: adopted", account_id, symbol
+                )
             row.realized_pnl = sum(f.realized_pnl for f in own)
             row.fees = sum(f.fee for f in own)
             row.stop_loss = protective.get(symbol, {}).get("stop_loss")

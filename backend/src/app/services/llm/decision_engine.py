@@ -34,7 +34,8 @@ from app.schemas.decision_result import DecisionResult, OrderSummary, UsageSumma
 from app.schemas.trading_decision import TradingContext, TradingDecision, TradingStrategy
 from app.schemas.validation import AssetVerdict, RiskState, ValidationResult
 from app.services.evaluation.asset_state import asset_state_of
-from app.services.exchange.registry import VenueRegistry
+from app.services.exchange.base import ExchangeError, ExchangeUnavailableError
+from app.services.exchange.registry import LiveAccountRefusedError, VenueRegistry
 from app.services.execution.executor import ExecutionReport, Executor, OrderRun
 from app.services.execution.reconciler import Reconciler
 from app.services.execution.watchdog import StopWatchdog
@@ -263,13 +264,25 @@ class DecisionEngine:
         return await self.strategies.update_account_strategy(account_id, strategy_id, reason)
 
     async def sync_account(self, account_id: int) -> None:
-        """Bring the account's venue up to the clock and mirror it into the database."""
+        """Bring the account's venue up to the clock and mirror it into the database. A live account that cannot be
+        reconciled (its venue does not answer or refuses) is not traded: the reason is recorded (`/health`, the
+        account) and the cycle stops here, before any model call or order."""
         exchange = await self.venues.exchange_for(account_id)
         await self.venues.advance(account_id, self.clock.now())
         if self.reconciler.is_current(account_id, exchange):
             return
-        async with self.sessions.begin() as session:
-            await self.reconciler.sync(session, account_id, exchange)
+        try:
+            async with self.sessions.begin() as session:
+                await self.reconciler.sync(session, account_id, exchange)
+        except (ExchangeError, ExchangeUnavailableError) as exc:
+            if not self.venues.is_live(account_id):
+                raise
+            self.venues.refuse(account_id, f"could not reconcile with the venue: {exc}")
+            raise LiveAccountRefusedError(
+                f"live account {account_id}: could not reconcile with the venue: {exc}"
+            ) from None
+        if self.venues.is_live(account_id):
+            self.venues.accept(account_id)
 
     # ------------------------------------------------------------------------------------------- cycle
     async def _decide(

@@ -39,11 +39,13 @@ def build_market(settings: Settings, *, resume_at: datetime | None, now: datetim
     source = settings.market_source
     if source in ("binanceusdm", "hyperliquid"):
         # ccxt is imported only here: its 190k objects and 0.8 s import are no use to the simulator or a replay
-        from app.services.market_data.ccxt_source import CcxtMarketData
+        from app.services.market_data.ccxt_source import CcxtMarketData, local_api_urls
 
         wall = WallClock()
-        market = CcxtMarketData(source, settings.assets, clock=wall)
-        return MarketChoice(market, wall, f"{source} public data via ccxt", f"MARKET_SOURCE={source}")
+        overrides = local_api_urls(source, settings.venue_api_url) if settings.venue_api_url else None
+        market = CcxtMarketData(source, settings.assets, clock=wall, api_overrides=overrides)
+        where = f" at VENUE_API_URL {settings.venue_api_url}" if settings.venue_api_url else ""
+        return MarketChoice(market, wall, f"{source} public data via ccxt{where}", f"MARKET_SOURCE={source}")
     if source == "replay":
         assert settings.replay_dir is not None
         replay = ReplaySource(Path(settings.replay_dir), assets=settings.assets)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import ccxt.async_support as ccxt
@@ -14,7 +15,10 @@ from app.core.clock import ManualClock
 from app.services.exchange.base import ExchangeUnavailableError, OrderRequest
 from app.services.exchange.live import LiveExchange, VenueCredentials, cloid_for, round_down
 from app.services.exchange.live_errors import classify, scrub
+from tests.fakes.binance_trading import FakeBinanceFutures
 from tests.fakes.exchange_servers import FakeBinance, FakeHyperliquid
+from tests.fakes.hyperliquid_trading import FakeHyperliquidPerps
+from tests.fakes.venue_book import BookOrder
 
 SECRET = "s3cr3t-0123456789abcdefABCDEF"
 KEY = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"  # 64 hex, like a private key
@@ -241,5 +245,228 @@ async def test_hyperliquid_markets_and_precision_over_the_public_fake() -> None:
             assert rules.market_symbol == "BTC/USDC:USDC"
             assert rules.max_leverage == 40
             assert exchange._price(rules, 98_765.4321) == 98_765.0  # 5 significant figures
+        finally:
+            await exchange.close()
+
+
+# ---- the outcome policy on the trading fakes (real sockets, the real ccxt client) ----------------------------
+
+VENUES = ["binanceusdm", "hyperliquid"]
+CREATE = {"binanceusdm": "POST /fapi/v1/order", "hyperliquid": "order"}
+CREATE_STOP = {"binanceusdm": "POST /fapi/v1/algoOrder", "hyperliquid": "order"}
+
+
+def _fake(venue: str) -> FakeBinanceFutures | FakeHyperliquidPerps:
+    if venue == "binanceusdm":
+        return FakeBinanceFutures(["BTC"], balance=1_000.0)
+    return FakeHyperliquidPerps(["BTC"], balance=1_000.0)
+
+
+def _adapter(venue: str, fake: FakeBinanceFutures | FakeHyperliquidPerps, **kw: object) -> LiveExchange:
+    if isinstance(fake, FakeBinanceFutures):
+        credentials = VenueCredentials(fake.API_KEY, fake.API_SECRET)
+    else:
+        credentials = VenueCredentials(fake.WALLET, fake.PRIVATE_KEY)
+    options: dict[str, object] = {"timeout_ms": 1_000, "lookup_backoff_s": 0.05, "rate_limit_ms": 1.0} | kw
+    return LiveExchange(venue, credentials, network="testnet", assets=["BTC"], api_url=fake.base_url, **options)  # type: ignore[arg-type]
+
+
+class Live:
+    """An adapter on a running trading fake."""
+
+    def faults_left(self) -> int:
+        """Faults scripted to strike after processing that have not struck yet."""
+        fake = self.fake
+        return len(fake._post) if isinstance(fake, FakeBinanceFutures) else len(fake._post_faults)
+
+    def __init__(self, venue: str, fake: FakeBinanceFutures | FakeHyperliquidPerps, exchange: LiveExchange) -> None:
+        self.venue, self.fake, self.exchange = venue, fake, exchange
+        self.mark = fake.book.mark("BTC")
+        self.quantity = round_down(1_000.0 / self.mark, 0.001)  # 1000 USD, a whole lot on both venues
+
+    def created(self, cid: str) -> list[BookOrder]:
+        """The book's orders with this client id (Hyperliquid: its cloid), children of triggers left out."""
+        key = cid if self.venue == "binanceusdm" else cloid_for(cid)
+        return [o for o in self.fake.book.orders() if o.client_id == key and o.parent_id is None]
+
+    def market(self, cid: str, side: str = "buy", **kw: object) -> OrderRequest:
+        return OrderRequest(cid, "BTC", side, "market", self.quantity, **kw)  # type: ignore[arg-type]
+
+    def stop(self, cid: str, trigger: float, kind: str = "stop_market", reduce_only: bool = True) -> OrderRequest:
+        reason = "stop_loss" if kind == "stop_market" else "take_profit"
+        return OrderRequest(cid, "BTC", "sell", kind, self.quantity, trigger, reduce_only, reason)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=VENUES)
+async def live(request: pytest.FixtureRequest) -> AsyncIterator[Live]:
+    venue = str(request.param)
+    with _fake(venue) as fake:
+        exchange = _adapter(venue, fake)
+        try:
+            await exchange.start()
+            await exchange.set_leverage("BTC", 5)
+            yield Live(venue, fake, exchange)
+        finally:
+            await exchange.close()
+
+
+async def test_a_lost_answer_is_resolved_by_client_id_and_never_sent_again(live: Live) -> None:
+    live.fake.lose_answer(CREATE[live.venue])
+    order = await live.exchange.place_order(live.market("a1-d1-BTC-en"))
+    assert live.faults_left() == 0
+    assert (order.client_order_id, order.status) == ("a1-d1-BTC-en", "filled")
+    assert order.filled_quantity == pytest.approx(live.quantity)
+    assert len(live.fake.matching(CREATE[live.venue])) == 1  # one create request: the order was not sent again
+    assert len(live.created("a1-d1-BTC-en")) == 1
+    [position] = await live.exchange.fetch_positions()
+    assert position.size == pytest.approx(live.quantity)
+
+
+async def test_a_5xx_after_processing_is_resolved_by_client_id(live: Live) -> None:
+    live.fake.fail_after(CREATE_STOP[live.venue], status=503)
+    await live.exchange.place_order(live.market("a1-d1-BTC-en"))  # Hyperliquid: this create takes the fault
+    if live.venue == "binanceusdm":
+        assert len(live.created("a1-d1-BTC-en")) == 1
+    else:
+        live.fake.fail_after("order", status=500)
+    order = await live.exchange.place_order(live.stop("a1-d1-BTC-sl", live.mark * 0.9))
+    assert live.faults_left() == 0
+    assert (order.client_order_id, order.status, order.type) == ("a1-d1-BTC-sl", "open", "stop_market")
+    assert len(live.created("a1-d1-BTC-sl")) == 1
+    assert len(live.created("a1-d1-BTC-en")) == 1
+
+
+async def test_an_order_the_venue_never_got_is_an_unknown_outcome_not_a_resend(live: Live) -> None:
+    body = {"code": -1001, "msg": "Internal error."} if live.venue == "binanceusdm" else None
+    live.fake.fail(503, body, match=CREATE[live.venue])  # refused before processing: nothing was created
+    live.exchange._lookup_attempts = 2
+    with pytest.raises(ExchangeUnavailableError, match=r"outcome unknown for a1-d1-BTC-en.*never sent again"):
+        await live.exchange.place_order(live.market("a1-d1-BTC-en"))
+    assert len(live.fake.matching(CREATE[live.venue])) == 1
+    assert live.created("a1-d1-BTC-en") == []
+
+
+async def test_a_duplicate_client_id_returns_the_existing_order(live: Live) -> None:
+    first = await live.exchange.place_order(live.market("a1-d1-BTC-en"))
+    again = await live.exchange.place_order(replace(live.market("a1-d1-BTC-en"), quantity=live.quantity * 2))
+    assert (again.client_order_id, again.venue_order_id, again.status) == (
+        "a1-d1-BTC-en",
+        first.venue_order_id,
+        "filled",
+    )
+    assert again.quantity == pytest.approx(live.quantity)
+    stop = await live.exchange.place_order(live.stop("a1-d1-BTC-sl", live.mark * 0.9))
+    repeat = await live.exchange.place_order(live.stop("a1-d1-BTC-sl", live.mark * 0.8))
+    assert (repeat.venue_order_id, repeat.status, repeat.trigger_price) == (
+        stop.venue_order_id,
+        "open",
+        stop.trigger_price,
+    )
+    assert len(live.created("a1-d1-BTC-en")) == len(live.created("a1-d1-BTC-sl")) == 1
+    [position] = await live.exchange.fetch_positions()
+    assert position.size == pytest.approx(live.quantity)
+
+
+async def test_a_rate_limit_holds_every_request_until_its_wait_has_passed(live: Live) -> None:
+    clock = ManualClock(T0)
+    live.exchange._clock = clock
+    if live.venue == "binanceusdm":
+        body = {"code": -1003, "msg": "Too many requests; current limit is 2400 requests per minute."}
+        live.fake.fail(429, body, headers={"Retry-After": "12"}, match=CREATE[live.venue])
+        wait = 12
+    else:
+        assert isinstance(live.fake, FakeHyperliquidPerps)
+        live.fake.rate_limit("order")  # a bare 429
+        wait = 10  # DEFAULT_RATE_LIMIT_WAIT_S
+    with pytest.raises(ExchangeUnavailableError, match=rf"rate limited: retry after {wait} s"):
+        await live.exchange.place_order(live.market("a1-d1-BTC-en"))
+    sent = len(live.fake.requests)
+    clock.advance(timedelta(seconds=wait - 1))
+    with pytest.raises(ExchangeUnavailableError, match="retry after 1 s"):
+        await live.exchange.place_order(live.market("a1-d1-BTC-en"))
+    with pytest.raises(ExchangeUnavailableError, match="rate limited"):
+        await live.exchange.fetch_positions()
+    assert len(live.fake.requests) == sent  # nothing reached the venue while waiting
+    assert live.created("a1-d1-BTC-en") == []  # the refused create was not processed
+    clock.advance(timedelta(seconds=1))
+    order = await live.exchange.place_order(live.market("a1-d1-BTC-en"))
+    assert order.status == "filled"
+
+
+async def test_stops_are_reduce_only_and_their_fills_carry_their_reason(live: Live) -> None:
+    ex = live.exchange
+    await ex.place_order(live.market("a1-d1-BTC-en"))
+    stop = await ex.place_order(live.stop("a1-d1-BTC-sl", live.mark * 0.97, reduce_only=False))
+    target = await ex.place_order(live.stop("a1-d1-BTC-tp", live.mark * 1.05, "take_profit_market"))
+    assert (stop.status, stop.reduce_only, target.status) == ("open", True, "open")
+    [book_stop] = live.created("a1-d1-BTC-sl")
+    assert (book_stop.type, book_stop.reduce_only, book_stop.trigger) == ("stop_market", True, stop.trigger_price)
+    assert len(live.fake.matching(CREATE_STOP[live.venue])) >= 2
+    assert {o.client_order_id for o in await ex.fetch_open_orders("BTC")} == {"a1-d1-BTC-sl", "a1-d1-BTC-tp"}
+    live.fake.book.set_price("BTC", live.mark * 0.96)
+    fired = await ex.fetch_order("BTC", "a1-d1-BTC-sl")
+    assert fired is not None
+    assert (fired.status, fired.filled_quantity) == ("filled", pytest.approx(live.quantity))
+    assert fired.avg_fill_price == pytest.approx(live.mark * 0.96, rel=1e-4)
+    canceled = await ex.fetch_order("BTC", "a1-d1-BTC-tp")  # the position is gone: the venue dropped it
+    assert canceled is not None and canceled.status == "canceled"
+    fills = await ex.fetch_fills()
+    assert [(f.client_order_id, f.reason) for f in fills] == [("a1-d1-BTC-en", "entry"), ("a1-d1-BTC-sl", "stop_loss")]
+    assert fills[1].realized_pnl < 0 and all(f.fee > 0 for f in fills)
+    assert await ex.fetch_positions() == []
+    assert await ex.fetch_open_orders() == []
+    balance = await ex.fetch_balance()
+    assert balance.realized_pnl == pytest.approx(fills[1].realized_pnl)
+    assert balance.wallet_balance == pytest.approx(1_000.0 + balance.realized_pnl - balance.fees_paid)
+
+
+async def test_a_restarted_adapter_sees_the_orders_and_maps_ids_back(live: Live) -> None:
+    await live.exchange.place_order(live.market("a1-d1-BTC-en"))
+    await live.exchange.place_order(live.stop("a1-d1-BTC-sl", live.mark * 0.97))
+    fresh = _adapter(live.venue, live.fake)
+    try:
+        await fresh.start()
+        [before] = await fresh.fetch_open_orders()
+        if live.venue == "hyperliquid":  # a cloid is a hash: our id comes back once the database has told us
+            assert before.client_order_id == cloid_for("a1-d1-BTC-sl")
+        fresh.register_client_ids(["a1-d1-BTC-en", "a1-d1-BTC-sl"])
+        [after] = await fresh.fetch_open_orders()
+        assert (after.client_order_id, after.type, after.reduce_only) == ("a1-d1-BTC-sl", "stop_market", True)
+        assert await fresh.fetch_order("BTC", "a1-d1-BTC-sl") is not None
+        [fill] = await fresh.fetch_fills()
+        assert (fill.client_order_id, fill.reason) == ("a1-d1-BTC-en", "entry")
+        [position] = await fresh.fetch_positions()
+        assert position.opened_at == fill.timestamp
+        assert await fresh.fetch_positions() == await live.exchange.fetch_positions()
+    finally:
+        await fresh.close()
+
+
+async def test_a_liquidation_is_reported_as_one(live: Live) -> None:
+    await live.exchange.set_leverage("BTC", 20)
+    await live.exchange.place_order(live.market("a1-d1-BTC-en"))
+    [position] = await live.exchange.fetch_positions()
+    assert position.liquidation_price is not None and position.leverage == 20
+    live.fake.book.set_price("BTC", position.liquidation_price * 0.99)
+    assert await live.exchange.fetch_positions() == []
+    fills = await live.exchange.fetch_fills()
+    assert [f.reason for f in fills] == ["entry", "liquidation"]
+
+
+async def test_a_timestamp_drift_is_resynced_and_the_order_reported_refused() -> None:
+    with FakeBinanceFutures(["BTC"], balance=1_000.0) as fake:
+        exchange = _adapter("binanceusdm", fake)
+        try:
+            await exchange.start()
+            live = Live("binanceusdm", fake, exchange)
+            fake.skew_clock(-3_000)  # the venue's clock is now 3 s behind ours
+            refused = await exchange.place_order(live.market("a1-d1-BTC-en"))
+            assert refused.status == "rejected"
+            assert "clock drift" in (refused.reject_reason or "")
+            assert live.created("a1-d1-BTC-en") == []
+            placed = await exchange.place_order(live.market("a1-d2-BTC-en"))  # the time difference was re-synced
+            assert placed.status == "filled"
+            fake.skew_clock(-3_000)
+            assert len(await exchange.fetch_positions()) == 1  # a read is retried once after a re-sync
         finally:
             await exchange.close()

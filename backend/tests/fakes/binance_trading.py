@@ -302,6 +302,21 @@ class FakeBinanceFutures(FakeBinance):
 
     # ------------------------------------------------------------------------------------- faults
 
+    def fail(self, status: int = 500, body: Any = None, *, match: str | None = None, times: int = 1, **kw: Any) -> None:
+        """As `FakeVenue.fail`; a 429 / 418 gets Binance's -1003 body and a `Retry-After` unless given."""
+        if status in (429, 418):
+            headers = dict(kw.pop("headers", None) or {})
+            headers.setdefault("Retry-After", "60" if status == 429 else "120")
+            kw["headers"] = headers
+            if body is None and status == 429:
+                body = {"code": -1003, "msg": "Too many requests; current limit of IP is 2400 requests per minute."}
+            elif body is None:
+                body = {
+                    "code": -1003,
+                    "msg": f"Way too much request weight used; IP banned until {self.now_ms + 120_000}.",
+                }
+        super().fail(status, body, match=match, times=times, **kw)
+
     def lose_answer(self, match: str | None = None, *, times: int = 1) -> None:
         """Process the next `times` matching requests, then withhold the answer until the client gives up."""
         with self._lock:

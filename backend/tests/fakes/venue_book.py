@@ -5,6 +5,8 @@ results (orders, fills, positions, `VenueReject`) into the venue's own bodies an
 yardstick the agent's own paper venue is checked against, so it shares no code with it.
 
 Rules (deterministic, one-way mode, isolated margin):
+- Margin mode: `set_margin_mode` / `margin_mode` only record what the protocol layer shows (default "cross");
+  the arithmetic is always isolated.
 - Prices: `tick()` reads `price_of(asset)` for every asset with open orders or a position (unless `set_price`
   pinned the asset) and applies it; `set_price` pins and applies. Between two prices the events that the path
   from the old to the new price crosses (conditional triggers, resting limits, liquidation) happen in the order
@@ -207,9 +209,9 @@ class VenueBook:
         with self.lock:
             if asset in self._pinned:
                 return self._pinned[asset]
-            if asset in self._marks:
+            if asset in self._marks and asset in self._active_assets():
                 return self._marks[asset]
-            return float(self.price_of(asset))
+            return float(self.price_of(asset))  # not followed by tick: the source's price now
 
     # ------------------------------------------------------------------------------------- settings
 
@@ -252,7 +254,7 @@ class VenueBook:
         """Place an order (it may fill at once); raises `VenueReject` if the venue refuses it."""
         with self.lock:
             now = self.now_ms()
-            if asset not in self._marks and asset not in self._pinned:
+            if asset not in self._pinned:  # the price now (tick follows only assets with orders or a position)
                 self._move(asset, float(self.price_of(asset)))
             order = BookOrder(
                 id=0,

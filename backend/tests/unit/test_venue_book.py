@@ -295,3 +295,16 @@ def test_funding_settles_on_the_position() -> None:
     assert row["payment"] == pytest.approx(-0.1)  # a long pays a positive rate
     assert book.balance()["wallet"] == pytest.approx(wallet - 0.1)
     assert book.funding(since_ms=clock.ms + 2) == []
+
+
+def test_an_asset_without_orders_or_position_is_priced_afresh() -> None:
+    clock = Clock()
+    prices = {"BTC": 100_000.0}
+    book = VenueBook(
+        balance=10_000, maker_bps=2, taker_bps=5, min_notional=5, price_of=lambda a: prices[a], now_ms=clock
+    )
+    book.place("BTC", "buy", "market", 0.01)
+    book.place("BTC", "sell", "market", 0.01, reduce_only=True)
+    prices["BTC"] = 90_000.0  # no tick follows BTC now: nothing is open on it
+    assert book.tick() == [] and book.mark("BTC") == 90_000
+    assert book.place("BTC", "buy", "market", 0.01).avg_price == 90_000

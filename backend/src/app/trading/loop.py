@@ -103,6 +103,7 @@ class TradingLoop:
         try:
             if not await self._wait_for_market():
                 return
+            await self._check_accounts()
             candle: datetime | None = floor_time(self.clock.now(), self.interval)
             while candle is not None and not self._stop.is_set():
                 if self.data_end is not None and candle > self.data_end:
@@ -112,6 +113,19 @@ class TradingLoop:
                 candle = await self._next_candle(candle)
         finally:
             self.heartbeat.running = False
+
+    async def _check_accounts(self) -> None:
+        """At start-up, before the first cycle: every account is reconciled with its venue and its positions checked
+        for protective stops (a stop the last process did not get to place is placed now, not at the next candle).
+        A failure is logged and left to the account's cycles."""
+        async with self.sessions() as session:
+            accounts = [a.id for a in await AccountRepository(session).all()]
+        for account_id in accounts:
+            try:
+                await self.engine.check_account(account_id)
+            except Exception as exc:
+                log.warning("start-up check of account %s failed: %s", account_id, exc)
+                self.heartbeat.per_account_errors[account_id] = f"account {account_id}: start-up check: {exc}"
 
     async def run_cycle(self) -> int:
         """One decision for every tradable account; returns how many decisions were stored."""

@@ -56,6 +56,7 @@ from app.services.llm.strategy_manager import HOLD_NOTICE, StrategyManager, Stra
 log = logging.getLogger(__name__)
 
 TRADABLE = ("ACTIVE", "REDUCING")
+DEFAULT_STOP_PERCENTAGE = 2.0  # the watchdog's stop distance for a position whose strategy cannot be read
 MAX_DEFERRAL_S = 2.0  # the longest a model's answer waits for other accounts' preparation (see _after_preparations)
 
 
@@ -283,6 +284,37 @@ class DecisionEngine:
             ) from None
         if self.venues.is_live(account_id):
             self.venues.accept(account_id)
+
+    async def check_account(self, account_id: int) -> None:
+        """Reconcile the account with its venue and make sure every open position has a protective stop, outside any
+        decision (start-up): the watchdog's orders are named after the wall-clock moment (`w{ms}`)."""
+        await self.sync_account(account_id)
+        exchange = await self.venues.exchange_for(account_id)
+        async with self.sessions() as session:
+            account = await session.get(models.Account, account_id)
+            strategy_id = account.strategy_id if account is not None else None
+        try:
+            strategy = await self.strategies.runnable_strategy(strategy_id) if strategy_id else None
+        except StrategyUnavailableError:
+            strategy = None
+        stop_pct = strategy.risk_parameters.stop_loss_percentage if strategy else DEFAULT_STOP_PERCENTAGE
+        run = OrderRun(exchange, account_id, f"w{int(self.wall_clock.now().timestamp() * 1000)}", ExecutionReport())
+        levels = await self._known_stop_levels(account_id)
+        guard = await self.watchdog.check(exchange, run, levels=levels, stop_loss_percentage=stop_pct)
+        for problem in guard.problems:
+            log.warning("account %s at start-up: %s", account_id, problem)
+        if run.report.orders:
+            async with self.sessions.begin() as session:
+                await self.reconciler.sync(session, account_id, exchange, placed=run.report.orders)
+
+    async def _known_stop_levels(self, account_id: int) -> dict[str, float]:
+        """The stop level last seen at the venue for each open position (mirrored in the database)."""
+        async with self.sessions() as session:
+            return {
+                p.symbol: p.stop_loss
+                for p in await TradingRepository(session).open_positions(account_id)
+                if p.stop_loss is not None
+            }
 
     # ------------------------------------------------------------------------------------------- cycle
     async def _decide(
@@ -530,12 +562,8 @@ class DecisionEngine:
     async def _guard_stops(self, run: OrderRun, validation: ValidationResult, strategy: TradingStrategy) -> None:
         """The watchdog's pass of this cycle: every open position has a protective stop at the venue (its orders are
         this decision's, their client ids going on from the execution's). A failure is recorded, never raised."""
-        levels: dict[str, float] = {}
         try:
-            async with self.sessions() as session:
-                for position in await TradingRepository(session).open_positions(run.account_id):
-                    if position.stop_loss is not None:
-                        levels[position.symbol] = position.stop_loss
+            levels = await self._known_stop_levels(run.account_id)
             for verdict in validation.verdicts:
                 item = verdict.final
                 if verdict.status == "rejected":

@@ -12,7 +12,7 @@ import ccxt.async_support as ccxt
 import pytest
 
 from app.core.clock import ManualClock
-from app.services.exchange.base import ExchangeUnavailableError, OrderRequest
+from app.services.exchange.base import ExchangeError, ExchangeUnavailableError, OrderRequest
 from app.services.exchange.live import LiveExchange, VenueCredentials, cloid_for, round_down
 from app.services.exchange.live_errors import classify, scrub
 from tests.fakes.binance_trading import FakeBinanceFutures
@@ -468,5 +468,65 @@ async def test_a_timestamp_drift_is_resynced_and_the_order_reported_refused() ->
             assert placed.status == "filled"
             fake.skew_clock(-3_000)
             assert len(await exchange.fetch_positions()) == 1  # a read is retried once after a re-sync
+        finally:
+            await exchange.close()
+
+
+async def test_a_partial_fill_is_filled_for_what_filled(live: Live) -> None:
+    live.fake.book.partial_next(0.5)
+    order = await live.exchange.place_order(live.market("a1-d1-BTC-en"))
+    assert order.status == "filled"
+    assert live.quantity / 2 - 0.001 <= order.filled_quantity <= live.quantity / 2 + 1e-9  # down to the lot
+    [position] = await live.exchange.fetch_positions()
+    assert position.size == pytest.approx(order.filled_quantity)
+    again = await live.exchange.fetch_order("BTC", "a1-d1-BTC-en")
+    assert again is not None
+    assert (again.status, again.filled_quantity) == ("filled", pytest.approx(order.filled_quantity))
+
+
+async def test_venue_refusals_come_back_as_rejected_orders_with_clear_reasons(live: Live) -> None:
+    ex = live.exchange
+    broke = await ex.place_order(replace(live.market("a1-d1-BTC-en"), quantity=live.quantity * 10))
+    assert (broke.status, broke.reject_reason) == ("rejected", "insufficient margin")
+    nothing = await ex.place_order(live.market("a1-d1-BTC-cl", "sell", reduce_only=True))
+    assert nothing.status == "rejected"
+    assert "reduce-only order would increase the position" in (nothing.reject_reason or "")
+    await ex.place_order(live.market("a1-d2-BTC-en"))
+    late = await ex.place_order(live.stop("a1-d2-BTC-sl", live.mark * 1.02))  # a sell stop above the mark
+    assert late.status == "rejected"
+    assert "would trigger immediately" in (late.reject_reason or "")
+    assert live.created("a1-d2-BTC-sl") == []
+
+
+async def test_funding_payments_and_the_wallet_identity(live: Live) -> None:
+    await live.exchange.place_order(live.market("a1-d1-BTC-en"))
+    live.fake.book.settle_funding("BTC", 0.0001, live.fake.now_ms)
+    [payment] = await live.exchange.fetch_funding_payments()
+    assert payment.symbol == "BTC"
+    assert payment.amount == pytest.approx(-live.quantity * live.fake.book.mark("BTC") * 0.0001, rel=1e-3)
+    balance = await live.exchange.fetch_balance()
+    assert balance.funding_paid == pytest.approx(-payment.amount)
+    assert balance.wallet_balance == pytest.approx(
+        1_000.0 + balance.realized_pnl - balance.fees_paid - balance.funding_paid + balance.funding_received
+    )
+
+
+async def test_refused_credentials_stop_the_start_and_no_secret_leaks() -> None:
+    with FakeBinanceFutures(["BTC"], balance=1_000.0) as fake:
+        wrong = "wrongSecret" + "9" * 40
+        exchange = LiveExchange(
+            "binanceusdm",
+            VenueCredentials(fake.API_KEY, wrong),
+            network="testnet",
+            assets=["BTC"],
+            api_url=fake.base_url,
+            rate_limit_ms=1.0,
+        )
+        try:
+            with pytest.raises(ExchangeError, match="refused") as refused:
+                await exchange.start()
+            text = str(refused.value)
+            assert wrong not in text and fake.API_KEY not in text
+            assert not re.search(r"signature=[0-9a-f]{8}", text)
         finally:
             await exchange.close()

@@ -463,16 +463,21 @@ class LiveExchange:
             except _VenueError:
                 return None
             order = await self._hl_order(raw.get("info") or {}, client_order_id)
-        else:
-            order = None
+        else:  # a plain order or a conditional one (the algo service): ask where it is likeliest first
+            order, refusals = None, []
             for algo in self._binance_kinds(client_order_id):
                 query: dict[str, Any] = {"clientOrderId": client_order_id} | ({"trigger": True} if algo else {})
                 try:
                     raw = await self._read(f"order {client_order_id}", self._ex.fetch_order, "", market_symbol, query)
                 except _VenueError:
+                    continue  # not there
+                except ExchangeError as exc:  # refused (e.g. an unknown id answered with another code)
+                    refusals.append(exc)
                     continue
                 order = await self._binance_order(raw.get("info") or {})
                 break
+            if order is None and len(refusals) == 2:
+                raise refusals[0]
         if order is None or order.symbol != asset:
             return None
         return order
@@ -568,8 +573,11 @@ class LiveExchange:
 
     async def fetch_funding_payments(self, since: datetime | None = None) -> list[FundingPayment]:
         """Funding settlements of the account's positions (Binance gives no rate, size or mark: 0 there)."""
-        since_ms = _ms(since) if since is not None else 0
-        raw = await self._read("funding history", self._ex.fetch_funding_history, None, since_ms)
+        since_ms = _ms(since) if since is not None else None
+        if self.venue == "binanceusdm":  # without a start: the last 7 days (a start gives 7 days from it)
+            raw = await self._read("funding history", self._ex.fetch_funding_history, None, since_ms, 1000)
+        else:  # userFunding needs a start
+            raw = await self._read("funding history", self._ex.fetch_funding_history, None, since_ms or 0)
         payments: list[FundingPayment] = []
         for item in raw or []:
             asset = str(item.get("symbol") or "").split("/")[0]
@@ -932,13 +940,12 @@ class LiveExchange:
         filled = max(0.0, quantity - remaining) if remaining is not None else 0.0
         average: float | None = None
         status: OrderStatus
+        fills = await self._order_fills(venue_id) if raw_status != "open" or filled > 0 else []
         if raw_status in ("open", "triggered"):
             status = "open"
-            if raw_status == "triggered" or filled > 0:
-                fills = await self._order_fills(venue_id)
-                if fills:
-                    filled = math.fsum(t.quantity for t in fills)
-                    status = "filled"
+            if raw_status == "triggered" and fills:  # fired: its market order has filled
+                filled = math.fsum(t.quantity for t in fills)
+                status = "filled"
         elif raw_status == "filled":
             status = "filled"
             filled = filled or quantity
@@ -946,10 +953,8 @@ class LiveExchange:
             status = "rejected"
         else:  # every kind of canceled
             status = "filled" if filled > 0 else "canceled"
-        if filled > 0:
-            fills = await self._order_fills(venue_id)
-            if fills:
-                average = math.fsum(t.price * t.quantity for t in fills) / math.fsum(t.quantity for t in fills)
+        if filled > 0 and fills:
+            average = math.fsum(t.price * t.quantity for t in fills) / math.fsum(t.quantity for t in fills)
         if venue_id:
             self._order_cid[venue_id] = cid
         self._types.setdefault(cid, kind)

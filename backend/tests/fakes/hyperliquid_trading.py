@@ -942,6 +942,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--balance", type=float, default=10_000.0, help="the account's USDC")
     parser.add_argument("--assets", default="BTC,ETH,SOL")
     parser.add_argument("--mainnet", action="store_true", help="expect signatures for mainnet (default: testnet)")
+    parser.add_argument(
+        "--open-by-hand",
+        metavar="ASSET:SIZE",
+        help="open a position at start as if by hand, with no stop (e.g. BTC:0.01 long, ETH:-0.5 short): the agent "
+        "adopts it and gives it a protective stop",
+    )
     args = parser.parse_args(argv)
     fake = FakeHyperliquidPerps(
         [a.strip().upper() for a in args.assets.split(",") if a.strip()],
@@ -954,6 +960,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"fake Hyperliquid perps ({'mainnet' if args.mainnet else 'testnet'}) at {fake.base_url}", flush=True)
         print(f"wallet address: {fake.WALLET}", flush=True)
         print(f"private key:    {fake.PRIVATE_KEY}   (test-only, for this fake)", flush=True)
+        if args.open_by_hand:
+            _open_by_hand(fake, args.open_by_hand)
         print("Ctrl-C to stop", flush=True)
         try:
             while True:
@@ -961,6 +969,14 @@ def main(argv: list[str] | None = None) -> None:
                 fake._emit_fills(fake.book.tick())  # stops fire between requests too
         except KeyboardInterrupt:
             print("stopped", flush=True)
+
+
+def _open_by_hand(fake: Any, spec: str) -> None:
+    """A market order with no client id and no stop, as a trader would place it in the venue's own app."""
+    asset, _, size = spec.partition(":")
+    quantity = float(size)
+    order = fake.book.place(asset.strip().upper(), "buy" if quantity > 0 else "sell", "market", abs(quantity))
+    print(f"opened by hand, no stop: {order.side} {order.filled:g} {order.asset} at {order.avg_price}", flush=True)
 
 
 if __name__ == "__main__":

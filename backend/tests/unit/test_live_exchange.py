@@ -530,3 +530,35 @@ async def test_refused_credentials_stop_the_start_and_no_secret_leaks() -> None:
             assert not re.search(r"signature=[0-9a-f]{8}", text)
         finally:
             await exchange.close()
+
+
+def test_an_exception_inside_the_client_is_an_unknown_outcome() -> None:
+    assert classify(KeyError("avgPx"), "hyperliquid").kind == "ambiguous"
+    assert classify(ValueError("bad json"), "binanceusdm").kind == "ambiguous"
+
+
+async def test_hyperliquid_start_checks_the_key_with_a_signed_noop() -> None:
+    with FakeHyperliquidPerps(["BTC"], balance=1_000.0) as fake:
+        stranger = "0x" + "7" * 64
+        refused = _adapter("hyperliquid", fake)
+        refused._ex.privateKey = stranger  # a key the venue does not know for this wallet
+        try:
+            with pytest.raises(ExchangeError, match=r"refused the credentials.*not known"):
+                await refused.start()
+        finally:
+            await refused.close()
+        agent_key = "0x" + "5" * 64
+        fake.add_agent(agent_key)
+        agent = LiveExchange(
+            "hyperliquid",
+            VenueCredentials(fake.WALLET, agent_key),  # an API wallet signing for the account
+            network="testnet",
+            assets=["BTC"],
+            api_url=fake.base_url,
+            rate_limit_ms=1.0,
+        )
+        try:
+            await agent.start()
+            assert len(fake.matching("noop")) == 2
+        finally:
+            await agent.close()

@@ -280,8 +280,23 @@ class LiveExchange:
             await self.market_rules(asset)
         try:
             await self._account()
+            if self.venue == "hyperliquid":
+                await self._check_signer()
         except ExchangeError as exc:
-            raise ExchangeError(f"{self.name} ({self.network}) refused the account read: {exc}") from None
+            raise ExchangeError(f"{self.name} ({self.network}) refused the credentials: {exc}") from None
+
+    async def _check_signer(self) -> None:
+        """Hyperliquid reads are unsigned: sign a `noop` action (it only uses up a nonce) to learn whether the
+        venue knows the key as the wallet or one of its API wallets."""
+        action = {"type": "noop"}
+        nonce = self._ex.incrementing_nonce()
+        signed = {"action": action, "nonce": nonce, "signature": self._ex.sign_l1_action(action, nonce)}
+        try:
+            await self._request("signed check", self._ex.privatePostExchange, signed)
+        except _VenueError as exc:
+            if exc.classified.kind == "ambiguous":
+                raise ExchangeUnavailableError(f"{self.name}: {exc}") from None
+            raise ExchangeError(f"{self.name}: {exc}") from None
 
     async def close(self) -> None:
         await self._ex.close()
@@ -416,7 +431,13 @@ class LiveExchange:
             if kind == "clock":
                 await self._sync_time()
             return self._rejected(request, quantity, exc.classified.reason)
-        return await self._created(request, asset, quantity, price, trigger, reduce_only, created)
+        try:
+            return await self._created(request, asset, quantity, price, trigger, reduce_only, created)
+        except (ExchangeUnavailableError, ExchangeError):
+            raise
+        except Exception as exc:  # the venue took it, its answer is not what we expect: ask the venue
+            log.warning("%s: unreadable answer to %s (%s); looking it up", self.name, cid, type(exc).__name__)
+            return await self._resolve(request, f"unreadable answer ({type(exc).__name__})")
 
     async def cancel_order(self, symbol: str, client_order_id: str) -> Order:
         """Cancel an open order; ExchangeError if it is unknown or no longer open."""
@@ -626,7 +647,7 @@ class LiveExchange:
         self._check_block()
         try:
             return await func(*args)
-        except ccxt.BaseError as exc:
+        except Exception as exc:  # ccxt's errors, and anything unexpected in its parsing: the outcome is unknown
             classified = classify(exc, self.venue, notional=self._notional_text(args), secrets=self._secrets)
             if classified.kind == "rate_limited":
                 wait = self._block()
@@ -850,11 +871,11 @@ class LiveExchange:
     async def _binance_order(self, info: dict[str, Any]) -> Order:
         """An Order from Binance's order or algo-order JSON (a triggered algo order: its actual order's fill)."""
         is_algo = "algoId" in info
-        cid = str(info.get("clientAlgoId") if is_algo else info.get("clientOrderId") or "")
-        venue_id = str(info.get("algoId") if is_algo else info.get("orderId") or "")
-        raw_type = str(info.get("orderType") if is_algo else info.get("origType") or info.get("type") or "").upper()
+        cid = str((info.get("clientAlgoId") if is_algo else info.get("clientOrderId")) or "")
+        venue_id = str((info.get("algoId") if is_algo else info.get("orderId")) or "")
+        raw_type = str((info.get("orderType") if is_algo else info.get("origType") or info.get("type")) or "").upper()
         kind = _BINANCE_TYPES.get(raw_type, "market")
-        raw_status = str(info.get("algoStatus") if is_algo else info.get("status") or "").upper()
+        raw_status = str((info.get("algoStatus") if is_algo else info.get("status")) or "").upper()
         quantity = _num(info.get("quantity") if is_algo else info.get("origQty")) or 0.0
         filled = _num(info.get("executedQty")) or 0.0
         average = _nz(info.get("avgPrice"))

@@ -10,8 +10,8 @@
   request was refused, not processed.
 - `rate_limited`: 429 / 418 (or a venue code saying so): nothing was processed; wait before the next request.
 - `auth`: the credentials were refused.
-- `ambiguous`: timeout, network error, 5xx, an unreadable answer: the request may or may not have been
-  processed; an order must be looked up by its client id, never sent again.
+- `ambiguous`: timeout, network error, 5xx, an unreadable answer, any non-ccxt exception: the request may or may
+  not have been processed; an order must be looked up by its client id, never sent again.
 
 Venue codes and messages (Binance `{"code": -2019, "msg": ...}` in the error text, Hyperliquid's status
 `error` strings) win over ccxt's exception class, which differs between ccxt's API sections (Binance -2019 is
@@ -134,6 +134,8 @@ def classify(
 ) -> Classified:
     """Sort a ccxt exception by what it means for the outcome policy (see the module docstring)."""
     text = scrub(str(exc), secrets)
+    if not isinstance(exc, ccxt.BaseError):  # a failure inside the client (e.g. parsing an answer): nothing is known
+        return Classified("ambiguous", f"unexpected {type(exc).__name__}: {text}")
     if isinstance(exc, (ccxt.RateLimitExceeded, ccxt.DDoSProtection)):
         return Classified("rate_limited", "rate limited")
     if venue == "binanceusdm":

@@ -131,10 +131,16 @@ class TradingLoop:
         """One decision for every tradable account; returns how many decisions were stored."""
         async with self.sessions() as session:
             accounts = await AccountRepository(session).tradable_ids()
+            guarded = await AccountRepository(session).guarded_ids()
         # an account no longer traded (paused, halted, deleted) has no failing cycle: it must not hold /health down
         for stale in set(self.heartbeat.per_account_errors) - set(accounts):
             del self.heartbeat.per_account_errors[stale]
         results = await asyncio.gather(*(self._one(account_id) for account_id in accounts))
+        for account_id in guarded:  # paused or halted with positions: their venue is read and their stops checked
+            try:
+                await self.engine.check_account(account_id)
+            except Exception as exc:
+                log.warning("stop check of idle account %s failed: %s", account_id, exc)
         await self._wait_for_shadows()
         await self._update_outcomes()
         self.heartbeat.cycles += 1

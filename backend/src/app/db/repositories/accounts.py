@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import Account, AccountStatusChange, StrategyAssignment
+from app.db.models import Account, AccountStatusChange, Position, StrategyAssignment
 
 ACTIVE_STATUSES = ("ACTIVE", "REDUCING")
 _TRADABLE_IDS = select(Account.id).where(Account.status.in_(ACTIVE_STATUSES)).order_by(Account.id)
@@ -27,6 +27,17 @@ class AccountRepository:
         """The accounts the loop runs a cycle for (ACTIVE, and REDUCING which may only reduce), by id: read every
         cycle, as ids only (the account objects were built and dropped)."""
         return list((await self.session.scalars(_TRADABLE_IDS)).all())
+
+    async def guarded_ids(self) -> list[int]:
+        """Accounts the loop does not decide for (paused, halted) that still hold open positions: their stops are
+        checked every cycle all the same."""
+        query = (
+            select(Account.id)
+            .where(Account.status.not_in(("ACTIVE", "REDUCING")))
+            .where(select(Position.id).where(Position.account_id == Account.id, Position.status == "open").exists())
+            .order_by(Account.id)
+        )
+        return list((await self.session.scalars(query)).all())
 
     async def add(self, account: Account, *, reason: str, now: datetime) -> Account:
         self.session.add(account)

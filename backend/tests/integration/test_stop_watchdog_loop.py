@@ -1,0 +1,60 @@
+"""The stop watchdog in the loop: at start-up for every account, and every cycle for the accounts the loop does not
+decide for (paused, halted) that still hold positions; on the real engine, database and paper venue."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from app.bootstrap import Agent
+from app.db import models
+from app.db.repositories.accounts import AccountRepository
+from app.services.exchange.base import OrderRequest
+
+pytestmark = pytest.mark.db
+
+
+async def _bare_position(agent: Agent, account_id: int = 1) -> None:
+    """A long BTC position with no stop on the account's venue, mirrored in the database."""
+    await agent.engine.sync_account(account_id)  # the venue sees the market
+    venue = await agent.venues.exchange_for(account_id)
+    await venue.set_leverage("BTC", 2)
+    order = await venue.place_order(OrderRequest("by-hand-1", "BTC", "buy", "market", 0.05))
+    assert order.status == "filled"
+    async with agent.sessions.begin() as session:
+        await agent.engine.reconciler.sync(session, account_id, venue, placed=[order])
+
+
+async def _stops(agent: Agent, account_id: int = 1) -> list[models.Order]:
+    async with agent.sessions() as session:
+        query = select(models.Order).where(
+            models.Order.account_id == account_id, models.Order.kind == "stop_loss", models.Order.status == "open"
+        )
+        return list((await session.scalars(query)).all())
+
+
+async def test_start_up_gives_a_bare_position_its_stop(agent: Agent) -> None:
+    await _bare_position(agent)
+    assert await _stops(agent) == []
+    await agent.loop._check_accounts()
+    [stop] = await _stops(agent)
+    assert stop.client_order_id.startswith("a1-w") and stop.client_order_id.endswith("-BTC-sl")
+    assert stop.quantity == pytest.approx(0.05) and stop.reduce_only
+    venue = await agent.venues.exchange_for(1)
+    assert [o.client_order_id for o in await venue.fetch_open_orders("BTC")] == [stop.client_order_id]
+    async with agent.sessions() as session:
+        [position] = (await session.scalars(select(models.Position).where(models.Position.status == "open"))).all()
+    assert position.stop_loss == stop.trigger_price
+    assert position.entry_rationale is not None and position.entry_rationale.startswith("adopted")
+
+
+async def test_a_paused_account_with_a_position_is_still_guarded_every_cycle(agent: Agent) -> None:
+    await _bare_position(agent)
+    async with agent.sessions.begin() as session:
+        account = await session.get(models.Account, 1)
+        assert account is not None
+        await AccountRepository(session).set_status(account, "PAUSED", reason="test", now=agent.wall_clock.now())
+    decisions = await agent.loop.run_cycle()
+    assert decisions == 0, "a paused account is not decided for"
+    [stop] = await _stops(agent)
+    assert stop.client_order_id.startswith("a1-w")

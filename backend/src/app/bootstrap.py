@@ -271,7 +271,9 @@ async def _wire(
         live=LivePolicy(
             enabled=settings.trading_mode == "live",
             mainnet_confirmed=settings.mainnet_confirmed,
-            real_market_data=settings.market_source in ("binanceusdm", "hyperliquid") and not frozen_history,
+            market_venue=settings.market_source
+            if settings.market_source in ("binanceusdm", "hyperliquid") and not frozen_history
+            else None,
             api_url=settings.venue_api_url,
         ),
         secrets=secret_box,

@@ -52,7 +52,7 @@ class LivePolicy:
 
     enabled: bool = False  # TRADING_MODE=live
     mainnet_confirmed: bool = False  # LIVE_MAINNET_CONFIRM
-    real_market_data: bool = False  # the market data is a venue's (MARKET_SOURCE=binanceusdm or hyperliquid)
+    market_venue: str | None = None  # the venue whose market data the agent decides on (MARKET_SOURCE), if any
     api_url: str | None = None  # VENUE_API_URL: a fake venue or a proxy
     timeout_ms: int = 10_000
 
@@ -222,10 +222,11 @@ class VenueRegistry:
             return "TRADING_MODE is paper: this process trades no live account (set TRADING_MODE=live)"
         if account.network == "mainnet" and not self.live.mainnet_confirmed:
             return "a mainnet account trades real money: set LIVE_MAINNET_CONFIRM=real-money to allow it"
-        if not self.live.real_market_data:
+        if self.live.market_venue != account.venue:
             return (
-                "live trading needs the venue's market data (MARKET_SOURCE=binanceusdm or hyperliquid): decisions on "
-                "simulated or replayed prices would set stops at the wrong levels"
+                f"a live {account.venue} account needs that venue's market data (MARKET_SOURCE={account.venue}, now "
+                f"{self.live.market_venue or 'simulated or replayed'}): decisions on other prices would set its stops "
+                "at the wrong levels"
             )
         if account.credentials_encrypted is None or self.secrets is None:
             return f"no exchange credentials stored (PUT /api/v1/accounts/{account.id}/credentials)"

@@ -13,7 +13,14 @@ import pytest
 
 from app.core.clock import ManualClock
 from app.services.exchange.base import ExchangeError, ExchangeUnavailableError, OrderRequest
-from app.services.exchange.live import LiveExchange, VenueCredentials, cloid_for, round_down
+from app.services.exchange.live import (
+    LiveExchange,
+    OutcomeUnknownError,
+    RateLimitedError,
+    VenueCredentials,
+    cloid_for,
+    round_down,
+)
 from app.services.exchange.live_errors import classify, scrub
 from tests.fakes.binance_trading import FakeBinanceFutures
 from tests.fakes.exchange_servers import FakeBinance, FakeHyperliquid
@@ -340,8 +347,9 @@ async def test_an_order_the_venue_never_got_is_an_unknown_outcome_not_a_resend(l
     body = {"code": -1001, "msg": "Internal error."} if live.venue == "binanceusdm" else None
     live.fake.fail(503, body, match=CREATE[live.venue])  # refused before processing: nothing was created
     live.exchange._lookup_attempts = 2
-    with pytest.raises(ExchangeUnavailableError, match=r"outcome unknown for a1-d1-BTC-en.*never sent again"):
+    with pytest.raises(OutcomeUnknownError, match=r"outcome unknown for a1-d1-BTC-en.*never sent again") as unknown:
         await live.exchange.place_order(live.market("a1-d1-BTC-en"))
+    assert unknown.value.client_order_id == "a1-d1-BTC-en"
     assert len(live.fake.matching(CREATE[live.venue])) == 1
     assert live.created("a1-d1-BTC-en") == []
 
@@ -378,8 +386,9 @@ async def test_a_rate_limit_holds_every_request_until_its_wait_has_passed(live: 
         assert isinstance(live.fake, FakeHyperliquidPerps)
         live.fake.rate_limit("order")  # a bare 429
         wait = 10  # DEFAULT_RATE_LIMIT_WAIT_S
-    with pytest.raises(ExchangeUnavailableError, match=rf"rate limited: retry after {wait} s"):
+    with pytest.raises(RateLimitedError, match=rf"rate limited: retry after {wait} s") as limited:
         await live.exchange.place_order(live.market("a1-d1-BTC-en"))
+    assert limited.value.retry_after_s == wait
     sent = len(live.fake.requests)
     clock.advance(timedelta(seconds=wait - 1))
     with pytest.raises(ExchangeUnavailableError, match="retry after 1 s"):

@@ -23,8 +23,9 @@ Outcome policy (see `base.py`)
 - A duplicate client id refusal -> the existing order (it is ours) is looked up and returned.
 - An ambiguous outcome (timeout, network error, 5xx, an unreadable answer) -> the order is looked up by client
   id `lookup_attempts` times (backoff `lookup_backoff_s`, doubling); found: returned; not found:
-  `ExchangeUnavailableError("outcome unknown for <id> ...")`. The order is never sent again.
-- 429 / 418 (or a venue code meaning it): `ExchangeUnavailableError("... rate limited: retry after N s")`,
+  `OutcomeUnknownError("outcome unknown for <id> ...")` (an ExchangeUnavailableError). Never sent again.
+- 429 / 418 (or a venue code meaning it): `RateLimitedError("... rate limited: retry after N s")` (an
+  ExchangeUnavailableError with `retry_after_s`; nothing was processed),
   and no request at all goes to the venue until the wait has passed (wall clock; `Retry-After` when given,
   else `DEFAULT_RATE_LIMIT_WAIT_S`).
 - Timestamp drift (Binance -1021): the time difference is re-synced; a read is retried once, an order comes
@@ -75,11 +76,12 @@ from app.services.exchange.base import (
     Position,
     PositionSide,
 )
-from app.services.exchange.live_errors import Classified, classify
+from app.services.exchange.live_errors import Classified, OutcomeUnknownError, RateLimitedError, classify
 from app.services.execution.client_ids import reason_of
 from app.services.market_data.base import MarketRules
 from app.services.market_data.ccxt_source import VENUES
 
+__all__ = ["LiveExchange", "OutcomeUnknownError", "RateLimitedError", "VenueCredentials", "cloid_for", "round_down"]
 log = logging.getLogger(__name__)
 
 VenueId = Literal["binanceusdm", "hyperliquid"]
@@ -629,8 +631,8 @@ class LiveExchange:
             return
         left = (self._blocked_until - self._clock.now()).total_seconds()
         if left > 0:
-            raise ExchangeUnavailableError(
-                f"{self.name}: rate limited: retry after {math.ceil(left)} s (no request sent meanwhile)"
+            raise RateLimitedError(
+                f"{self.name}: rate limited: retry after {math.ceil(left)} s (no request sent meanwhile)", left
             )
         self._blocked_until = None
 
@@ -651,8 +653,8 @@ class LiveExchange:
             classified = classify(exc, self.venue, notional=self._notional_text(args), secrets=self._secrets)
             if classified.kind == "rate_limited":
                 wait = self._block()
-                raise ExchangeUnavailableError(
-                    f"{self.name}: {what}: {classified.reason}: retry after {math.ceil(wait)} s"
+                raise RateLimitedError(
+                    f"{self.name}: {what}: {classified.reason}: retry after {math.ceil(wait)} s", wait
                 ) from None
             raise _VenueError(what, classified) from None
 
@@ -701,9 +703,10 @@ class LiveExchange:
             if found is not None:
                 log.info("%s: %s found by client id after an unknown outcome (%s)", self.name, cid, why)
                 return found
-        raise ExchangeUnavailableError(
+        raise OutcomeUnknownError(
             f"{self.name}: outcome unknown for {cid} ({why}); not found in {self._lookup_attempts} lookups by"
-            " client id; it is never sent again; the reconciler looks it up by client id"
+            " client id; it is never sent again; the reconciler looks it up by client id",
+            cid,
         )
 
     # ---- internals: markets ----------------------------------------------------------------------------

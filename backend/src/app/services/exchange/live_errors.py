@@ -30,6 +30,27 @@ from typing import Literal
 
 import ccxt.async_support as ccxt
 
+from app.services.exchange.base import ExchangeUnavailableError
+
+
+class RateLimitedError(ExchangeUnavailableError):
+    """The venue refused a request for its rate limit (429 / 418), or the adapter held one back while waiting out
+    such a refusal: nothing was processed. No request goes to the venue before `retry_after_s` has passed."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class OutcomeUnknownError(ExchangeUnavailableError):
+    """An order was sent, its outcome is unknown and the lookups by client id did not find it: it is never sent
+    again; the reconciler looks it up by `client_order_id`."""
+
+    def __init__(self, message: str, client_order_id: str) -> None:
+        super().__init__(message)
+        self.client_order_id = client_order_id
+
+
 Kind = Literal["refused", "duplicate", "not_found", "clock", "rate_limited", "auth", "ambiguous"]
 
 

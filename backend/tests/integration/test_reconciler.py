@@ -73,3 +73,34 @@ async def test_a_rolled_back_mirror_is_done_again(agent: Agent) -> None:
         report = await reconciler.sync(session, 1, exchange)
     assert report.opened == ["BTC"] and report.new_fills == 1
     assert reconciler.is_current(1, exchange)
+
+
+async def test_orders_the_database_never_recorded_are_taken_from_the_venue(agent: Agent) -> None:
+    """A process killed after the venue took its orders, before it stored them: the next sync records the filled
+    entry (read by its client id, with its decision) and the open stop, so the database equals the venue."""
+    decided = await agent.engine.make_trading_decision(None, 1, trigger="test")  # the baseline holds: no order
+    d = decided.id
+    exchange = await agent.venues.exchange_for(1)
+    await exchange.set_leverage("BTC", 2)
+    entry = await exchange.place_order(OrderRequest(f"a1-d{d}-BTC-en", "BTC", "buy", "market", 0.01))
+    assert entry.avg_fill_price is not None
+    stop = await exchange.place_order(
+        OrderRequest(
+            f"a1-d{d}-BTC-sl", "BTC", "sell", "stop_market", 0.01, entry.avg_fill_price * 0.9, True, "stop_loss"
+        )
+    )
+    hand = await exchange.place_order(
+        OrderRequest("a1-d999-BTC-tp", "BTC", "sell", "take_profit_market", 0.01, 1e7, True)
+    )
+    async with agent.sessions.begin() as session:
+        await agent.engine.reconciler.sync(session, 1, exchange)  # nothing `placed`: it learns them from the venue
+    async with agent.sessions() as session:
+        rows = {o.client_order_id: o for o in (await session.scalars(select(models.Order))).all()}
+        [fill] = (
+            await session.scalars(select(models.Fill).where(models.Fill.client_order_id == entry.client_order_id))
+        ).all()
+    assert {f"a1-d{d}-BTC-en", f"a1-d{d}-BTC-sl", hand.client_order_id} <= set(rows)
+    assert (rows[f"a1-d{d}-BTC-en"].status, rows[f"a1-d{d}-BTC-en"].decision_id) == ("filled", d)
+    assert (rows[f"a1-d{d}-BTC-sl"].status, rows[f"a1-d{d}-BTC-sl"].trigger_price) == ("open", stop.trigger_price)
+    assert rows[hand.client_order_id].decision_id is None, "no such decision: the order is kept without one"
+    assert fill.order_id == rows[f"a1-d{d}-BTC-en"].id

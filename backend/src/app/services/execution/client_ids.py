@@ -53,3 +53,11 @@ def account_of(client_id: str) -> int | None:
     """The account an id of ours belongs to; None for an id that is not ours."""
     match = _PATTERN.match(client_id)
     return int(match["account"]) if match else None
+
+
+def decision_of(client_id: str) -> int | None:
+    """The decision an order of ours was placed for; None for the watchdog's, a halt's, or an id not ours."""
+    match = _PATTERN.match(client_id)
+    if match is None or not match["origin"].startswith("d"):
+        return None
+    return int(match["origin"][1:])

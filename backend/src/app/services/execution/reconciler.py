@@ -15,7 +15,7 @@ from app.db import models
 from app.db.inserts import insert_rows
 from app.db.repositories.trading import TradingRepository
 from app.services.exchange.base import Balance, Exchange, Order
-from app.services.execution.client_ids import account_of
+from app.services.execution.client_ids import account_of, decision_of
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,15 @@ def _apply_order(row: models.Order, order: Order) -> None:
     row.price = order.price
     row.quantity = order.quantity
     row.updated_at = order.updated_at
+
+
+async def _own_decision(session: AsyncSession, account_id: int, client_order_id: str) -> int | None:
+    """The stored decision of this account an order id of ours names, if there is one."""
+    decision_id = decision_of(client_order_id)
+    if decision_id is None:
+        return None
+    row = await session.get(models.Decision, decision_id)
+    return decision_id if row is not None and row.account_id == account_id else None
 
 
 class Reconciler:
@@ -86,24 +95,7 @@ class Reconciler:
         repo = TradingRepository(session)
         known_orders = await repo.orders_by_client_ids([o.client_order_id for o in placed])
         for order in placed:
-            row = known_orders.get(order.client_order_id)
-            if row is None:
-                row = models.Order(
-                    account_id=account_id,
-                    decision_id=decision_id,
-                    client_order_id=order.client_order_id,
-                    symbol=order.symbol,
-                    side=order.side,
-                    type=order.type,
-                    kind=order.reason,
-                    reduce_only=order.reduce_only,
-                    created_at=order.created_at,
-                    status=order.status,
-                    quantity=order.quantity,
-                )
-                repo.add(row)
-                known_orders[order.client_order_id] = row
-            _apply_order(row, order)
+            self._record_order(repo, account_id, order, decision_id, known_orders)
         await session.flush()
 
         for row in await repo.open_orders(account_id):
@@ -113,12 +105,32 @@ class Reconciler:
                 row.reject_reason = "not found on the venue during reconciliation"
             else:
                 _apply_order(row, venue_order)
+        # Open orders the database does not know: placed by a process killed before it recorded them, or whose
+        # answer was lost (found later by client id), or placed by hand. Recorded, so the database equals the venue.
+        venue_open = await exchange.fetch_open_orders()
+        unknown = [o for o in venue_open if o.client_order_id not in known_orders]
+        known_orders.update(await repo.orders_by_client_ids([o.client_order_id for o in unknown]))
+        for order in unknown:
+            if order.client_order_id not in known_orders:
+                log.warning("account %s: open order %s found on the venue, recorded", account_id, order.client_order_id)
+                decision = await _own_decision(session, account_id, order.client_order_id)
+                self._record_order(repo, account_id, order, decision, known_orders)
+        await session.flush()
 
         since = await repo.last_fill_time(account_id)
         known = await repo.known_fill_ids(account_id, since)
         new_fills = [f for f in await exchange.fetch_fills(since) if f.fill_id not in known]
         missing = [f.client_order_id for f in new_fills if f.client_order_id not in known_orders]
         known_orders.update(await repo.orders_by_client_ids(missing))
+        for fill in new_fills:  # a fill of an order of ours the database never recorded: the order is read and kept
+            cid = fill.client_order_id
+            if cid not in known_orders and account_of(cid) == account_id:
+                filled = await exchange.fetch_order(fill.symbol, cid)
+                if filled is not None:
+                    log.warning("account %s: order %s found filled on the venue, recorded", account_id, cid)
+                    decision = await _own_decision(session, account_id, cid)
+                    self._record_order(repo, account_id, filled, decision, known_orders)
+        await session.flush()
         for fill in new_fills:
             order_row = known_orders.get(fill.client_order_id)
             repo.add(
@@ -155,7 +167,7 @@ class Reconciler:
                 )
             )
         await session.flush()
-        opened, closed = await self._sync_positions(session, repo, account_id, exchange, intents or {})
+        opened, closed = await self._sync_positions(session, repo, account_id, exchange, intents or {}, venue_open)
         await session.flush()
         return SyncReport(new_fills=len(new_fills), opened=opened, closed=closed)
 
@@ -166,11 +178,12 @@ class Reconciler:
         account_id: int,
         exchange: Exchange,
         intents: dict[str, PositionIntent],
+        venue_open: list[Order],
     ) -> tuple[list[str], list[str]]:
         venue = {p.symbol: p for p in await exchange.fetch_positions()}
         rows = {r.symbol: r for r in await repo.open_positions(account_id)}
         protective: dict[str, dict[str, float | None]] = {}
-        for order in await exchange.fetch_open_orders():
+        for order in venue_open:
             if order.reason in ("stop_loss", "take_profit"):
                 protective.setdefault(order.symbol, {})[order.reason] = order.trigger_price
         opened: list[str] = []
@@ -230,6 +243,34 @@ class Reconciler:
             row.stop_loss = protective.get(symbol, {}).get("stop_loss")
             row.take_profit = protective.get(symbol, {}).get("take_profit")
         return opened, closed
+
+    @staticmethod
+    def _record_order(
+        repo: TradingRepository,
+        account_id: int,
+        order: Order,
+        decision_id: int | None,
+        known_orders: dict[str, models.Order],
+    ) -> None:
+        """Add (or bring up to date) the database row of a venue order."""
+        row = known_orders.get(order.client_order_id)
+        if row is None:
+            row = models.Order(
+                account_id=account_id,
+                decision_id=decision_id,
+                client_order_id=order.client_order_id,
+                symbol=order.symbol,
+                side=order.side,
+                type=order.type,
+                kind=order.reason,
+                reduce_only=order.reduce_only,
+                created_at=order.created_at,
+                status=order.status,
+                quantity=order.quantity,
+            )
+            repo.add(row)
+            known_orders[order.client_order_id] = row
+        _apply_order(row, order)
 
     async def snapshot_equity(
         self, session: AsyncSession, account_id: int, balance: Balance, at: datetime

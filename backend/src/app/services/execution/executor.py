@@ -244,8 +244,8 @@ class Executor:
         affordable = available / (worst_price * (1 / leverage + self.taker_fee_bps / 10_000))
         quantity = min(quantity, affordable)
         entry = await run.place(item.asset, item.action, "market", quantity, "entry")
-        if entry.status != "filled":
-            return
+        if entry.status != "filled" and entry.filled_quantity <= 0:
+            return  # nothing filled (a partly filled entry is protected like a full one: the stop covers the position)
         position = next((p for p in await exchange.fetch_positions() if p.symbol == item.asset), None)
         if position is None:
             run.report.errors.append(f"{item.asset}: entry filled but the venue shows no position")

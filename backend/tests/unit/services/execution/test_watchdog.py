@@ -184,3 +184,34 @@ async def test_a_refused_close_keeps_its_stop(venue: FaultyVenue) -> None:
     await flatten(venue, 7, "h5")
     assert len(await venue.fetch_positions()) == 1
     assert [o.client_order_id for o in await venue.fetch_open_orders()] == ["own-sl"]
+
+
+async def test_a_partly_filled_entry_gets_its_stop(venue: FaultyVenue) -> None:
+    """An entry that filled in part and expired (status canceled, some quantity filled) is protected at once."""
+
+    class PartialVenue(FaultyVenue):
+        async def place_order(self, request: OrderRequest) -> Order:
+            order = await super().place_order(request)
+            if request.reason == "entry":
+                order.status = "canceled"  # what the venue says of an IOC entry filled in part
+            return order
+
+    partial = PartialVenue(
+        initial_balance=10_000.0, rules=RULES, fees=FEE_PROFILES["binanceusdm"], clock=ManualClock(T0)
+    )
+    partial.sent = []
+    partial.set_mark_price("BTC", PRICE)
+    item = f.decision("BTC", "buy", allocation_usd=500.0, sl_price=95_000.0)
+    report = await Executor(RULES).execute(
+        partial,
+        [AssetVerdict(asset="BTC", status="accepted", original=item, final=item)],
+        account_id=3,
+        decision_id=13,
+        strategy=f.strategy(max_leverage=3.0),
+        account_max_leverage=5.0,
+        prices={"BTC": PRICE},
+    )
+    [position] = await partial.fetch_positions()
+    [stop] = stops(await partial.fetch_open_orders("BTC"))
+    assert stop.quantity == position.size and stop.trigger_price == 95_000.0
+    assert report.intents.keys() == {"BTC"}

@@ -571,3 +571,21 @@ async def test_hyperliquid_start_checks_the_key_with_a_signed_noop() -> None:
             assert len(fake.matching("noop")) == 2
         finally:
             await agent.close()
+
+
+async def test_no_secret_reaches_the_logs(live: Live, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG")
+    fake = live.fake  # ccxt logs every request at DEBUG, with the API key header and the signature
+    secrets = [fake.API_SECRET, fake.API_KEY] if isinstance(fake, FakeBinanceFutures) else [fake.PRIVATE_KEY]
+    live.fake.lose_answer(CREATE[live.venue])  # lookups log warnings with the failed requests
+    await live.exchange.place_order(live.market("a1-d1-BTC-en"))
+    live.fake.fail(503, match=CREATE[live.venue])
+    live.exchange._lookup_attempts = 1
+    with pytest.raises(OutcomeUnknownError) as unknown:
+        await live.exchange.place_order(live.market("a1-d2-BTC-en"))
+    text = caplog.text + str(unknown.value)
+    assert "a1-d1-BTC-en" in caplog.text  # the lookup was logged
+    for secret in secrets:
+        assert secret not in text
+        assert secret.removeprefix("0x") not in text
+    assert not re.search(r"signature=[0-9a-f]{16}", text)

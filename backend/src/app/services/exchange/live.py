@@ -76,7 +76,13 @@ from app.services.exchange.base import (
     Position,
     PositionSide,
 )
-from app.services.exchange.live_errors import Classified, OutcomeUnknownError, RateLimitedError, classify
+from app.services.exchange.live_errors import (
+    Classified,
+    OutcomeUnknownError,
+    RateLimitedError,
+    classify,
+    scrub_ccxt_logs,
+)
 from app.services.execution.client_ids import reason_of
 from app.services.market_data.base import MarketRules
 from app.services.market_data.ccxt_source import VENUES
@@ -238,6 +244,7 @@ class LiveExchange:
             s for s in (credentials.api_secret, credentials.api_key if venue == "binanceusdm" else "") if s
         )
         self._wallet = credentials.api_key
+        scrub_ccxt_logs((*self._secrets, credentials.api_key))
         self._ex: Any = _build_client(venue, credentials, network, api_url, timeout_ms, rate_limit_ms)
         self._rules: dict[str, MarketRules] = {}
         self._cloids: dict[str, str] = {}  # Hyperliquid cloid -> our client id

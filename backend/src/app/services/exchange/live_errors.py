@@ -23,6 +23,7 @@ goes into an exception or a log line (ccxt's errors echo the URL with its query 
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -83,6 +84,30 @@ def scrub(text: str, secrets: Iterable[str] = ()) -> str:
     for pattern, replacement in _SCRUB:
         text = pattern.sub(replacement, text)
     return text
+
+
+class ScrubFilter(logging.Filter):
+    """Scrubs every record of a logger (ccxt logs each request at DEBUG with its API key header and signature)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = scrub(record.getMessage(), self.secrets), ()
+        return True
+
+
+_CCXT_FILTER = ScrubFilter()
+
+
+def scrub_ccxt_logs(secrets: Iterable[str]) -> None:
+    """Scrub ccxt's request logs, and `secrets` in them, from now on."""
+    _CCXT_FILTER.secrets.update(s for s in secrets if s and len(s) >= 6)
+    for name in ("ccxt", "ccxt.base.exchange"):
+        logger = logging.getLogger(name)
+        if _CCXT_FILTER not in logger.filters:
+            logger.addFilter(_CCXT_FILTER)
 
 
 def venue_code(text: str) -> tuple[str | None, str | None]:

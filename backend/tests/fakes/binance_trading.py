@@ -53,7 +53,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from tests.fakes import exchange_bodies as bodies
 from tests.fakes.exchange_servers import Answer, FakeBinance, Recorded, _Handler, _Server
-from tests.fakes.venue_book import BookFill, BookOrder, VenueBook, VenueReject
+from tests.fakes.venue_book import BookFill, BookOrder, VenueBook, VenueReject, add_open_by_hand_option, open_by_hand
 
 DAY_MS = 86_400_000
 CLIENT_ID = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
@@ -1143,12 +1143,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=9100)
     parser.add_argument("--balance", type=float, default=10_000.0)
     parser.add_argument("--assets", default="BTC,ETH,SOL")
-    parser.add_argument(
-        "--open-by-hand",
-        metavar="ASSET:SIZE",
-        help="open a position at start as if by hand, with no stop (e.g. BTC:0.01 long, ETH:-0.5 short): the agent "
-        "adopts it and gives it a protective stop",
-    )
+    add_open_by_hand_option(parser)
     args = parser.parse_args(argv)
     fake = FakeBinanceFutures(args.assets.split(","), balance=args.balance, port=args.port)
     fake.on_event = lambda line: print(time.strftime("%H:%M:%S"), line, flush=True)
@@ -1157,7 +1152,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"api key:    {fake.API_KEY}", flush=True)
         print(f"api secret: {fake.API_SECRET}   (test-only credentials of this fake)", flush=True)
         if args.open_by_hand:
-            _open_by_hand(fake, args.open_by_hand)
+            open_by_hand(fake.book, args.open_by_hand)
         print("Ctrl-C to stop", flush=True)
         try:
             while True:
@@ -1166,14 +1161,6 @@ def main(argv: list[str] | None = None) -> None:
                     fake._tick()
         except KeyboardInterrupt:
             print("stopped", flush=True)
-
-
-def _open_by_hand(fake: Any, spec: str) -> None:
-    """A market order with no client id and no stop, as a trader would place it in the venue's own app."""
-    asset, _, size = spec.partition(":")
-    quantity = float(size)
-    order = fake.book.place(asset.strip().upper(), "buy" if quantity > 0 else "sell", "market", abs(quantity))
-    print(f"opened by hand, no stop: {order.side} {order.filled:g} {order.asset} at {order.avg_price}", flush=True)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,16 @@ from ccxt.static_dependencies.keccak import SHA3
 
 from tests.fakes import exchange_bodies as bodies
 from tests.fakes.exchange_servers import Answer, FakeHyperliquid, _Handler
-from tests.fakes.venue_book import BookFill, BookOrder, BookOrderType, Side, VenueBook, VenueReject
+from tests.fakes.venue_book import (
+    BookFill,
+    BookOrder,
+    BookOrderType,
+    Side,
+    VenueBook,
+    VenueReject,
+    add_open_by_hand_option,
+    open_by_hand,
+)
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 NONCE_PAST_MS = 2 * 86_400_000  # the venue takes nonces within (T - 2 days, T + 1 day)
@@ -942,12 +951,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--balance", type=float, default=10_000.0, help="the account's USDC")
     parser.add_argument("--assets", default="BTC,ETH,SOL")
     parser.add_argument("--mainnet", action="store_true", help="expect signatures for mainnet (default: testnet)")
-    parser.add_argument(
-        "--open-by-hand",
-        metavar="ASSET:SIZE",
-        help="open a position at start as if by hand, with no stop (e.g. BTC:0.01 long, ETH:-0.5 short): the agent "
-        "adopts it and gives it a protective stop",
-    )
+    add_open_by_hand_option(parser)
     args = parser.parse_args(argv)
     fake = FakeHyperliquidPerps(
         [a.strip().upper() for a in args.assets.split(",") if a.strip()],
@@ -961,7 +965,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wallet address: {fake.WALLET}", flush=True)
         print(f"private key:    {fake.PRIVATE_KEY}   (test-only, for this fake)", flush=True)
         if args.open_by_hand:
-            _open_by_hand(fake, args.open_by_hand)
+            open_by_hand(fake.book, args.open_by_hand)
         print("Ctrl-C to stop", flush=True)
         try:
             while True:
@@ -969,14 +973,6 @@ def main(argv: list[str] | None = None) -> None:
                 fake._emit_fills(fake.book.tick())  # stops fire between requests too
         except KeyboardInterrupt:
             print("stopped", flush=True)
-
-
-def _open_by_hand(fake: Any, spec: str) -> None:
-    """A market order with no client id and no stop, as a trader would place it in the venue's own app."""
-    asset, _, size = spec.partition(":")
-    quantity = float(size)
-    order = fake.book.place(asset.strip().upper(), "buy" if quantity > 0 else "sell", "market", abs(quantity))
-    print(f"opened by hand, no stop: {order.side} {order.filled:g} {order.asset} at {order.avg_price}", flush=True)
 
 
 if __name__ == "__main__":

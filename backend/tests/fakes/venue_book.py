@@ -40,6 +40,7 @@ Rules (deterministic, one-way mode, isolated margin):
 
 from __future__ import annotations
 
+import argparse
 import math
 import threading
 from collections.abc import Callable
@@ -732,3 +733,21 @@ class VenueBook:
             if o.asset == asset and o.status == "open" and protective:
                 o.status, o.updated_ms = "canceled", now
         return True
+
+
+def add_open_by_hand_option(parser: argparse.ArgumentParser) -> None:
+    """The standalone fakes' `--open-by-hand ASSET:SIZE` (the README's dry run)."""
+    parser.add_argument(
+        "--open-by-hand",
+        metavar="ASSET:SIZE",
+        help="open a position at start as if by hand, with no stop (e.g. BTC:0.01 long, ETH:-0.5 short): the agent "
+        "adopts it and gives it a protective stop",
+    )
+
+
+def open_by_hand(book: VenueBook, spec: str) -> None:
+    """A market order with no client id and no stop, as a trader would place it in the venue's own app."""
+    asset, _, size = spec.partition(":")
+    quantity = float(size)
+    order = book.place(asset.strip().upper(), "buy" if quantity > 0 else "sell", "market", abs(quantity))
+    print(f"opened by hand, no stop: {order.side} {order.filled:g} {order.asset} at {order.avg_price}", flush=True)

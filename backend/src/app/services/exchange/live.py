@@ -2,7 +2,11 @@
 
 Symbols are our assets (`BTC`); the adapter maps them to the venue's linear perpetual (`BTC/USDT:USDT`,
 `BTC/USDC:USDC`). `start()` loads the markets and their rules, syncs the clock (Binance) and checks the
-credentials with a read of the account; `close()` closes ccxt's session.
+credentials (Binance: a signed account read; Hyperliquid: the account state and a signed `noop` action, which
+only uses up a nonce); `close()` closes ccxt's session. `set_leverage` (isolated margin, then the leverage) is
+the caller's to call before an asset's first entry in each run: the adapter never changes them by itself.
+`testnet` is Hyperliquid's testnet (ccxt sandbox mode) or Binance's demo trading; `api_url` sends every request,
+public and private, to another host (a fake venue or a proxy).
 
 Orders
 - Quantities are rounded down to the lot, prices and triggers to the venue's precision (Hyperliquid: 5
@@ -225,8 +229,9 @@ class LiveExchange:
         leverage_default: float = 1.0,
         rate_limit_ms: float | None = None,
     ) -> None:
-        """`rate_limit_ms`: ccxt's spacing of requests per unit of weight (default: the venue's; tests on a
-        fake lower it)."""
+        """`leverage_default`: the leverage reported for a position when the venue does not say it.
+        `rate_limit_ms`: ccxt's spacing of requests per unit of weight (default: the venue's; tests on a fake
+        lower it)."""
         if venue not in ("binanceusdm", "hyperliquid"):
             raise ValueError(f"unknown venue {venue!r}: use binanceusdm or hyperliquid")
         if network not in ("testnet", "mainnet"):

@@ -1,23 +1,30 @@
 """A live agent on a fake venue, in-process: what the live e2e tests (trading faults, kills) share.
 
-    with fake_venue("binanceusdm") as fake:
-        settings = live_settings(fake, database_url=f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", tmp_path=tmp_path)
-        model = FlatThenHold()
-        agent = await build_agent(settings, provider=model)
-        account_id = await add_live_account(agent, fake)
-        result = await cycle(agent, account_id)           # one forced decision: entry + stop + take-profit at the fake
+    async with live_agent("binanceusdm", tmp_path) as rig:   # fake venue + agent (TRADING_MODE=live) + live account
+        result = await rig.cycle()                            # one forced decision: entry, stop, take-profit
+        assert stops_at(rig.fake) and rig.book_order(f"a{rig.account_id}-d{result.id}-BTC-sl")
+        await assert_db_matches_venue(rig.agent, rig.account_id, rig.fake)
 
-- `fake_venue(venue)`: a started FakeBinanceFutures / FakeHyperliquidPerps (BTC only by default) whose BTC price is
-  pinned at the simulator's price now (the price the agent's market data shows), so a test's orders fill at a known,
-  constant price; a lost answer is withheld `LOST_ANSWER_S` (past which the client sees a dropped connection).
-- `live_settings(fake, ...)`: settings for TRADING_MODE=live with the fake as market data and venue (VENUE_API_URL).
-- `add_live_account(agent, fake)`: a live testnet account on the fake's venue with the fake's credentials stored
-  encrypted as `PUT /accounts/{id}/credentials` stores them (`credentials=None`: none stored).
-- `FlatThenHold`: a DecisionModel that opens a long (stop `sl_pct` below and take-profit `tp_pct` above the context's
-  price) on each asset where the account is flat, and holds where it has a position; `opening = False` makes it hold
-  everywhere. It keeps every request it saw (`requests`).
+Building blocks (for a test that builds its own agent, e.g. several starts on one database):
+- `fake_venue(venue, assets=["BTC"], balance=...)`: a started FakeBinanceFutures / FakeHyperliquidPerps whose prices
+  are pinned at the simulator's price now (the price the agent's market data shows), so orders fill at a known,
+  constant price; a lost answer (`lose_answer`) is withheld `LOST_ANSWER_S`, then the connection is dropped.
+- `live_settings(fake, database_url=..., tmp_path=..., trading_mode="live", market_source=None, **more)`: settings of
+  an agent whose market data and orders go to the fake (VENUE_API_URL), forced decisions unlimited, no LLM budget.
+- `fast_live_requests()`: while open, the LiveExchange adapters the agent builds space their requests 1 ms per unit of
+  weight (ccxt's throttle for the real venues makes a Binance cycle wait some 20 s) and look lost orders up quickly.
+- `add_live_account(agent, fake, network="testnet", credentials="fake" | (key, secret) | None)`: a live account on the
+  fake's venue, its credentials stored encrypted as `PUT /accounts/{id}/credentials` stores them; returns its id.
+- `FlatThenHold(sl_pct=1.0, tp_pct=3.5, allocation_usd=200.0)`: a DecisionModel that buys every flat asset with a stop
+  `sl_pct` below and a take-profit `tp_pct` above the context's price and holds assets it has a position in;
+  `opening = False` makes it hold everywhere; `requests` keeps what it was asked (the contexts the model saw).
 - `cycle(agent, account_id)`: one forced decision (trigger "test").
-- `secrets_of(fake)`: the strings that must never leak (the API secret / the private key).
+- At the fake: `venue_client_id(fake, our_id)` (Hyperliquid: the cloid), `stops_at(fake)`, `entries_at(fake)`,
+  `order_creates(fake)` (every order-creating request received), `private_requests(fake)`, `is_entry_create` /
+  `is_stop_create` + `before_request(fake, when, then)` (arm a fault for one precise request),
+  `no_position_left_unprotected(fake)` (every unprotected span of the book has ended).
+- In the database: `db_orders`, `db_positions`, `assert_db_matches_venue(agent, account_id, fake)`.
+- `credentials_of(fake)`, `secrets_of(fake)` (what must never leak).
 """
 
 from __future__ import annotations
@@ -304,6 +311,16 @@ def is_stop_create(fake: Any, method: str, path: str, query: dict[str, str], bod
             return False
         return any((o.get("t") or {}).get("trigger", {}).get("tpsl") == "sl" for o in action.get("orders", []))
     return method == "POST" and path == "/fapi/v1/algoOrder" and query.get("type") == "STOP_MARKET"
+
+
+def is_entry_create(fake: Any, method: str, path: str, query: dict[str, str], body: Any) -> bool:
+    """The request placing an order that is neither reduce-only nor a trigger (an entry or an increase)."""
+    if isinstance(fake, FakeHyperliquidPerps):
+        action = body.get("action") if isinstance(body, dict) else None
+        if path != "/exchange" or not isinstance(action, dict) or action.get("type") != "order":
+            return False
+        return any("trigger" not in (o.get("t") or {}) and not o.get("r") for o in action.get("orders", []))
+    return method == "POST" and path == "/fapi/v1/order" and query.get("reduceOnly", "false").lower() != "true"
 
 
 def before_request(

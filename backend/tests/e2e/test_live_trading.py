@@ -43,6 +43,7 @@ from tests.e2e.live_support import (
     entries_at,
     fake_venue,
     fast_live_requests,
+    is_entry_create,
     is_stop_create,
     live_agent,
     live_settings,
@@ -174,6 +175,7 @@ async def test_a_lost_entry_answer_is_found_by_client_id_and_protected_in_the_sa
     assert entry_row.status == "filled" and entry_row.filled_quantity == pytest.approx(entry.filled)
     assert_protected(rig, entry.filled)
     assert rig.book_order(our_id(rig, result.id, "sl")) is not None
+    assert len(order_creates(rig.fake)) == 3, "an order was sent again"
     no_duplicates(rig)
     no_position_left_unprotected(rig.fake)
     await assert_db_matches_venue(rig.agent, rig.account_id, rig.fake)
@@ -225,6 +227,31 @@ async def test_a_refused_stop_closes_the_position_at_market_in_the_same_cycle(ri
     await assert_db_matches_venue(rig.agent, rig.account_id, rig.fake)
 
 
+async def test_a_stop_the_venue_never_answers_is_tried_three_times_then_the_position_is_closed(rig: LiveRig) -> None:
+    fake = rig.fake
+    if rig.venue == "hyperliquid":  # the three `order` actions after the entry's are refused unprocessed
+        arm = lambda: fake.fail(500, b"", match="order", times=3)  # noqa: E731
+        before_request(fake, lambda *request: is_entry_create(fake, *request), arm)
+    else:
+        fake.fail(503, match="POST /fapi/v1/algoOrder", times=3)
+
+    result = await rig.cycle()
+
+    stop_ids = [our_id(rig, result.id, leg) for leg in ("sl", "sl2", "sl3")]
+    assert [rig.book_order(cid) for cid in stop_ids] == [None, None, None]  # none reached the book
+    creates = order_creates(fake)
+    assert len(creates) == 5, "entry, three stop tries, the close"  # each stop try sent once, under its own id
+    assert fake.book.positions() == [] and fake.book.open_orders() == []
+    close = rig.book_order(our_id(rig, result.id, "cl"))
+    assert close is not None and close.reduce_only and close.status == "filled"
+    errors = " | ".join(result.execution_errors)
+    for attempt in (1, 2, 3):
+        assert f"stop_loss order try {attempt} failed" in errors
+    assert "the stop could not be placed (the venue did not answer), so the position was closed" in errors
+    no_position_left_unprotected(fake)
+    await assert_db_matches_venue(rig.agent, rig.account_id, fake)
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="a position opened and closed within one cycle (its stop refused) never gets a positions row: "
@@ -256,6 +283,9 @@ async def test_a_partly_filled_entry_gets_a_stop_for_the_filled_size(rig: LiveRi
     decided = result.decision.decisions[0] if result.decision else None
     assert decided is not None
     assert_protected(rig, entry.filled, decided.sl_price)
+    target = rig.book_order(our_id(rig, result.id, "tp"))
+    assert target is not None and target.quantity == pytest.approx(entry.filled)
+    assert result.execution_errors == []
     no_position_left_unprotected(rig.fake)
     await assert_db_matches_venue(rig.agent, rig.account_id, rig.fake)
 

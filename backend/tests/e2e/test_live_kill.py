@@ -1,0 +1,561 @@
+"""Kill the real agent (`trading-agent run`, TRADING_MODE=live) while it trades a live account on a fake venue, and
+count at the fake what every restart left behind (issue 16: "the agent killed between entry and stop (the restart
+must place the stop); the agent killed mid-cycle many times").
+
+The fake venue (FakeBinanceFutures, real socket, driven through ccxt by the agent's LiveExchange) runs in the test
+process with its BTC price pinned (`live_support.fake_venue`), and so does an OpenRouter-compatible fake model whose
+answer follows the venue: a buy of BTC (stop 1% below and take-profit 3.5% above the venue's price) while the venue
+has no BTC position, else a close or a hold (seeded), so that positions open and close across rounds. The agent runs
+on the wall clock (INTERVAL=5m): a restart within a candle would get the candle's decision from the cache, so fresh
+decisions are forced (`POST /api/v1/decisions/generate` with `force_refresh`).
+
+Rounds, on one database (SQLite and PostgreSQL):
+- killed between entry and stop: the stop's create request is held at the fake (and never processed) and the agent
+  is SIGKILLed while it waits for the answer; the restart's start-up check must give the position its stop, with
+  exactly one entry at the fake for that decision;
+- killed at random moments (SIGKILL or SIGTERM, KILL_TEST_SEED) within a forced decision's lifetime, measured on this
+  machine by a first decision left alone.
+
+After every restart (its start-up check done: `/health` counts a first loop cycle, which comes after the check),
+counted at the fake:
+- no duplicate orders: every order at the fake carries one of our client ids, no client id was sent in two create
+  requests, and there is at most one entry per (decision, asset);
+- every open position at the fake has an open reduce-only stop covering it;
+- unprotected stretches (`book.unprotected_spans()`): each one ends no later than the first moment after it began at
+  which the agent was seen done with the account: a forced decision answered (the position was opened by a decision
+  and protected before that decision, or the one queued behind it on the account's lock, ended) or a restarted agent
+  reporting its first cycle (after its start-up check). So a position is never without a stop for longer than the
+  time from the kill to the restart's start-up check, plus the decision it was opened in; orderings, not durations;
+- the database equals the exchange: open positions (symbol, side, size), open orders by client id, and every fill
+  at the fake is in the database's fills (by venue fill id);
+- after a SIGTERM no decision is left pending; after a SIGKILL, none once the restart has marked the orphans.
+
+Speed: ccxt throttles its own requests (`enableRateLimit`; Binance: 50 ms per unit of request weight), which makes one
+live decision on Binance wait about 20 s between its requests, and the agent has no setting to lower it (the
+LiveExchange's `rate_limit_ms` is for tests that build it in-process). The agent processes of this test get a
+`sitecustomize` (on PYTHONPATH, written by the test) that sets ccxt's `rateLimit` to `CCXT_RATE_LIMIT_MS`: a speed
+knob like SIM_SPEED, the only change to the process under test; the throttle is not what this test is about.
+
+The moments and signals come from a seeded generator (KILL_TEST_SEED, printed on failure) so a failing run can be
+replayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db.session import create_engine
+from app.services.execution import client_ids
+from tests.conftest import ADMIN_KEY
+from tests.e2e.live_support import credentials_of, fake_venue
+from tests.e2e.server import free_port
+from tests.fakes.binance_trading import FakeBinanceFutures
+from tests.fakes.openrouter_server import FakeOpenRouter, Scripted, chat_completion
+
+pytestmark = pytest.mark.db
+
+BIN = Path(sys.executable).parent / "trading-agent"
+SEED = int(os.environ.get("KILL_TEST_SEED", "20261216"))
+KILL, TERM = signal.SIGKILL, signal.SIGTERM
+RANDOM_ROUNDS = 6
+HANG_GUARD_S = 90  # a process that does not start, answer or stop within this is a failure, not a slow machine
+SETTLE_S = 10  # how long the database may take to catch up with the venue once the agent is idle
+CCXT_RATE_LIMIT_MS = 2
+SITECUSTOMIZE = f"""
+import ccxt.async_support
+from ccxt.async_support.base.exchange import Exchange as _Exchange
+
+_init = _Exchange.__init__
+
+
+def _fast_init(self, config={{}}):  # the kill test's speed knob: ccxt's throttle at {CCXT_RATE_LIMIT_MS} ms a unit
+    _init(self, {{**config, "rateLimit": {CCXT_RATE_LIMIT_MS}}})
+
+
+_Exchange.__init__ = _fast_init
+"""
+FAKE_KEY = "sk-or-v1-live-kill-test-0123456789abcdef"
+ADMIN = {"X-API-Key": ADMIN_KEY}
+STOP_PATH = "POST /fapi/v1/algoOrder"  # ccxt 4.5.90 sends Binance USD-M stops to the algo service
+CREATE_PATHS = {"POST /fapi/v1/order": "newClientOrderId", STOP_PATH: "clientAlgoId"}
+STRATEGY = {
+    "strategy_id": "live-kill",
+    "strategy_name": "Live kill test",
+    "strategy_type": "custom",
+    "prompt_template": "Risk {{ risk.max_risk_per_trade }}% a trade, at most {{ max_positions }} positions.",
+    "risk_parameters": {
+        "max_risk_per_trade": 2.0,
+        "max_daily_loss": 50.0,
+        "stop_loss_percentage": 3.0,
+        "take_profit_ratio": 1.5,
+        "max_leverage": 3.0,
+        "cooldown_period": 0,  # positions open and close within seconds, round after round
+    },
+    "timeframe_preference": ["5m", "4h"],
+    "max_positions": 3,
+}
+
+
+def now_ms() -> int:
+    """The fake's clock (the wall clock: `fake_venue` gives it no fixed time)."""
+    return int(time.time() * 1000)
+
+
+# ------------------------------------------------------------------------------------------------- the model
+class VenueModel:
+    """The fake model's answers, read off the fake venue: buy BTC when flat, else close (with probability
+    `close_p`, seeded) or hold."""
+
+    def __init__(self, fake: FakeBinanceFutures, rng: random.Random) -> None:
+        self.fake = fake
+        self.rng = rng
+        self.close_p = 0.6
+        self.answers: list[str] = []
+
+    def __call__(self, body: Any) -> Scripted:
+        positioned = any(p.asset == "BTC" for p in self.fake.book.positions())
+        mark = self.fake.book.mark("BTC")
+        item: dict[str, Any] = {
+            "asset": "BTC",
+            "exit_plan": "stop or take-profit",
+            "rationale": "kill test",
+            "confidence": 70,
+            "risk_level": "medium",
+            "allocation_usd": 0,
+        }
+        if not positioned:
+            item |= {"action": "buy", "allocation_usd": 300, "sl_price": mark * 0.99, "tp_price": mark * 1.035}
+        else:
+            item["action"] = "close_position" if self.rng.random() < self.close_p else "hold"
+        self.answers.append(item["action"])
+        content = {
+            "decisions": [item],
+            "portfolio_rationale": "kill test",
+            "total_allocation_usd": item["allocation_usd"],
+            "portfolio_risk_level": "medium",
+        }
+        return Scripted(200, chat_completion(json.dumps(content)))
+
+
+# ------------------------------------------------------------------------------------------------- the agent
+class Agent:
+    """One `trading-agent run` process (live mode) on the test's database, the fake venue and the fake model."""
+
+    def __init__(self, database_url: str, workdir: Path, fake: FakeBinanceFutures, model: FakeOpenRouter) -> None:
+        self.port = free_port()
+        drop = ("OPENROUTER_API_KEY", "LLM_BASE_URL", "ASSETS", "SIM_SPEED", "LLM_MODEL", "INTERVAL")
+        env = {k: v for k, v in os.environ.items() if k not in drop}
+        knob = workdir / "ccxt-speed"
+        knob.mkdir(exist_ok=True)
+        (knob / "sitecustomize.py").write_text(SITECUSTOMIZE)
+        env.update(
+            {
+                "PYTHONPATH": os.pathsep.join([str(knob), *filter(None, [os.environ.get("PYTHONPATH")])]),
+                "DATABASE_URL": database_url,
+                "ADMIN_API_KEY": ADMIN_KEY,
+                "API_PORT": str(self.port),
+                "LOG_LEVEL": "WARNING",
+                "SECRET_KEY_FILE": str(workdir / "secret.key"),  # the same key every run: the credentials decrypt
+                "SHUTDOWN_GRACE_S": "20",
+                "TRADING_MODE": "live",
+                "MARKET_SOURCE": fake.name,
+                "VENUE": fake.name,
+                "VENUE_API_URL": fake.base_url,
+                "ASSETS": "BTC",
+                "INTERVAL": "5m",
+                "OPENROUTER_API_KEY": FAKE_KEY,
+                "OPENROUTER_BASE_URL": model.base_url,
+                "LLM_MODEL": "openai/gpt-5",
+                "DECISION_REFRESHES_PER_HOUR": "100000",
+                "API_MUTATIONS_PER_MINUTE": "100000",
+                "LLM_REQUESTS_PER_MINUTE": "100000",
+                "LLM_DAILY_BUDGET_USD": "1000000",
+            }
+        )
+        self.log = (workdir / f"agent-{self.port}.log").open("w+")
+        self.started_ms = now_ms()
+        self.proc = subprocess.Popen([BIN, "run"], env=env, cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT)
+        self.client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}", headers=ADMIN, timeout=HANG_GUARD_S)
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    async def ready(self) -> int:
+        """Until /health counts a first loop cycle (the start-up check of every account comes before it); returns
+        the moment it was seen (fake clock, ms)."""
+        deadline = time.monotonic() + HANG_GUARD_S
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"the agent exited ({self.proc.returncode}):\n{self.output()[-3000:]}"
+            try:
+                health = (await self.client.get("/health")).json()
+                if health["loop"]["cycles"] >= 1:
+                    return now_ms() + 1
+            except (httpx.TransportError, ValueError, KeyError):
+                pass
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no first cycle within {HANG_GUARD_S} s:\n{self.output()[-3000:]}")
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        response = await self.client.request(method, path, json=body)
+        assert response.status_code < 300, f"{method} {path}: {response.status_code} {response.text}"
+        return response.json() if response.content else None
+
+    async def decide(self, account_id: int) -> dict[str, Any]:
+        """One forced decision of the account, through the API."""
+        result: dict[str, Any] = await self.call(
+            "POST", "/api/v1/decisions/generate", {"account_id": account_id, "force_refresh": True}
+        )
+        return result
+
+    async def stop(self, sig: signal.Signals) -> int:
+        self.proc.send_signal(sig)
+        try:
+            code = await asyncio.to_thread(self.proc.wait, HANG_GUARD_S)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            await self.client.aclose()
+            self.log.flush()
+        return code
+
+
+async def _set_up_account(agent: Agent, fake: FakeBinanceFutures) -> int:
+    """The live account, its strategy and credentials through the API; the default paper account paused (its model
+    calls would only slow the test)."""
+    await agent.call("POST", "/api/v1/strategies/custom", {"strategy": STRATEGY})
+    for account in await agent.call("GET", "/api/v1/accounts"):
+        await agent.call("POST", f"/api/v1/accounts/{account['id']}/pause", {"reason": "not in this test"})
+    created = await agent.call(
+        "POST",
+        "/api/v1/accounts",
+        {
+            "name": "live-kill",
+            "mode": "live",
+            "venue": fake.name,
+            "network": "testnet",
+            "strategy_id": STRATEGY["strategy_id"],
+            "max_leverage": 3,
+        },
+    )
+    api_key, api_secret = credentials_of(fake)
+    await agent.call(
+        "PUT", f"/api/v1/accounts/{created['id']}/credentials", {"api_key": api_key, "api_secret": api_secret}
+    )
+    return int(created["id"])
+
+
+# ------------------------------------------------------------------------------------------------- the checks
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def _rows(db: AsyncEngine, sql: str) -> list[Any]:
+    async with db.connect() as conn:
+        return list((await conn.execute(text(sql))).all())
+
+
+def _origin(cid: str) -> tuple[str, str, str]:
+    """(origin, asset, leg without its number) of one of our client ids."""
+    account, origin, asset, leg = cid.split("-")
+    return origin, asset, leg.rstrip("0123456789")
+
+
+def _check_orders_at_fake(fake: FakeBinanceFutures, account_id: int, where: str) -> None:
+    """No duplicate orders: ours only, each client id created once, at most one entry per (decision, asset)."""
+    placed = [o for o in fake.book.orders() if o.parent_id is None]  # a fired conditional's child is not an order sent
+    for order in placed:
+        assert order.client_id is not None and client_ids.account_of(order.client_id) == account_id, (
+            f"{where}: an order at the fake that is not ours: {order}"
+        )
+    ids = [o.client_id for o in placed]
+    assert len(ids) == len(set(ids)), f"{where}: one client id on two orders: {ids}"
+    sent: dict[str, int] = {}
+    for path, field in CREATE_PATHS.items():
+        for request in fake.matching(path):
+            cid = request.query.get(field)
+            if cid:
+                sent[cid] = sent.get(cid, 0) + 1
+    resent = {cid: n for cid, n in sent.items() if n > 1}
+    assert not resent, f"{where}: orders sent again under the same client id: {resent}"
+    entries: dict[tuple[str, str], list[str]] = {}
+    for cid in ids:
+        assert cid is not None
+        origin, asset, leg = _origin(cid)
+        if leg == "en":
+            entries.setdefault((origin, asset), []).append(cid)
+    doubled = {k: v for k, v in entries.items() if len(v) > 1}
+    assert not doubled, f"{where}: two entries for one decision and asset: {doubled}"
+
+
+def _check_protected(fake: FakeBinanceFutures, where: str) -> None:
+    """Every open position at the fake has an open reduce-only stop on its closing side covering its size."""
+    for position in fake.book.positions():
+        closing = "sell" if position.size > 0 else "buy"
+        stops = [
+            o
+            for o in fake.book.open_orders(position.asset)
+            if o.type == "stop_market"
+            and o.side == closing
+            and (o.close_position or (o.reduce_only and o.quantity >= abs(position.size) - 1e-12))
+        ]
+        assert stops, f"{where}: {position.asset} position of {position.size} without a stop at the fake"
+
+
+def _check_spans(fake: FakeBinanceFutures, checkpoints: list[int], where: str) -> None:
+    """Each unprotected stretch ended by the first checkpoint after it began (see the module docstring)."""
+    for asset, began, ended in fake.book.unprotected_spans():
+        due = min((c for c in checkpoints if c >= began), default=None)
+        if due is None:
+            continue  # nothing has been seen done with the account since: not yet due
+        assert ended is not None and ended <= due, (
+            f"{where}: {asset} had no stop from {began} to {ended or 'now'} (ms), past {due}, when the agent was seen "
+            f"done with the account (checkpoints {checkpoints})"
+        )
+
+
+async def _db_state(db: AsyncEngine, account_id: int) -> tuple[set[tuple[str, str, float]], set[str], set[str]]:
+    positions = {
+        (symbol, side, round(size, 9))
+        for symbol, side, size in await _rows(
+            db, f"SELECT symbol, side, size FROM positions WHERE account_id = {account_id} AND status = 'open'"
+        )
+    }
+    orders = {
+        cid
+        for (cid,) in await _rows(
+            db, f"SELECT client_order_id FROM orders WHERE account_id = {account_id} AND status = 'open'"
+        )
+    }
+    fills = {fid for (fid,) in await _rows(db, f"SELECT venue_fill_id FROM fills WHERE account_id = {account_id}")}
+    return positions, orders, fills
+
+
+def _fake_state(fake: FakeBinanceFutures) -> tuple[set[tuple[str, str, float]], set[str], set[str]]:
+    positions = {(p.asset, "long" if p.size > 0 else "short", round(abs(p.size), 9)) for p in fake.book.positions()}
+    orders = {o.client_id or f"#{o.id}" for o in fake.book.open_orders()}
+    fills = {str(f.id) for f in fake.book.fills()}
+    return positions, orders, fills
+
+
+async def _check_db_equals_exchange(
+    db: AsyncEngine, fake: FakeBinanceFutures, account_id: int, where: str, *, fills: bool = True
+) -> None:
+    """The database mirrors the venue: open positions, open orders by client id, every venue fill recorded. The
+    agent is idle here (no forced decision in flight); a loop cycle on a candle that closes meanwhile may still be
+    writing, so the comparison is repeated while the venue is being asked (a hang guard, not a timing assertion)."""
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        seen = len(fake.requests)
+        venue = _fake_state(fake)
+        stored = await _db_state(db, account_id)
+        quiet = len(fake.requests) == seen
+        positions_ok = venue[0] == stored[0]
+        orders_ok = venue[1] == stored[1]
+        fills_ok = venue[2] <= stored[2] or not fills
+        if quiet and positions_ok and orders_ok and fills_ok:
+            return
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert positions_ok, f"{where}: open positions: venue {venue[0]}, database {stored[0]}"
+    assert orders_ok, (
+        f"{where}: open orders: only at the venue {venue[1] - stored[1]}, only in the database {stored[1] - venue[1]}"
+    )
+    assert fills_ok, f"{where}: venue fills missing from the database: {sorted(venue[2] - stored[2])}"
+
+
+async def _check_nothing_pending(db: AsyncEngine, where: str) -> None:
+    pending = await _rows(db, "SELECT id, cycle_time FROM decisions WHERE status = 'pending'")
+    assert not pending, f"{where}: decisions left pending: {pending}"
+
+
+async def _check_all(
+    db: AsyncEngine,
+    fake: FakeBinanceFutures,
+    account_id: int,
+    checkpoints: list[int],
+    where: str,
+    *,
+    fills: bool = True,
+) -> None:
+    _check_orders_at_fake(fake, account_id, where)
+    _check_protected(fake, where)
+    _check_spans(fake, checkpoints, where)
+    await _check_db_equals_exchange(db, fake, account_id, where, fills=fills)
+    await _check_nothing_pending(db, where)
+
+
+async def _wait_for(condition: Any, what: str, agent: Agent | None = None) -> None:
+    deadline = time.monotonic() + HANG_GUARD_S
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if agent is not None:
+            assert agent.proc.poll() is None, f"the agent exited while waiting for {what}:\n{agent.output()[-3000:]}"
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{what}: not within {HANG_GUARD_S} s")
+
+
+def _decision_of(cid: str) -> int:
+    origin = _origin(cid)[0]
+    assert origin.startswith("d"), cid
+    return int(origin[1:])
+
+
+# ------------------------------------------------------------------------------------------------- the test
+async def test_killing_a_live_agent_leaves_every_position_protected_and_the_database_equal_to_the_venue(
+    database_url: str, db: AsyncEngine, tmp_path: Path
+) -> None:
+    rng = random.Random(SEED)
+    with fake_venue("binanceusdm") as fake, FakeOpenRouter() as model:
+        brain = VenueModel(fake, random.Random(SEED + 1))
+        model.responder = brain
+        checkpoints: list[int] = []
+        agents: list[Agent] = []
+        kills: list[str] = []
+
+        def start() -> Agent:
+            agent = Agent(database_url, tmp_path, fake, model)
+            agents.append(agent)
+            return agent
+
+        agent = start()
+        where = f"seed {SEED}, first run"
+        try:
+            checkpoints.append(await agent.ready())
+            account_id = await _set_up_account(agent, fake)
+
+            # A decision left alone: the entry, its stop and take-profit; how long a decision lives here.
+            began = time.monotonic()
+            first = await agent.decide(account_id)
+            lifetime = time.monotonic() - began
+            checkpoints.append(now_ms() + 1)
+            assert first["status"] == "executed", first
+            assert [p.asset for p in fake.book.positions()] == ["BTC"], "the first decision opened no position"
+            # Not after a restart, and not the fills: the first process's adapter never reads them (see
+            # test_a_fresh_live_account_records_its_first_fills); a restarted one reads the venue's last 7 days.
+            await _check_all(db, fake, account_id, checkpoints, where, fills=False)
+
+            # (a) Killed between entry and stop: flat first, then an entry whose stop request is held at the fake
+            # (never processed: a 503 after the hold, which no one waits for) while the agent is SIGKILLed.
+            where = f"seed {SEED}, killed between entry and stop"
+            brain.close_p = 1.0
+            for _ in range(3):  # a loop cycle on a candle that closes meanwhile may open one again
+                await agent.decide(account_id)
+                checkpoints.append(now_ms() + 1)
+                if not fake.book.positions():
+                    break
+            assert not fake.book.positions(), "the closes did not flatten the account"
+            stops_before = len(fake.matching(STOP_PATH))
+            fake.fail(503, match=STOP_PATH, delay_s=HANG_GUARD_S)
+            deciding = asyncio.create_task(agent.decide(account_id))
+            await _wait_for(lambda: len(fake.matching(STOP_PATH)) > stops_before, "the stop request", agent)
+            killed_at = now_ms()
+            assert await agent.stop(KILL) == -KILL
+            kills.append("KILL (between entry and stop)")
+            with pytest.raises(httpx.TransportError):
+                await deciding
+            [position] = fake.book.positions()
+            assert not fake.book.open_orders("BTC"), "the held stop was placed after all: the round proved nothing"
+            entry_ids = [o.client_id for o in fake.book.orders() if o.client_id and o.client_id.endswith("-en")]
+            decision_id = _decision_of(entry_ids[-1])
+            spans = [s for s in fake.book.unprotected_spans() if s[2] is None]
+            assert spans and spans[0][1] <= killed_at, f"no open unprotected span at the kill: {spans}"
+
+            brain.close_p = 0.0  # the restart's first cycle decides this candle again: it must not close the position
+            agent = start()
+            checkpoints.append(await agent.ready())
+            stops = [o for o in fake.book.open_orders("BTC") if o.type == "stop_market"]
+            assert len(stops) == 1 and stops[0].client_id is not None, stops
+            assert _origin(stops[0].client_id)[0].startswith("w"), (
+                f"the stop was not placed by the start-up check: {stops[0].client_id}"
+            )
+            assert stops[0].quantity >= abs(position.size) - 1e-12 and stops[0].reduce_only
+            entries = [
+                o
+                for o in fake.book.orders()
+                if o.client_id
+                and o.client_id.startswith(f"a{account_id}-d{decision_id}-")
+                and o.client_id.endswith("-en")
+            ]
+            assert len(entries) == 1, f"entries of decision {decision_id} at the fake: {entries}"
+            status = await _rows(db, f"SELECT status FROM decisions WHERE id = {decision_id}")
+            assert status == [("interrupted",)], status
+            await _check_all(db, fake, account_id, checkpoints, where)
+            brain.close_p = 0.6
+
+            # (b) Killed at random moments within a decision's life, by either signal.
+            signals = [KILL, TERM] + [rng.choice([KILL, TERM]) for _ in range(RANDOM_ROUNDS - 2)]
+            rng.shuffle(signals)
+            for round_no, sig in enumerate(signals):
+                moment = rng.uniform(0.0, 1.1) * lifetime
+                where = f"seed {SEED}, random round {round_no}, {sig.name} after {moment:.3f} s of a decision"
+                deciding = asyncio.create_task(agent.decide(account_id))
+                await asyncio.sleep(moment)
+                if deciding.done() and deciding.exception() is None:
+                    checkpoints.append(now_ms() + 1)
+                code = await agent.stop(sig)
+                kills.append(sig.name)
+                try:
+                    await deciding
+                    checkpoints.append(now_ms() + 1)  # answered before the stop (SIGTERM lets it finish)
+                except httpx.TransportError:
+                    pass
+                output = agent.output()
+                if sig == TERM:
+                    # uvicorn stops gracefully on SIGTERM, then re-raises the signal: -15 is a clean stop.
+                    assert code in (0, -TERM), f"{where}: exit {code}\n{output[-3000:]}"
+                    assert "Traceback" not in output, f"{where}:\n{output[-4000:]}"
+                    await _check_nothing_pending(db, f"{where}, after the graceful stop")
+                else:
+                    assert code == -KILL, f"{where}: exit {code}"
+                agent = start()
+                checkpoints.append(await agent.ready())
+                await _check_all(db, fake, account_id, checkpoints, where)
+
+            where = f"seed {SEED}, last graceful stop"
+            code = await agent.stop(TERM)
+            assert code in (0, -TERM), f"{where}: exit {code}\n{agent.output()[-3000:]}"
+            await _check_nothing_pending(db, where)
+            _check_orders_at_fake(fake, account_id, where)
+            _check_protected(fake, where)
+            await _check_db_equals_exchange(db, fake, account_id, where)
+        except BaseException:
+            print(f"{where}; the agent's output:\n{agent.output()[-4000:]}")
+            raise
+        finally:
+            for running in agents:
+                if running.proc.poll() is None:
+                    running.proc.kill()
+                    running.proc.wait()
+
+        entries = [o for o in fake.book.orders() if o.client_id and o.client_id.endswith("-en") and o.parent_id is None]
+        interrupted = await _rows(db, "SELECT count(*) FROM decisions WHERE status = 'interrupted'")
+        print(
+            f"seed {SEED}: kills {kills}; decision lifetime {lifetime:.2f} s; {len(entries)} entries at the fake; "
+            f"model answers {brain.answers}; {interrupted[0][0]} decisions interrupted"
+        )
+        assert len(entries) >= 3, "positions hardly opened: the test proved little"
+        assert "close_position" in brain.answers, "no position was closed by a decision: the test proved little"

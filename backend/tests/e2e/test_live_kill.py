@@ -62,7 +62,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.db.session import create_engine
 from app.services.execution import client_ids
 from tests.conftest import ADMIN_KEY
-from tests.e2e.live_support import credentials_of, fake_venue
+from tests.e2e.live_support import LOST_ANSWER_S, credentials_of, fake_venue
 from tests.e2e.server import free_port
 from tests.fakes.binance_trading import FakeBinanceFutures
 from tests.fakes.openrouter_server import FakeOpenRouter, Scripted, chat_completion
@@ -72,7 +72,7 @@ pytestmark = pytest.mark.db
 BIN = Path(sys.executable).parent / "trading-agent"
 SEED = int(os.environ.get("KILL_TEST_SEED", "20261216"))
 KILL, TERM = signal.SIGKILL, signal.SIGTERM
-RANDOM_ROUNDS = 6
+RANDOM_ROUNDS = 10
 HANG_GUARD_S = 90  # a process that does not start, answer or stop within this is a failure, not a slow machine
 SETTLE_S = 10  # how long the database may take to catch up with the venue once the agent is idle
 CCXT_RATE_LIMIT_MS = 2
@@ -278,7 +278,7 @@ async def _rows(db: AsyncEngine, sql: str) -> list[Any]:
 
 def _origin(cid: str) -> tuple[str, str, str]:
     """(origin, asset, leg without its number) of one of our client ids."""
-    account, origin, asset, leg = cid.split("-")
+    _account, origin, asset, leg = cid.split("-")
     return origin, asset, leg.rstrip("0123456789")
 
 
@@ -435,6 +435,7 @@ async def test_killing_a_live_agent_leaves_every_position_protected_and_the_data
         checkpoints: list[int] = []
         agents: list[Agent] = []
         kills: list[str] = []
+        mid_decision = 0  # random kills sent while the forced decision was still in flight
 
         def start() -> Agent:
             agent = Agent(database_url, tmp_path, fake, model)
@@ -458,29 +459,44 @@ async def test_killing_a_live_agent_leaves_every_position_protected_and_the_data
             # test_a_fresh_live_account_records_its_first_fills); a restarted one reads the venue's last 7 days.
             await _check_all(db, fake, account_id, checkpoints, where, fills=False)
 
+            async def flatten() -> float:
+                """Close the position with forced decisions (a loop cycle on a candle that closes meanwhile may open
+                one again); returns how long the last decision took."""
+                brain.close_p = 1.0
+                for _ in range(3):
+                    began = time.monotonic()
+                    await agent.decide(account_id)
+                    took = time.monotonic() - began
+                    checkpoints.append(now_ms() + 1)
+                    if not fake.book.positions():
+                        return took
+                raise AssertionError(f"{where}: the closes did not flatten the account")
+
+            def entries_of(decision_id: int) -> list[str]:
+                prefix = f"a{account_id}-d{decision_id}-"
+                return [
+                    o.client_id
+                    for o in fake.book.orders()
+                    if o.client_id and o.client_id.startswith(prefix) and _origin(o.client_id)[2] == "en"
+                ]
+
             # (a) Killed between entry and stop: flat first, then an entry whose stop request is held at the fake
             # (never processed: a 503 after the hold, which no one waits for) while the agent is SIGKILLed.
             where = f"seed {SEED}, killed between entry and stop"
-            brain.close_p = 1.0
-            for _ in range(3):  # a loop cycle on a candle that closes meanwhile may open one again
-                await agent.decide(account_id)
-                checkpoints.append(now_ms() + 1)
-                if not fake.book.positions():
-                    break
-            assert not fake.book.positions(), "the closes did not flatten the account"
+            lifetime = min(lifetime, await flatten())  # the first decision also started the venue adapter
             stops_before = len(fake.matching(STOP_PATH))
             fake.fail(503, match=STOP_PATH, delay_s=HANG_GUARD_S)
             deciding = asyncio.create_task(agent.decide(account_id))
             await _wait_for(lambda: len(fake.matching(STOP_PATH)) > stops_before, "the stop request", agent)
             killed_at = now_ms()
             assert await agent.stop(KILL) == -KILL
-            kills.append("KILL (between entry and stop)")
+            kills.append("SIGKILL (stop request held)")
             with pytest.raises(httpx.TransportError):
                 await deciding
             [position] = fake.book.positions()
             assert not fake.book.open_orders("BTC"), "the held stop was placed after all: the round proved nothing"
-            entry_ids = [o.client_id for o in fake.book.orders() if o.client_id and o.client_id.endswith("-en")]
-            decision_id = _decision_of(entry_ids[-1])
+            entry = [o.client_id for o in fake.book.orders() if o.client_id and o.client_id.endswith("-en")][-1]
+            decision_id = _decision_of(entry)
             spans = [s for s in fake.book.unprotected_spans() if s[2] is None]
             assert spans and spans[0][1] <= killed_at, f"no open unprotected span at the kill: {spans}"
 
@@ -493,16 +509,31 @@ async def test_killing_a_live_agent_leaves_every_position_protected_and_the_data
                 f"the stop was not placed by the start-up check: {stops[0].client_id}"
             )
             assert stops[0].quantity >= abs(position.size) - 1e-12 and stops[0].reduce_only
-            entries = [
-                o
-                for o in fake.book.orders()
-                if o.client_id
-                and o.client_id.startswith(f"a{account_id}-d{decision_id}-")
-                and o.client_id.endswith("-en")
-            ]
-            assert len(entries) == 1, f"entries of decision {decision_id} at the fake: {entries}"
+            assert entries_of(decision_id) == [entry], f"entries of decision {decision_id} at the fake"
             status = await _rows(db, f"SELECT status FROM decisions WHERE id = {decision_id}")
             assert status == [("interrupted",)], status
+            await _check_all(db, fake, account_id, checkpoints, where)
+
+            # (a') Killed after the stop was placed but before its answer came back (processed at the fake, the
+            # answer withheld): the restart must see that stop (no second one) and record it.
+            where = f"seed {SEED}, killed while the placed stop's answer was withheld"
+            await flatten()
+            fake.hold_s = HANG_GUARD_S
+            fake.lose_answer(STOP_PATH)
+            deciding = asyncio.create_task(agent.decide(account_id))
+            await _wait_for(lambda: bool(fake.book.open_orders("BTC")), "the stop at the fake", agent)
+            assert await agent.stop(KILL) == -KILL
+            kills.append("SIGKILL (stop placed, answer withheld)")
+            fake.hold_s = LOST_ANSWER_S
+            with pytest.raises(httpx.TransportError):
+                await deciding
+            [stop] = fake.book.open_orders("BTC")
+            assert stop.client_id is not None and _origin(stop.client_id)[2] == "sl", stop
+            agent = start()
+            checkpoints.append(await agent.ready())
+            stops = [o.client_id for o in fake.book.open_orders("BTC") if o.type == "stop_market"]
+            assert stops == [stop.client_id], f"{where}: the stop was placed again: {stops}"
+            assert len(entries_of(_decision_of(stop.client_id))) == 1
             await _check_all(db, fake, account_id, checkpoints, where)
             brain.close_p = 0.6
 
@@ -510,12 +541,12 @@ async def test_killing_a_live_agent_leaves_every_position_protected_and_the_data
             signals = [KILL, TERM] + [rng.choice([KILL, TERM]) for _ in range(RANDOM_ROUNDS - 2)]
             rng.shuffle(signals)
             for round_no, sig in enumerate(signals):
-                moment = rng.uniform(0.0, 1.1) * lifetime
+                moment = rng.uniform(0.0, 1.0) * lifetime
                 where = f"seed {SEED}, random round {round_no}, {sig.name} after {moment:.3f} s of a decision"
                 deciding = asyncio.create_task(agent.decide(account_id))
                 await asyncio.sleep(moment)
-                if deciding.done() and deciding.exception() is None:
-                    checkpoints.append(now_ms() + 1)
+                if not deciding.done():
+                    mid_decision += 1
                 code = await agent.stop(sig)
                 kills.append(sig.name)
                 try:
@@ -554,8 +585,10 @@ async def test_killing_a_live_agent_leaves_every_position_protected_and_the_data
         entries = [o for o in fake.book.orders() if o.client_id and o.client_id.endswith("-en") and o.parent_id is None]
         interrupted = await _rows(db, "SELECT count(*) FROM decisions WHERE status = 'interrupted'")
         print(
-            f"seed {SEED}: kills {kills}; decision lifetime {lifetime:.2f} s; {len(entries)} entries at the fake; "
-            f"model answers {brain.answers}; {interrupted[0][0]} decisions interrupted"
+            f"seed {SEED}: kills {kills} ({mid_decision} random ones mid-decision); decision lifetime "
+            f"{lifetime:.2f} s; {len(entries)} entries at the fake; model answers {brain.answers}; "
+            f"{interrupted[0][0]} decisions interrupted"
         )
         assert len(entries) >= 3, "positions hardly opened: the test proved little"
+        assert mid_decision >= 1, "no random kill landed while a decision was in flight: the test proved little"
         assert "close_position" in brain.answers, "no position was closed by a decision: the test proved little"

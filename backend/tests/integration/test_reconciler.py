@@ -104,3 +104,29 @@ async def test_orders_the_database_never_recorded_are_taken_from_the_venue(agent
     assert (rows[f"a1-d{d}-BTC-sl"].status, rows[f"a1-d{d}-BTC-sl"].trigger_price) == ("open", stop.trigger_price)
     assert rows[hand.client_order_id].decision_id is None, "no such decision: the order is kept without one"
     assert fill.order_id == rows[f"a1-d{d}-BTC-en"].id
+
+
+async def test_a_position_opened_and_closed_between_two_syncs_is_a_closed_position(agent: Agent) -> None:
+    """An entry closed at once (its stop refused) never shows as open at the venue: it is recorded from its fills."""
+    decided = await agent.engine.make_trading_decision(None, 1, trigger="test")
+    d = decided.id
+    exchange = await agent.venues.exchange_for(1)
+    await exchange.set_leverage("BTC", 2)
+    entry = await exchange.place_order(OrderRequest(f"a1-d{d}-BTC-en", "BTC", "buy", "market", 0.01))
+    close = await exchange.place_order(
+        OrderRequest(f"a1-d{d}-BTC-cl", "BTC", "sell", "market", 0.01, None, True, "close")
+    )
+    assert entry.status == close.status == "filled"
+    async with agent.sessions.begin() as session:
+        report = await agent.engine.reconciler.sync(session, 1, exchange, placed=[entry, close], decision_id=d)
+    assert report.closed == ["BTC"]
+    async with agent.sessions() as session:
+        query = select(models.Position).where(models.Position.decision_id == d, models.Position.symbol == "BTC")
+        [row] = (await session.scalars(query)).all()
+        fees = await session.scalar(
+            select(func.sum(models.Fill.fee)).where(models.Fill.client_order_id.like(f"a1-d{d}-BTC-%"))
+        )
+    assert (row.status, row.side, row.size, row.exit_reason) == ("closed", "long", 0.01, "close")
+    assert row.entry_price == entry.avg_fill_price and row.exit_price == close.avg_fill_price
+    assert row.realized_pnl == pytest.approx((close.avg_fill_price - entry.avg_fill_price) * 0.01)
+    assert row.fees == pytest.approx(fees) and row.fees > 0

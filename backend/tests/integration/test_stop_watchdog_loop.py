@@ -58,3 +58,21 @@ async def test_a_paused_account_with_a_position_is_still_guarded_every_cycle(age
     assert decisions == 0, "a paused account is not decided for"
     [stop] = await _stops(agent)
     assert stop.client_order_id.startswith("a1-w")
+
+
+async def test_a_stop_cancelled_by_hand_comes_back_at_its_own_level(agent: Agent) -> None:
+    await _bare_position(agent)
+    venue = await agent.venues.exchange_for(1)
+    [position] = await venue.fetch_positions()
+    level = round(position.entry_price * 0.9, 1)  # far from the strategy's default distance
+    first = await venue.place_order(
+        OrderRequest("a1-d7-BTC-sl", "BTC", "sell", "stop_market", position.size, level, True, "stop_loss")
+    )
+    async with agent.sessions.begin() as session:
+        await agent.engine.reconciler.sync(session, 1, venue, placed=[first])
+    await venue.cancel_order("BTC", first.client_order_id)  # by hand, at the venue
+    await agent.engine.sync_account(1)  # the next read mirrors it: no stop open at the venue, none on the position
+    await agent.loop._check_accounts()
+    [second] = await _stops(agent)
+    assert second.client_order_id != first.client_order_id
+    assert second.trigger_price == level, "the level last placed, not the strategy's default distance"

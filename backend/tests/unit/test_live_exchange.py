@@ -589,3 +589,23 @@ async def test_no_secret_reaches_the_logs(live: Live, caplog: pytest.LogCaptureF
         assert secret not in text
         assert secret.removeprefix("0x") not in text
     assert not re.search(r"signature=[0-9a-f]{16}", text)
+
+
+async def test_fills_after_an_empty_first_read_are_seen(live: Live) -> None:
+    """The first read of the venue's fills finds none; the fills that come later are read all the same (Binance
+    once asked for the first week of 1970 from then on)."""
+    assert await live.exchange.fetch_fills() == []
+    order = await live.exchange.place_order(live.market("a1-d1-BTC-en"))
+    assert order.status == "filled"
+    fills = await live.exchange.fetch_fills()
+    assert [(f.client_order_id, f.reason) for f in fills] == [("a1-d1-BTC-en", "entry")]
+
+
+async def test_an_order_placed_by_hand_without_a_client_id_can_be_cancelled(live: Live) -> None:
+    """Listed under the id the venue gave it; looked up and cancelled by that id (the halt cancels such entries)."""
+    live.fake.book.place("BTC", "buy", "limit", live.quantity, price=round(live.mark * 0.8))
+    [listed] = await live.exchange.fetch_open_orders("BTC")
+    assert (await live.exchange.fetch_order("BTC", listed.client_order_id)) is not None
+    cancelled = await live.exchange.cancel_order("BTC", listed.client_order_id)
+    assert cancelled.status == "canceled" and await live.exchange.fetch_open_orders("BTC") == []
+    assert [o.status for o in live.fake.book.orders()] == ["canceled"]

@@ -172,6 +172,23 @@ class TradingRepository:
         query = select(Fill).where(Fill.account_id == account_id).order_by(Fill.id)
         return list((await self.session.scalars(query)).all())
 
+    async def last_stop_level(self, account_id: int, symbol: str, since: datetime) -> float | None:
+        """The trigger of the newest stop-loss order of `symbol` created from `since` on (a position's last stop)."""
+        query = (
+            select(Order.trigger_price)
+            .where(
+                Order.account_id == account_id,
+                Order.symbol == symbol,
+                Order.kind == "stop_loss",
+                Order.created_at >= since,
+                Order.trigger_price.is_not(None),
+                Order.status != "rejected",
+            )
+            .order_by(Order.id.desc())
+            .limit(1)
+        )
+        return await self.session.scalar(query)
+
     async def position_fills(self, account_id: int, symbol: str, since: datetime) -> list[Fill]:
         """Fills of one asset from `since` on (a position's own fills), oldest first."""
         query = select(Fill).where(Fill.account_id == account_id, Fill.symbol == symbol, Fill.filled_at >= since)

@@ -135,6 +135,19 @@ def _mask(value: str) -> str:
     return f"{value[:4]}***" if len(value) > 8 else "***"
 
 
+_SINCE_WINDOW_MS = 6 * 86_400_000  # under Binance's 7-day userTrades window
+
+
+def _hl_ref(client_order_id: str) -> tuple[str, dict[str, Any]]:
+    """How to name an order to Hyperliquid: ours by the cloid derived from our id; a cloid we do not know as it is;
+    an order placed without a cloid (by hand) by its venue order id (the id we list it under)."""
+    if client_order_id.isdigit():
+        return client_order_id, {}
+    if client_order_id.startswith("0x") and len(client_order_id) == 34:
+        return "", {"clientOrderId": client_order_id}
+    return "", {"clientOrderId": cloid_for(client_order_id)}
+
+
 def cloid_for(client_order_id: str) -> str:
     """Hyperliquid's 128-bit `cloid` for one of our client ids: 0x + the first 16 bytes of sha256, in hex."""
     return "0x" + hashlib.sha256(client_order_id.encode()).digest()[:16].hex()
@@ -466,10 +479,11 @@ class LiveExchange:
             params: dict[str, Any] = {"clientOrderId": client_order_id}
             if current.type in _CONDITIONAL:
                 params["trigger"] = True
+            venue_id = ""
         else:
-            params = {"clientOrderId": cloid_for(client_order_id)}
+            venue_id, params = _hl_ref(client_order_id)
         try:
-            await self._request(f"cancel {client_order_id}", self._ex.cancel_order, "", market_symbol, params)
+            await self._request(f"cancel {client_order_id}", self._ex.cancel_order, venue_id, market_symbol, params)
         except _VenueError as exc:
             if exc.classified.kind == "ambiguous":
                 raise ExchangeUnavailableError(f"{self.name}: {exc}; look the order up") from None
@@ -492,9 +506,11 @@ class LiveExchange:
             return None
         market_symbol = self._market_symbol(asset)
         if self.venue == "hyperliquid":
-            params = {"clientOrderId": cloid_for(client_order_id)}
+            venue_id, params = _hl_ref(client_order_id)
             try:
-                raw = await self._read(f"order {client_order_id}", self._ex.fetch_order, "", market_symbol, params)
+                raw = await self._read(
+                    f"order {client_order_id}", self._ex.fetch_order, venue_id, market_symbol, params
+                )
             except _VenueError:
                 return None
             order = await self._hl_order(raw.get("info") or {}, client_order_id)
@@ -1021,7 +1037,11 @@ class LiveExchange:
 
     async def _sync_trades(self) -> None:
         """Read the venue's fills: all it gives the first time, then from the latest one seen."""
-        since = self._trades_high_ms if self._trades_read else None
+        # From the newest fill seen; from the venue's default window (Binance: the last 7 days) when none was seen yet
+        # or the newest is older than the window a `since` may open (Binance reads 7 days from it: newer fills would
+        # be missed).
+        fresh = self._clock.now().timestamp() * 1000 - self._trades_high_ms < _SINCE_WINDOW_MS
+        since = self._trades_high_ms if self._trades_read and self._trades_high_ms and fresh else None
         if self.venue == "binanceusdm":
             raw: list[Any] = []
             for asset in self.assets:

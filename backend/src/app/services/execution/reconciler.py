@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import models
 from app.db.inserts import insert_rows
 from app.db.repositories.trading import TradingRepository
-from app.services.exchange.base import Balance, Exchange, Order
+from app.services.exchange.base import Balance, Exchange, Fill, Order
 from app.services.execution.client_ids import account_of, decision_of
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,9 @@ class Reconciler:
             )
         await session.flush()
         opened, closed = await self._sync_positions(session, repo, account_id, exchange, intents or {}, venue_open)
+        closed += await self._round_trips(
+            session, repo, account_id, new_fills, exclude={*opened, *closed}, intents=intents or {}
+        )
         await session.flush()
         return SyncReport(new_fills=len(new_fills), opened=opened, closed=closed)
 
@@ -243,6 +246,70 @@ class Reconciler:
             row.stop_loss = protective.get(symbol, {}).get("stop_loss")
             row.take_profit = protective.get(symbol, {}).get("take_profit")
         return opened, closed
+
+    @staticmethod
+    async def _round_trips(
+        session: AsyncSession,
+        repo: TradingRepository,
+        account_id: int,
+        fills: Sequence[Fill],
+        *,
+        exclude: set[str],
+        intents: dict[str, PositionIntent],
+    ) -> list[str]:
+        """Positions that opened and closed between two reads of the venue (an entry whose stop was refused and was
+        closed at once; a stop that fired within the cycle): recorded as closed positions from their fills, so the
+        model's trade history shows them. Leverage and margin are not known for them (0)."""
+        recorded: list[str] = []
+        by_symbol: dict[str, list[Fill]] = {}
+        for fill in sorted(fills, key=lambda f: f.timestamp):
+            by_symbol.setdefault(fill.symbol, []).append(fill)
+        for symbol, own in by_symbol.items():
+            if symbol in exclude:
+                continue
+            size, trip = 0.0, list[Fill]()
+            for fill in own:
+                if not trip and fill.reason not in ("entry", "increase"):
+                    continue  # the close of a position the database already knows
+                trip.append(fill)
+                size += fill.quantity if fill.side == "buy" else -fill.quantity
+                if abs(size) > 1e-12 * max(1.0, fill.quantity):
+                    continue
+                entries = [f for f in trip if f.reason in ("entry", "increase")]
+                exits = [f for f in trip if f.reason not in ("entry", "increase")]
+                if not exits:
+                    break
+                entry_qty, exit_qty = sum(f.quantity for f in entries), sum(f.quantity for f in exits)
+                intent = intents.get(symbol)
+                decision = (
+                    intent.decision_id
+                    if intent
+                    else await _own_decision(session, account_id, entries[0].client_order_id)
+                )
+                repo.add(
+                    models.Position(
+                        account_id=account_id,
+                        decision_id=decision,
+                        symbol=symbol,
+                        side="long" if entries[0].side == "buy" else "short",
+                        status="closed",
+                        size=entry_qty,
+                        entry_price=sum(f.price * f.quantity for f in entries) / entry_qty,
+                        leverage=0.0,
+                        margin=0.0,
+                        entry_rationale=intent.rationale if intent else None,
+                        exit_plan=intent.exit_plan if intent else None,
+                        realized_pnl=sum(f.realized_pnl for f in trip),
+                        fees=sum(f.fee for f in trip),
+                        exit_price=sum(f.price * f.quantity for f in exits) / exit_qty,
+                        exit_reason=exits[-1].reason,
+                        opened_at=entries[0].timestamp,
+                        closed_at=exits[-1].timestamp,
+                    )
+                )
+                recorded.append(symbol)
+                size, trip = 0.0, []
+        return recorded
 
     @staticmethod
     def _record_order(

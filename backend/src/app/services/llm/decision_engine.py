@@ -308,13 +308,17 @@ class DecisionEngine:
                 await self.reconciler.sync(session, account_id, exchange, placed=run.report.orders)
 
     async def _known_stop_levels(self, account_id: int) -> dict[str, float]:
-        """The stop level last seen at the venue for each open position (mirrored in the database)."""
+        """The stop level of each open position: the last stop order placed for it (open or not: a stop cancelled
+        by hand at the venue keeps its level), else the stop last seen at the venue."""
         async with self.sessions() as session:
-            return {
-                p.symbol: p.stop_loss
-                for p in await TradingRepository(session).open_positions(account_id)
-                if p.stop_loss is not None
-            }
+            repo = TradingRepository(session)
+            levels: dict[str, float] = {}
+            for position in await repo.open_positions(account_id):
+                last = await repo.last_stop_level(account_id, position.symbol, position.opened_at)
+                level = last if last is not None else position.stop_loss
+                if level is not None:
+                    levels[position.symbol] = level
+            return levels
 
     # ------------------------------------------------------------------------------------------- cycle
     async def _decide(

@@ -235,11 +235,14 @@ def test_schema_valid_requests_are_served_and_invalid_ones_refused(base_url: str
             {"path_parameters": {"account_id": 1}, "body": {"model": "a"}},
             409,
         ),
+        # Valid, but this agent has no LIVE_MAINNET_CONFIRM: a mainnet account is refused with 409, nothing saved.
+        ("POST", "/api/v1/accounts", {"body": {"name": "fuzz-m", "mode": "live", "network": "mainnet"}}, 409),
         # What the server refuses is outside the schema: 422.
         ("GET", "/api/v1/decisions/history", {"query": {"account_id": 1, "symbol": "0" * 40}}, 422),
         ("GET", "/api/v1/decisions/metrics", {"query": {"account_id": 1, "timeframe": "0000000"}}, 422),
         ("GET", "/api/v1/strategies/{strategy_id}/performance", {"path_parameters": {"strategy_id": "X!"}}, 422),
-        ("POST", "/api/v1/accounts", {"body": {"name": "fuzz-d", "mode": "live"}}, 422),
+        ("POST", "/api/v1/accounts", {"body": {"name": "fuzz-d", "mode": "real"}}, 422),
+        ("POST", "/api/v1/accounts", {"body": {"name": "fuzz-f", "mode": "live", "network": "main"}}, 422),
         (
             "POST",
             "/api/v1/strategies/account/{account_id}/switch",

@@ -541,10 +541,13 @@ class LiveExchange:
         market_symbol = self._market_symbol(asset) if asset is not None else None
         orders: list[Order] = []
         if self.venue == "binanceusdm":
-            for params in ({}, {"trigger": True}):
-                raw = await self._read("open orders", self._ex.fetch_open_orders, market_symbol, None, None, params)
-                for item in raw or []:
-                    orders.append(await self._binance_order(item.get("info") or {}))
+            # asked per asset: Binance weighs a symbol's open orders 1, every symbol's 40 (ccxt waits accordingly)
+            symbols = [market_symbol] if market_symbol is not None else [self._market_symbol(a) for a in self.assets]
+            for each in symbols:
+                for params in ({}, {"trigger": True}):
+                    raw = await self._read("open orders", self._ex.fetch_open_orders, each, None, None, params)
+                    for item in raw or []:
+                        orders.append(await self._binance_order(item.get("info") or {}))
         else:
             raw = await self._read("open orders", self._ex.fetch_open_orders, market_symbol)
             for item in raw or []:

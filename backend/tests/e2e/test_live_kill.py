@@ -2,19 +2,23 @@
 count at the fake what every restart left behind (issue 16: "the agent killed between entry and stop (the restart
 must place the stop); the agent killed mid-cycle many times").
 
-The fake venue (FakeBinanceFutures, real socket, driven through ccxt by the agent's LiveExchange) runs in the test
-process with its BTC price pinned (`live_support.fake_venue`), and so does an OpenRouter-compatible fake model whose
-answer follows the venue: a buy of BTC (stop 1% below and take-profit 8% above the venue's price) while the venue
-has no BTC position, else a close or a hold (seeded), so that positions open and close across rounds. The agent runs
-on the wall clock (INTERVAL=5m): a restart within a candle would get the candle's decision from the cache, so fresh
-decisions are forced (`POST /api/v1/decisions/generate` with `force_refresh`).
+The fake venue (FakeBinanceFutures or FakeHyperliquidPerps: real socket, driven through ccxt by the agent's
+LiveExchange) runs in the test process with its BTC price pinned (`live_support.fake_venue`), and so does an
+OpenRouter-compatible fake model whose answer follows the venue: a buy of BTC (stop 1% below and take-profit 8% above
+the venue's price and the last candles' closes) while the venue has no BTC position, else a close or a hold (seeded),
+so that positions open and close across rounds. The agent runs on the wall clock (INTERVAL=5m): a restart within a
+candle would get the candle's decision from the cache, so fresh decisions are forced (`POST
+/api/v1/decisions/generate` with `force_refresh`). The live account, its strategy (no cooldown) and its credentials
+are created through the API of the first process.
 
-Rounds, on one database (SQLite and PostgreSQL):
-- killed between entry and stop: the stop's create request is held at the fake (and never processed) and the agent
-  is SIGKILLed while it waits for the answer; the restart's start-up check must give the position its stop, with
-  exactly one entry at the fake for that decision;
-- killed at random moments (SIGKILL or SIGTERM, KILL_TEST_SEED) within a forced decision's lifetime, measured on this
-  machine by a first decision left alone.
+Rounds, on one database (SQLite and PostgreSQL), per venue:
+- killed between entry and stop: once the entry is placed, the stop's create request is held at the fake (never
+  processed) and the agent is SIGKILLed while it waits for the answer; the restart's start-up check must give the
+  position its stop, with exactly one entry at the fake for that decision, which is marked interrupted;
+- killed after the stop was placed but before its answer came back (processed, the answer withheld): the restart
+  keeps that stop (no second one) and records it;
+- killed at random moments (SIGKILL or SIGTERM, both at least once; KILL_TEST_SEED) within a forced decision's
+  lifetime, measured on this machine by decisions left alone.
 
 After every restart (its start-up check done: `/health` counts a first loop cycle, which comes after the check),
 counted at the fake:

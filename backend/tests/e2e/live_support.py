@@ -7,8 +7,12 @@
 
 Building blocks (for a test that builds its own agent, e.g. several starts on one database):
 - `fake_venue(venue, assets=["BTC"], balance=...)`: a started FakeBinanceFutures / FakeHyperliquidPerps whose prices
-  are pinned at the simulator's price now (the price the agent's market data shows), so orders fill at a known,
-  constant price; a lost answer (`lose_answer`) is withheld `LOST_ANSWER_S`, then the connection is dropped.
+  are pinned at the last closed 5m candle's close (`last_close`: the price the agent's context shows; the fake's own
+  would be the forming candle's close, up to 2% away), so orders fill at a known, constant price; a lost answer
+  (`lose_answer`) is withheld `LOST_ANSWER_S`, then the connection is dropped. Past the next 5m close the agent's
+  price moves to the next candle's close while the pin stays: a decision's stop (1% off) may then be on the wrong
+  side of the venue's price; `FlatThenHold(on_entry=fake.book.set_price)` (what `live_agent` does) re-pins the venue
+  at the price each entry is decided on.
 - `live_settings(fake, database_url=..., tmp_path=..., trading_mode="live", market_source=None, **more)`: settings of
   an agent whose market data and orders go to the fake (VENUE_API_URL), forced decisions unlimited, no LLM budget.
 - `fast_live_requests()`: while open, the LiveExchange adapters the agent builds space their requests 1 ms per unit of
@@ -17,7 +21,8 @@ Building blocks (for a test that builds its own agent, e.g. several starts on on
   fake's venue, its credentials stored encrypted as `PUT /accounts/{id}/credentials` stores them; returns its id.
 - `FlatThenHold(sl_pct=1.0, tp_pct=3.5, allocation_usd=200.0)`: a DecisionModel that buys every flat asset with a stop
   `sl_pct` below and a take-profit `tp_pct` above the context's price and holds assets it has a position in;
-  `opening = False` makes it hold everywhere; `requests` keeps what it was asked (the contexts the model saw).
+  `opening = False` makes it hold everywhere; `requests` keeps what it was asked (the contexts the model saw);
+  `on_entry(asset, price)` is called for each entry it decides.
 - `cycle(agent, account_id)`: one forced decision (trigger "test").
 - At the fake: `venue_client_id(fake, our_id)` (Hyperliquid: the cloid), `stops_at(fake)`, `entries_at(fake)`,
   `order_creates(fake)` (every order-creating request received), `private_requests(fake)`, `is_entry_create` /
@@ -101,8 +106,16 @@ def fake_venue(venue: VenueName, assets: list[str] | None = None, *, balance: fl
 
             fake.lose_answer = lose_answer
         for asset in assets:
-            fake.book.set_price(asset, fake.book.mark(asset))
+            fake.book.set_price(asset, last_close(fake, asset))
         yield fake
+
+
+def last_close(fake: Any, asset: str) -> float:
+    """The close of the last closed 5m candle the fake serves: the price the agent's context shows (the venue's own
+    price is the forming candle's close, which the simulator may have moved 1-2% away)."""
+    now = fake.now_ms
+    rows = fake.candles(asset, "5m", now - 900_000, now)
+    return float([r for r in rows if r[0] + 300_000 <= now][-1][4])
 
 
 def _answer_without_delay(fake: Any) -> None:
@@ -180,8 +193,18 @@ class FlatThenHold:
     name = "test/flat-then-hold"
     is_simulated = True
 
-    def __init__(self, *, sl_pct: float = 1.0, tp_pct: float = 3.5, allocation_usd: float = 200.0) -> None:
+    def __init__(
+        self,
+        *,
+        sl_pct: float = 1.0,
+        tp_pct: float = 3.5,
+        allocation_usd: float = 200.0,
+        on_entry: Callable[[str, float], None] | None = None,
+    ) -> None:
+        """`on_entry(asset, price)`: called with the context's price of each asset it buys (`live_agent` pins the
+        venue's price there, so the entry fills at the price the decision was made on, whatever candle closed)."""
         self.sl_pct, self.tp_pct, self.allocation_usd = sl_pct, tp_pct, allocation_usd
+        self.on_entry = on_entry
         self.opening = True
         self.requests: list[ModelRequest] = []
 
@@ -200,6 +223,8 @@ class FlatThenHold:
             }
             if self.opening and asset not in held:
                 price = request.context.market_data.assets[asset].current_price
+                if self.on_entry is not None:
+                    self.on_entry(asset, price)
                 base |= {
                     "action": "buy",
                     "allocation_usd": self.allocation_usd,
@@ -271,6 +296,8 @@ async def live_agent(
             tmp_path=tmp_path,
             **settings,
         )
+        if model.on_entry is None:
+            model.on_entry = fake.book.set_price
         agent = await build_agent(config, provider=model)
         try:
             account_id = await add_live_account(agent, fake)

@@ -59,24 +59,6 @@ pytestmark = pytest.mark.db
 
 ADMIN = {"X-API-Key": ADMIN_KEY}
 
-# Bugs these tests found (marked xfail, strict: a fix turns them into failures to unmark)
-BINANCE_FILLS_LOST = (
-    "LiveExchange._sync_trades (live.py): when its first read of Binance fills finds none, _trades_high_ms stays 0 "
-    "and every later read passes since=0 to ccxt, which asks userTrades for startTime=0&endTime=604800000 (the first "
-    "7 days of 1970): no Binance fill is seen afterwards, so stops fired at the venue close positions as 'unknown' "
-    "with no PnL and the ledger stays empty"
-)
-HAND_ORDER_NOT_CANCELLABLE = (
-    "LiveExchange.cancel_order/fetch_order (live.py) on Hyperliquid look an order up by cloid_for(client id): an "
-    "order placed by hand (no cloid) is listed by fetch_open_orders under its oid, which is then hashed into a cloid "
-    "the venue never saw: 'unknown order', so halt answers 502 and the entry order stays open"
-)
-
-
-def xfail_on(request: pytest.FixtureRequest, venue: str, bad_venue: str, reason: str) -> None:
-    if venue == bad_venue:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-
 
 @pytest.fixture(params=VENUES)
 def venue(request: pytest.FixtureRequest) -> str:
@@ -202,6 +184,21 @@ async def test_a_5xx_after_processing_leaves_no_duplicate_and_the_stop_in_place(
     await assert_db_matches_venue(rig.agent, rig.account_id, fake)
 
 
+async def test_an_entry_the_venue_never_got_is_not_sent_again(rig: LiveRig) -> None:
+    if rig.venue == "hyperliquid":
+        rig.fake.fail(500, b"", match="order")  # refused before processing: nothing is created
+    else:
+        rig.fake.fail(503, match="POST /fapi/v1/order")
+
+    result = await rig.cycle()
+
+    assert len(order_creates(rig.fake)) == 1, "the entry was sent again"
+    assert rig.fake.book.orders() == [] and rig.fake.book.positions() == []
+    errors = " | ".join(result.execution_errors)
+    assert f"outcome unknown for {our_id(rig, result.id, 'en')}" in errors and "never sent again" in errors
+    await assert_db_matches_venue(rig.agent, rig.account_id, rig.fake)
+
+
 # ------------------------------------------------------------------------------------------- 4. stop refused
 
 
@@ -252,12 +249,6 @@ async def test_a_stop_the_venue_never_answers_is_tried_three_times_then_the_posi
     await assert_db_matches_venue(rig.agent, rig.account_id, fake)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a position opened and closed within one cycle (its stop refused) never gets a positions row: "
-    "Reconciler._sync_positions only creates rows for positions open at the venue when it syncs, so the model's "
-    "trade history and performance (closed positions) never show the round trip and its loss",
-)
 async def test_a_position_closed_for_want_of_a_stop_is_a_closed_trade_the_model_is_told_of(rig: LiveRig) -> None:
     rig.fake.book.reject_next(
         lambda o: o.type == "stop_market", "would_trigger_immediately", "Order would immediately trigger."
@@ -265,7 +256,15 @@ async def test_a_position_closed_for_want_of_a_stop_is_a_closed_trade_the_model_
     await rig.cycle()
 
     [row] = await db_positions(rig.agent, rig.account_id)
-    assert row.status == "closed" and row.exit_reason == "close" and row.realized_pnl != 0
+    fills = rig.fake.book.fills()
+    assert row.status == "closed" and row.exit_reason == "close"
+    assert row.size == pytest.approx(fills[0].quantity) and row.entry_price == pytest.approx(fills[0].price)
+    assert row.fees == pytest.approx(sum(f.fee for f in fills)) and row.fees > 0
+    assert row.realized_pnl == pytest.approx(sum(f.realized_pnl for f in fills), abs=1e-9)
+    rig.model.opening = False
+    await rig.cycle()
+    [trade] = rig.model.requests[-1].context.recent_trades["BTC"]  # the model is told of the round trip
+    assert trade.exit_reason == "close" and trade.fees == pytest.approx(row.fees)
 
 
 # ------------------------------------------------------------------------------------------- 5. partial fill
@@ -294,9 +293,8 @@ async def test_a_partly_filled_entry_gets_a_stop_for_the_filled_size(rig: LiveRi
 
 
 async def test_a_stop_fired_at_the_venue_closes_the_position_in_the_database_and_the_model_is_told(
-    venue: str, database_url: str, tmp_path: Path, request: pytest.FixtureRequest
+    venue: str, database_url: str, tmp_path: Path
 ) -> None:
-    xfail_on(request, venue, "binanceusdm", BINANCE_FILLS_LOST)
     async with live_agent(venue, tmp_path, database_url=database_url) as rig:  # type: ignore[arg-type]
         opened = await rig.cycle()
         stop = rig.book_order(our_id(rig, opened.id, "sl"))
@@ -324,10 +322,7 @@ async def test_a_stop_fired_at_the_venue_closes_the_position_in_the_database_and
         no_position_left_unprotected(rig.fake)
 
 
-async def test_the_ledger_holds_every_fill_of_the_venue_with_its_reason(
-    rig: LiveRig, request: pytest.FixtureRequest
-) -> None:
-    xfail_on(request, rig.venue, "binanceusdm", BINANCE_FILLS_LOST)
+async def test_the_ledger_holds_every_fill_of_the_venue_with_its_reason(rig: LiveRig) -> None:
     opened = await rig.cycle()
     stop = rig.book_order(our_id(rig, opened.id, "sl"))
     assert stop is not None and stop.trigger is not None
@@ -386,7 +381,7 @@ async def test_a_rate_limit_refuses_the_cycle_and_silences_the_venue_until_its_w
             except LiveAccountRefusedError as exc:
                 assert "rate limited" in str(exc) and time.monotonic() < deadline
                 await asyncio.sleep(0.2)
-        after = [r for r in private_requests(fake) if r.received_at > limited.received_at]
+        after = [r for r in list(fake.requests) if r.received_at > limited.received_at]
         assert after and after[0].received_at >= limited.received_at + wait_s, "the venue was asked during the wait"
         assert result.status == "executed" and len(entries_at(fake)) == 1
         assert_protected(rig, entries_at(fake)[0].filled)
@@ -436,12 +431,6 @@ async def test_a_stop_cancelled_by_hand_is_placed_again_by_the_next_cycle(rig: L
     await assert_db_matches_venue(rig.agent, rig.account_id, fake)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the watchdog re-places a stop cancelled by hand at the strategy's default distance, not at the level "
-    "last seen at the venue: the cycle's reconciliation sets positions.stop_loss to None (no stop open) before "
-    "DecisionEngine._known_stop_levels reads it",
-)
 async def test_a_stop_cancelled_by_hand_is_placed_again_at_its_level(rig: LiveRig) -> None:
     opened = await rig.cycle()
     stop = rig.book_order(our_id(rig, opened.id, "sl"))
@@ -506,8 +495,7 @@ async def test_halting_a_live_account_through_the_api_flattens_it(rig: LiveRig) 
     no_position_left_unprotected(fake)
 
 
-async def test_halting_cancels_an_entry_order_placed_by_hand(rig: LiveRig, request: pytest.FixtureRequest) -> None:
-    xfail_on(request, rig.venue, "hyperliquid", HAND_ORDER_NOT_CANCELLABLE)
+async def test_halting_cancels_an_entry_order_placed_by_hand(rig: LiveRig) -> None:
     fake = rig.fake
     await rig.cycle()
     resting = fake.book.place("BTC", "buy", "limit", 0.01, price=round(fake.book.mark("BTC") * 0.9))
@@ -623,7 +611,7 @@ async def test_the_venue_secret_never_leaves_the_agent(
     with fast_live_requests(), fake_venue(venue) as fake:  # type: ignore[arg-type]
         secrets = [*secrets_of(fake), wrong, wrong.removeprefix("0x")]
         settings = live_settings(fake, database_url=f"sqlite+aiosqlite:///{tmp_path / 'live.db'}", tmp_path=tmp_path)
-        agent = await build_agent(settings, provider=FlatThenHold())
+        agent = await build_agent(settings, provider=FlatThenHold(on_entry=fake.book.set_price))
 
         async def prebuilt(_s: Settings) -> Agent:
             return agent

@@ -18,7 +18,8 @@ Rounds, on one database (SQLite and PostgreSQL), per venue:
 - killed after the stop was placed but before its answer came back (processed, the answer withheld): the restart
   keeps that stop (no second one) and records it;
 - killed at random moments (SIGKILL or SIGTERM, both at least once; KILL_TEST_SEED) within a forced decision's
-  lifetime, measured on this machine by decisions left alone.
+  life, measured on this machine by decisions left alone: alternately a time within its duration, or the arrival at
+  the fake of its n-th venue request (so kills land in every phase: reconciliation, entry, stop, target, watchdog).
 
 After every restart (its start-up check done: `/health` counts a first loop cycle, which comes after the check),
 counted at the fake:
@@ -556,9 +557,10 @@ async def test_killing_a_live_agent_leaves_every_position_protected_and_the_data
             venue = Venue(fake, account_id)
 
             # A decision left alone: the entry, its stop and take-profit; how long a decision lives here.
-            began = time.monotonic()
+            began, seen = time.monotonic(), len(fake.requests)
             first = await agent.decide(account_id)
             lifetime = time.monotonic() - began
+            venue_requests = len(fake.requests) - seen  # the venue requests of a decision (and the adapter's start)
             checkpoints.append(now_ms() + 1)
             assert first["status"] == "executed", json.dumps(first)[:3000]
             assert [p.asset for p in fake.book.positions()] == ["BTC"], "the first decision opened no position"
@@ -653,10 +655,25 @@ async def test_killing_a_live_agent_leaves_every_position_protected_and_the_data
             signals = [KILL, TERM] + [rng.choice([KILL, TERM]) for _ in range(RANDOM_ROUNDS - 2)]
             rng.shuffle(signals)
             for round_no, sig in enumerate(signals):
-                moment = rng.uniform(0.0, 1.0) * lifetime
-                where = f"seed {SEED}, random round {round_no}, {sig.name} after {moment:.3f} s of a decision"
-                deciding = asyncio.create_task(agent.decide(account_id))
-                await asyncio.sleep(moment)
+                # The moment: alternately a time within a decision's life, or the arrival at the fake of one of its
+                # venue requests (spread over its phases: reconciliation reads, entry, stop, target, watchdog).
+                seen = len(fake.requests)
+                if round_no % 2:
+                    moment = rng.uniform(0.0, 1.0) * lifetime
+                    when = f"after {moment:.3f} s of a decision"
+                    deciding = asyncio.create_task(agent.decide(account_id))
+                    await asyncio.sleep(moment)
+                else:
+                    nth = rng.randint(1, venue_requests)
+                    when = f"at the arrival of a decision's venue request {nth}"
+                    deciding = asyncio.create_task(agent.decide(account_id))
+                    arrived = seen + nth
+
+                    def due(task: asyncio.Task[Any] = deciding, arrived: int = arrived) -> bool:
+                        return task.done() or len(fake.requests) >= arrived
+
+                    await _wait_for(due, when, agent)
+                where = f"seed {SEED}, random round {round_no}, {sig.name} {when}"
                 if not deciding.done():
                     mid_decision += 1
                 code = await agent.stop(sig)

@@ -22,7 +22,8 @@ Building blocks (for a test that builds its own agent, e.g. several starts on on
 - `FlatThenHold(sl_pct=1.0, tp_pct=3.5, allocation_usd=200.0)`: a DecisionModel that buys every flat asset with a stop
   `sl_pct` below and a take-profit `tp_pct` above the context's price and holds assets it has a position in;
   `opening = False` makes it hold everywhere; `requests` keeps what it was asked (the contexts the model saw);
-  `on_entry(asset, price)` is called for each entry it decides.
+  `on_entry(asset, price)` is called for each entry it decides; `when_held = "close_position"` / `"move_stop"` closes
+  a held asset / moves its stop to `move_stop_pct` below the context's price instead of holding.
 - `cycle(agent, account_id)`: one forced decision (trigger "test").
 - At the fake: `venue_client_id(fake, our_id)` (Hyperliquid: the cloid), `stops_at(fake)`, `entries_at(fake)`,
   `order_creates(fake)` (every order-creating request received), `private_requests(fake)`, `is_entry_create` /
@@ -49,7 +50,7 @@ from app.core.config import ExplicitSettings, Settings
 from app.db import models
 from app.db.repositories.accounts import AccountRepository
 from app.schemas.decision_result import DecisionResult
-from app.schemas.trading_decision import AssetDecision, TradingDecision
+from app.schemas.trading_decision import AssetDecision, OrderAdjustment, TradingDecision
 from app.services.account.new_account import new_account
 from app.services.exchange import live as live_module
 from app.services.exchange.live import cloid_for
@@ -206,6 +207,10 @@ class FlatThenHold:
         self.sl_pct, self.tp_pct, self.allocation_usd = sl_pct, tp_pct, allocation_usd
         self.on_entry = on_entry
         self.opening = True
+        # what it does with an asset it has a position in: hold, close it, or move its stop to `move_stop_pct` below
+        # the context's price (adjust_orders)
+        self.when_held: Literal["hold", "close_position", "move_stop"] = "hold"
+        self.move_stop_pct = 0.5
         self.requests: list[ModelRequest] = []
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
@@ -231,6 +236,15 @@ class FlatThenHold:
                     "sl_price": price * (1 - self.sl_pct / 100),
                     "tp_price": price * (1 + self.tp_pct / 100),
                 }
+            elif asset in held and self.when_held == "move_stop":
+                price = request.context.market_data.assets[asset].current_price
+                level = price * (1 - self.move_stop_pct / 100)
+                base |= {
+                    "action": "adjust_orders",
+                    "order_adjustment": OrderAdjustment(adjust_sl=True, new_sl_price=level),
+                }
+            elif asset in held and self.when_held == "close_position":
+                base["action"] = "close_position"
             else:
                 base["action"] = "hold"
             decisions.append(AssetDecision(**base))

@@ -58,6 +58,7 @@ from tests.e2e.server import serve
 pytestmark = pytest.mark.db
 
 ADMIN = {"X-API-Key": ADMIN_KEY}
+FEE_ROUNDING = 1e-5  # the venues write fees and PnL with 6 (Hyperliquid) or 8 (Binance) decimals
 
 
 @pytest.fixture(params=VENUES)
@@ -259,8 +260,8 @@ async def test_a_position_closed_for_want_of_a_stop_is_a_closed_trade_the_model_
     fills = rig.fake.book.fills()
     assert row.status == "closed" and row.exit_reason == "close"
     assert row.size == pytest.approx(fills[0].quantity) and row.entry_price == pytest.approx(fills[0].price)
-    assert row.fees == pytest.approx(sum(f.fee for f in fills)) and row.fees > 0
-    assert row.realized_pnl == pytest.approx(sum(f.realized_pnl for f in fills), abs=1e-9)
+    assert row.fees == pytest.approx(sum(f.fee for f in fills), abs=FEE_ROUNDING) and row.fees > 0
+    assert row.realized_pnl == pytest.approx(sum(f.realized_pnl for f in fills), abs=FEE_ROUNDING)
     rig.model.opening = False
     await rig.cycle()
     [trade] = rig.model.requests[-1].context.recent_trades["BTC"]  # the model is told of the round trip
@@ -311,8 +312,8 @@ async def test_a_stop_fired_at_the_venue_closes_the_position_in_the_database_and
 
         [row] = await db_positions(rig.agent, rig.account_id)
         assert row.status == "closed" and row.exit_reason == "stop_loss"
-        assert row.realized_pnl == pytest.approx(sum(f.realized_pnl for f in rig.fake.book.fills()), abs=1e-6)
-        assert row.fees == pytest.approx(sum(f.fee for f in rig.fake.book.fills()), abs=1e-6)
+        assert row.realized_pnl == pytest.approx(sum(f.realized_pnl for f in rig.fake.book.fills()), abs=FEE_ROUNDING)
+        assert row.fees == pytest.approx(sum(f.fee for f in rig.fake.book.fills()), abs=FEE_ROUNDING)
         assert row.exit_price == pytest.approx(exit_fills[0].price)
         context = rig.model.requests[seen].context
         assert context.account_state.open_positions == []
@@ -338,8 +339,9 @@ async def test_the_ledger_holds_every_fill_of_the_venue_with_its_reason(rig: Liv
         ("stop_loss", "sell"),
     ]
     assert sorted(f.quantity for f in rows) == pytest.approx(sorted(f.quantity for f in venue_fills))
-    assert sum(f.realized_pnl for f in rows) == pytest.approx(sum(f.realized_pnl for f in venue_fills), abs=1e-6)
-    assert sum(f.fee for f in rows) == pytest.approx(sum(f.fee for f in venue_fills), abs=1e-6)
+    venue_pnl = sum(f.realized_pnl for f in venue_fills)
+    assert sum(f.realized_pnl for f in rows) == pytest.approx(venue_pnl, abs=FEE_ROUNDING)
+    assert sum(f.fee for f in rows) == pytest.approx(sum(f.fee for f in venue_fills), abs=FEE_ROUNDING)
 
 
 # ------------------------------------------------------------------------------------------- 7. rate limits
@@ -441,6 +443,50 @@ async def test_a_stop_cancelled_by_hand_is_placed_again_at_its_level(rig: LiveRi
 
     again = rig.book_order(our_id(rig, result.id, "sl"))
     assert again is not None and again.trigger == pytest.approx(stop.trigger)
+
+
+# ------------------------------------------------------------------------- the model moves its stop, closes
+
+
+async def test_a_stop_moved_by_the_model_is_placed_before_the_old_one_is_cancelled(rig: LiveRig) -> None:
+    fake = rig.fake
+    opened = await rig.cycle()
+    old = rig.book_order(our_id(rig, opened.id, "sl"))
+    assert old is not None and old.trigger is not None
+    rig.model.when_held = "move_stop"
+
+    moved = await rig.cycle()
+
+    new = rig.book_order(our_id(rig, moved.id, "sl"))
+    assert new is not None and new.status == "open" and new.trigger is not None and new.trigger > old.trigger
+    old = rig.book_order(our_id(rig, opened.id, "sl"))
+    assert old is not None and old.status == "canceled"
+    assert new.created_ms <= old.updated_ms, "the old stop was cancelled before the new one was placed"
+    assert len(fake.book.unprotected_spans()) == 1, "the position was without a stop while its stop moved"
+    assert_protected(rig, the_entry(rig, opened.id).filled, new.trigger)
+    target = rig.book_order(our_id(rig, opened.id, "tp"))
+    assert target is not None and target.status == "open"  # the take-profit stays
+    [row] = await db_positions(rig.agent, rig.account_id, "open")
+    assert row.stop_loss == pytest.approx(new.trigger)
+    await assert_db_matches_venue(rig.agent, rig.account_id, fake)
+
+
+async def test_a_position_the_model_closes_is_closed_at_the_venue_and_in_the_database(rig: LiveRig) -> None:
+    fake = rig.fake
+    opened = await rig.cycle()
+    rig.model.opening, rig.model.when_held = False, "close_position"
+
+    closed = await rig.cycle()
+
+    close = rig.book_order(our_id(rig, closed.id, "cl"))
+    assert close is not None and close.type == "market" and close.reduce_only and close.status == "filled"
+    assert fake.book.positions() == [] and fake.book.open_orders() == [], "a stop or target was left at the venue"
+    assert len(order_creates(fake)) == 4
+    [row] = await db_positions(rig.agent, rig.account_id)
+    assert row.status == "closed" and row.exit_reason == "close" and row.decision_id == opened.id
+    assert row.fees == pytest.approx(sum(f.fee for f in fake.book.fills()), abs=FEE_ROUNDING)
+    no_position_left_unprotected(fake)
+    await assert_db_matches_venue(rig.agent, rig.account_id, fake)
 
 
 # ------------------------------------------------------------------------------------------------- 10. halt

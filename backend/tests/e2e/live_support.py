@@ -11,7 +11,7 @@ Building blocks (for a test that builds its own agent, e.g. several starts on on
   would be the forming candle's close, up to 2% away), so orders fill at a known, constant price; a lost answer
   (`lose_answer`) is withheld `LOST_ANSWER_S`, then the connection is dropped. Past the next 5m close the agent's
   price moves to the next candle's close while the pin stays: a decision's stop (1% off) may then be on the wrong
-  side of the venue's price; `FlatThenHold(on_entry=fake.book.set_price)` (what `live_agent` does) re-pins the venue
+  side of the venue's price; `FlatThenHold(at_price=fake.book.set_price)` (what `live_agent` does) re-pins the venue
   at the price each entry is decided on.
 - `live_settings(fake, database_url=..., tmp_path=..., trading_mode="live", market_source=None, **more)`: settings of
   an agent whose market data and orders go to the fake (VENUE_API_URL), forced decisions unlimited, no LLM budget.
@@ -22,8 +22,8 @@ Building blocks (for a test that builds its own agent, e.g. several starts on on
 - `FlatThenHold(sl_pct=1.0, tp_pct=3.5, allocation_usd=200.0)`: a DecisionModel that buys every flat asset with a stop
   `sl_pct` below and a take-profit `tp_pct` above the context's price and holds assets it has a position in;
   `opening = False` makes it hold everywhere; `requests` keeps what it was asked (the contexts the model saw);
-  `on_entry(asset, price)` is called for each entry it decides; `when_held = "close_position"` / `"move_stop"` closes
-  a held asset / moves its stop to `move_stop_pct` below the context's price instead of holding.
+  `at_price(asset, price)` is called for each entry or stop move it decides; `when_held = "close_position"` or
+  `"move_stop"` closes a held asset or moves its stop to `move_stop_pct` below the context's price instead of holding.
 - `cycle(agent, account_id)`: one forced decision (trigger "test").
 - At the fake: `venue_client_id(fake, our_id)` (Hyperliquid: the cloid), `stops_at(fake)`, `entries_at(fake)`,
   `order_creates(fake)` (every order-creating request received), `private_requests(fake)`, `is_entry_create` /
@@ -200,12 +200,13 @@ class FlatThenHold:
         sl_pct: float = 1.0,
         tp_pct: float = 3.5,
         allocation_usd: float = 200.0,
-        on_entry: Callable[[str, float], None] | None = None,
+        at_price: Callable[[str, float], None] | None = None,
     ) -> None:
-        """`on_entry(asset, price)`: called with the context's price of each asset it buys (`live_agent` pins the
-        venue's price there, so the entry fills at the price the decision was made on, whatever candle closed)."""
+        """`at_price(asset, price)`: called with the context's price of each asset it buys or moves a stop for
+        (`live_agent` pins the venue's price there, so the orders meet the price the decision was made on, whatever
+        candle closed since the venue was pinned)."""
         self.sl_pct, self.tp_pct, self.allocation_usd = sl_pct, tp_pct, allocation_usd
-        self.on_entry = on_entry
+        self.at_price = at_price
         self.opening = True
         # what it does with an asset it has a position in: hold, close it, or move its stop to `move_stop_pct` below
         # the context's price (adjust_orders)
@@ -228,8 +229,8 @@ class FlatThenHold:
             }
             if self.opening and asset not in held:
                 price = request.context.market_data.assets[asset].current_price
-                if self.on_entry is not None:
-                    self.on_entry(asset, price)
+                if self.at_price is not None:
+                    self.at_price(asset, price)
                 base |= {
                     "action": "buy",
                     "allocation_usd": self.allocation_usd,
@@ -238,6 +239,8 @@ class FlatThenHold:
                 }
             elif asset in held and self.when_held == "move_stop":
                 price = request.context.market_data.assets[asset].current_price
+                if self.at_price is not None:
+                    self.at_price(asset, price)
                 level = price * (1 - self.move_stop_pct / 100)
                 base |= {
                     "action": "adjust_orders",
@@ -310,8 +313,8 @@ async def live_agent(
             tmp_path=tmp_path,
             **settings,
         )
-        if model.on_entry is None:
-            model.on_entry = fake.book.set_price
+        if model.at_price is None:
+            model.at_price = fake.book.set_price
         agent = await build_agent(config, provider=model)
         try:
             account_id = await add_live_account(agent, fake)

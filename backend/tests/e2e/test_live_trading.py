@@ -657,7 +657,7 @@ async def test_the_venue_secret_never_leaves_the_agent(
     with fast_live_requests(), fake_venue(venue) as fake:  # type: ignore[arg-type]
         secrets = [*secrets_of(fake), wrong, wrong.removeprefix("0x")]
         settings = live_settings(fake, database_url=f"sqlite+aiosqlite:///{tmp_path / 'live.db'}", tmp_path=tmp_path)
-        agent = await build_agent(settings, provider=FlatThenHold(on_entry=fake.book.set_price))
+        agent = await build_agent(settings, provider=FlatThenHold(at_price=fake.book.set_price))
 
         async def prebuilt(_s: Settings) -> Agent:
             return agent

@@ -722,31 +722,3 @@ async def test_killing_a_live_agent_leaves_every_position_protected_and_the_data
         assert len(entered) >= 3, "positions hardly opened: the test proved little"
         assert mid_decision >= 1, "no random kill landed while a decision was in flight: the test proved little"
         assert "close_position" in brain.answers, "no position was closed by a decision: the test proved little"
-
-
-async def test_a_fresh_live_account_records_its_first_fills(database_url: str, tmp_path: Path) -> None:
-    """In-process, one forced decision on a fresh live Binance account: the entry's fill at the fake is in the
-    database's fills. (Found by the kill test: once a read found no fill, the adapter asked Binance for fills from
-    startTime=0, a 7-day window in 1970, and a fresh account's fills were never read until a restart.)"""
-    from app.bootstrap import build_agent
-    from tests.e2e.live_support import FlatThenHold, add_live_account, cycle, live_settings
-
-    with fake_venue("binanceusdm") as fake:
-        agent = await build_agent(
-            live_settings(fake, database_url=database_url, tmp_path=tmp_path), provider=FlatThenHold()
-        )
-        try:
-            account_id = await add_live_account(agent, fake)
-            await cycle(agent, account_id)  # an entry (and its stop, or its close should the stop be refused)
-            venue_fills = {str(f.id) for f in fake.book.fills()}
-            assert venue_fills, "the decision filled nothing at the fake"
-            async with agent.db.connect() as conn:
-                stored = {
-                    fid
-                    for (fid,) in await conn.execute(
-                        text(f"SELECT venue_fill_id FROM fills WHERE account_id = {account_id}")
-                    )
-                }
-            assert venue_fills <= stored, f"venue fills missing from the database: {sorted(venue_fills - stored)}"
-        finally:
-            await agent.close()

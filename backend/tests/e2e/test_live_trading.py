@@ -692,7 +692,8 @@ async def test_the_venue_secret_never_leaves_the_agent(
                 failed = await call(
                     "POST", "/api/v1/decisions/generate", json={"account_id": bad, "force_refresh": True}
                 )
-                assert failed.status_code == 503 and "refused the credentials" in failed.text, failed.text
+                # refused credentials are not an outage: 409 (they must change), not 503 (try again later)
+                assert failed.status_code == 409 and "refused the credentials" in failed.text, failed.text
                 assert stops_at(fake), "the good account did not trade"
                 await agent.loop.run_cycle()
                 for account_id in ids:

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from app.core.errors import TemporaryError
+from app.services.exchange.registry import LiveAccountRefusedError
 from app.services.llm.llm_exceptions import (
     AccountNotFoundError,
     DecisionEngineError,
@@ -144,6 +145,17 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             status_code=429, content={"detail": str(exc)}, headers={"Retry-After": str(exc.retry_after_s)}
         )
+
+    @app.exception_handler(LiveAccountRefusedError)
+    async def _live_refused(_: Request, exc: LiveAccountRefusedError) -> JSONResponse:
+        # a live account not traded: 503 while its venue cannot be reached, 409 when a setting or its keys must change
+        if exc.temporary:
+            return JSONResponse(
+                status_code=503,
+                content={"detail": f"temporarily unavailable, try again later: {exc}"},
+                headers={"Retry-After": str(OUTAGE_RETRY_AFTER_S)},
+            )
+        return JSONResponse(status_code=409, content={"detail": str(exc)})
 
     @app.exception_handler(TemporaryError)
     async def _unavailable(_: Request, exc: TemporaryError) -> JSONResponse:

@@ -43,7 +43,13 @@ log = logging.getLogger(__name__)
 
 
 class LiveAccountRefusedError(TemporaryError):
-    """A live account this process does not trade now; the message says why and what would change it."""
+    """A live account this process does not trade now; the message says why and what would change it. `temporary`:
+    the venue could not be reached or read (it may pass by itself); otherwise a setting, the credentials or the
+    venue's refusal must change first."""
+
+    def __init__(self, message: str, *, temporary: bool) -> None:
+        super().__init__(message)
+        self.temporary = temporary
 
 
 @dataclass(frozen=True)
@@ -180,7 +186,7 @@ class VenueRegistry:
             reason = self.live_gate(account)
             if reason is not None:
                 self.refuse(account_id, reason)
-                raise LiveAccountRefusedError(f"live account {account_id}: {reason}")
+                raise LiveAccountRefusedError(f"live account {account_id}: {reason}", temporary=False)
             from app.services.exchange.live import LiveExchange, VenueCredentials
 
             assert self.secrets is not None and account.credentials_encrypted is not None
@@ -205,7 +211,7 @@ class VenueRegistry:
                 await adapter.close()
                 reason = f"{venue} {network} could not be reached or refused the account: {exc}"
                 self.refuse(account_id, reason)
-                raise LiveAccountRefusedError(f"live account {account_id}: {reason}") from None
+                raise LiveAccountRefusedError(f"live account {account_id}: {reason}", temporary=False) from None
             self._live[account_id] = adapter
             log.warning(
                 "live account %s trades on %s %s%s",

@@ -280,7 +280,8 @@ class DecisionEngine:
                 raise
             self.venues.refuse(account_id, f"could not reconcile with the venue: {exc}")
             raise LiveAccountRefusedError(
-                f"live account {account_id}: could not reconcile with the venue: {exc}"
+                f"live account {account_id}: could not reconcile with the venue: {exc}",
+                temporary=isinstance(exc, ExchangeUnavailableError),
             ) from None
         if self.venues.is_live(account_id):
             self.venues.accept(account_id)

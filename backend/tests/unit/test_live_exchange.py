@@ -4,7 +4,7 @@ policy over real sockets against the fake venues."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -19,6 +19,7 @@ from app.services.exchange.live import (
     RateLimitedError,
     VenueCredentials,
     cloid_for,
+    reset_rate_limits,
     round_down,
 )
 from app.services.exchange.live_errors import classify, scrub
@@ -30,6 +31,14 @@ from tests.fakes.venue_book import BookOrder
 SECRET = "s3cr3t-0123456789abcdefABCDEF"
 KEY = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"  # 64 hex, like a private key
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _no_rate_limit_leaks() -> Iterator[None]:
+    """Rate-limit blocks are shared by every adapter of a venue and host: none carries over between tests."""
+    reset_rate_limits()
+    yield
+    reset_rate_limits()
 
 
 # ---- pure parts ----------------------------------------------------------------------------------------
@@ -609,3 +618,43 @@ async def test_an_order_placed_by_hand_without_a_client_id_can_be_cancelled(live
     cancelled = await live.exchange.cancel_order("BTC", listed.client_order_id)
     assert cancelled.status == "canceled" and await live.exchange.fetch_open_orders("BTC") == []
     assert [o.status for o in live.fake.book.orders()] == ["canceled"]
+
+
+# ---- review fixes: a venue-wide rate limit, late market fills, Hyperliquid funding pages, per-symbol trade ids ----
+
+
+@pytest.mark.parametrize("venue", VENUES)
+async def test_a_rate_limit_on_one_account_silences_every_adapter_of_the_venue(venue: str) -> None:
+    """Binance limits per IP: after a 429 on one account, no adapter on that venue sends anything until the wait
+    has passed (ignoring a 429 escalates to 418 bans)."""
+    clock = ManualClock(T0)
+    with _fake(venue) as fake:
+        first, second = _adapter(venue, fake, wall_clock=clock), _adapter(venue, fake, wall_clock=clock)
+        try:
+            await first.start()
+            await second.start()
+            live = Live(venue, fake, first)
+            if isinstance(fake, FakeBinanceFutures):
+                fake.fail(
+                    429,
+                    {"code": -1003, "msg": "Too many requests."},
+                    headers={"Retry-After": "12"},
+                    match=CREATE[venue],
+                )
+                wait = 12
+            else:
+                fake.rate_limit("order")
+                wait = 10
+            with pytest.raises(RateLimitedError):
+                await first.place_order(live.market("a1-d1-BTC-en"))
+            sent = len(fake.requests)
+            with pytest.raises(RateLimitedError, match=rf"retry after {wait} s"):
+                await second.place_order(live.market("a2-d1-BTC-en"))
+            with pytest.raises(RateLimitedError):
+                await second.fetch_positions()
+            assert len(fake.requests) == sent  # the second account sent nothing either
+            clock.advance(timedelta(seconds=wait))
+            assert (await second.place_order(live.market("a2-d1-BTC-en"))).status == "filled"
+        finally:
+            await first.close()
+            await second.close()

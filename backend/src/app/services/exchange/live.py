@@ -31,7 +31,8 @@ Outcome policy (see `base.py`)
 - 429 / 418 (or a venue code meaning it): `RateLimitedError("... rate limited: retry after N s")` (an
   ExchangeUnavailableError with `retry_after_s`; nothing was processed),
   and no request at all goes to the venue until the wait has passed (wall clock; `Retry-After` when given,
-  else `DEFAULT_RATE_LIMIT_WAIT_S`).
+  else `DEFAULT_RATE_LIMIT_WAIT_S`), from any adapter of the same venue, network and host (the venues limit per
+  IP: the block is module-wide, `reset_rate_limits()` clears it).
 - Timestamp drift (Binance -1021): the time difference is re-synced; a read is retried once, an order comes
   back rejected with that reason (the venue refused it; nothing was created).
 - Reads that fail: `ExchangeUnavailableError` (temporary) or `ExchangeError` (refused: e.g. credentials).
@@ -91,7 +92,15 @@ from app.services.execution.client_ids import reason_of
 from app.services.market_data.base import MarketRules
 from app.services.market_data.ccxt_source import VENUES
 
-__all__ = ["LiveExchange", "OutcomeUnknownError", "RateLimitedError", "VenueCredentials", "cloid_for", "round_down"]
+__all__ = [
+    "LiveExchange",
+    "OutcomeUnknownError",
+    "RateLimitedError",
+    "VenueCredentials",
+    "cloid_for",
+    "reset_rate_limits",
+    "round_down",
+]
 log = logging.getLogger(__name__)
 
 VenueId = Literal["binanceusdm", "hyperliquid"]
@@ -133,6 +142,16 @@ class VenueCredentials:
 
 def _mask(value: str) -> str:
     return f"{value[:4]}***" if len(value) > 8 else "***"
+
+
+# A rate limit silences every adapter of the venue's host, not one account's: Binance limits per IP (and a 429
+# ignored escalates to a 418 ban). Key: (venue, network, the base URL: api_url or the venue's default).
+_BLOCKS: dict[tuple[str, str, str], datetime] = {}
+
+
+def reset_rate_limits() -> None:
+    """Forget every rate-limit block (tests: no block leaks from one test into the next)."""
+    _BLOCKS.clear()
 
 
 _SINCE_WINDOW_MS = 6 * 86_400_000  # under Binance's 7-day userTrades window
@@ -274,7 +293,7 @@ class LiveExchange:
         self._trades_high_ms = 0
         self._margin_set: set[str] = set()
         self._leverage: dict[str, float] = {}
-        self._blocked_until: datetime | None = None
+        self._block_key = (venue, network, (api_url or "").rstrip("/") or "default")
 
     def __repr__(self) -> str:
         return f"LiveExchange({self.venue}, {self.network}, assets={self.assets}, key={_mask(self._wallet)})"
@@ -658,20 +677,25 @@ class LiveExchange:
     # ---- internals: requests --------------------------------------------------------------------------
 
     def _check_block(self) -> None:
-        if self._blocked_until is None:
+        """Refuse while any adapter of this venue and host is rate limited (the block is shared: `_BLOCKS`)."""
+        until = _BLOCKS.get(self._block_key)
+        if until is None:
             return
-        left = (self._blocked_until - self._clock.now()).total_seconds()
+        left = (until - self._clock.now()).total_seconds()
         if left > 0:
             raise RateLimitedError(
                 f"{self.name}: rate limited: retry after {math.ceil(left)} s (no request sent meanwhile)", left
             )
-        self._blocked_until = None
+        if _BLOCKS.get(self._block_key) == until:
+            del _BLOCKS[self._block_key]
 
     def _block(self) -> float:
         headers = self._ex.last_response_headers or {}
         wait = next((_num(v) for k, v in headers.items() if str(k).lower() == "retry-after"), None)
         wait = wait if wait is not None and wait > 0 else DEFAULT_RATE_LIMIT_WAIT_S
-        self._blocked_until = self._clock.now() + timedelta(seconds=wait)
+        until = self._clock.now() + timedelta(seconds=wait)
+        current = _BLOCKS.get(self._block_key)
+        _BLOCKS[self._block_key] = until if current is None else max(current, until)
         return wait
 
     async def _request(self, what: str, func: Callable[..., Awaitable[Any]], *args: Any) -> Any:

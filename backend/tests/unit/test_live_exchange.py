@@ -658,3 +658,32 @@ async def test_a_rate_limit_on_one_account_silences_every_adapter_of_the_venue(v
         finally:
             await first.close()
             await second.close()
+
+
+async def test_a_binance_market_order_answered_new_is_looked_up_until_it_shows_its_fill(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The venue may answer a market order `NEW, executedQty 0` and match it just after: the adapter asks again."""
+    with FakeBinanceFutures(["BTC"], balance=1_000.0) as fake:
+        exchange = _adapter("binanceusdm", fake)
+        try:
+            await exchange.start()
+            live = Live("binanceusdm", fake, exchange)
+            original = fake._new_order
+            answered: list[str] = []
+
+            def answer_new_once(params: dict[str, str]) -> dict[str, object]:
+                body = original(params)
+                if not answered:  # the book filled it; the answer says it was not matched yet
+                    answered.append(str(body["status"]))
+                    body |= {"status": "NEW", "executedQty": "0", "cumQty": "0", "avgPrice": "0.00", "cumQuote": "0"}
+                return body
+
+            monkeypatch.setattr(fake, "_new_order", answer_new_once)
+            order = await exchange.place_order(live.market("a1-d1-BTC-en"))
+            assert answered == ["FILLED"]
+            assert (order.status, order.filled_quantity) == ("filled", pytest.approx(live.quantity))
+            assert order.avg_fill_price is not None and order.avg_fill_price > 0
+            assert len(live.created("a1-d1-BTC-en")) == 1  # looked up, never sent again
+        finally:
+            await exchange.close()

@@ -33,6 +33,8 @@ Outcome policy (see `base.py`)
   and no request at all goes to the venue until the wait has passed (wall clock; `Retry-After` when given,
   else `DEFAULT_RATE_LIMIT_WAIT_S`), from any adapter of the same venue, network and host (the venues limit per
   IP: the block is module-wide, `reset_rate_limits()` clears it).
+- A market order accepted but answered as not matched yet (Binance `NEW`, executedQty 0) is looked up by client
+  id the same way until it is no longer open, so the fill comes back with it.
 - Timestamp drift (Binance -1021): the time difference is re-synced; a read is retried once, an order comes
   back rejected with that reason (the venue refused it; nothing was created).
 - Reads that fail: `ExchangeUnavailableError` (temporary) or `ExchangeError` (refused: e.g. credentials).
@@ -894,6 +896,8 @@ class LiveExchange:
         info = (created or {}).get("info") or {}
         if self.venue == "binanceusdm" and info:
             order = await self._binance_order(info)
+            if request.type == "market" and order.status == "open":  # answered before it matched: ask again
+                order = await self._settled(request, asset, order)
             order.reason = request.reason
             return order
         venue_id = str((created or {}).get("id") or "")
@@ -924,6 +928,24 @@ class LiveExchange:
             order.status = "filled" if order.filled_quantity > 0 else "canceled"
         elif request.type == "market":  # an IOC that did not fill at once is gone: ask what happened
             return await self.fetch_order(asset, request.client_order_id) or order
+        return order
+
+    async def _settled(self, request: OrderRequest, asset: str, order: Order) -> Order:
+        """A market order the venue answered as not matched yet (Binance `NEW`, executedQty 0): look it up by client
+        id `lookup_attempts` times (backoff `lookup_backoff_s`, doubling) until it is no longer open; else as it was."""
+        for attempt in range(self._lookup_attempts):
+            await asyncio.sleep(self._lookup_backoff_s * 2**attempt)
+            try:
+                found = await self.fetch_order(asset, request.client_order_id)
+            except (ExchangeUnavailableError, ExchangeError) as exc:
+                log.warning("%s: lookup %d of %s failed: %s", self.name, attempt + 1, request.client_order_id, exc)
+                if isinstance(exc, RateLimitedError):
+                    break  # nothing may be sent now: the executor reconciles it later
+                continue
+            if found is not None:
+                order = found
+                if found.status != "open":
+                    break
         return order
 
     async def _binance_order(self, info: dict[str, Any]) -> Order:

@@ -687,3 +687,37 @@ async def test_a_binance_market_order_answered_new_is_looked_up_until_it_shows_i
             assert len(live.created("a1-d1-BTC-en")) == 1  # looked up, never sent again
         finally:
             await exchange.close()
+
+
+async def test_hyperliquid_funding_is_read_from_the_newest_payment_seen_page_by_page() -> None:
+    """userFunding answers at most 500 payments, oldest first: the newest ones come from later pages."""
+    with FakeHyperliquidPerps(["BTC"], balance=1_000.0) as fake:
+        exchange = _adapter("hyperliquid", fake)
+        try:
+            await exchange.start()
+            live = Live("hyperliquid", fake, exchange)
+            await exchange.place_order(live.market("a1-d1-BTC-en"))
+            now = fake.now_ms
+            fake.book.settle_funding("BTC", 0.00001, now - 30 * 86_400_000)  # a month ago: before the window
+            times = [now - (600 - i) * 600_000 for i in range(600)]  # every 10 minutes over the last 100 hours
+            for time_ms in times:
+                fake.book.settle_funding("BTC", 0.00001, time_ms)
+            payments = await exchange.fetch_funding_payments()
+            assert [_ms_of(p.funding_time) for p in payments] == times
+            fake.book.settle_funding("BTC", 0.00001, now + 1)
+            again = await exchange.fetch_funding_payments()
+            assert [_ms_of(p.funding_time) for p in again] == [*times, now + 1]
+            starts = [int(r.json["startTime"]) for r in fake.matching("userFunding")]
+            assert starts[0] >= now - 7 * 86_400_000 - 60_000 and starts[-1] == times[-1]  # from the newest seen
+            since = datetime.fromtimestamp(times[-2] / 1000, UTC)
+            assert [_ms_of(p.funding_time) for p in await exchange.fetch_funding_payments(since)] == [
+                times[-2],
+                times[-1],
+                now + 1,
+            ]
+        finally:
+            await exchange.close()
+
+
+def _ms_of(moment: datetime) -> int:
+    return round(moment.timestamp() * 1000)

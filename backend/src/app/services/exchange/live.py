@@ -156,7 +156,11 @@ def reset_rate_limits() -> None:
     _BLOCKS.clear()
 
 
-_SINCE_WINDOW_MS = 6 * 86_400_000  # under Binance's 7-day userTrades window
+_SINCE_WINDOW_MS = 6 * 86_400_000
+HL_FUNDING_PAGE = 500  # Hyperliquid userFunding: at most this many payments per answer, oldest first
+HL_FUNDING_WINDOW_MS = (
+    7 * 86_400_000
+)  # the first funding read goes this far back  # under Binance's 7-day userTrades window
 
 
 def _hl_ref(client_order_id: str) -> tuple[str, dict[str, Any]]:
@@ -293,6 +297,8 @@ class LiveExchange:
         self._trades: dict[str, _Trade] = {}
         self._trades_read = False
         self._trades_high_ms = 0
+        self._hl_funding: dict[tuple[str, int], FundingPayment] = {}  # Hyperliquid payments seen, by (asset, time)
+        self._hl_funding_high_ms: int | None = None
         self._margin_set: set[str] = set()
         self._leverage: dict[str, float] = {}
         self._block_key = (venue, network, (api_url or "").rstrip("/") or "default")
@@ -647,34 +653,55 @@ class LiveExchange:
         return [f for f in fills if since is None or f.timestamp >= since]
 
     async def fetch_funding_payments(self, since: datetime | None = None) -> list[FundingPayment]:
-        """Funding settlements of the account's positions (Binance gives no rate, size or mark: 0 there)."""
+        """Funding settlements of the account's positions (Binance gives no rate, size or mark: 0 there), oldest first.
+        Binance: its last 7 days (from `since` when given: 7 days from it). Hyperliquid: every payment this adapter
+        has seen, read from the newest one seen (the first time: from `HL_FUNDING_WINDOW_MS` ago), page by page
+        (userFunding answers at most `HL_FUNDING_PAGE` payments, oldest first); `since` filters them."""
         since_ms = _ms(since) if since is not None else None
         if self.venue == "binanceusdm":  # without a start: the last 7 days (a start gives 7 days from it)
             raw = await self._read("funding history", self._ex.fetch_funding_history, None, since_ms, 1000)
-        else:  # userFunding needs a start
-            raw = await self._read("funding history", self._ex.fetch_funding_history, None, since_ms or 0)
-        payments: list[FundingPayment] = []
-        for item in raw or []:
-            asset = str(item.get("symbol") or "").split("/")[0]
-            amount = _num(item.get("amount")) or 0.0
-            info = item.get("info") or {}
-            delta = info.get("delta") or {}
-            size = _num(delta.get("szi")) or 0.0
-            rate = _num(delta.get("fundingRate")) or 0.0
-            mark = abs(amount / (size * rate)) if size and rate else 0.0
-            side: PositionSide = "long" if size > 0 or (not size and amount < 0 and rate >= 0) else "short"
-            payments.append(
-                FundingPayment(
-                    symbol=asset,
-                    funding_time=_dt(item.get("timestamp")),
-                    rate=rate,
-                    position_side=side,
-                    position_size=abs(size),
-                    mark_price=mark,
-                    amount=amount,
-                )
-            )
+            payments = [self._funding_payment(item) for item in raw or []]
+        else:
+            await self._sync_hl_funding()
+            payments = [p for p in self._hl_funding.values() if since_ms is None or _ms(p.funding_time) >= since_ms]
         return sorted(payments, key=lambda p: p.funding_time)
+
+    async def _sync_hl_funding(self) -> None:
+        start = self._hl_funding_high_ms
+        if start is None:
+            start = int(self._clock.now().timestamp() * 1000) - HL_FUNDING_WINDOW_MS
+        while True:
+            page = list(await self._read("funding history", self._ex.fetch_funding_history, None, start) or [])
+            newest = start
+            for item in page:
+                payment = self._funding_payment(item)
+                moment = _ms(payment.funding_time)
+                self._hl_funding[(payment.symbol, moment)] = payment  # a page starts at the last one: seen again
+                newest = max(newest, moment)
+            if page:
+                self._hl_funding_high_ms = max(self._hl_funding_high_ms or 0, newest)
+            if len(page) < HL_FUNDING_PAGE:
+                return
+            start = newest if newest > start else start + 1  # the next page starts at this page's newest
+
+    def _funding_payment(self, item: dict[str, Any]) -> FundingPayment:
+        asset = str(item.get("symbol") or "").split("/")[0]
+        amount = _num(item.get("amount")) or 0.0
+        info = item.get("info") or {}
+        delta = info.get("delta") or {}
+        size = _num(delta.get("szi")) or 0.0
+        rate = _num(delta.get("fundingRate")) or 0.0
+        mark = abs(amount / (size * rate)) if size and rate else 0.0
+        side: PositionSide = "long" if size > 0 or (not size and amount < 0 and rate >= 0) else "short"
+        return FundingPayment(
+            symbol=asset,
+            funding_time=_dt(item.get("timestamp")),
+            rate=rate,
+            position_side=side,
+            position_size=abs(size),
+            mark_price=mark,
+            amount=amount,
+        )
 
     # ---- internals: requests --------------------------------------------------------------------------
 

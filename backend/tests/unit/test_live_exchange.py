@@ -721,3 +721,34 @@ async def test_hyperliquid_funding_is_read_from_the_newest_payment_seen_page_by_
 
 def _ms_of(moment: datetime) -> int:
     return round(moment.timestamp() * 1000)
+
+
+async def test_binance_fills_of_two_assets_with_the_same_trade_id_both_come_back() -> None:
+    """Binance trade ids are unique per symbol only: fill ids are `ASSET-id`."""
+    with FakeBinanceFutures(["BTC", "ETH"], balance=10_000.0) as fake:
+        exchange = LiveExchange(
+            "binanceusdm",
+            VenueCredentials(fake.API_KEY, fake.API_SECRET),
+            network="testnet",
+            assets=["BTC", "ETH"],
+            api_url=fake.base_url,
+            timeout_ms=1_000,
+            lookup_backoff_s=0.05,
+            rate_limit_ms=1.0,
+        )
+        try:
+            await exchange.start()
+            for asset in ("BTC", "ETH"):
+                quantity = round_down(1_000.0 / fake.book.mark(asset), 0.001)
+                placed = await exchange.place_order(OrderRequest(f"a1-d1-{asset}-en", asset, "buy", "market", quantity))
+                assert placed.status == "filled"
+            with fake.book.lock:
+                btc, eth = fake.book._s.fills
+                eth.id = btc.id  # the same trade id on two symbols
+            fills = await exchange.fetch_fills()
+            assert sorted((f.symbol, f.fill_id, f.client_order_id) for f in fills) == [
+                ("BTC", f"BTC-{btc.id}", "a1-d1-BTC-en"),
+                ("ETH", f"ETH-{btc.id}", "a1-d1-ETH-en"),
+            ]
+        finally:
+            await exchange.close()

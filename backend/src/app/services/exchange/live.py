@@ -39,7 +39,8 @@ Outcome policy (see `base.py`)
   back rejected with that reason (the venue refused it; nothing was created).
 - Reads that fail: `ExchangeUnavailableError` (temporary) or `ExchangeError` (refused: e.g. credentials).
 
-Fills: the venue's trades (Binance `userTrades` per asset, Hyperliquid `userFills`), ids = the venue's trade id.
+Fills: the venue's trades (Binance `userTrades` per asset, Hyperliquid `userFills`), ids = the venue's trade id
+(Binance's are unique per symbol only: `"{ASSET}-{id}"`, e.g. `BTC-5000002`; Hyperliquid's `tid` as it is).
 Reason: a liquidation -> "liquidation"; our id -> its leg (`client_ids.reason_of`); another id of a stop /
 take-profit order -> stop_loss / take_profit; otherwise from the position walk (entry, increase, decrease,
 close). The adapter reads the whole fill history the venue gives (Binance: the last 7 days) once, then only
@@ -1139,6 +1140,8 @@ class LiveExchange:
             return None
         order_id = str(item.get("order") or info.get("oid") or info.get("orderId") or "")
         asset = str(item.get("symbol") or "").split("/")[0]
+        if self.venue == "binanceusdm":  # Binance trade ids are unique per symbol only (Hyperliquid's tid: global)
+            trade_id = f"{asset}-{trade_id}"
         liquidation = False
         if self.venue == "hyperliquid":
             cloid = info.get("cloid")
@@ -1323,6 +1326,10 @@ def _binance_status(raw: str, filled: float) -> OrderStatus:
 
 
 def _sortable(value: str) -> tuple[int, str]:
+    """Ids in numeric order: `123`, or a Binance fill id `BTC-123` (by its number, then the asset)."""
+    head, _, tail = value.rpartition("-")
+    if tail.isdigit():
+        return int(tail), head
     return (int(value), "") if value.isdigit() else (0, value)
 
 

@@ -71,6 +71,7 @@ from app.services.execution import client_ids
 from tests.conftest import ADMIN_KEY
 from tests.e2e.live_support import LOST_ANSWER_S, VENUES, VenueName, credentials_of, fake_venue
 from tests.e2e.server import free_port
+from tests.fakes.binance_trading import FakeBinanceFutures
 from tests.fakes.hyperliquid_trading import FakeHyperliquidPerps
 from tests.fakes.openrouter_server import FakeOpenRouter, Scripted, chat_completion
 from tests.fakes.venue_book import BookOrder
@@ -468,7 +469,8 @@ async def _db_state(db: AsyncEngine, venue: Venue) -> tuple[set[tuple[str, str, 
 def _fake_state(fake: Any) -> tuple[set[tuple[str, str, float]], set[str], set[str]]:
     positions = {(p.asset, "long" if p.size > 0 else "short", round(abs(p.size), 9)) for p in fake.book.positions()}
     orders = {o.client_id or f"#{o.id}" for o in fake.book.open_orders()}
-    fills = {str(f.id) for f in fake.book.fills()}
+    binance = isinstance(fake, FakeBinanceFutures)  # Binance trade ids are per symbol: the adapter names them ASSET-id
+    fills = {f"{f.asset}-{f.id}" if binance else str(f.id) for f in fake.book.fills()}
     return positions, orders, fills
 
 

@@ -152,6 +152,8 @@ class _State:
 class VenueBook:
     """One account's orders, positions, fills and balance on a simulated perpetual-futures venue."""
 
+    keeps_orphans = False  # True: reduce-only conditionals outlive their position (Binance keeps them)
+
     def __init__(
         self,
         *,
@@ -723,13 +725,14 @@ class VenueBook:
             span[2] = now
 
     def _cancel_orphans(self, asset: str) -> bool:
-        """Cancel the asset's open reduce-only / close-position conditionals if it has no position; True if flat."""
+        """Cancel the asset's open reduce-only / close-position conditionals if it has no position; True if flat.
+        With `keeps_orphans` (as Binance does) only close-position ones go: reduce-only ones stay open."""
         p = self._s.positions.get(asset)
         if p is not None and abs(p.size) > EPS:
             return False
         now = self.now_ms()
         for o in self._s.orders:
-            protective = o.type in CONDITIONALS and (o.reduce_only or o.close_position)
+            protective = o.type in CONDITIONALS and (o.close_position or (o.reduce_only and not self.keeps_orphans))
             if o.asset == asset and o.status == "open" and protective:
                 o.status, o.updated_ms = "canceled", now
         return True

@@ -223,17 +223,26 @@ async def halt(
 
 
 async def _flatten(agent: Agent, account_id: int) -> None:
+    """Flatten the live account under its execution lock: a decision executing now finishes first (and one that
+    comes after reads HALTED and sends nothing). 502 with what is left when the venue fails or refuses a close."""
     try:
-        exchange = await agent.venues.exchange_for(account_id)
-        report = await flatten(exchange, account_id, f"h{int(agent.wall_clock.now().timestamp() * 1000)}")
-        async with agent.sessions.begin() as session:
-            await agent.engine.reconciler.sync(session, account_id, exchange, placed=report.orders)
+        async with agent.engine.execution_lock(account_id):
+            exchange = await agent.venues.exchange_for(account_id)
+            report = await flatten(exchange, account_id, f"h{int(agent.wall_clock.now().timestamp() * 1000)}")
+            async with agent.sessions.begin() as session:
+                await agent.engine.reconciler.sync(session, account_id, exchange, placed=report.orders)
     except (TemporaryError, ExchangeError) as exc:
         raise HTTPException(
             status_code=502,
             detail=f"account {account_id} is HALTED (no more decisions or orders), but its positions could not be "
             f"flattened: {exc}. They keep their stops; halt again to flatten",
         ) from exc
+    if report.remaining:
+        raise HTTPException(
+            status_code=502,
+            detail=f"account {account_id} is HALTED (no more decisions or orders), but {', '.join(report.remaining)} "
+            f"could not be closed ({'; '.join(report.errors)}). They keep their stops; halt again to retry",
+        )
 
 
 @router.get("/{account_id}/history", response_model=list[StatusChangeView], responses=error_responses(404, 422))

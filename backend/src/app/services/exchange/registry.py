@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
@@ -84,6 +85,7 @@ class VenueRegistry:
         self.secrets = secrets
         self.wall_clock = wall_clock or WallClock()
         self._live: dict[int, LiveExchange] = {}
+        self._live_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._modes: dict[int, str] = {}
         self.refusals: dict[int, str] = {}  # live account -> why it is not traded now
         self.market = market
@@ -144,7 +146,7 @@ class VenueRegistry:
 
     async def forget(self, account_id: int) -> None:
         """Close the account's live adapter (its credentials changed): the next use builds it again."""
-        async with self._lock:
+        async with self._live_locks[account_id]:
             adapter = self._live.pop(account_id, None)
             self.refusals.pop(account_id, None)
         if adapter is not None:
@@ -170,7 +172,8 @@ class VenueRegistry:
         return mode
 
     async def _live_exchange(self, account_id: int) -> LiveExchange:
-        async with self._lock:
+        # a lock per live account: starting one (network reads, up to its timeouts) never holds up the others
+        async with self._live_locks[account_id]:
             adapter = self._live.get(account_id)
             if adapter is not None:
                 return adapter

@@ -12,6 +12,7 @@ unknown is never sent again (the reconciler finds it by its client id). Client i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from app.services.market_data.base import MarketRules
 
 log = logging.getLogger(__name__)
 
+MAX_STOP_WAIT_S = 30.0  # how long a protective stop may wait out a venue's rate limit (nothing is sent meanwhile)
 STOP_ATTEMPTS = 3  # tries to place a protective stop whose outcome the venue left unknown, before closing instead
 
 
@@ -114,20 +116,40 @@ class OrderRun:
     async def protect_surely(self, position: Position, kind: FillReason, price: float) -> Order | None:
         """`protect`, tried again (under a new client id) while the venue leaves the outcome unknown, at most
         `STOP_ATTEMPTS` times; None when every try's outcome stayed unknown."""
-        for attempt in range(1, STOP_ATTEMPTS + 1):
+        attempt, waited = 1, 0.0
+        while attempt <= STOP_ATTEMPTS:
             try:
                 return await self.protect(position, kind, price)
             except ExchangeUnavailableError as exc:
+                wait = getattr(exc, "retry_after_s", None)  # rate limited: nothing was sent; wait, if briefly
+                wait = None if wait is None else max(0.5, float(wait))  # a 0 s wait still counts against the budget
+                if wait is not None and waited + wait <= MAX_STOP_WAIT_S:
+                    log.warning(
+                        "%s %s: rate limited, waiting %.1f s to place the %s", self.origin, position.symbol, wait, kind
+                    )
+                    await asyncio.sleep(wait)
+                    waited += wait
+                    continue
                 log.warning(
                     "%s %s: %s order try %d of %d: %s", self.origin, position.symbol, kind, attempt, STOP_ATTEMPTS, exc
                 )
                 self.report.errors.append(f"{position.symbol}: {kind} order try {attempt} failed: {exc}")
+                attempt += 1
         return None
 
     async def close(self, position: Position, reason: FillReason = "close") -> Order:
-        """A reduce-only market order for the whole position."""
+        """A reduce-only market order for the whole position; once it is gone, its stops and targets left at the
+        venue are cancelled (a venue keeps reduce-only orders after a close: they would act on the next position)."""
         close_side = "sell" if position.side == "long" else "buy"
-        return await self.place(position.symbol, close_side, "market", position.size, reason, reduce_only=True)
+        order = await self.place(position.symbol, close_side, "market", position.size, reason, reduce_only=True)
+        if order.status == "rejected" or any(
+            p.symbol == position.symbol for p in await self.exchange.fetch_positions()
+        ):
+            return order
+        for left in await self.exchange.fetch_open_orders(position.symbol):
+            if left.reduce_only:
+                self.report.orders.append(await self.exchange.cancel_order(left.symbol, left.client_order_id))
+        return order
 
     async def replace(self, position: Position, kind: FillReason, price: float, existing: list[Order]) -> Order:
         """New protective order first, then cancel the old ones of that kind; return the new order."""

@@ -5,7 +5,9 @@ A position is covered by an open reduce-only `stop_market` order on its closing 
 of 0 is a venue's close-position stop: it covers any size). A position that is not covered gets a stop for its whole
 size at the level we know for it (the decision's or the one last seen at the venue), else at the account strategy's
 default stop distance from its entry; a stop placed, the smaller ones left are cancelled (new before old). If the
-level is already crossed, or no stop can be placed, the position is closed at market.
+level is already crossed, or no stop can be placed, the position is closed at market. Reduce-only orders left open
+without a position (a target after its stop fired: venues keep them) are cancelled, so they cannot act on the next
+position of that asset.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class WatchdogReport:
     checked: int = 0
     placed: list[str] = field(default_factory=list)  # assets that got a new stop
     closed: list[str] = field(default_factory=list)  # assets closed because no stop could protect them
+    cancelled: list[str] = field(default_factory=list)  # reduce-only orders left without a position, cancelled
     problems: list[str] = field(default_factory=list)
 
 
@@ -62,9 +65,12 @@ class StopWatchdog:
         names them: the decision of this cycle, or the start-up pass)."""
         report = WatchdogReport()
         positions = await exchange.fetch_positions()
-        if not positions:
-            return report
         open_orders = await exchange.fetch_open_orders()
+        held = {p.symbol for p in positions}
+        for order in open_orders:  # a stop or target whose position is gone (it fired, or was closed): it would act
+            if order.reduce_only and order.symbol not in held:  # on the next position of that asset
+                run.report.orders.append(await exchange.cancel_order(order.symbol, order.client_order_id))
+                report.cancelled.append(order.client_order_id)
         for position in positions:
             report.checked += 1
             mine = [o for o in open_orders if o.symbol == position.symbol]

@@ -166,6 +166,7 @@ class DecisionEngine:
         self.reconciler = reconciler
         self.venues = venues
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._executing: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         # Preparing a decision (reads, context, prompt) is CPU work with no waiting worth overlapping: a few at a
         # time finish early and put their model calls in flight, where all preparing at once finish together.
         self._preparing = asyncio.Semaphore(max_preparing)
@@ -286,9 +287,23 @@ class DecisionEngine:
         if self.venues.is_live(account_id):
             self.venues.accept(account_id)
 
+    def execution_lock(self, account_id: int) -> asyncio.Lock:
+        """Held while orders are sent for the account and mirrored (a decision's execution, a watchdog pass, a halt's
+        flattening): they never interleave."""
+        return self._executing[account_id]
+
+    async def _status_now(self, account_id: int, before: str) -> str:
+        async with self.sessions() as session:
+            account = await session.get(models.Account, account_id)
+        return account.status if account is not None else before
+
     async def check_account(self, account_id: int) -> None:
         """Reconcile the account with its venue and make sure every open position has a protective stop, outside any
         decision (start-up): the watchdog's orders are named after the wall-clock moment (`w{ms}`)."""
+        async with self.execution_lock(account_id):
+            await self._check_account(account_id)
+
+    async def _check_account(self, account_id: int) -> None:
         await self.sync_account(account_id)
         exchange = await self.venues.exchange_for(account_id)
         async with self.sessions() as session:
@@ -516,50 +531,56 @@ class DecisionEngine:
             await self._after_preparations()
         validation = await self._validate(response, fallback_why, prepared, context, account_id, now)
 
-        exchange = await self.venues.exchange_for(account_id)
-        run = OrderRun(exchange, account_id, f"d{decision_id}", ExecutionReport(), decision_id)
-        report = run.report  # what was sent is kept even when the venue fails mid-way
-        if status in TRADABLE:
-            try:
-                await self.executor.execute(
-                    exchange,
-                    validation.verdicts,
-                    account_id=account_id,
-                    decision_id=decision_id,
-                    strategy=prepared.strategy,
-                    account_max_leverage=max_leverage,
-                    prices={s: a.current_price for s, a in context.market_data.assets.items()},
-                    allow_new_exposure=status == "ACTIVE",
-                    run=run,
-                )
-            except Exception as exc:  # the venue failed mid-way: record it, keep what was done
-                log.exception("execution failed for account %s decision %s", account_id, decision_id)
-                report.errors.append(f"execution stopped: {type(exc).__name__}: {exc}")
-        await self._guard_stops(run, validation, prepared.strategy)
+        # Orders, the watchdog and the mirror run under the account's execution lock, which a halt takes too; the
+        # status is read again here: a halt that came while the model was thinking sends no order.
+        async with self.execution_lock(account_id):
+            status = await self._status_now(account_id, status)
+            exchange = await self.venues.exchange_for(account_id)
+            run = OrderRun(exchange, account_id, f"d{decision_id}", ExecutionReport(), decision_id)
+            report = run.report  # what was sent is kept even when the venue fails mid-way
+            if status in TRADABLE:
+                try:
+                    await self.executor.execute(
+                        exchange,
+                        validation.verdicts,
+                        account_id=account_id,
+                        decision_id=decision_id,
+                        strategy=prepared.strategy,
+                        account_max_leverage=max_leverage,
+                        prices={s: a.current_price for s, a in context.market_data.assets.items()},
+                        allow_new_exposure=status == "ACTIVE",
+                        run=run,
+                    )
+                except Exception as exc:  # the venue failed mid-way: record it, keep what was done
+                    log.exception("execution failed for account %s decision %s", account_id, decision_id)
+                    report.errors.append(f"execution stopped: {type(exc).__name__}: {exc}")
+            await self._guard_stops(run, validation, prepared.strategy)
 
-        async with self.sessions.begin() as session:
-            await self._store_calls(session, calls, account_id, decision_id, self.wall_clock.now())
-            self._count_variant_spend(row.variant_id, calls)
-            await self.reconciler.sync(
-                session,
-                account_id,
-                exchange,
-                placed=report.orders,
-                decision_id=decision_id,
-                intents=report.intents,
-            )
-            balance = await exchange.fetch_balance()
-            equity = balance.equity
-            await self.reconciler.snapshot_equity(session, account_id, balance, now)
-            _settle(row, validation, fallback_why)
-            row.execution_errors = report.errors
-            row.status = "skipped" if status not in TRADABLE else _status(validation, report, fallback_why is not None)
-            if status not in TRADABLE:
-                row.execution_errors = [f"account is {status}: no orders were sent"]
-            await DecisionRepository(session).record_outcome(row)
-            # only this execution placed orders for this decision
-            orders = await TradingRepository(session).orders_for_decision(decision_id) if report.orders else []
-            decided = to_result(row, orders)
+            async with self.sessions.begin() as session:
+                await self._store_calls(session, calls, account_id, decision_id, self.wall_clock.now())
+                self._count_variant_spend(row.variant_id, calls)
+                await self.reconciler.sync(
+                    session,
+                    account_id,
+                    exchange,
+                    placed=report.orders,
+                    decision_id=decision_id,
+                    intents=report.intents,
+                )
+                balance = await exchange.fetch_balance()
+                equity = balance.equity
+                await self.reconciler.snapshot_equity(session, account_id, balance, now)
+                _settle(row, validation, fallback_why)
+                row.execution_errors = report.errors
+                row.status = (
+                    "skipped" if status not in TRADABLE else _status(validation, report, fallback_why is not None)
+                )
+                if status not in TRADABLE:
+                    row.execution_errors = [f"account is {status}: no orders were sent"]
+                await DecisionRepository(session).record_outcome(row)
+                # only this execution placed orders for this decision
+                orders = await TradingRepository(session).orders_for_decision(decision_id) if report.orders else []
+                decided = to_result(row, orders)
         if self.metrics is not None:
             self.metrics.observe(decided, equity)
         return decided

@@ -10,7 +10,7 @@ import pytest
 
 from app.core.clock import ManualClock
 from app.schemas.validation import AssetVerdict
-from app.services.exchange.base import FEE_PROFILES, ExchangeUnavailableError, Order, OrderRequest
+from app.services.exchange.base import FEE_PROFILES, ExchangeError, ExchangeUnavailableError, Order, OrderRequest
 from app.services.exchange.paper import PaperVenue
 from app.services.execution.executor import STOP_ATTEMPTS, ExecutionReport, Executor, OrderRun
 from app.services.execution.kill_switch import flatten
@@ -215,3 +215,50 @@ async def test_a_partly_filled_entry_gets_its_stop(venue: FaultyVenue) -> None:
     [stop] = stops(await partial.fetch_open_orders("BTC"))
     assert stop.quantity == position.size and stop.trigger_price == 95_000.0
     assert report.intents.keys() == {"BTC"}
+
+
+class RateLimited(ExchangeUnavailableError):
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"rate limited: retry after {wait} s")
+        self.retry_after_s = wait
+
+
+async def test_a_rate_limited_stop_waits_the_limit_out_instead_of_using_up_its_tries(venue: FaultyVenue) -> None:
+    await bare_long(venue)
+    limited = iter([True, True, False])
+
+    class Limited(FaultyVenue):
+        async def place_order(self, request: OrderRequest) -> Order:
+            if request.type == "stop_market" and next(limited):
+                self.sent.append(request.client_order_id)
+                raise RateLimited(0.01)
+            return await super().place_order(request)
+
+    venue.__class__ = Limited
+    guard = await check(venue, levels={"BTC": 97_000.0})
+    assert guard.placed == ["BTC"] and guard.closed == []
+    [stop] = stops(await venue.fetch_open_orders("BTC"))
+    assert stop.client_order_id == "a7-w1000-BTC-sl3", "each try has its own id, none was counted as failed"
+
+
+async def test_flatten_goes_on_when_one_order_fails_and_names_what_is_left(venue: FaultyVenue) -> None:
+    await bare_long(venue)
+    await venue.place_order(OrderRequest("bid", "BTC", "buy", "limit", 0.01, price=90_000.0))
+
+    class Stubborn(FaultyVenue):
+        async def cancel_order(self, symbol: str, client_order_id: str) -> Order:
+            if client_order_id == "bid":
+                raise ExchangeError("order bid is filled, not open")
+            return await super().cancel_order(symbol, client_order_id)
+
+    venue.__class__ = Stubborn
+    report = await flatten(venue, 7, "h5")
+    assert await venue.fetch_positions() == [] and report.remaining == []
+    assert any("cancel bid failed" in e for e in report.errors)
+
+
+async def test_flatten_names_a_position_whose_close_is_refused(venue: FaultyVenue) -> None:
+    await bare_long(venue)
+    venue.refuse = lambda r: r.type == "market"
+    report = await flatten(venue, 7, "h5")
+    assert report.remaining == ["BTC"] and any("the close was refused" in e for e in report.errors)

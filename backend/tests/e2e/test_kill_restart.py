@@ -22,18 +22,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db.session import create_engine
 from tests.conftest import ADMIN_KEY
 from tests.e2e.server import free_port
+from tests.e2e.sql import rows, scalar
 from tests.fakes.openrouter_server import FakeOpenRouter, chat_completion, hold_all
 
 pytestmark = pytest.mark.db
@@ -108,42 +106,23 @@ class Agent:
         return code
 
 
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
-
-
-async def _rows(db: AsyncEngine, sql: str) -> list[Any]:
-    async with db.connect() as conn:
-        return list((await conn.execute(text(sql))).all())
-
-
-async def _scalar(db: AsyncEngine, sql: str) -> Any:
-    async with db.connect() as conn:
-        return (await conn.execute(text(sql))).scalar()
-
-
 async def _check_records(db: AsyncEngine) -> None:
     """What must hold whenever the agent is not running, however it stopped."""
-    duplicates = await _rows(
+    duplicates = await rows(
         db,
         "SELECT account_id, venue_order_id, count(*) FROM orders WHERE venue_order_id IS NOT NULL "
         "GROUP BY account_id, venue_order_id HAVING count(*) > 1",
     )
     assert not duplicates, f"venue order ids reused: {duplicates}"
-    duplicates = await _rows(
+    duplicates = await rows(
         db,
         "SELECT account_id, venue_fill_id, count(*) FROM fills GROUP BY account_id, venue_fill_id HAVING count(*) > 1",
     )
     assert not duplicates, f"fill ids reused: {duplicates}"
-    failed = await _rows(db, "SELECT id, error FROM decisions WHERE status = 'error'")
+    failed = await rows(db, "SELECT id, error FROM decisions WHERE status = 'error'")
     assert not failed, f"failed decisions: {failed}"
     # Every order's fills add up to what it says was filled; a filled order has its fills.
-    mismatched = await _rows(
+    mismatched = await rows(
         db,
         "SELECT o.client_order_id, o.status, o.quantity, o.filled_quantity, coalesce(sum(f.quantity), 0) "
         "FROM orders o LEFT JOIN fills f ON f.order_id = o.id "
@@ -152,18 +131,18 @@ async def _check_records(db: AsyncEngine) -> None:
         "OR (o.status = 'filled' AND count(f.id) = 0)",
     )
     assert not mismatched, f"orders whose fills do not add up: {mismatched}"
-    orphan_fills = await _rows(
+    orphan_fills = await rows(
         db, "SELECT venue_fill_id, client_order_id FROM fills WHERE order_id IS NULL AND reason <> 'liquidation'"
     )
     assert not orphan_fills, f"fills of no stored order: {orphan_fills}"
     # One open position per asset, each protected by an open stop covering its size.
-    doubled = await _rows(
+    doubled = await rows(
         db,
         "SELECT account_id, symbol, count(*) FROM positions WHERE status = 'open' "
         "GROUP BY account_id, symbol HAVING count(*) > 1",
     )
     assert not doubled, f"two open positions for one asset: {doubled}"
-    unprotected = await _rows(
+    unprotected = await rows(
         db,
         "SELECT p.account_id, p.symbol, p.size, coalesce(sum(o.quantity), 0) FROM positions p "
         "LEFT JOIN orders o ON o.account_id = p.account_id AND o.symbol = p.symbol "
@@ -179,10 +158,10 @@ async def _check_stopped_cleanly(db: AsyncEngine) -> int:
     last decision) matches the database's ledger and positions. Returns how many margin comparisons were made
     (the test requires some, so that the checks cannot all be skipped)."""
     compared = 0
-    pending = await _rows(db, "SELECT id, cycle_time FROM decisions WHERE status = 'pending'")
+    pending = await rows(db, "SELECT id, cycle_time FROM decisions WHERE status = 'pending'")
     assert not pending, f"decisions left pending by a graceful stop: {pending}"
-    for (account_id,) in await _rows(db, "SELECT id FROM accounts"):
-        snapshot = await _rows(
+    for (account_id,) in await rows(db, "SELECT id FROM accounts"):
+        snapshot = await rows(
             db,
             "SELECT wallet_balance, margin_used, realized_pnl, fees_paid, funding_net FROM equity_snapshots "
             f"WHERE account_id = {account_id} ORDER BY id DESC LIMIT 1",
@@ -190,12 +169,12 @@ async def _check_stopped_cleanly(db: AsyncEngine) -> int:
         if not snapshot:
             continue
         wallet, margin_used, realized, fees, funding_net = snapshot[0]
-        initial = await _scalar(db, f"SELECT initial_balance FROM accounts WHERE id = {account_id}")
-        ledger_realized = await _scalar(
+        initial = await scalar(db, f"SELECT initial_balance FROM accounts WHERE id = {account_id}")
+        ledger_realized = await scalar(
             db, f"SELECT coalesce(sum(realized_pnl), 0) FROM fills WHERE account_id = {account_id}"
         )
-        ledger_fees = await _scalar(db, f"SELECT coalesce(sum(fee), 0) FROM fills WHERE account_id = {account_id}")
-        ledger_funding = await _scalar(
+        ledger_fees = await scalar(db, f"SELECT coalesce(sum(fee), 0) FROM fills WHERE account_id = {account_id}")
+        ledger_funding = await scalar(
             db, f"SELECT coalesce(sum(amount), 0) FROM funding_payments WHERE account_id = {account_id}"
         )
         assert round(realized, 6) == round(ledger_realized, 6)
@@ -203,13 +182,13 @@ async def _check_stopped_cleanly(db: AsyncEngine) -> int:
         assert round(funding_net, 6) == round(ledger_funding, 6)
         # equity identity: wallet = initial + realized - fees + funding (unrealized PnL comes on top)
         assert round(wallet, 6) == round(initial + ledger_realized - ledger_fees + ledger_funding, 6)
-        resting = await _scalar(
+        resting = await scalar(
             db,
             f"SELECT count(*) FROM orders WHERE account_id = {account_id} AND status = 'open' "
             "AND type = 'limit' AND reduce_only = false",
         )
         if not resting:  # no margin reserved by resting limits: the venue's margin is its positions'
-            stored_margin = await _scalar(
+            stored_margin = await scalar(
                 db,
                 f"SELECT coalesce(sum(margin), 0) FROM positions WHERE account_id = {account_id} AND status = 'open'",
             )
@@ -222,7 +201,7 @@ async def _wait_for_row(db: AsyncEngine, agent: Agent, sql: str, what: str) -> N
     """Until `sql` counts a row (a hang guard, not a timing assertion)."""
     deadline = time.monotonic() + HANG_GUARD_S
     while time.monotonic() < deadline:
-        if await _scalar(db, sql):
+        if await scalar(db, sql):
             return
         assert agent.proc.poll() is None, agent.output()[-3000:]
         await asyncio.sleep(0.05)
@@ -248,7 +227,7 @@ async def test_killing_the_agent_at_random_moments_loses_nothing(
         try:
             await agent.wait_for_cycles(1)
             # The start marked what the previous process left pending (its first cycle is done, too).
-            left = await _rows(db, f"SELECT id FROM decisions WHERE status = 'pending' AND id <= {started_after}")
+            left = await rows(db, f"SELECT id FROM decisions WHERE status = 'pending' AND id <= {started_after}")
             assert not left, f"{where}: decisions of an earlier run still pending after the start: {left}"
             if round_no == 0:  # the later rounds restart an account that has traded
                 await _wait_for_row(db, agent, FILLED_ENTRIES, "the baseline model made no trade")
@@ -273,7 +252,7 @@ async def test_killing_the_agent_at_random_moments_loses_nothing(
         else:
             assert code == -signal.SIGKILL
         await _check_records(db)
-        started_after = await _scalar(db, "SELECT coalesce(max(id), 0) FROM decisions")
+        started_after = await scalar(db, "SELECT coalesce(max(id), 0) FROM decisions")
 
     # A last start marks the last run's orphans and trades on; a last graceful stop leaves everything settled.
     agent = Agent(database_url, tmp_path)
@@ -282,9 +261,9 @@ async def test_killing_the_agent_at_random_moments_loses_nothing(
     await _check_records(db)
     compared += await _check_stopped_cleanly(db)
     assert compared >= 3, "the venue's margin was compared with the database after every graceful stop"
-    interrupted = await _scalar(db, "SELECT count(*) FROM decisions WHERE status = 'interrupted'")
-    decided = await _scalar(db, "SELECT count(*) FROM decisions WHERE status NOT IN ('interrupted', 'pending')")
-    entries = await _scalar(db, FILLED_ENTRIES)
+    interrupted = await scalar(db, "SELECT count(*) FROM decisions WHERE status = 'interrupted'")
+    decided = await scalar(db, "SELECT count(*) FROM decisions WHERE status NOT IN ('interrupted', 'pending')")
+    entries = await scalar(db, FILLED_ENTRIES)
     print(f"seed {SEED}: {decided} decisions, {interrupted} interrupted, {entries} entries filled")
     assert decided >= 10, "the agent hardly ran: the test proved little"
     assert entries >= 1, "the agent never traded: the test proved little"

@@ -56,21 +56,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db.session import create_engine
 from app.services.exchange.live import cloid_for
 from app.services.execution import client_ids
 from tests.conftest import ADMIN_KEY
 from tests.e2e.live_support import LOST_ANSWER_S, VENUES, VenueName, credentials_of, fake_venue
 from tests.e2e.server import free_port
+from tests.e2e.sql import rows
 from tests.fakes.binance_trading import FakeBinanceFutures
 from tests.fakes.hyperliquid_trading import FakeHyperliquidPerps
 from tests.fakes.openrouter_server import FakeOpenRouter, Scripted, chat_completion
@@ -275,20 +273,6 @@ async def _set_up_account(agent: Agent, fake: Any) -> int:
 
 
 # ------------------------------------------------------------------------------------------------- the checks
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
-
-
-async def _rows(db: AsyncEngine, sql: str) -> list[Any]:
-    async with db.connect() as conn:
-        return list((await conn.execute(text(sql))).all())
-
-
 def _origin(cid: str) -> tuple[str, str, str]:
     """(origin, asset, leg without its number) of one of our client ids."""
     _account, origin, asset, leg = cid.split("-")
@@ -316,8 +300,8 @@ class Venue:
         """Hyperliquid: every id the database knows, and every leg of every decision so far, mapped from its cloid."""
         if not self.hyperliquid:
             return
-        known = [cid for (cid,) in await _rows(db, "SELECT client_order_id FROM orders")]
-        [(last,)] = await _rows(db, "SELECT coalesce(max(id), 0) FROM decisions")
+        known = [cid for (cid,) in await rows(db, "SELECT client_order_id FROM orders")]
+        [(last,)] = await rows(db, "SELECT coalesce(max(id), 0) FROM decisions")
         for decision in range(1, last + 1):
             for leg in client_ids.LEGS:
                 for repeat in range(1, 5):
@@ -452,17 +436,17 @@ async def _db_state(db: AsyncEngine, venue: Venue) -> tuple[set[tuple[str, str, 
     account_id = venue.account_id
     positions = {
         (symbol, side, round(size, 9))
-        for symbol, side, size in await _rows(
+        for symbol, side, size in await rows(
             db, f"SELECT symbol, side, size FROM positions WHERE account_id = {account_id} AND status = 'open'"
         )
     }
     orders = {
         venue.at_fake(cid)
-        for (cid,) in await _rows(
+        for (cid,) in await rows(
             db, f"SELECT client_order_id FROM orders WHERE account_id = {account_id} AND status = 'open'"
         )
     }
-    fills = {fid for (fid,) in await _rows(db, f"SELECT venue_fill_id FROM fills WHERE account_id = {account_id}")}
+    fills = {fid for (fid,) in await rows(db, f"SELECT venue_fill_id FROM fills WHERE account_id = {account_id}")}
     return positions, orders, fills
 
 
@@ -502,7 +486,7 @@ async def _check_db_equals_exchange(db: AsyncEngine, venue: Venue, where: str) -
 
 
 async def _check_nothing_pending(db: AsyncEngine, where: str) -> None:
-    pending = await _rows(db, "SELECT id, cycle_time FROM decisions WHERE status = 'pending'")
+    pending = await rows(db, "SELECT id, cycle_time FROM decisions WHERE status = 'pending'")
     assert not pending, f"{where}: decisions left pending: {pending}"
 
 
@@ -624,7 +608,7 @@ async def test_killing_a_live_agent_leaves_every_position_protected_and_the_data
             )
             assert stops[0].quantity >= abs(position.size) - 1e-12 and stops[0].reduce_only
             assert entries(decision_id) == [entry], f"entries of decision {decision_id} at the fake"
-            status = await _rows(db, f"SELECT status FROM decisions WHERE id = {decision_id}")
+            status = await rows(db, f"SELECT status FROM decisions WHERE id = {decision_id}")
             assert status == [("interrupted",)], status
             await _check_all(db, venue, checkpoints, where)
 
@@ -715,7 +699,7 @@ async def test_killing_a_live_agent_leaves_every_position_protected_and_the_data
                     running.proc.wait()
 
         entered = entries()
-        interrupted = await _rows(db, "SELECT count(*) FROM decisions WHERE status = 'interrupted'")
+        interrupted = await rows(db, "SELECT count(*) FROM decisions WHERE status = 'interrupted'")
         print(
             f"seed {SEED}: kills {kills} ({mid_decision} random ones mid-decision); decision lifetime "
             f"{lifetime:.2f} s; {len(entered)} entries at the fake; model answers {brain.answers}; "

@@ -234,12 +234,8 @@ class FakeBinanceFutures(FakeBinance):
     MAX_LEVERAGE: ClassVar[dict[str, int]] = {"BTC": 125, "ETH": 100, "SOL": 75}
     MAINTENANCE_RATE = 0.004
 
-    def snapshot(self, asset: str) -> dict[str, float]:
-        """The public figures "now" (ticker, mark): at the book's price, so a price a test pins is the venue's mark
-        for everyone (a market order's slippage cap, the minimum notional check), not only for the matching."""
-        snap = super().snapshot(asset)
-        snap["last"] = float(self._price(asset, self.book.mark(asset)))
-        return snap
+    def _last_price(self, asset: str, simulated: float) -> float:
+        return self.book.mark(asset)  # a price a test pins is the venue's mark for everyone, not only the matching
 
     def __init__(
         self,

@@ -211,7 +211,7 @@ class FakeVenue:
             ticker = self.sim.ticker_24h(asset, now)
             oi = self.sim.open_interest(asset, now) or 0.0
             nxt = self.sim.funding_rate(asset, now + timedelta(milliseconds=FUNDING_INTERVAL_MS))
-        last = float(self._price(asset, ticker.last_price))
+        last = float(self._price(asset, self._last_price(asset, ticker.last_price)))
         open_ = float(self._price(asset, ticker.last_price / (1 + ticker.price_change_pct / 100)))
         return {
             "last": last,
@@ -224,6 +224,10 @@ class FakeVenue:
         }
 
     # ------------------------------------------------------------------------------------- internals
+
+    def _last_price(self, asset: str, simulated: float) -> float:
+        """The price "now" in the public figures: the simulator's (a trading fake's book may say otherwise)."""
+        return simulated
 
     def _price(self, asset: str, value: float) -> str:
         raise NotImplementedError

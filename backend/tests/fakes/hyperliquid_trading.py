@@ -324,12 +324,8 @@ class FakeHyperliquidPerps(FakeHyperliquid):
     TAKER_BPS = 4.5
     MIN_NOTIONAL = 10.0
 
-    def snapshot(self, asset: str) -> dict[str, float]:
-        """The public figures "now" (ticker, mark): at the book's price, so a price a test pins is the venue's mark
-        for everyone (a market order's slippage cap, the minimum notional check), not only for the matching."""
-        snap = super().snapshot(asset)
-        snap["last"] = float(self._price(asset, self.book.mark(asset)))
-        return snap
+    def _last_price(self, asset: str, simulated: float) -> float:
+        return self.book.mark(asset)  # a price a test pins is the venue's mark for everyone, not only the matching
 
     def __init__(
         self,

@@ -56,6 +56,10 @@ class FaultyVenue(PaperVenue):
             )
         return await super().place_order(request)
 
+    async def cancel_order(self, symbol: str, client_order_id: str) -> Order:
+        self.sent.append(f"cancel {client_order_id}")
+        return await super().cancel_order(symbol, client_order_id)
+
 
 @pytest.fixture
 def venue() -> FaultyVenue:
@@ -132,7 +136,8 @@ async def test_a_stop_smaller_than_the_position_is_replaced_new_before_old(venue
     await check(venue, levels={"BTC": 96_000.0})
     [stop] = stops(await venue.fetch_open_orders("BTC"))
     assert (stop.client_order_id, stop.quantity) == ("a7-w1000-BTC-sl", 0.02)
-    assert venue.sent.index("a7-w1000-BTC-sl") >= 0 and (await venue.fetch_order("BTC", "half-sl")).status == "canceled"
+    assert venue.sent.index("a7-w1000-BTC-sl") < venue.sent.index("cancel half-sl"), "new stop before the old goes"
+    assert (await venue.fetch_order("BTC", "half-sl")).status == "canceled"
 
 
 async def test_a_stop_whose_outcome_stays_unknown_is_tried_a_bounded_number_of_times_then_closed(

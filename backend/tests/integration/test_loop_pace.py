@@ -169,6 +169,29 @@ async def test_a_busy_event_loop_between_cycles_neither_skips_a_candle_nor_turns
     assert agent.loop.heartbeat.candles_skipped == 0
 
 
+async def test_a_slow_start_up_does_not_use_up_simulated_time(settings: Settings) -> None:
+    """The start-up check of the accounts takes an hour of simulated time's worth of real seconds (a busy CI
+    machine, a slow venue): the first cycle is still the candle the clock started on, not one an hour later (a
+    short replay was skipped whole that way)."""
+    real = RealSeconds()
+    clock = AcceleratedClock(START, speed=6000, monotonic=real)
+    agent = await _agent(settings, clock)
+    check = agent.engine.check_account
+
+    async def slow_check(account_id: int) -> None:
+        real.now += 0.6  # one simulated hour
+        await check(account_id)
+
+    agent.engine.check_account = slow_check  # type: ignore[method-assign]
+    try:
+        await _run_until(agent, 1)
+        times = await _cycle_times(agent)
+    finally:
+        await agent.close()
+    assert times[0].replace(tzinfo=START.tzinfo) == START, times
+    assert agent.loop.heartbeat.candles_skipped == 0
+
+
 async def _record(seen: list[Any], clock: AcceleratedClock) -> None:
     seen.append(clock.now())
 

@@ -100,10 +100,14 @@ class TradingLoop:
         `stop()` (or the end of a replay's data)."""
         self.heartbeat.running = True
         self.clock.start()
+        # simulated time stands still through the start-up: however long it takes (a busy machine, a slow venue),
+        # no candle of a replay goes by undecided
+        self.clock.hold(self.clock.now())
         try:
             if not await self._wait_for_market():
                 return
             await self._check_accounts()
+            self.clock.release()
             candle: datetime | None = floor_time(self.clock.now(), self.interval)
             while candle is not None and not self._stop.is_set():
                 if self.data_end is not None and candle > self.data_end:

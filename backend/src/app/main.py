@@ -20,6 +20,7 @@ from app.backtest.jobs import BacktestJobs
 from app.bootstrap import Agent, build_agent
 from app.core.config import Settings
 from app.core.heap import freeze_startup_objects
+from app.web.router import install_dashboard
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ def create_app(
     install_middleware(app, max_body_bytes=settings.api_max_body_bytes)
     app.include_router(health.router)
     install_docs(app)
+    install_dashboard(app)  # `/`: the pages, logged in with a key (a session cookie), not with the API's header
     # Every other route needs a key. On one that reads a body, once the key is checked: 415 when the body is not
     # JSON, 422 when its JSON types are not the schema's (app.api.protocol).
     keyed = [Depends(protocol.json_body)]

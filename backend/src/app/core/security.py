@@ -102,6 +102,7 @@ class SecretBox:
 
     def __init__(self, key: bytes) -> None:
         self._fernet = Fernet(key)
+        self._key = key
 
     @classmethod
     def from_settings(cls, secret_key: str | None, key_file: Path) -> SecretBox:
@@ -122,6 +123,12 @@ class SecretBox:
 
     def encrypt(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode()).decode()
+
+    def sign(self, purpose: str, message: str) -> str:
+        """An HMAC-SHA256 of `message` under a key derived from this box's key for `purpose` (the dashboard's
+        sessions): it proves the agent issued the message, and changes with SECRET_KEY."""
+        derived = hmac.new(self._key, f"sign:{purpose}".encode(), hashlib.sha256).digest()
+        return hmac.new(derived, message.encode(), hashlib.sha256).hexdigest()
 
     def decrypt(self, token: str) -> str:
         try:

@@ -67,7 +67,8 @@ def _serve(host: str | None, port: int | None, *, run_loop: bool) -> None:
     settings = _settings()
     bind_host, bind_port = host or settings.api_host, port or settings.api_port
     console.print(
-        f"API on http://{bind_host}:{bind_port} (docs at /docs)" + (" with the trading loop" if run_loop else "")
+        f"Dashboard on http://{bind_host}:{bind_port}/ (log in with an API key), API docs at /docs"
+        + (", with the trading loop" if run_loop else "")
     )
     try:
         served = create_app(settings, run_loop=run_loop, freeze_startup=True)

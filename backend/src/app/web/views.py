@@ -184,7 +184,7 @@ async def decision(agent: Agent, principal: Principal, decision_id: int) -> Deci
 async def model_costs(agent: Agent, principal: Principal, days: int = 14) -> dict[str, Any]:
     """Calls, tokens, cost and latency per model and wall-clock day (the LLM calls table), newest day first."""
     since = day_start(agent.wall_clock.now()) - (days - 1) * DAY
-    day = epoch_ms(models.LLMCall.created_at) / 86_400_000  # whole UTC days since 1970, on both databases
+    day = epoch_ms(models.LLMCall.created_at) // 86_400_000  # whole UTC days since 1970, on both databases
     query = (
         select(
             day.label("day"),

@@ -10,6 +10,7 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -168,6 +169,11 @@ async def login(page: Page, key: str) -> None:
     await page.fill("#api-key", key)
     async with page.expect_navigation():
         await page.click("#login-submit")
+
+
+def path_of(page: Page) -> str:
+    """The path the page is at (a redirect may add a query, such as the login's `next`)."""
+    return urlsplit(page.url).path
 
 
 async def screenshot(page: Page, name: str) -> Path:

@@ -21,6 +21,8 @@ from app.db.repositories.decisions import DecisionRepository
 from app.db.session import create_engine, create_session_factory
 from app.services.account.account_service import AccountService
 from app.services.account.new_account import new_account
+from app.services.alerts import events as alert
+from app.services.alerts.center import AlertCenter
 from app.services.evaluation.tracker import OutcomeTracker
 from app.services.exchange.base import FEE_PROFILES
 from app.services.exchange.registry import LivePolicy, VenueRegistry
@@ -74,6 +76,7 @@ class Agent:
     secrets: SecretBox
     metrics: AgentMetrics
     market_status: MarketAvailability  # does the market answer (the loop decides only once it does)
+    alerts: AlertCenter  # stored, deduplicated, sent through apprise (ALERT_URLS)
     parts: list[Part] = field(default_factory=list)
     # Operational records (audit entries, keys, accounts' times) and rate limits run on the wall clock; cycles and
     # candles on `clock`, the market's (simulated, replayed or real).
@@ -101,6 +104,7 @@ class Agent:
         closer = getattr(self.llm.provider, "aclose", None)
         if closer is not None:
             await closer()
+        await self.alerts.close()  # what was raised until now is stored and sent (bounded wait)
         await self.venues.close()
         await self.market.close()
         await self.db.dispose()
@@ -280,12 +284,21 @@ async def _wire(
         wall_clock=wall_clock,
     )
     parts.extend(await _live_parts(sessions, venues))
+    metrics = AgentMetrics()
+    alerts = AlertCenter(
+        sessions,
+        wall_clock,
+        urls=settings.alert_url_list,
+        quiet_s=settings.alert_quiet_s,
+        metrics=metrics,
+        secrets=settings.secret_values(),
+    )
+    parts.append(Part("alerts", alerts.describe(), False, "ALERT_URLS"))
     # The venue's rules are asked when the market first answers (MarketAvailability, or a venue built for a request),
     # not at start-up: a venue outage must not stop the agent. The executor reads them from the registry's table.
-    market_status = MarketAvailability(market.name, venues.rules)
+    market_status = MarketAvailability(market.name, venues.rules, alerts=alerts)
     accounts = AccountService(periods_per_year=365 * 86400 / timeframe_seconds(settings.interval))
     prompts = PromptBuilder(interval=settings.interval, long_interval=settings.long_interval)
-    metrics = AgentMetrics()
     llm = LLMService(
         provider=provider,
         models=models,
@@ -293,6 +306,7 @@ async def _wire(
         breakers=CircuitBreakerRegistry(
             failure_threshold=settings.llm_circuit_failure_threshold,
             recovery_timeout_s=settings.llm_circuit_recovery_s,
+            on_change=lambda model, state, why: alerts.emit(alert.circuit(model, state == "open", why)),
         ),
         requests_per_minute=settings.llm_requests_per_minute,
         max_concurrency=settings.llm_max_concurrency,
@@ -347,13 +361,14 @@ async def _wire(
             taker_fee_bps=FEE_PROFILES[settings.venue].taker_bps,
             venue_max_leverage=FEE_PROFILES[settings.venue].max_leverage,
         ),
-        reconciler=Reconciler(),
+        reconciler=Reconciler(alerts),
         venues=venues,
         daily_budget_usd=settings.llm_daily_budget_usd,
         metrics=metrics,
         refreshes_per_hour=settings.decision_refreshes_per_hour,
         wall_clock=wall_clock,
         experiments=plans,
+        alerts=alerts,
     )
     loop = TradingLoop(
         engine=engine,
@@ -364,6 +379,7 @@ async def _wire(
         metrics=metrics,
         market=market_status,
         data_end=data_end,
+        alerts=alerts,
         # what followed each decision, recorded as the candles of its horizons close
         outcomes=None
         if frozen_history
@@ -384,6 +400,7 @@ async def _wire(
         secrets=secret_box,
         metrics=metrics,
         market_status=market_status,
+        alerts=alerts,
         parts=parts,
         new_admin_key=new_admin_key,
         wall_clock=wall_clock,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -24,6 +25,28 @@ def normalise_database_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+asyncpg://" + url.removeprefix(prefix)
     return url
+
+
+def split_urls(text: str) -> list[str]:
+    """URLs separated by commas or white space (apprise URLs hold no unescaped comma or space)."""
+    return [part for part in re.split(r"[\s,]+", text) if part]
+
+
+def url_secret_parts(url: str) -> list[str]:
+    """The parts of a notification URL that may be secret, to redact wherever the URL's words could show: the
+    user and password, every query value, and every path or host word that looks like a token (no dot, at least 6
+    characters with a digit, or 16 characters). Hosts and short path words stay readable."""
+    rest = url.split("://", 1)[-1]
+    rest, _, query = rest.partition("?")
+    found: list[str] = []
+    if "@" in rest:
+        userinfo, _, rest = rest.rpartition("@")
+        found.extend(p for p in userinfo.split(":") if p)
+    found.extend(v for pair in query.split("&") if (v := pair.partition("=")[2]))
+    for word in re.split(r"[/:,;#]+", rest):
+        if "." not in word and ((len(word) >= 6 and any(c.isdigit() for c in word)) or len(word) >= 16):
+            found.append(word)
+    return [part for part in dict.fromkeys(found) if len(part) >= 4]
 
 
 class Settings(BaseSettings):
@@ -116,6 +139,15 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
 
+    alert_urls: SecretStr | None = Field(
+        default=None,
+        description="Apprise URLs alerts are sent to (json://, tgram://, discord://, mailto://...), separated by "
+        "commas or spaces. They hold tokens: a secret, never logged nor stored",
+    )
+    alert_quiet_s: float = Field(
+        default=3600.0, ge=0, description="An alert repeated within this many seconds is counted, not sent again."
+    )
+
     @field_validator("assets", mode="before")
     @classmethod
     def _split_assets(cls, value: object) -> object:
@@ -171,7 +203,13 @@ class Settings(BaseSettings):
         found = [self.openrouter_api_key, self.llm_api_key, self.admin_api_key, self.secret_key]
         values = [s.get_secret_value() for s in found if s is not None]
         password = make_url(self.database_url).password
-        return [v for v in [*values, password] if v]
+        alert_parts = [part for url in self.alert_url_list for part in [url, *url_secret_parts(url)]]
+        return [v for v in [*values, password, *alert_parts] if v]
+
+    @property
+    def alert_url_list(self) -> list[str]:
+        """ALERT_URLS, one apprise URL per item."""
+        return split_urls(self.alert_urls.get_secret_value()) if self.alert_urls is not None else []
 
     @property
     def uses_default_database(self) -> bool:

@@ -553,3 +553,29 @@ class ModelAnswer(Base):
     model: Mapped[str] = mapped_column(String(200))
     response: Mapped[dict[str, Any]] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)  # wall clock
+
+
+class Alert(Base):
+    """An alert (see services/alerts): stored once per (kind, subject) and quiet period; a repeat inside the period
+    is counted on the row (`repeats`, `last_at`) and not sent again. `delivery` says what became of sending it:
+    `pending`, `delivered`, `not configured` or `failed: <reason>` (never a URL's secret parts)."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        Index("ix_alerts_kind_subject_first", "kind", "subject", "first_at"),
+        Index("ix_alerts_first_at", "first_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(200))
+    severity: Mapped[str] = mapped_column(String(16))  # critical | warning | info
+    title: Mapped[str] = mapped_column(String(300))
+    message: Mapped[str] = mapped_column(Text)
+    # no foreign key: an alert is stored whatever it names (an account being created, or gone)
+    account_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    first_at: Mapped[datetime] = mapped_column(UTCDateTime)  # wall clock
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime)  # wall clock: the last repeat
+    repeats: Mapped[int] = mapped_column(Integer, default=0)
+    delivery: Mapped[str] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

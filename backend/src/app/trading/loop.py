@@ -30,6 +30,7 @@ from app.core.errors import TemporaryError
 from app.core.metrics import AgentMetrics
 from app.core.timeframes import floor_time, timeframe_delta
 from app.db.repositories.accounts import AccountRepository
+from app.services.alerts.events import NO_ALERTS, AlertSink, loop_behind
 from app.services.llm.decision_engine import DecisionEngine
 from app.services.market_data.availability import MarketAvailability
 
@@ -75,9 +76,11 @@ class TradingLoop:
         market: MarketAvailability | None = None,
         data_end: datetime | None = None,
         outcomes: OutcomeUpdater | None = None,
+        alerts: AlertSink = NO_ALERTS,
     ) -> None:
         """`data_end`: the last cycle time the market has a new candle for (a replay's end), None for live or
-        simulated markets."""
+        simulated markets. `alerts` hears of every late cycle."""
+        self.alerts = alerts
         self.engine = engine
         self.sessions = sessions
         self.clock = clock
@@ -223,16 +226,13 @@ class TradingLoop:
             self.metrics.candles_skipped.inc(len(skipped))
         named = ", ".join(f"{t:%Y-%m-%d %H:%M}" for t in skipped[:_NAMED_SKIPS])
         more = f" and {len(skipped) - _NAMED_SKIPS} more" if len(skipped) > _NAMED_SKIPS else ""
-        log.warning(
-            "late cycle: the cycle of %s ended at %s, after the next candle closed; skipped %d candle(s) (cycle "
-            "times %s%s); deciding %s now",
-            f"{candle:%Y-%m-%d %H:%M}",
-            f"{self.clock.now():%Y-%m-%d %H:%M:%S}",
-            len(skipped),
-            named,
-            more,
-            f"{current:%Y-%m-%d %H:%M}",
+        why = (
+            f"late cycle: the cycle of {candle:%Y-%m-%d %H:%M} ended at {self.clock.now():%Y-%m-%d %H:%M:%S}, after "
+            f"the next candle closed; skipped {len(skipped)} candle(s) (cycle times {named}{more}); deciding "
+            f"{current:%Y-%m-%d %H:%M} now"
         )
+        log.warning("%s", why)
+        self.alerts.emit(loop_behind(why))
 
     # ---------------------------------------------------------------------------------------- market
     async def _wait_for_market(self) -> bool:

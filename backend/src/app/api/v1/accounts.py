@@ -37,6 +37,7 @@ from app.schemas.api import (
     StatusChangeView,
 )
 from app.services.account.new_account import new_account
+from app.services.alerts.events import account_status
 from app.services.exchange.base import ExchangeError
 from app.services.execution.kill_switch import flatten
 from app.services.llm.strategy_manager import StrategyNotFoundError, StrategyUnavailableError
@@ -167,6 +168,7 @@ async def _set_status(
     async with agent.sessions.begin() as session:
         account = await session.get(models.Account, account_id)
         assert account is not None
+        before = account.status
         await AccountRepository(session).set_status(
             account,
             status,
@@ -175,6 +177,9 @@ async def _set_status(
             key_prefix=principal.key_prefix,
             request_id=getattr(request.state, "request_id", None),  # the audit entry's (set by the middleware)
         )
+    if status in ("PAUSED", "HALTED") and before != status:
+        by = f"{'admin' if principal.is_admin else 'account'} API key {principal.key_prefix}..."
+        agent.alerts.emit(account_status(account_id, status, by=by, reason=reason))
     return await _view(agent, account)
 
 
@@ -229,6 +234,8 @@ async def _flatten(agent: Agent, account_id: int) -> None:
         async with agent.engine.execution_lock(account_id):
             exchange = await agent.venues.exchange_for(account_id)
             report = await flatten(exchange, account_id, f"h{int(agent.wall_clock.now().timestamp() * 1000)}")
+            for event in report.alerts:  # closes the venue refused
+                agent.alerts.emit(event)
             async with agent.sessions.begin() as session:
                 await agent.engine.reconciler.sync(session, account_id, exchange, placed=report.orders)
     except (TemporaryError, ExchangeError) as exc:

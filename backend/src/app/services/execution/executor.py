@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from app.schemas.trading_decision import AssetDecision, TradingStrategy
 from app.schemas.validation import AssetVerdict
+from app.services.alerts.events import AlertEvent, order_rejected, stop_failed
 from app.services.exchange.base import (
     Exchange,
     ExchangeError,
@@ -45,6 +46,7 @@ class ExecutionReport:
     intents: dict[str, PositionIntent] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     executed_assets: list[str] = field(default_factory=list)
+    alerts: list[AlertEvent] = field(default_factory=list)  # for a trader: refusals, positions closed unprotected
 
 
 def entry_leverage(
@@ -103,6 +105,13 @@ class OrderRun:
         self.report.orders.append(order)
         if order.status == "rejected":
             self.report.errors.append(f"{asset}: {reason} order rejected by the venue: {order.reject_reason}")
+            self.report.alerts.append(
+                order_rejected(
+                    self.account_id,
+                    asset,
+                    f"{side} {type_} {quantity:g} {asset} ({reason}, {self.origin}) refused: {order.reject_reason}",
+                )
+            )
         return order
 
     async def protect(self, position: Position, kind: FillReason, price: float) -> Order:
@@ -219,6 +228,9 @@ class Executor:
                 await self._one(run, exchange, item, position, strategy, account_max_leverage, price or 0.0)
             except ExchangeError as exc:  # one asset's refusal must not stop the others
                 report.errors.append(f"{item.asset}: {item.action} refused by the venue: {exc}")
+                report.alerts.append(
+                    order_rejected(account_id, item.asset, f"{item.action} refused by the venue: {exc}")
+                )
             except ExchangeUnavailableError as exc:  # outcome unknown: never resent; the reconciler and watchdog look
                 report.errors.append(f"{item.asset}: {item.action} interrupted, the venue did not answer: {exc}")
             if len(report.errors) == before:
@@ -279,6 +291,11 @@ class Executor:
             why = stop.reject_reason if stop is not None else "the venue did not answer"
             log.error("%s: the stop could not be placed (%s), so the position was closed", item.asset, why)
             run.report.errors.append(f"{item.asset}: the stop could not be placed ({why}), so the position was closed")
+            run.report.alerts.append(
+                stop_failed(
+                    run.account_id, item.asset, f"the stop could not be placed ({why}), so the position was closed"
+                )
+            )
             return
         if item.tp_price is not None:
             await run.protect(position, "take_profit", item.tp_price)

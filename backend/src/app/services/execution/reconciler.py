@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import models
 from app.db.inserts import insert_rows
 from app.db.repositories.trading import TradingRepository
+from app.services.alerts.events import NO_ALERTS, AlertSink, reconciliation
 from app.services.exchange.base import Balance, Exchange, Fill, Order
 from app.services.execution.client_ids import account_of, decision_of
 
@@ -60,7 +61,9 @@ async def _own_decision(session: AsyncSession, account_id: int, client_order_id:
 
 
 class Reconciler:
-    def __init__(self) -> None:
+    def __init__(self, alerts: AlertSink = NO_ALERTS) -> None:
+        """`alerts` hears of every position found on the venue that the agent did not open."""
+        self.alerts = alerts
         # account -> the venue revision whose mirror has been committed: an unchanged venue needs no reads
         self._mirrored: dict[int, int] = {}
 
@@ -240,6 +243,14 @@ class Reconciler:
                 row.entry_rationale = ADOPTED
                 log.warning(
                     "account %s: %s position found on the venue, not opened by the agent: adopted", account_id, symbol
+                )
+                self.alerts.emit(
+                    reconciliation(
+                        account_id,
+                        f"a {position.side} {symbol} position of {position.size:g} was found on the venue, not opened "
+                        "by the agent (by hand or another program): adopted, and given a stop if it has none",
+                        symbol,
+                    )
                 )
             row.realized_pnl = sum(f.realized_pnl for f in own)
             row.fees = sum(f.fee for f in own)

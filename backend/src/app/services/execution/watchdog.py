@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from app.services.alerts.events import stop_failed
 from app.services.exchange.base import Exchange, Order, Position
 from app.services.execution.executor import OrderRun
 
@@ -111,3 +112,4 @@ class StopWatchdog:
             problem += f", but the close was refused: {closing.reject_reason}"
         log.error(problem)
         report.problems.append(problem)
+        run.report.alerts.append(stop_failed(run.account_id, symbol, problem))

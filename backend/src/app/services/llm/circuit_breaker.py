@@ -6,12 +6,14 @@
   opens it again for another `recovery_timeout_s`.
 
 The caller asks `allow()` before a call and reports `record_success()` / `record_failure()` after it.
-Timing runs on a monotonic clock; `snapshot()` reports the wall-clock time the circuit opened (ISO 8601) and the
-whole seconds until the next attempt (rounded up), for people and monitors.
+`on_change(state, why)` hears every opening and every closing (the alerts). Timing runs on a monotonic clock;
+`snapshot()` reports the wall-clock time the circuit opened (ISO 8601) and the whole seconds until the next attempt
+(rounded up), for people and monitors.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -20,7 +22,10 @@ from typing import Any, Literal
 
 from app.core.clock import WallClock
 
+log = logging.getLogger(__name__)
+
 State = Literal["closed", "open", "half_open"]
+ChangeListener = Callable[[State, str], None]  # (new state, why): "open" or "closed"
 
 
 class CircuitBreaker:
@@ -31,6 +36,7 @@ class CircuitBreaker:
         half_open_max_calls: int = 1,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = WallClock().now,
+        on_change: ChangeListener | None = None,
     ) -> None:
         if failure_threshold < 1:
             raise ValueError("failure_threshold must be at least 1")
@@ -43,6 +49,7 @@ class CircuitBreaker:
         self.half_open_max_calls = half_open_max_calls
         self._clock = clock
         self._wall_clock = wall_clock
+        self.on_change = on_change
         self._state: State = "closed"
         self._failures = 0  # consecutive failures
         self._opened_at: float | None = None  # monotonic
@@ -114,18 +121,35 @@ class CircuitBreaker:
     def _recovery_due(self) -> bool:
         return self._opened_at is not None and self._clock() - self._opened_at >= self.recovery_timeout_s
 
+    def _tell(self, state: State, detail: str) -> None:
+        if self.on_change is None:
+            return
+        try:
+            self.on_change(state, detail)
+        except Exception:  # a listener's failure must not change what the breaker does
+            log.exception("circuit breaker listener failed")
+
     def _open(self) -> None:
+        again = self._state == "half_open"
         self._state = "open"
         self._opened_at = self._clock()
         self._opened_wall = self._wall_clock()
         self._half_open_calls = 0
         self.times_opened += 1
+        self._tell(
+            "open",
+            ("the trial call failed" if again else f"{self._failures} consecutive failures")
+            + f": calls are refused for {self.recovery_timeout_s:g} s, then one trial call goes through",
+        )
 
     def _close(self) -> None:
+        was_open = self._state != "closed"
         self._state = "closed"
         self._opened_at = None
         self._opened_wall = None
         self._half_open_calls = 0
+        if was_open:
+            self._tell("closed", "a call succeeded: calls go through again")
 
 
 class CircuitBreakerRegistry:
@@ -138,7 +162,10 @@ class CircuitBreakerRegistry:
         half_open_max_calls: int = 1,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = WallClock().now,
+        on_change: Callable[[str, State, str], None] | None = None,
     ) -> None:
+        """`on_change(key, state, why)`: told when any model's circuit opens or closes (settable later)."""
+        self.on_change = on_change
         self.failure_threshold = failure_threshold
         self.recovery_timeout_s = recovery_timeout_s
         self.half_open_max_calls = half_open_max_calls
@@ -155,9 +182,14 @@ class CircuitBreakerRegistry:
                 self.half_open_max_calls,
                 clock=self._clock,
                 wall_clock=self._wall_clock,
+                on_change=lambda state, why: self._changed(key, state, why),
             )
             self._breakers[key] = breaker
         return breaker
+
+    def _changed(self, key: str, state: State, why: str) -> None:
+        if self.on_change is not None:
+            self.on_change(key, state, why)
 
     def allow(self, key: str) -> bool:
         return self.get(key).allow()

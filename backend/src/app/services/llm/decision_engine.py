@@ -33,6 +33,8 @@ from app.db.repositories.trading import AccountHistory, TradingRepository
 from app.schemas.decision_result import DecisionResult, OrderSummary, UsageSummary
 from app.schemas.trading_decision import TradingContext, TradingDecision, TradingStrategy
 from app.schemas.validation import AssetVerdict, RiskState, ValidationResult
+from app.services.alerts import events as alert
+from app.services.alerts.events import NO_ALERTS, AlertEvent, AlertSink
 from app.services.evaluation.asset_state import asset_state_of
 from app.services.exchange.base import ExchangeError, ExchangeUnavailableError
 from app.services.exchange.registry import LiveAccountRefusedError, VenueRegistry
@@ -51,6 +53,7 @@ from app.services.llm.llm_exceptions import (
 )
 from app.services.llm.llm_service import CallRecord, LLMService, is_baseline
 from app.services.llm.providers.base import ModelRequest, ModelResponse
+from app.services.llm.risk_rules import daily_loss_reached
 from app.services.llm.strategy_manager import HOLD_NOTICE, StrategyManager, StrategyUnavailableError
 
 log = logging.getLogger(__name__)
@@ -145,7 +148,9 @@ class DecisionEngine:
         wall_clock: Clock | None = None,
         experiments: ExperimentPlans | None = None,
         watchdog: StopWatchdog | None = None,
+        alerts: AlertSink = NO_ALERTS,
     ) -> None:
+        self.alerts = alerts  # a trader hears of a spent budget, the daily loss limit, refused orders and stops
         self.daily_budget_usd = daily_budget_usd
         self.watchdog = watchdog or StopWatchdog()
         self.experiments = experiments  # what running A/B experiments ask of each account's decisions
@@ -280,6 +285,11 @@ class DecisionEngine:
             if not self.venues.is_live(account_id):
                 raise
             self.venues.refuse(account_id, f"could not reconcile with the venue: {exc}")
+            self.alerts.emit(
+                alert.reconciliation(
+                    account_id, f"could not reconcile with the venue: {exc}; the account is not traded until it can"
+                )
+            )
             raise LiveAccountRefusedError(
                 f"live account {account_id}: could not reconcile with the venue: {exc}",
                 temporary=isinstance(exc, ExchangeUnavailableError),
@@ -319,6 +329,7 @@ class DecisionEngine:
         guard = await self.watchdog.check(exchange, run, levels=levels, stop_loss_percentage=stop_pct)
         for problem in guard.problems:
             log.warning("account %s at start-up: %s", account_id, problem)
+        self._alert(run.report.alerts)
         if run.report.orders:
             async with self.sessions.begin() as session:
                 await self.reconciler.sync(session, account_id, exchange, placed=run.report.orders)
@@ -478,6 +489,7 @@ class DecisionEngine:
                 assets, account_id, strategy, account=account
             )
         except ContextBuildingError as exc:
+            self.alerts.emit(alert.market_stale(self.context_builder.market.name, f"account {account_id}: {exc}"))
             row.status, row.error, row.is_fallback = "error", f"context: {exc}", True
             async with self.sessions.begin() as session:
                 await DecisionRepository(session).add(row)
@@ -491,6 +503,8 @@ class DecisionEngine:
             temperature=variant.temperature if variant else None,
         )
         budget_note = await self._budget_exhausted(account_id, daily_budget)
+        if budget_note is not None:
+            self.alerts.emit(alert.budget_spent(account_id, budget_note))
         if budget_note is None and variant is not None:
             budget_note = await self._variant_budget_spent(variant)
         row.context_errors = list(context.errors)
@@ -555,6 +569,7 @@ class DecisionEngine:
                     log.exception("execution failed for account %s decision %s", account_id, decision_id)
                     report.errors.append(f"execution stopped: {type(exc).__name__}: {exc}")
             await self._guard_stops(run, validation, prepared.strategy)
+            self._alert(report.alerts)
 
             async with self.sessions.begin() as session:
                 await self._store_calls(session, calls, account_id, decision_id, self.wall_clock.now())
@@ -705,7 +720,7 @@ class DecisionEngine:
             )
             prompt = _prompt_text(request)
             calls, response, why = await self._ask(row, request, shadow=True)
-        _settle(row, await self._validate(response, why, prepared, context, account_id, now), why)
+        _settle(row, await self._validate(response, why, prepared, context, account_id, now, shadow=True), why)
         # The context is the executed decision's (`shadow_of`); only the prompt is this variant's own.
         provenance = models.DecisionProvenance(context_snapshot=None, prompt=prompt)
         async with self.sessions.begin() as session:
@@ -772,6 +787,8 @@ class DecisionEngine:
         context: TradingContext,
         account_id: int,
         now: datetime,
+        *,
+        shadow: bool = False,
     ) -> ValidationResult:
         """The model's decision checked against the account's state, or every asset holding with `why`."""
         if response is None or response.decision is None:
@@ -779,6 +796,9 @@ class DecisionEngine:
         state = await self.risk_state(
             account_id, prepared.status, prepared.max_leverage, context, now, prepared.history
         )
+        daily = None if shadow else daily_loss_reached(context.account_state.active_strategy, state)
+        if daily is not None:
+            self.alerts.emit(alert.daily_loss_limit(account_id, daily))
         return await self.validator.validate_decision(response.decision, context, state)
 
     async def _after_preparations(self) -> None:
@@ -830,6 +850,10 @@ class DecisionEngine:
         )
 
     # ----------------------------------------------------------------------------------------- helpers
+    def _alert(self, events: list[AlertEvent]) -> None:
+        for event in events:
+            self.alerts.emit(event)
+
     def _take_refresh(self, account_id: int) -> None:
         """Count a forced decision (it bypasses the per-candle cache and costs a model call): at most
         `refreshes_per_hour` per account in any hour of the wall clock (a rate limit protects real money and real

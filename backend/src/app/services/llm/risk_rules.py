@@ -52,6 +52,20 @@ def liquidation_price(price: float, leverage: float, is_long: bool, mmr: float) 
     return price * (1 + 1 / leverage) / (1 + mmr)
 
 
+def daily_loss_reached(strategy: TradingStrategy, state: RiskState) -> str | None:
+    """Why the day's loss stops new exposure (`max_daily_loss` reached), or None."""
+    risk = strategy.risk_parameters
+    if not state.day_start_equity or state.day_start_equity <= 0:
+        return None
+    loss_pct = -state.day_pnl_usd / state.day_start_equity * 100
+    if loss_pct < risk.max_daily_loss:
+        return None
+    return (
+        f"daily loss limit reached: down {loss_pct:.2f}% today, the strategy allows {risk.max_daily_loss:g}%; "
+        "only reducing actions until tomorrow (UTC)"
+    )
+
+
 def exposure_block(asset: str, strategy: TradingStrategy, state: RiskState | None) -> str | None:
     """Why no new exposure may be added in `asset` now (daily loss, reduce-only, cooldown), or None."""
     if state is None:
@@ -59,13 +73,9 @@ def exposure_block(asset: str, strategy: TradingStrategy, state: RiskState | Non
     if state.reduce_only_reason:
         return f"only reducing actions are allowed: {state.reduce_only_reason}"
     risk = strategy.risk_parameters
-    if state.day_start_equity and state.day_start_equity > 0:
-        loss_pct = -state.day_pnl_usd / state.day_start_equity * 100
-        if loss_pct >= risk.max_daily_loss:
-            return (
-                f"daily loss limit reached: down {loss_pct:.2f}% today, the strategy allows {risk.max_daily_loss:g}%; "
-                "only reducing actions until tomorrow (UTC)"
-            )
+    daily = daily_loss_reached(strategy, state)
+    if daily is not None:
+        return daily
     last = state.last_trade_at.get(asset)
     if last is not None and risk.cooldown_period > 0:
         elapsed = (state.now - last).total_seconds()

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from app.core.clock import Clock, WallClock
+from app.services.alerts.events import NO_ALERTS, AlertSink, market_stale
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,11 @@ class MarketAvailability:
         max_backoff_s: float = 300.0,
         wall: Clock | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        alerts: AlertSink = NO_ALERTS,
     ) -> None:
+        """`alerts` hears of each outage once, when it begins."""
         self.name = name
+        self.alerts = alerts
         self._probe = probe
         self.first_backoff_s = first_backoff_s
         self.max_backoff_s = max_backoff_s
@@ -78,6 +82,11 @@ class MarketAvailability:
                 self.name,
                 self.max_backoff_s,
                 self.error,
+            )
+            self.alerts.emit(
+                market_stale(
+                    self.name, f"The market cannot be reached: no decision is made until it answers: {self.error}"
+                )
             )
         else:
             log.debug("market %s still cannot be reached (attempt %d): %s", self.name, self.failed_attempts, self.error)

@@ -38,6 +38,7 @@ from app.db import models
 from app.db.models import Base
 from app.main import create_app
 from app.services.market_data.simulator import MarketSimulator
+from app.web.router import DashboardRoute
 from tests.conftest import ADMIN_KEY, IsolatedSettings
 from tests.e2e.server import serve
 from tests.factories import buy, trading_context, trading_decision
@@ -108,7 +109,8 @@ ACCOUNT_IN_BODY = {
 
 
 def api_operations(app: FastAPI) -> set[Operation]:
-    """(method, path) of every route the app serves, HEAD aside. FastAPI 0.16x keeps included routers nested
+    """(method, path) of every API route the app serves, HEAD and the dashboard's pages aside. FastAPI 0.16x keeps
+    included routers nested
     in `app.routes`; `iter_route_contexts` flattens them (older versions list them flat)."""
     flatten: Callable[[Any], Any] = getattr(fastapi.routing, "iter_route_contexts", lambda routes: routes)
     found: set[Operation] = set()
@@ -116,8 +118,8 @@ def api_operations(app: FastAPI) -> set[Operation]:
         # `path_format`: the path as the schema names it (`/{decision_id}` for the route's `/{decision_id:int}`).
         path = getattr(route, "path_format", None) or getattr(route, "path", None)
         methods = getattr(route, "methods", None)
-        if path is None or not methods:
-            continue
+        if path is None or not methods or isinstance(getattr(route, "original_route", route), DashboardRoute):
+            continue  # the dashboard's pages take a session cookie, not a key (tests/integration/test_dashboard.py)
         found.update((method, path) for method in methods if method != "HEAD")
     return found
 

@@ -11,6 +11,7 @@ from urllib.parse import unquote
 
 import httpx
 import pytest
+from fastapi.routing import APIRoute
 from sqlalchemy import select
 
 from app.bootstrap import Agent, build_agent
@@ -21,6 +22,7 @@ from app.db import models
 from app.main import create_app
 from app.services.market_data.simulator import MarketSimulator
 from app.web.charts import drawdown, line_chart
+from app.web.router import router as dashboard_router
 from tests.conftest import ADMIN_KEY
 from tests.e2e.server import serve
 from tests.fakes.scripted_model import ScriptedModel
@@ -67,6 +69,23 @@ async def test_a_page_without_a_session_asks_to_log_in_and_a_wrong_key_is_refuse
         wrong = await _login(client, "ta_admin_not-a-key")
         assert wrong.status_code == 401 and 'class="error"' in wrong.text and "invalid API key" in wrong.text
         assert "ta_session" not in wrong.cookies
+
+
+async def test_every_dashboard_route_but_the_login_form_needs_a_session(base_url: str) -> None:
+    """Every route of the dashboard's router, found on the router (a new page cannot be left open by mistake)."""
+    routes = {(m, r.path) for r in dashboard_router.routes if isinstance(r, APIRoute) for m in r.methods}
+    assert len(routes) >= 15
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        for method, path in sorted(routes):
+            if path == "/login":
+                continue
+            url = path.replace("{account_id}", "1").replace("{decision_id}", "1").replace("{backtest_id}", "1")
+            answer = await client.request(method, url, data={"action": "pause"} if method == "POST" else None)
+            if path == "/events":
+                assert answer.status_code == 401, (method, path)
+            else:
+                assert answer.status_code == 303, (method, path, answer.status_code)
+                assert answer.headers["location"].startswith("/login"), (method, path)
 
 
 async def test_the_session_cookie_names_the_key_but_never_holds_it(base_url: str) -> None:

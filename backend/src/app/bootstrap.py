@@ -288,7 +288,7 @@ async def _wire(
     alerts = AlertCenter(
         sessions,
         wall_clock,
-        urls=settings.alert_url_list,
+        urls=() if frozen_history else settings.alert_url_list,  # a backtest's events page nobody
         quiet_s=settings.alert_quiet_s,
         metrics=metrics,
         secrets=settings.secret_values(),

@@ -227,6 +227,9 @@ async def test_every_alert_fires_once_through_its_code_path_and_reaches_the_rece
         async with agent.sessions() as session:
             halt = await session.scalar(select(models.Alert).where(models.Alert.kind == "account_halted"))
         assert halt is not None and halt.repeats == 1 and len(receiver.received) == 11
+        metrics = (await client.get("/metrics")).text
+        assert 'agent_alerts_total{kind="account_halted",outcome="repeat"} 1.0' in metrics
+        assert 'agent_alerts_total{kind="loop_behind",outcome="delivered"} 1.0' in metrics
 
         # the API: an admin sees every alert, an account key its account's and the agent-wide ones
         listed = await client.get("/api/v1/alerts", params={"limit": 100})

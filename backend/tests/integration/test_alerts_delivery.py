@@ -25,7 +25,7 @@ from sqlalchemy import select
 from app.api import protocol
 from app.api.v1 import alerts as alerts_api
 from app.bootstrap import Agent, build_agent
-from app.core.clock import ManualClock
+from app.core.clock import ManualClock, WallClock
 from app.core.config import Settings
 from app.db import models
 from app.main import create_app
@@ -34,10 +34,11 @@ from app.services.exchange.base import OrderRequest
 from app.services.llm.llm_exceptions import LLMAPIError
 from app.services.llm.providers.base import ModelRequest, ModelResponse
 from app.services.market_data.availability import MarketAvailability
+from app.services.market_data.ccxt_source import CcxtMarketData, local_api_urls
 from app.services.market_data.simulator import MarketSimulator
 from tests import factories as f
 from tests.conftest import ADMIN_KEY, START, IsolatedSettings
-from tests.e2e.server import serve
+from tests.e2e.server import free_port, serve
 from tests.fakes.scripted_model import answer
 from tests.fakes.webhook_receiver import WebhookReceiver, webhook_receiver
 
@@ -241,3 +242,38 @@ async def test_every_alert_fires_once_through_its_code_path_and_reaches_the_rece
         assert seen == {"daily_loss_limit", "account_paused", "account_halted"} | {k.value for k in AGENT_WIDE}
         other = await client.get("/api/v1/alerts", params={"account_id": 1}, headers={"X-API-Key": key})
         assert other.status_code == 404
+
+
+async def test_the_agents_market_check_alerts_once_per_outage(
+    database_url: str, tmp_path: object, receiver: WebhookReceiver
+) -> None:
+    """The agent's own market availability (wired by bootstrap) on a venue nothing answers at: one alert for the
+    outage, however many attempts fail."""
+    settings: Settings = IsolatedSettings(
+        database_url=database_url,
+        admin_api_key=ADMIN_KEY,
+        secret_key_file=str(tmp_path) + "/secret.key",
+        alert_urls=SecretStr(receiver.url()),
+    )
+    market = CcxtMarketData(
+        "binanceusdm",
+        settings.assets,
+        api_overrides=local_api_urls("binanceusdm", f"http://127.0.0.1:{free_port()}"),  # nothing listens there
+        clock=WallClock(),
+        attempts=1,
+        backoff_s=0.01,
+        rate_limit_ms=1,
+    )
+    agent = await build_agent(settings, clock=WallClock(), market=market)
+    try:
+        agent.market_status.first_backoff_s = 0.0  # every check asks again
+        for _ in range(3):
+            assert await agent.market_status.check() is False
+        await agent.alerts.flush()
+        async with agent.sessions() as session:
+            [row] = (await session.scalars(select(models.Alert))).all()
+    finally:
+        await agent.close()
+    assert (row.kind, row.subject, row.account_id, row.repeats) == ("market_data_stale", "market binanceusdm", None, 0)
+    assert "cannot be reached" in row.message and row.delivery == "delivered"
+    assert receiver.titles() == ["[CRITICAL] Market binanceusdm: no market data"]

@@ -14,7 +14,7 @@ from app.api.auth import MutationLimiter, VerifiedKeys
 from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
 from app.api.middleware import install_middleware
-from app.api.v1 import accounts, audit, backtests, decisions, experiments, llm, strategies
+from app.api.v1 import accounts, alerts, audit, backtests, decisions, experiments, llm, strategies
 from app.backtest import store as backtest_store
 from app.backtest.jobs import BacktestJobs
 from app.bootstrap import Agent, build_agent
@@ -103,6 +103,7 @@ def create_app(
         strategies.router,
         accounts.router,
         audit.router,
+        alerts.router,
         llm.router,
         experiments.router,
         backtests.router,

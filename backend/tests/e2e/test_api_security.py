@@ -100,6 +100,7 @@ ACCOUNT_IN_QUERY = {
     ("GET", "/api/v1/decisions/history"),
     ("GET", "/api/v1/decisions/metrics"),
     ("GET", "/api/v1/llm/usage"),  # without account_id: every account for an admin, its own for an account key
+    ("GET", "/api/v1/alerts"),  # without account_id: every alert for an admin, its own and agent-wide ones
 }
 ACCOUNT_IN_BODY = {
     ("POST", "/api/v1/decisions/generate"),

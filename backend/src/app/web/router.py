@@ -261,8 +261,21 @@ async def _version(agent: Agent, principal: Principal) -> str:
         )
         alert = await session.scalar(select(func.max(Alert.id)))
         repeats = await session.scalar(select(func.sum(Alert.repeats)))
+        backtests = None if scoped else await session.scalar(select(func.max(models.BacktestRun.updated_at)))
     beat = agent.loop.heartbeat
-    parts = [decision_id, order_id, orders, equity, accounts, status, alert, repeats, beat.cycles, beat.running]
+    parts = [
+        decision_id,
+        order_id,
+        orders,
+        equity,
+        accounts,
+        status,
+        alert,
+        repeats,
+        backtests,
+        beat.cycles,
+        beat.running,
+    ]
     return "|".join("" if p is None else str(p) for p in parts)
 
 

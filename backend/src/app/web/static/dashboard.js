@@ -6,6 +6,7 @@
   var POLL_MS = 2000;
   var version = null;
   var busy = false;
+  var pending = false;
 
   function setState(text) {
     var el = document.getElementById("live-state");
@@ -32,7 +33,8 @@
       if (!response.ok) return;
       return response.text().then(function (html) {
         var main = document.getElementById("main");
-        if (!main || editing()) return;
+        if (!main) return;
+        if (editing()) { pending = true; return; } // the trader started typing meanwhile: shown once they leave
         main.innerHTML = html;
         document.body.dataset.swaps = String(Number(document.body.dataset.swaps || "0") + 1);
         bindConfirmations();
@@ -54,10 +56,10 @@
       .then(function (body) {
         if (!body) { setState("offline: retrying"); return; }
         setState("live");
-        var changed = version !== null && body.version !== version;
+        var changed = pending || (version !== null && body.version !== version);
         version = body.version;
-        if (changed && !editing()) return swap();
-        if (changed) version = null; // try again once the form is left
+        pending = changed && editing(); // shown once the form is left
+        if (changed && !pending) return swap();
       })
       .catch(function () { setState("offline: retrying"); })
       .then(function () { busy = false; });

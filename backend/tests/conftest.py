@@ -11,10 +11,13 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.bootstrap import Agent, build_agent
 from app.core.clock import ManualClock
 from app.core.config import ExplicitSettings, Settings, normalise_database_url
+from app.db.migrate import ensure_migrated
+from app.db.session import create_engine, create_session_factory
 from app.services.market_data.simulator import MarketSimulator
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -110,3 +113,14 @@ async def agent(settings: Settings, clock: ManualClock) -> AsyncIterator[Agent]:
         yield built
     finally:
         await built.close()
+
+
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on a fresh, migrated database (for tests of one part, without the whole agent)."""
+    engine = create_engine(database_url)
+    await ensure_migrated(engine)
+    try:
+        yield create_session_factory(engine)
+    finally:
+        await engine.dispose()

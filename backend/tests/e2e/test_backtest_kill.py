@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,9 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.backtest.results import BacktestConfig
 from app.backtest.runner import Backtester, config_json
 from app.backtest.store import INTERRUPTED, create_queued, get_run, mark_interrupted, set_pid
-from app.db.migrate import ensure_migrated
 from app.db.models import BacktestRecord, BacktestRun
-from app.db.session import create_engine, create_session_factory
 from tests.conftest import IsolatedSettings
 
 pytestmark = pytest.mark.db
@@ -45,16 +42,6 @@ CONFIG = BacktestConfig(
     seed=3,
     strategy="aggressive",
 )
-
-
-@pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(database_url)
-    await ensure_migrated(engine)
-    try:
-        yield create_session_factory(engine)
-    finally:
-        await engine.dispose()
 
 
 def _job(run_id: int, database_url: str, tmp_path: Path) -> subprocess.Popen[bytes]:

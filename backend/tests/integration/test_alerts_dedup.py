@@ -15,9 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import ManualClock
 from app.db import models
-from app.db.migrate import ensure_migrated
 from app.db.repositories.alerts import AlertRepository
-from app.db.session import create_engine, create_session_factory
 from app.services.alerts.center import AlertCenter
 from app.services.alerts.events import AlertEvent, AlertKind
 from tests.conftest import START
@@ -27,16 +25,6 @@ pytestmark = pytest.mark.db
 
 SECRET = "Sup3rSecretPassw0rd"
 HALT = AlertEvent(AlertKind.ACCOUNT_HALTED, "account 1", "Account 1 halted", "halted by the test", "critical", None)
-
-
-@pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(database_url)
-    await ensure_migrated(engine)
-    try:
-        yield create_session_factory(engine)
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture

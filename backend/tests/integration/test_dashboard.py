@@ -296,3 +296,23 @@ def test_a_chart_escapes_its_label_and_says_when_it_has_no_data() -> None:
     times = [datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=5 * i) for i in range(3)]
     drawn = line_chart("c", times, [1.0, 2.0, 1.5], label="Equity")
     assert 'data-points="3"' in drawn and drawn.count(",") >= 3
+
+
+async def test_switching_strategy_and_model_from_the_dashboard_says_what_happened(base_url: str) -> None:
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        await _login(client, ADMIN_KEY)
+        csrf = _csrf((await client.get("/accounts/1")).text)
+        switched = await client.post("/accounts/1/strategy", data={"csrf": csrf, "strategy_id": "aggressive"})
+        assert switched.status_code == 303
+        assert "now runs aggressive" in unquote(switched.cookies["ta_flash"])
+        unknown = await client.post("/accounts/1/strategy", data={"csrf": csrf, "strategy_id": "no-such-one"})
+        assert "strategy not switched" in unquote(unknown.cookies["ta_flash"])
+        model = await client.post("/accounts/1/model", data={"csrf": csrf, "model": "x-ai/grok-4"})
+        assert "model not changed" in unquote(model.cookies["ta_flash"])
+        assert "no LLM is configured" in unquote(model.cookies["ta_flash"])  # the API's 409, in its words
+        long_reason = await client.post(
+            "/accounts/1/control", data={"csrf": csrf, "action": "pause", "reason": "x" * 501}
+        )
+        assert "not done (pause)" in unquote(long_reason.cookies["ta_flash"])
+        account = (await client.get("/api/v1/accounts/1", headers=ADMIN)).json()
+    assert account["strategy_id"] == "aggressive" and account["model"] is None and account["status"] == "ACTIVE"

@@ -10,7 +10,7 @@ the same handlers the JSON API runs."""
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -290,6 +290,17 @@ async def _checked_form(request: Request, principal: Principal, account_id: int)
     return form
 
 
+async def _attempt(back: str, failed: str, change: Callable[[], Awaitable[str]]) -> Response:
+    """Back to the account's page with what `change` did, or why it was refused (the API's own words)."""
+    try:
+        done = await change()
+    except ValidationError as exc:
+        return _back(back, f"{failed}: {exc.errors()[0]['msg']}")
+    except HTTPException as exc:
+        return _back(back, f"{failed}: {exc.detail}")
+    return _back(back, done)
+
+
 @router.post("/accounts/{account_id}/control")
 async def control(request: Request, account_id: int, principal: WebPrincipal) -> Response:
     """Pause, resume, reduce or halt, through the API's own handlers (the same checks, history and audit)."""
@@ -301,54 +312,46 @@ async def control(request: Request, account_id: int, principal: WebPrincipal) ->
         return _back(back, f"unknown control {action!r}")
     if action == "halt" and form.get("confirm") != "yes":
         return _back(back, "not halted: tick the box to confirm the halt")
-    try:
-        body = StatusChange(reason=form.get("reason") or f"{action} from the dashboard")
-    except ValidationError as exc:
-        return _back(back, f"not done: the reason {exc.errors()[0]['msg'].lower()}")
-    agent = _agent(request)
     handler = {
         "pause": accounts_api.pause,
         "resume": accounts_api.resume,
         "reduce": accounts_api.reduce,
         "halt": accounts_api.halt,
     }[action]
-    try:
-        view = await handler(request, account_id, agent, principal, body)
-    except HTTPException as exc:
-        return _back(back, f"{action}: {exc.detail}")
-    return _back(back, f"account {account_id} is now {view.status}")
+
+    async def change() -> str:
+        body = StatusChange(reason=form.get("reason") or f"{action} from the dashboard")
+        view = await handler(request, account_id, _agent(request), principal, body)
+        return f"account {account_id} is now {view.status}"
+
+    return await _attempt(back, f"not done ({action})", change)
 
 
 @router.post("/accounts/{account_id}/model")
 async def switch_model(request: Request, account_id: int, principal: WebPrincipal) -> Response:
     account_id = _account_id(account_id)
     form = await _checked_form(request, principal, account_id)
-    back = f"/accounts/{account_id}"
-    chosen = form.get("model", "").strip() or None
-    try:
-        body = ModelAssignment(model=chosen)
+
+    async def change() -> str:
+        body = ModelAssignment(model=form.get("model", "").strip() or None)
         view = await accounts_api.assign_model(account_id, body, _agent(request), principal)
-    except ValidationError as exc:
-        return _back(back, f"model not changed: {exc.errors()[0]['msg']}")
-    except HTTPException as exc:
-        return _back(back, f"model not changed: {exc.detail}")
-    request.state.audit_detail = f"model set to {view.model or 'the default'}"
-    return _back(back, f"account {account_id} now asks {view.model or 'the default model'}")
+        request.state.audit_detail = f"model set to {view.model or 'the default'}"
+        return f"account {account_id} now asks {view.model or 'the default model'}"
+
+    return await _attempt(f"/accounts/{account_id}", "model not changed", change)
 
 
 @router.post("/accounts/{account_id}/strategy")
 async def switch_strategy(request: Request, account_id: int, principal: WebPrincipal) -> Response:
     account_id = _account_id(account_id)
     form = await _checked_form(request, principal, account_id)
-    back = f"/accounts/{account_id}"
-    try:
+
+    async def change() -> str:
         body = StrategySwitch(strategy_id=form.get("strategy_id", ""), reason="switched from the dashboard")
         strategy = await strategies_api.switch(account_id, body, _agent(request), principal, request)
-    except ValidationError as exc:
-        return _back(back, f"strategy not switched: {exc.errors()[0]['msg']}")
-    except HTTPException as exc:
-        return _back(back, f"strategy not switched: {exc.detail}")
-    return _back(back, f"account {account_id} now runs {strategy.strategy_id}")
+        return f"account {account_id} now runs {strategy.strategy_id}"
+
+    return await _attempt(f"/accounts/{account_id}", "strategy not switched", change)
 
 
 # ------------------------------------------------------------------------------------------------ install

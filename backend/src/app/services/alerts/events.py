@@ -139,6 +139,11 @@ def market_stale(market: str, why: str) -> AlertEvent:
     return AlertEvent(AlertKind.MARKET_STALE, f"market {market}", f"Market {market}: no market data", why, "critical")
 
 
+def asset_stale(market: str, asset: str, why: str) -> AlertEvent:
+    """One asset's candles are stale while the market answers (the context lists it; the model is told)."""
+    return AlertEvent(AlertKind.MARKET_STALE, f"market {market} {asset}", f"Market {market}: {asset} data stale", why)
+
+
 def loop_behind(why: str) -> AlertEvent:
     return AlertEvent(AlertKind.LOOP_BEHIND, "loop", "Trading loop behind: candles skipped", why, "warning")
 

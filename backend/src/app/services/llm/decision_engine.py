@@ -508,6 +508,10 @@ class DecisionEngine:
         if budget_note is None and variant is not None:
             budget_note = await self._variant_budget_spent(variant)
         row.context_errors = list(context.errors)
+        for error in context.errors:  # "ETH: stale data: ..." (one alert per asset a quiet period, every account)
+            asset, _, why = error.partition(": stale data")
+            if why:
+                self.alerts.emit(alert.asset_stale(self.context_builder.market.name, asset, error))
         row.asset_state = asset_state_of(context)
         provenance = models.DecisionProvenance(
             context_snapshot=context.model_dump(mode="json"),

@@ -1,5 +1,5 @@
 """One asset's market data goes stale while the market still answers: the decision's context says so, and one
-alert per asset and quiet period reaches the webhook, whichever account's cycle found it."""
+alert per asset and quiet period reaches the webhook (its repeats counted on the stored alert)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ class EthStopsAt(MarketSimulator):
         )
 
 
-async def test_a_stale_asset_is_alerted_once_across_accounts_and_cycles(settings: Settings, clock: ManualClock) -> None:
+async def test_a_stale_asset_is_alerted_once_across_cycles(settings: Settings, clock: ManualClock) -> None:
     async with webhook_receiver() as receiver:
         configured: Any = settings.model_copy(update={"alert_urls": SecretStr(receiver.url())})
         market = EthStopsAt(settings.assets, base_timeframe=settings.interval, seed=settings.sim_seed)

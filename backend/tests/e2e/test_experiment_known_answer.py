@@ -203,3 +203,14 @@ async def test_the_experiment_tells_a_real_edge_from_a_coin(
     oracle_rows = [row for row in outcomes if row.variant_id == ids["oracle"]]
     assert oracle_rows and all(row.direction_return >= 0 for row in oracle_rows)  # it knew every next close
     assert all(row.is_shadow for row in oracle_rows)
+
+    # The dashboard shows the same verdicts and draws each variant's estimate with its interval.
+    async with httpx.AsyncClient(base_url=str(client.base_url), timeout=60) as browser:
+        assert (await browser.post("/login", data={"api_key": ADMIN_KEY})).status_code == 303
+        page = (await browser.get("/experiments")).text
+        models_page = (await browser.get("/models")).text
+    section = page[page.index(f'data-experiment-id="{experiment["id"]}"') :]
+    assert f'id="experiment-{experiment["id"]}-chart"' in section and section.count('class="chart-dot"') == 3
+    assert "<td>better<br>" in section  # the oracle's verdict
+    for name in (CONTROL, ORACLE, COIN):
+        assert f'data-model="{name}"' in models_page, name

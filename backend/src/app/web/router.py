@@ -20,7 +20,7 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import func, null, select
 
 from app.api.auth import Principal, ensure_scope
 from app.api.v1 import accounts as accounts_api
@@ -241,42 +241,33 @@ async def events(request: Request, principal: WebPrincipal) -> Response:
 
 
 async def _version(agent: Agent, principal: Principal) -> str:
+    """One statement (one round trip): the newest decision, order, order change, equity snapshot, account change,
+    status change, alert and backtest progress the key can see, and the loop's cycles."""
     from app.db.models import Alert
 
     scoped = not principal.is_admin
 
-    def where(query: Any, column: Any) -> Any:
-        return query.where(column == principal.account_id) if scoped else query
+    def newest(column: Any, account_column: Any) -> Any:
+        query = select(func.max(column))
+        if scoped and account_column is not None:
+            query = query.where(account_column == principal.account_id)
+        return query.scalar_subquery()
 
+    query = select(
+        newest(models.Decision.id, models.Decision.account_id),
+        newest(models.Order.id, models.Order.account_id),
+        newest(models.Order.updated_at, models.Order.account_id),
+        newest(models.EquitySnapshot.id, models.EquitySnapshot.account_id),
+        newest(models.Account.updated_at, models.Account.id),
+        newest(models.AccountStatusChange.id, models.AccountStatusChange.account_id),
+        newest(Alert.last_at, None),  # agent-wide alerts too: an account key sees them
+        newest(Alert.id, None),
+        null() if scoped else newest(models.BacktestRun.updated_at, None),  # backtests are the admin's
+    )
     async with agent.sessions() as session:
-        decision_id = await session.scalar(where(select(func.max(models.Decision.id)), models.Decision.account_id))
-        orders = await session.scalar(where(select(func.max(models.Order.updated_at)), models.Order.account_id))
-        order_id = await session.scalar(where(select(func.max(models.Order.id)), models.Order.account_id))
-        equity = await session.scalar(
-            where(select(func.max(models.EquitySnapshot.id)), models.EquitySnapshot.account_id)
-        )
-        accounts = await session.scalar(where(select(func.max(models.Account.updated_at)), models.Account.id))
-        status = await session.scalar(
-            where(select(func.max(models.AccountStatusChange.id)), models.AccountStatusChange.account_id)
-        )
-        alert = await session.scalar(select(func.max(Alert.id)))
-        repeats = await session.scalar(select(func.sum(Alert.repeats)))
-        backtests = None if scoped else await session.scalar(select(func.max(models.BacktestRun.updated_at)))
+        row = (await session.execute(query)).one()
     beat = agent.loop.heartbeat
-    parts = [
-        decision_id,
-        order_id,
-        orders,
-        equity,
-        accounts,
-        status,
-        alert,
-        repeats,
-        backtests,
-        beat.cycles,
-        beat.running,
-    ]
-    return "|".join("" if p is None else str(p) for p in parts)
+    return "|".join("" if p is None else str(p) for p in (*row, beat.cycles, beat.running))
 
 
 # ----------------------------------------------------------------------------------------------- controls

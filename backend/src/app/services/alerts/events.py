@@ -92,26 +92,21 @@ def account_status(account_id: int, status: str, *, by: str, reason: str | None)
     )
 
 
+def _on_account(
+    kind: AlertKind, account_id: int, title: str, why: str, severity: Severity, asset: str | None = None
+) -> AlertEvent:
+    """An event about one account (and one of its assets): its subject and title name them the same way."""
+    where = f"Account {account_id}" + (f" {asset}" if asset else "")
+    return AlertEvent(kind, _account(account_id, asset), f"{where}: {title}", why, severity, account_id)
+
+
 def daily_loss_limit(account_id: int, why: str) -> AlertEvent:
-    return AlertEvent(
-        AlertKind.DAILY_LOSS_LIMIT,
-        _account(account_id),
-        f"Account {account_id}: daily loss limit reached",
-        why,
-        "critical",
-        account_id,
-    )
+    return _on_account(AlertKind.DAILY_LOSS_LIMIT, account_id, "daily loss limit reached", why, "critical")
 
 
 def stop_failed(account_id: int, asset: str, why: str) -> AlertEvent:
-    return AlertEvent(
-        AlertKind.STOP_FAILED,
-        _account(account_id, asset),
-        f"Account {account_id} {asset}: no stop could be placed, position closed",
-        why,
-        "critical",
-        account_id,
-    )
+    title = "no stop could be placed, position closed"
+    return _on_account(AlertKind.STOP_FAILED, account_id, title, why, "critical", asset)
 
 
 def circuit(model: str, opened: bool, detail: str) -> AlertEvent:
@@ -125,14 +120,7 @@ def circuit(model: str, opened: bool, detail: str) -> AlertEvent:
 
 
 def budget_spent(account_id: int, note: str) -> AlertEvent:
-    return AlertEvent(
-        AlertKind.BUDGET_SPENT,
-        _account(account_id),
-        f"Account {account_id}: LLM budget spent",
-        note,
-        "warning",
-        account_id,
-    )
+    return _on_account(AlertKind.BUDGET_SPENT, account_id, "LLM budget spent", note, "warning")
 
 
 def market_stale(market: str, why: str) -> AlertEvent:
@@ -149,22 +137,9 @@ def loop_behind(why: str) -> AlertEvent:
 
 
 def reconciliation(account_id: int, why: str, asset: str | None = None) -> AlertEvent:
-    return AlertEvent(
-        AlertKind.RECONCILIATION,
-        _account(account_id, asset),
-        f"Account {account_id}{f' {asset}' if asset else ''}: the venue does not match the agent",
-        why,
-        "critical",
-        account_id,
-    )
+    title = "the venue does not match the agent"
+    return _on_account(AlertKind.RECONCILIATION, account_id, title, why, "critical", asset)
 
 
 def order_rejected(account_id: int, asset: str, why: str) -> AlertEvent:
-    return AlertEvent(
-        AlertKind.ORDER_REJECTED,
-        _account(account_id, asset),
-        f"Account {account_id} {asset}: order rejected by the venue",
-        why,
-        "warning",
-        account_id,
-    )
+    return _on_account(AlertKind.ORDER_REJECTED, account_id, "order rejected by the venue", why, "warning", asset)

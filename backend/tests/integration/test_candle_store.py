@@ -15,7 +15,7 @@ from app.db.migrate import ensure_migrated
 from app.db.models import CandleRow
 from app.db.session import create_engine, create_session_factory
 from app.services.market_data.base import CandleSeries, FundingRate
-from app.services.market_data.candle_store import CandleStore, CandleSync, StoredMarketData
+from app.services.market_data.candle_store import CandleStore, CandleSync, StoredMarketData, stale_symbol
 from app.services.market_data.simulator import MarketSimulator
 
 pytestmark = pytest.mark.db
@@ -190,6 +190,7 @@ async def test_stale_detection_and_fetch_errors(store: CandleStore) -> None:
     assert stale.stale and stale.inserted == 0
     message = await stored.freshness("btc", "5m", T0 + 60 * M5)
     assert message is not None and "stale" in message and "BTC" in message
+    assert stale_symbol(message) == "BTC" and stale_symbol("BTC: funding rate unavailable") is None
     assert await stored.freshness("BTC", "1h", T0 + 60 * M5) == "BTC: stale data: no stored 1h candles"
 
     source.fail = True

@@ -28,6 +28,7 @@ from app.api.v1 import backtests as backtests_api
 from app.api.v1 import strategies as strategies_api
 from app.bootstrap import Agent
 from app.db import models
+from app.db.models import Alert
 from app.schemas.api import MAX_DB_ID, ModelAssignment, StatusChange, StrategySwitch
 from app.services.llm.llm_exceptions import AccountNotFoundError, DecisionNotFoundError
 from app.web import charts, formats, views
@@ -42,7 +43,13 @@ POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
 )
-CONTROLS = {"pause": "PAUSED", "resume": "ACTIVE", "reduce": "REDUCING", "halt": "HALTED"}
+# The account controls, each the JSON API's own handler (its checks, the status history, the audit entry)
+CONTROLS = {
+    "pause": accounts_api.pause,
+    "resume": accounts_api.resume,
+    "reduce": accounts_api.reduce,
+    "halt": accounts_api.halt,
+}
 
 
 class LoginRequired(Exception):
@@ -231,7 +238,7 @@ async def backtest_report(request: Request, backtest_id: int, principal: WebPrin
 @router.get("/alerts")
 async def alerts(request: Request, principal: WebPrincipal) -> Response:
     items = await views.recent_alerts(_agent(request), principal, limit=200)
-    return _page(request, "alerts.html", principal, items=items, kinds=views.ALERT_KINDS)
+    return _page(request, "alerts.html", principal, items=items)
 
 
 @router.get("/events")
@@ -243,8 +250,6 @@ async def events(request: Request, principal: WebPrincipal) -> Response:
 async def _version(agent: Agent, principal: Principal) -> str:
     """One statement (one round trip): the newest decision, order, order change, equity snapshot, account change,
     status change, alert and backtest progress the key can see, and the loop's cycles."""
-    from app.db.models import Alert
-
     scoped = not principal.is_admin
 
     def newest(column: Any, account_column: Any) -> Any:
@@ -303,12 +308,7 @@ async def control(request: Request, account_id: int, principal: WebPrincipal) ->
         return _back(back, f"unknown control {action!r}")
     if action == "halt" and form.get("confirm") != "yes":
         return _back(back, "not halted: tick the box to confirm the halt")
-    handler = {
-        "pause": accounts_api.pause,
-        "resume": accounts_api.resume,
-        "reduce": accounts_api.reduce,
-        "halt": accounts_api.halt,
-    }[action]
+    handler = CONTROLS[action]
 
     async def change() -> str:
         body = StatusChange(reason=form.get("reason") or f"{action} from the dashboard")

@@ -15,12 +15,12 @@ from app.api.auth import Principal, ensure_scope
 from app.api.v1 import accounts as accounts_api
 from app.bootstrap import Agent
 from app.db import models
+from app.db.repositories.alerts import AlertRepository
 from app.db.repositories.llm_calls import LLMCallRepository
 from app.db.repositories.trading import TradingRepository
 from app.db.types import epoch_ms
 from app.schemas.api import AccountView, FillView, OrderView, PositionView
 from app.schemas.decision_result import DecisionResult
-from app.services.alerts.events import AlertKind
 from app.services.market_data.candle_store import CandleStore
 from app.web.charts import drawdown
 
@@ -228,16 +228,11 @@ async def recent_alerts(
     agent: Agent, principal: Principal, *, account_id: int | None = None, limit: int = 50
 ) -> list[Any]:
     """The newest alerts the key may see: an account key, its account's and the agent-wide ones."""
-    from app.db.repositories.alerts import AlertRepository
-
     if account_id is not None:
         ensure_scope(principal, account_id)
     scope = account_id if account_id is not None else (None if principal.is_admin else principal.account_id)
     async with agent.sessions() as session:
         return list(await AlertRepository(session).recent(limit=limit, account_id=scope))
-
-
-ALERT_KINDS = [k.value for k in AlertKind]
 
 
 async def experiments(agent: Agent, principal: Principal, limit: int = 20) -> list[dict[str, Any]]:

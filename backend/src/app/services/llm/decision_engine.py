@@ -55,6 +55,7 @@ from app.services.llm.llm_service import CallRecord, LLMService, is_baseline
 from app.services.llm.providers.base import ModelRequest, ModelResponse
 from app.services.llm.risk_rules import daily_loss_reached
 from app.services.llm.strategy_manager import HOLD_NOTICE, StrategyManager, StrategyUnavailableError
+from app.services.market_data.candle_store import stale_symbol
 
 log = logging.getLogger(__name__)
 
@@ -508,9 +509,8 @@ class DecisionEngine:
         if budget_note is None and variant is not None:
             budget_note = await self._variant_budget_spent(variant)
         row.context_errors = list(context.errors)
-        for error in context.errors:  # "ETH: stale data: ..." (one alert per asset a quiet period, every account)
-            asset, _, why = error.partition(": stale data")
-            if why:
+        for error in context.errors:  # one alert per stale asset and quiet period, whichever account saw it
+            if (asset := stale_symbol(error)) is not None:
                 self.alerts.emit(alert.asset_stale(self.context_builder.market.name, asset, error))
         row.asset_state = asset_state_of(context)
         provenance = models.DecisionProvenance(

@@ -311,14 +311,23 @@ class SyncReport:
     errors: list[str] = field(default_factory=list)
 
 
+_STALE = ": stale data: "
+
+
 def stale_message(symbol: str, timeframe: str, latest: datetime | None, until: datetime) -> str | None:
     """Why the data is stale, or None when the newest candle closed within 2 timeframes of `until`."""
     if latest is None:
-        return f"{symbol}: stale data: no stored {timeframe} candles"
+        return f"{symbol}{_STALE}no stored {timeframe} candles"
     age_s = (until - latest).total_seconds() - timeframe_seconds(timeframe)
     if age_s > STALE_AFTER_CANDLES * timeframe_seconds(timeframe):
-        return f"{symbol}: stale data: the newest stored {timeframe} candle closed {age_s:.0f} s before {until}"
+        return f"{symbol}{_STALE}the newest stored {timeframe} candle closed {age_s:.0f} s before {until}"
     return None
+
+
+def stale_symbol(message: str) -> str | None:
+    """The symbol a `stale_message` names (a context error about stale data), None for any other message."""
+    symbol, found, _ = message.partition(_STALE)
+    return symbol if found else None
 
 
 class CandleSync:

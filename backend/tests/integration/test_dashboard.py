@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from urllib.parse import unquote
 
@@ -32,13 +33,27 @@ ADMIN = {"X-API-Key": ADMIN_KEY}
 PAGES = ["/", "/accounts/1", "/accounts/1/decisions", "/models", "/experiments", "/backtests", "/alerts"]
 
 
-@pytest.fixture
-async def base_url(agent: Agent, settings: Settings) -> AsyncIterator[str]:
+@asynccontextmanager
+async def _served(agent: Agent, settings: Settings) -> AsyncIterator[str]:
     async def prebuilt(_s: Settings) -> Agent:
         return agent
 
     async with serve(create_app(settings, agent_factory=prebuilt)) as url:
         yield url
+
+
+@pytest.fixture
+async def base_url(agent: Agent, settings: Settings) -> AsyncIterator[str]:
+    async with _served(agent, settings) as url:
+        yield url
+
+
+async def _decide(client: httpx.AsyncClient, clock: ManualClock, cycles: int) -> None:
+    """`cycles` decisions of account 1 through the API, one candle apart."""
+    for _ in range(cycles):
+        made = await client.post("/api/v1/decisions/generate", json={"account_id": 1}, headers=ADMIN)
+        assert made.status_code == 200, made.text
+        clock.advance(timedelta(minutes=5))
 
 
 async def _login(client: httpx.AsyncClient, key: str) -> httpx.Response:
@@ -181,18 +196,8 @@ async def test_a_halt_from_the_dashboard_keeps_a_paper_accounts_stops(
     agent: Agent, settings: Settings, clock: ManualClock
 ) -> None:
     agent.llm.provider = ScriptedModel(seed=5, invalid_rate=0.0)  # opens positions, each with its stop
-
-    async def prebuilt(_s: Settings) -> Agent:
-        return agent
-
-    async with (
-        serve(create_app(settings, agent_factory=prebuilt)) as base_url,
-        httpx.AsyncClient(base_url=base_url) as client,
-    ):
-        for _ in range(6):
-            made = await client.post("/api/v1/decisions/generate", json={"account_id": 1}, headers=ADMIN)
-            assert made.status_code == 200, made.text
-            clock.advance(timedelta(minutes=5))
+    async with _served(agent, settings) as base_url, httpx.AsyncClient(base_url=base_url) as client:
+        await _decide(client, clock, 6)
         positions = (await client.get("/api/v1/accounts/1/positions", headers=ADMIN)).json()
         assert positions, "the scripted model opened no position"
         await _login(client, ADMIN_KEY)
@@ -206,9 +211,9 @@ async def test_a_halt_from_the_dashboard_keeps_a_paper_accounts_stops(
     assert re.search(r'id="account-status">halted<', after)
     open_stops = {o["symbol"] for o in orders if o["kind"] == "stop_loss" and o["status"] == "open"}
     assert open_stops >= {p["symbol"] for p in positions}
-    for symbol in open_stops:
-        assert re.search(r'data-order-type="stop_market" data-order-kind="stop_loss" data-order-status="open"', after)
-        assert f'data-asset="{symbol}"' in after
+    for symbol in open_stops:  # each position's row, and its stop's row still open
+        assert f'<tr data-asset="{symbol}">' in after, symbol
+        assert re.search(rf'data-symbol="{symbol}" data-order-kind="stop_loss" data-order-status="open"', after), symbol
 
 
 async def test_the_polled_version_changes_with_what_the_key_can_see_and_only_then(base_url: str) -> None:
@@ -257,18 +262,9 @@ async def test_models_page_sums_cost_per_model_and_day(settings: Settings, clock
     model = ScriptedModel(seed=3, invalid_rate=0.0)
     agent = await build_agent(settings, clock=clock, market=market, provider=model)
 
-    async def prebuilt(_s: Settings) -> Agent:
-        return agent
-
     try:
-        async with (
-            serve(create_app(settings, agent_factory=prebuilt)) as base_url,
-            httpx.AsyncClient(base_url=base_url) as client,
-        ):
-            for _ in range(3):
-                made = await client.post("/api/v1/decisions/generate", json={"account_id": 1}, headers=ADMIN)
-                assert made.status_code == 200, made.text
-                clock.advance(timedelta(minutes=5))
+        async with _served(agent, settings) as base_url, httpx.AsyncClient(base_url=base_url) as client:
+            await _decide(client, clock, 3)
             await _login(client, ADMIN_KEY)
             page = (await client.get("/models")).text
         async with agent.sessions() as session:

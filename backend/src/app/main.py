@@ -67,6 +67,9 @@ def create_app(
             await agent.engine.interrupt_orphans(
                 "interrupted: the agent stopped or crashed before this decision completed (found at start-up)"
             )
+            resent = await agent.alerts.resend_unsent()  # what a stopped or killed run was still sending
+            if resent:
+                log.warning("%d alert(s) left unsent by a stopped run: sent again", resent)
             task = asyncio.create_task(agent.loop.run_forever(), name="trading-loop")
         try:
             yield

@@ -33,6 +33,7 @@ from tests.conftest import ADMIN_KEY
 from tests.e2e.server import free_port
 from tests.e2e.sql import rows, scalar
 from tests.fakes.openrouter_server import FakeOpenRouter, chat_completion, hold_all
+from tests.fakes.webhook_receiver import webhook_receiver
 
 pytestmark = pytest.mark.db
 
@@ -50,7 +51,13 @@ FILLED_ENTRIES = "SELECT count(*) FROM orders WHERE kind = 'entry' AND status = 
 class Agent:
     """One `trading-agent run` process on the test's database."""
 
-    def __init__(self, database_url: str, workdir: Path, model: FakeOpenRouter | None = None) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        workdir: Path,
+        model: FakeOpenRouter | None = None,
+        env_extra: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if k not in ("OPENROUTER_API_KEY", "LLM_BASE_URL", "ASSETS")}
         if model is not None:
@@ -68,6 +75,7 @@ class Agent:
                 "SHUTDOWN_GRACE_S": "20",
             }
         )
+        env.update(env_extra or {})
         self.log = (workdir / f"agent-{self.port}.log").open("w+")
         self.proc = subprocess.Popen([BIN, "run"], env=env, cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT)
 
@@ -268,3 +276,35 @@ async def test_killing_the_agent_at_random_moments_loses_nothing(
     assert decided >= 10, "the agent hardly ran: the test proved little"
     assert entries >= 1, "the agent never traded: the test proved little"
     assert interrupted >= 1, "no kill landed while a decision waited for its model: the test proved little"
+
+
+async def test_an_alert_whose_send_a_kill_cut_short_is_sent_again_after_the_restart(
+    db: AsyncEngine, database_url: str, tmp_path: Path
+) -> None:
+    """The agent is killed (SIGKILL) while a halt's alert is on its way to a webhook that has not answered: the
+    stored alert says `pending`; the next `run` sends it again, and it is stored once."""
+    async with webhook_receiver() as receiver:
+        receiver.hold()  # the first send never gets its answer
+        alerts = {"ALERT_URLS": receiver.url()}
+        agent = Agent(database_url, tmp_path, env_extra=alerts)
+        try:
+            await agent.wait_for_cycles(1)
+            async with httpx.AsyncClient(base_url=agent.base_url, headers={"X-API-Key": ADMIN_KEY}) as client:
+                assert (await client.post("/api/v1/accounts/1/halt", json={"reason": "kill test"})).status_code == 200
+            async with asyncio.timeout(HANG_GUARD_S):
+                await receiver.arrived.wait()  # the send is in flight
+            assert await agent.stop(signal.SIGKILL) == -signal.SIGKILL
+        finally:
+            if agent.proc.poll() is None:
+                agent.proc.kill()
+        halts = "SELECT delivery FROM alerts WHERE kind = 'account_halted'"
+        assert await rows(db, halts) == [("pending",)]
+        receiver.release()
+        restarted = Agent(database_url, tmp_path, env_extra=alerts)
+        try:
+            delivered = "SELECT count(*) FROM alerts WHERE kind = 'account_halted' AND delivery = 'delivered'"
+            await _wait_for_row(db, restarted, delivered, "the alert sent again")
+        finally:
+            assert await restarted.stop(signal.SIGTERM) in (0, -signal.SIGTERM), restarted.output()[-3000:]
+    assert await rows(db, halts) == [("delivered",)]
+    assert any("halted" in r.raw for r in receiver.received), "the receiver got the halt's alert"

@@ -45,3 +45,8 @@ class AlertRepository:
         """Alerts that began at or after `when` (repeats not counted)."""
         query = select(func.count()).select_from(Alert).where(Alert.first_at >= when)
         return int(await self.session.scalar(query) or 0)
+
+    async def with_delivery(self, delivery: str) -> list[Alert]:
+        """Oldest first: the alerts whose delivery is in that state (`pending`: sent by a process that stopped)."""
+        query = select(Alert).where(Alert.delivery == delivery).order_by(Alert.id)
+        return list((await self.session.scalars(query)).all())

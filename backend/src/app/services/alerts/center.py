@@ -17,6 +17,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import datetime
+from typing import cast
 
 from prometheus_client import Counter
 from sqlalchemy import update
@@ -28,7 +29,7 @@ from app.core.security import redact
 from app.db.models import Alert
 from app.db.repositories.alerts import AlertRepository
 from app.services.alerts.delivery import DELIVERED, NOT_CONFIGURED, AppriseDelivery, Delivery
-from app.services.alerts.events import AlertEvent
+from app.services.alerts.events import AlertEvent, AlertKind, Severity
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,28 @@ class AlertCenter:
             await asyncio.wait(tasks)
         if self._queue is not None and not self._queue.empty():
             log.warning("%d alert(s) not stored: the agent stopped first", self._queue.qsize())
+
+    async def resend_unsent(self) -> int:
+        """Send again the alerts a stopped or killed process left `pending` (its send may or may not have gone out:
+        an alert twice is better than a halt nobody hears of). Call it where the trading loop starts: one per
+        database. Returns how many are sent again."""
+        if self._delivery is None:
+            return 0
+        async with self.sessions() as session:
+            rows = await AlertRepository(session).with_delivery(PENDING)
+        for row in rows:
+            event = AlertEvent(
+                AlertKind(row.kind),
+                row.subject,
+                row.title,
+                row.message,
+                cast(Severity, row.severity),  # stored from an AlertEvent's severity
+                row.account_id,
+            )
+            task = asyncio.create_task(self._send(row.id, event, row.title, row.message, row.first_at))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+        return len(rows)
 
     # ----------------------------------------------------------------------------------------- work
     async def _work(self, queue: asyncio.Queue[tuple[AlertEvent, datetime]]) -> None:

@@ -17,10 +17,13 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.db.types import UTCDateTime
+
+LOOP_CYCLE = "trigger = 'loop' AND shadow_of IS NULL AND status <> 'interrupted'"
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -92,6 +95,16 @@ class Decision(Base):
     __table_args__ = (
         Index("ix_decisions_account_cycle", "account_id", "cycle_time"),
         Index("ix_decisions_account_id", "account_id", "id"),  # history: newest first per account
+        # the loop decides a (account, candle) at most once, whichever process runs its job (an interrupted candle
+        # may be decided again; shadows and API decisions are not the loop's)
+        Index(
+            "uq_decisions_loop_cycle",
+            "account_id",
+            "cycle_time",
+            unique=True,
+            postgresql_where=text(LOOP_CYCLE),
+            sqlite_where=text(LOOP_CYCLE),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -579,3 +592,53 @@ class Alert(Base):
     repeats: Mapped[int] = mapped_column(Integer, default=0)
     delivery: Mapped[str] = mapped_column(Text)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class AccountLease(Base):
+    """Who decides for an account, or sends its orders, now (`purpose`), across processes: taken by one process until
+    `until` (wall clock) and given back when done; a lease whose holder was killed ends at `until`."""
+
+    __tablename__ = "account_leases"
+
+    account_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(16), primary_key=True)  # decide | execute
+    holder: Mapped[str] = mapped_column(String(120))
+    until: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RateBucket(Base):
+    """A leaky bucket every process shares: `level` requests counted at `at` (wall clock), draining at its rate."""
+
+    __tablename__ = "rate_buckets"
+
+    name: Mapped[str] = mapped_column(String(120), primary_key=True)
+    level: Mapped[float] = mapped_column(Float)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LLMSlot(Base):
+    """One of the model calls allowed in flight at once across processes: free when `until` (wall clock) has passed."""
+
+    __tablename__ = "llm_slots"
+
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    holder: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class WorkerStats(Base):
+    """A worker process's counters and heartbeat (`last_seen`, wall clock), for `/metrics` and `/health`."""
+
+    __tablename__ = "worker_stats"
+
+    name: Mapped[str] = mapped_column(String(120), primary_key=True)
+    pid: Mapped[int] = mapped_column(Integer)
+    host: Mapped[str] = mapped_column(String(120))
+    concurrency: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    jobs: Mapped[int] = mapped_column(Integer, default=0)
+    decisions: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    cpu_s: Mapped[float] = mapped_column(Float, default=0.0)

@@ -18,7 +18,7 @@ from app.db.migrate import ensure_migrated
 from app.db.repositories.accounts import AccountRepository
 from app.db.repositories.api_keys import ApiKeyRepository
 from app.db.repositories.decisions import DecisionRepository
-from app.db.session import create_engine, create_session_factory
+from app.db.session import create_engine, create_session_factory, one_at_a_time
 from app.services.account.account_service import AccountService
 from app.services.account.new_account import new_account
 from app.services.alerts import events as alert
@@ -27,6 +27,7 @@ from app.services.evaluation.tracker import OutcomeTracker
 from app.services.exchange.base import FEE_PROFILES
 from app.services.exchange.registry import LivePolicy, VenueRegistry
 from app.services.execution.executor import Executor
+from app.services.execution.leases import AccountLocks
 from app.services.execution.reconciler import Reconciler
 from app.services.llm.ab_testing import ExperimentService
 from app.services.llm.circuit_breaker import CircuitBreakerRegistry
@@ -50,6 +51,7 @@ from app.trading.loop import TradingLoop
 
 log = logging.getLogger(__name__)
 DEFAULT_ACCOUNT_NAME = "paper-1"
+FIRST_START_LOCK = 18_000_001  # PostgreSQL advisory lock key
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,7 @@ async def build_agent(
     injected market is history held in memory (a backtest): the context reads it directly, with no copy into the
     candle store, and no outcome tracker runs (the backtest's report measures the run)."""
     wall_clock = wall_clock or WallClock()
-    db = create_engine(settings.database_url)
+    db = create_engine(settings.database_url, pool_size=settings.db_pool_size)
     await ensure_migrated(db)
     sessions = create_session_factory(db)
     parts: list[Part] = []
@@ -261,9 +263,10 @@ async def _wire(
     strategies = StrategyManager(
         sessions, clock, interval=settings.interval, long_interval=settings.long_interval, wall_clock=wall_clock
     )
-    await strategies.ensure_builtins()
-    await ensure_default_account(sessions, settings, clock, wall_clock)
-    new_admin_key = await ensure_admin_key(sessions, settings, wall_clock)
+    async with one_at_a_time(db, FIRST_START_LOCK):  # processes starting together create the defaults once
+        await strategies.ensure_builtins()
+        await ensure_default_account(sessions, settings, clock, wall_clock)
+        new_admin_key = await ensure_admin_key(sessions, settings, wall_clock)
 
     venues = VenueRegistry(
         market=market,
@@ -369,6 +372,11 @@ async def _wire(
         wall_clock=wall_clock,
         experiments=plans,
         alerts=alerts,
+        # On PostgreSQL other processes may share the database (workers, API servers): the accounts' locks are leases
+        # in it. On SQLite there is one process.
+        locks=AccountLocks(
+            sessions=None if settings.is_sqlite else sessions, wall_clock=wall_clock, lease_s=settings.account_lease_s
+        ),
     )
     loop = TradingLoop(
         engine=engine,

@@ -59,6 +59,43 @@ def serve(
     _serve(host, port, run_loop=False)
 
 
+@app.command()
+def scheduler(
+    cycles: Annotated[int, typer.Option(help="Exit after this many cycles, once their jobs are done (0: run on)")] = 0,
+) -> None:
+    """Multi-process mode (PostgreSQL): queue one job per account on every closed candle for the workers."""
+    from app.jobs.scheduler import run_scheduler
+
+    settings = _multiprocess_settings("scheduler")
+    ran = asyncio.run(run_scheduler(settings, cycles=cycles))
+    console.print(f"scheduler stopped after {ran} cycle(s)")
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(min=1, help="Jobs (accounts) at a time in this process")] = 8,
+    name: Annotated[
+        str | None, typer.Option(help="The worker's name in /health (default: worker-<host>-<pid>)")
+    ] = None,
+) -> None:
+    """Multi-process mode (PostgreSQL): run the scheduler's jobs, each one account's decision cycle of one candle."""
+    from app.jobs.worker import run_worker
+
+    settings = _multiprocess_settings("worker")
+    asyncio.run(run_worker(settings, concurrency=concurrency, name=name))
+
+
+def _multiprocess_settings(command: str) -> Settings:
+    settings = _settings()
+    if settings.is_sqlite:
+        console.print(
+            f"[red]configuration error:[/red] `trading-agent {command}` shares its work with other processes through "
+            "PostgreSQL: set DATABASE_URL=postgresql://... (SQLite is for the one-process `trading-agent run`)"
+        )
+        raise typer.Exit(2)
+    return settings
+
+
 def _serve(host: str | None, port: int | None, *, run_loop: bool) -> None:
     import uvicorn
 

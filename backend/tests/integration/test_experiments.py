@@ -409,7 +409,9 @@ async def _decision(
         row = models.Decision(
             account_id=account_id,
             cycle_time=cycle,
-            trigger="loop",
+            # not "loop": these rows give one account several decisions per candle (variants side by side, as shadows
+            # are), which the database allows the loop only once
+            trigger="api",
             status=fields.pop("status", "no_action"),
             symbols=["BTC", "ETH"],
             symbols_key=",BTC,ETH,",

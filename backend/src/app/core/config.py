@@ -119,6 +119,17 @@ class Settings(BaseSettings):
         le=600,
         description="On SIGTERM, how long the decision cycle in flight may take to finish before it is interrupted.",
     )
+    # Several processes on one PostgreSQL (`trading-agent scheduler`, `worker`, `serve --workers`)
+    db_pool_size: int = Field(
+        default=10, ge=1, le=200, description="Database connections per process on PostgreSQL (and as many overflow)."
+    )
+    worker_heartbeat_s: float = Field(default=5.0, gt=0, le=300, description="How often a worker says it is alive.")
+    worker_stalled_s: float = Field(
+        default=30.0, gt=0, le=3600, description="A worker silent this long is dead: its jobs are queued again."
+    )
+    account_lease_s: float = Field(
+        default=30.0, gt=0, le=3600, description="An account held by a killed process is free again after this."
+    )
     price_history_candles: int = Field(default=24, ge=1, le=500)
     indicator_series_length: int = Field(default=10, ge=1, le=200)
 

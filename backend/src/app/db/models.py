@@ -571,12 +571,21 @@ class ModelAnswer(Base):
 class Alert(Base):
     """An alert (see services/alerts): stored once per (kind, subject) and quiet period; a repeat inside the period
     is counted on the row (`repeats`, `last_at`) and not sent again. `delivery` says what became of sending it:
-    `pending`, `delivered`, `not configured` or `failed: <reason>` (never a URL's secret parts)."""
+    `pending`, `delivered`, `not configured` or `failed: <reason>` (never a URL's secret parts). A pending alert is
+    claimed by the process sending it (`sending_by`) until `sending_until` (wall clock, renewed while the send runs):
+    another process sends it again only once that has passed (its sender was killed)."""
 
     __tablename__ = "alerts"
     __table_args__ = (
         Index("ix_alerts_kind_subject_first", "kind", "subject", "first_at"),
         Index("ix_alerts_first_at", "first_at"),
+        # what a resender looks at: the pending alerts, by the end of their claim
+        Index(
+            "ix_alerts_pending",
+            "sending_until",
+            postgresql_where=text("delivery = 'pending'"),
+            sqlite_where=text("delivery = 'pending'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -592,6 +601,8 @@ class Alert(Base):
     repeats: Mapped[int] = mapped_column(Integer, default=0)
     delivery: Mapped[str] = mapped_column(Text)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    sending_by: Mapped[str | None] = mapped_column(String(120), nullable=True)  # host:pid:id of the sending center
+    sending_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # wall clock
 
 
 class AccountLease(Base):
@@ -641,4 +652,5 @@ class WorkerStats(Base):
     jobs: Mapped[int] = mapped_column(Integer, default=0)
     decisions: Mapped[int] = mapped_column(Integer, default=0)
     failures: Mapped[int] = mapped_column(Integer, default=0)
-    cpu_s: Mapped[float] = mapped_column(Float, default=0.0)
+    cpu_s: Mapped[float] = mapped_column(Float, default=0.0)  # the process's CPU time (user + system)
+    decisions_per_s: Mapped[float] = mapped_column(Float, default=0.0)  # over the last heartbeat interval

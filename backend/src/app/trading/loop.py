@@ -63,6 +63,21 @@ class OutcomeUpdater(Protocol):
     async def update(self, now: datetime) -> int: ...
 
 
+class CycleJobs(Protocol):
+    """Where the loop's work goes when other processes do it (the scheduler of `app.jobs`): one job per account."""
+
+    async def check(self, candle: datetime, account_ids: list[int], *, wait: bool) -> None:
+        """Every account reconciled and its stops checked (start-up); `wait`: until the jobs are done."""
+        ...
+
+    async def decide(
+        self, candle: datetime, account_ids: list[int], guarded: list[int], *, wait: bool
+    ) -> tuple[int, int]:
+        """The candle's decisions of `account_ids` and the stop checks of `guarded`; with `wait`, once they are done,
+        (decisions stored, accounts whose cycle failed); without, (0, 0) as soon as they are queued."""
+        ...
+
+
 class TradingLoop:
     def __init__(
         self,
@@ -77,9 +92,12 @@ class TradingLoop:
         data_end: datetime | None = None,
         outcomes: OutcomeUpdater | None = None,
         alerts: AlertSink = NO_ALERTS,
+        jobs: CycleJobs | None = None,
     ) -> None:
         """`data_end`: the last cycle time the market has a new candle for (a replay's end), None for live or
-        simulated markets. `alerts` hears of every late cycle."""
+        simulated markets. `alerts` hears of every late cycle. `jobs`: the accounts' cycles are jobs other processes run
+        (a simulated or replayed clock waits for them; the wall clock does not)."""
+        self.jobs = jobs
         self.alerts = alerts
         self.engine = engine
         self.sessions = sessions
@@ -127,6 +145,9 @@ class TradingLoop:
         A failure is logged and left to the account's cycles."""
         async with self.sessions() as session:
             accounts = [a.id for a in await AccountRepository(session).all()]
+        if self.jobs is not None:
+            await self.jobs.check(floor_time(self.clock.now(), self.interval), accounts, wait=self._waits)
+            return
         for account_id in accounts:
             try:
                 await self.engine.check_account(account_id)
@@ -142,6 +163,14 @@ class TradingLoop:
         # an account no longer traded (paused, halted, deleted) has no failing cycle: it must not hold /health down
         for stale in set(self.heartbeat.per_account_errors) - set(accounts):
             del self.heartbeat.per_account_errors[stale]
+        if self.jobs is not None:
+            candle = floor_time(self.clock.now(), self.interval)
+            stored, failed = await self.jobs.decide(candle, accounts, guarded, wait=self._waits)
+            await self._update_outcomes()
+            self._count_cycle(len(accounts), failed)
+            self.heartbeat.decisions += stored
+            self.heartbeat.failures += failed
+            return stored
         results = await asyncio.gather(*(self._one(account_id) for account_id in accounts))
         for account_id in guarded:  # paused or halted with positions: their venue is read and their stops checked
             try:
@@ -150,11 +179,19 @@ class TradingLoop:
                 log.warning("stop check of idle account %s failed: %s", account_id, exc)
         await self._wait_for_shadows()
         await self._update_outcomes()
+        self._count_cycle(len(accounts), sum(1 for stored, failed in results if failed))
+        return sum(1 for stored, _ in results if stored)
+
+    @property
+    def _waits(self) -> bool:
+        """A simulated or replayed clock waits for the cycle in flight; real time cannot."""
+        return not isinstance(self.clock, WallClock)
+
+    def _count_cycle(self, accounts: int, failures: int) -> None:
         self.heartbeat.cycles += 1
         self.heartbeat.last_cycle_at = self.clock.now()
-        self.heartbeat.last_cycle_accounts = len(accounts)
-        self.heartbeat.last_cycle_failures = sum(1 for stored, failed in results if failed)
-        return sum(1 for stored, _ in results if stored)
+        self.heartbeat.last_cycle_accounts = accounts
+        self.heartbeat.last_cycle_failures = failures
 
     async def _wait_for_shadows(self) -> None:
         """The experiments' shadow decisions of this cycle are made now that its executed decisions are done, and the

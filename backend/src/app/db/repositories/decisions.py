@@ -176,6 +176,24 @@ class DecisionRepository:
         }
         return await self.session.scalar(_MADE_FOR, params)
 
+    async def loop_decision(self, account_id: int, cycle_time: datetime) -> Decision | None:
+        """The loop's decision of that candle for the account (not interrupted, not a shadow): at most one exists."""
+        query = select(Decision).where(
+            Decision.account_id == account_id,
+            Decision.cycle_time == cycle_time,
+            Decision.trigger == "loop",
+            Decision.shadow_of.is_(None),
+            Decision.status != "interrupted",
+        )
+        return await self.session.scalar(query)
+
+    async def pending_ids(self, account_id: int) -> list[int]:
+        """The account's decisions still pending (shadows aside)."""
+        query = select(Decision.id).where(
+            Decision.account_id == account_id, Decision.status == "pending", Decision.shadow_of.is_(None)
+        )
+        return list((await self.session.scalars(query)).all())
+
     async def get(self, decision_id: int) -> Decision | None:
         return await self.session.get(Decision, decision_id)
 

@@ -152,6 +152,13 @@ class VenueRegistry:
         if adapter is not None:
             await adapter.close()
 
+    def forget_paper(self, account_id: int) -> None:
+        """Drop the account's paper venue: its next use restores it from the database (another process sharing the
+        database may have traded the account since this one built it)."""
+        self._venues.pop(account_id, None)
+        for key in [k for k in self._processed if k[0] == account_id]:
+            del self._processed[key]
+
     async def close(self) -> None:
         """Close the live adapters' connections."""
         adapters, self._live = list(self._live.values()), {}

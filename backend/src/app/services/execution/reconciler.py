@@ -67,6 +67,10 @@ class Reconciler:
         # account -> the venue revision whose mirror has been committed: an unchanged venue needs no reads
         self._mirrored: dict[int, int] = {}
 
+    def forget(self, account_id: int) -> None:
+        """The account's venue is rebuilt: its mirror is checked again in full at the next sync."""
+        self._mirrored.pop(account_id, None)
+
     def is_current(self, account_id: int, exchange: Exchange) -> bool:
         """True when the venue has not changed since its mirror was last committed."""
         revision = exchange.revision

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import Clock, WallClock
@@ -39,6 +40,7 @@ from app.services.evaluation.asset_state import asset_state_of
 from app.services.exchange.base import ExchangeError, ExchangeUnavailableError
 from app.services.exchange.registry import LiveAccountRefusedError, VenueRegistry
 from app.services.execution.executor import ExecutionReport, Executor, OrderRun
+from app.services.execution.leases import AccountLocks
 from app.services.execution.reconciler import Reconciler
 from app.services.execution.watchdog import StopWatchdog
 from app.services.llm.context_builder import ContextBuilder
@@ -110,6 +112,14 @@ def _status(validation: ValidationResult, report: ExecutionReport, fallback: boo
     return "executed" if acting else "no_action"
 
 
+class _AlreadyDecided(Exception):
+    """The loop's decision of this (account, candle) exists already (made by another process, or before a restart)."""
+
+    def __init__(self, result: DecisionResult) -> None:
+        super().__init__(f"decision {result.id} already made for this candle")
+        self.result = result
+
+
 @dataclass(slots=True)
 class _Prepared:
     """A decision ready for its model call: the pending row (stored) and what the rest of the cycle needs."""
@@ -150,7 +160,11 @@ class DecisionEngine:
         experiments: ExperimentPlans | None = None,
         watchdog: StopWatchdog | None = None,
         alerts: AlertSink = NO_ALERTS,
+        locks: AccountLocks | None = None,
     ) -> None:
+        """`locks`: the per-account locks (shared with other processes through the database when they are; see
+        `AccountLocks`). Each time this process newly holds an account, what it cached of it (the paper venue, the
+        mirror's revision) is dropped: another process may have traded it."""
         self.alerts = alerts  # a trader hears of a spent budget, the daily loss limit, refused orders and stops
         self.daily_budget_usd = daily_budget_usd
         self.watchdog = watchdog or StopWatchdog()
@@ -171,8 +185,9 @@ class DecisionEngine:
         self.executor = executor
         self.reconciler = reconciler
         self.venues = venues
-        self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._executing: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.locks = locks or AccountLocks()
+        if self.locks.on_take is None:
+            self.locks.on_take = self._forget_account
         # Preparing a decision (reads, context, prompt) is CPU work with no waiting worth overlapping: a few at a
         # time finish early and put their model calls in flight, where all preparing at once finish together.
         self._preparing = asyncio.Semaphore(max_preparing)
@@ -216,11 +231,34 @@ class DecisionEngine:
     ) -> DecisionResult:
         """Run one decision cycle for `account_id` over `symbols` and return what it produced."""
         assets = self.resolve_symbols(symbols)
-        async with self._locks[account_id]:
+        async with self.locks.decide(account_id):
+            if self.locks.shared:
+                await self._interrupt_orphans_of(account_id)
             try:
                 return await self._decide(assets, account_id, strategy_override, trigger, force_refresh)
+            except _AlreadyDecided as done:
+                return done.result
             finally:
                 structlog.contextvars.unbind_contextvars("decision_id", "account_id")
+
+    async def _interrupt_orphans_of(self, account_id: int) -> None:
+        """Decisions of the account left pending by a process that was killed mid-cycle: this process holds the
+        account now, so nobody else is deciding it (on a shared database the start of one process cannot tell the
+        pending decisions of the others from orphans)."""
+        async with self.sessions.begin() as session:
+            repo = DecisionRepository(session)
+            orphans = [i for i in await repo.pending_ids(account_id) if i not in self._in_flight]
+            ended = await repo.end_pending(
+                "interrupted", "interrupted: the process deciding it stopped before it completed", ids=orphans
+            )
+        if ended:
+            log.warning("account %s: decisions a stopped process left pending, now interrupted: %s", account_id, ended)
+        self._count_ended("interrupted", ended)
+
+    def _forget_account(self, account_id: int) -> None:
+        """What this process cached of the account is rebuilt from the database at its next use."""
+        self.venues.forget_paper(account_id)
+        self.reconciler.forget(account_id)
 
     async def get_decision_history(
         self,
@@ -298,10 +336,10 @@ class DecisionEngine:
         if self.venues.is_live(account_id):
             self.venues.accept(account_id)
 
-    def execution_lock(self, account_id: int) -> asyncio.Lock:
+    def execution_lock(self, account_id: int) -> contextlib.AbstractAsyncContextManager[None]:
         """Held while orders are sent for the account and mirrored (a decision's execution, a watchdog pass, a halt's
-        flattening): they never interleave."""
-        return self._executing[account_id]
+        flattening): they never interleave, in this process or across processes sharing the database."""
+        return self.locks.execute(account_id)
 
     async def _status_now(self, account_id: int, before: str) -> str:
         async with self.sessions() as session:
@@ -482,8 +520,7 @@ class DecisionEngine:
         if unavailable is not None:  # no model call, no order: stored with the reason
             row.status, row.is_fallback, row.model_requested = "error", True, None
             row.error = f"strategy: {unavailable}; {HOLD_NOTICE}"
-            async with self.sessions.begin() as session:
-                await DecisionRepository(session).add(row)
+            await self._store_new(row)
             return self._counted(to_result(row, []))
         try:
             context, history = await self.context_builder.build_with_history(
@@ -492,8 +529,7 @@ class DecisionEngine:
         except ContextBuildingError as exc:
             self.alerts.emit(alert.market_stale(self.context_builder.market.name, f"account {account_id}: {exc}"))
             row.status, row.error, row.is_fallback = "error", f"context: {exc}", True
-            async with self.sessions.begin() as session:
-                await DecisionRepository(session).add(row)
+            await self._store_new(row)
             return self._counted(to_result(row, []))
 
         request = self.llm.request_for(
@@ -517,10 +553,7 @@ class DecisionEngine:
             context_snapshot=context.model_dump(mode="json"),
             prompt=_prompt_text(request),
         )
-        async with self.sessions.begin() as session:
-            await DecisionRepository(session).add(row, provenance)
-            # in flight from its insert on: a stop that lands even while it commits marks it interrupted
-            self._in_flight.add(row.id)
+        await self._store_new(row, provenance)
         return _Prepared(
             row=row,
             context=context,
@@ -534,6 +567,28 @@ class DecisionEngine:
             account_model=own_model,
             account_strategy_id=own_strategy_id,
         )
+
+    async def _store_new(self, row: models.Decision, provenance: models.DecisionProvenance | None = None) -> None:
+        """Store a new decision (a pending one is in flight from its insert on: a stop that lands even while it commits
+        marks it interrupted). The database refuses a second loop decision of one (account, candle), whichever process
+        made the first: `_AlreadyDecided` then carries the stored one."""
+        try:
+            async with self.sessions.begin() as session:
+                await DecisionRepository(session).add(row, provenance)
+                if row.status == "pending":
+                    self._in_flight.add(row.id)
+        except IntegrityError:
+            if row.id is not None:
+                self._in_flight.discard(row.id)
+            if row.trigger != "loop":
+                raise
+            async with self.sessions() as session:
+                stored = await DecisionRepository(session).loop_decision(row.account_id, row.cycle_time)
+                if stored is None:
+                    raise
+                orders = await TradingRepository(session).orders_for_decision(stored.id)
+            log.info("account %s: candle %s decided already (decision %s)", row.account_id, row.cycle_time, stored.id)
+            raise _AlreadyDecided(to_result(stored, orders)) from None
 
     async def _conclude(self, prepared: _Prepared, account_id: int, now: datetime) -> DecisionResult:
         """The model call, validation, execution, and the stored outcome."""

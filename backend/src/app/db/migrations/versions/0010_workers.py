@@ -79,6 +79,7 @@ def upgrade() -> None:
         sa.Column("decisions", sa.Integer(), nullable=False),
         sa.Column("failures", sa.Integer(), nullable=False),
         sa.Column("cpu_s", sa.Float(), nullable=False),
+        sa.Column("decisions_per_s", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_worker_stats")),
     )
 

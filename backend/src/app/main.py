@@ -88,7 +88,9 @@ def create_app(
         docs_url=None,  # app.api.docs serves /docs from local assets
         redoc_url=None,
     )
-    app.state.mutation_limiter = MutationLimiter(settings.api_mutations_per_minute)
+    app.state.mutation_limiter = MutationLimiter(
+        settings.api_mutations_per_minute, sessions=lambda: app.state.agent.sessions
+    )  # counted in the database: every API process on it shares each key's limit
     app.state.verified_keys = VerifiedKeys()
     install_error_handlers(app)
     protocol.install_method_rules(app)

@@ -16,9 +16,11 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.security import hash_api_key
 from app.db.repositories.api_keys import ApiKeyRepository
+from app.services.limits.buckets import SharedBuckets
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An admin or account API key")
 bearer = HTTPBearer(auto_error=False, description="The same API key as a bearer token")
@@ -126,36 +128,37 @@ def ensure_scope(principal: Principal, account_id: int) -> None:
         raise HTTPException(status_code=404, detail=f"account {account_id} does not exist")
 
 
-@dataclass
-class _Bucket:
-    level: float
-    at: datetime
-
-
 class MutationLimiter:
     """A per-key rate limit on mutating endpoints, on the wall clock (`now` is the agent's `wall_clock`): a
     leaky bucket of `per_minute` requests that drains `per_minute` a minute. Over it, 429 with Retry-After:
-    the whole seconds until one more request fits."""
+    the whole seconds until one more request fits.
 
-    def __init__(self, per_minute: int) -> None:
+    The buckets are rows of the database (`SharedBuckets`, one per key: `api-changes:key:<key id>`), so every
+    process serving the API on one database counts in the same bucket. `sessions` is called for the agent's
+    sessions on each request: the limiter is made with the app, before its lifespan builds the agent."""
+
+    def __init__(self, per_minute: int, *, sessions: Callable[[], async_sessionmaker[AsyncSession]]) -> None:
         self.per_minute = per_minute
         self._rate = per_minute / 60.0  # requests drained per second
-        self._buckets: dict[int, _Bucket] = {}
+        self._sessions = sessions
+        self._buckets: SharedBuckets | None = None
 
-    def take(self, principal: Principal, now: datetime) -> Principal:
-        bucket = self._buckets.get(principal.key_id)
-        if bucket is None:
-            bucket = self._buckets[principal.key_id] = _Bucket(0.0, now)
-        elapsed = max(0.0, (now - bucket.at).total_seconds())
-        bucket.level, bucket.at = max(0.0, bucket.level - elapsed * self._rate), now
-        if bucket.level + 1 > self.per_minute:
-            retry = max(1, math.ceil((bucket.level + 1 - self.per_minute) / self._rate - 1e-9))
+    def _shared(self) -> SharedBuckets:
+        sessions = self._sessions()
+        if self._buckets is None or self._buckets.sessions is not sessions:
+            self._buckets = SharedBuckets(sessions)
+        return self._buckets
+
+    async def take(self, principal: Principal, now: datetime) -> Principal:
+        wait = await self._shared().take(
+            f"api-changes:key:{principal.key_id}", capacity=self.per_minute, per_second=self._rate, now=now
+        )
+        if wait is not None:
             raise HTTPException(
                 status_code=429,
                 detail=f"too many changes: at most {self.per_minute} mutating requests per minute per key",
-                headers={"Retry-After": str(retry)},
+                headers={"Retry-After": str(max(1, math.ceil(wait - 1e-9)))},
             )
-        bucket.level += 1
         return principal
 
 
@@ -172,7 +175,7 @@ def _wall_now(request: Request) -> datetime:
 async def limited_principal(
     request: Request, principal: CurrentPrincipal, limiter: Annotated[MutationLimiter, Depends(mutation_guard)]
 ) -> Principal:
-    return limiter.take(principal, _wall_now(request))
+    return await limiter.take(principal, _wall_now(request))
 
 
 MutatingPrincipal = Annotated[Principal, Depends(limited_principal)]
@@ -182,7 +185,7 @@ async def limited_admin(
     request: Request, principal: AdminPrincipal, limiter: Annotated[MutationLimiter, Depends(mutation_guard)]
 ) -> Principal:
     """An admin key, within the same per-key limit on mutating requests as every other key."""
-    return limiter.take(principal, _wall_now(request))
+    return await limiter.take(principal, _wall_now(request))
 
 
 MutatingAdmin = Annotated[Principal, Depends(limited_admin)]

@@ -8,19 +8,16 @@ that answers badly is not asked again in the same cycle: its answer is kept and 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from aiolimiter import AsyncLimiter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.schemas.trading_decision import TradingContext, TradingDecision
+from app.services.limits.llm_gate import CallSlots, LLMGate, LocalLLMGate
 from app.services.llm.circuit_breaker import CircuitBreakerRegistry
 from app.services.llm.llm_exceptions import LLMAPIError, LLMResponseError
 from app.services.llm.llm_metrics import HealthStatus, KeyHealth, ModelUsage, UsageMetrics, UsageTracker
@@ -41,34 +38,8 @@ def is_baseline(model: str | None) -> bool:
     return model in BASELINE_NAMES
 
 
-class _Slots:
-    """The concurrency cap on model calls, executed decisions first: a shadow call (an experiment's variant that is
-    only recorded) takes a free slot only while no executed decision waits for one, so shadows never delay a
-    decision that trades."""
-
-    def __init__(self, size: int) -> None:
-        self._free = size
-        self._urgent_waiting = 0
-        self._changed = asyncio.Condition()
-
-    @contextlib.asynccontextmanager
-    async def slot(self, *, shadow: bool) -> AsyncIterator[None]:
-        async with self._changed:
-            if not shadow:
-                self._urgent_waiting += 1
-            try:
-                await self._changed.wait_for(lambda: self._free > 0 and (not shadow or not self._urgent_waiting))
-            finally:
-                if not shadow:
-                    self._urgent_waiting -= 1
-                    self._changed.notify_all()
-            self._free -= 1
-        try:
-            yield
-        finally:
-            async with self._changed:
-                self._free += 1
-                self._changed.notify_all()
+# The in-process cap, now the local gate's (its tests import it by this name).
+_Slots = CallSlots
 
 
 @dataclass(frozen=True)
@@ -105,10 +76,13 @@ class LLMService:
         store: LLMSettingsStore | None = None,
         sessions: async_sessionmaker[AsyncSession] | None = None,
         configured_model: str | None = None,
+        gate: LLMGate | None = None,
     ) -> None:
         """`store` keeps a switched default model across restarts (with `configured_model`, LLM_MODEL, which it
         was switched from: a new LLM_MODEL wins over an old switch); `sessions` lets `get_usage_metrics` read the
-        stored calls (every call since the database began) instead of this process's counters."""
+        stored calls (every call since the database began) instead of this process's counters. `gate` paces and
+        caps the remote model calls: by default in this process's memory (`requests_per_minute`,
+        `max_concurrency`); a `SharedLLMGate` when several processes share one database."""
         if not models:
             raise ValueError("at least one model is needed")
         self.provider = provider
@@ -119,8 +93,7 @@ class LLMService:
         self.prompts = prompts
         self.breakers = breakers
         self.usage = UsageTracker()
-        self._limiter = AsyncLimiter(max(1.0, requests_per_minute), 60.0)
-        self._slots = _Slots(max_concurrency)
+        self.gate: LLMGate = gate or LocalLLMGate(requests_per_minute, max_concurrency)
         self._baseline = BaselineModel()  # an experiment's variant may be the baseline, whatever the provider
 
     @property
@@ -207,7 +180,8 @@ class LLMService:
             return await self._baseline.complete(request)
         if self.provider.is_simulated:
             return await self.provider.complete(request)
-        async with self._slots.slot(shadow=shadow), self._limiter:
+        async with self.gate.slot(shadow=shadow):
+            await self.gate.pace()
             return await self.provider.complete(request)
 
     async def generate_trading_decision(self, symbols: list[str], context: TradingContext) -> TradingDecision:

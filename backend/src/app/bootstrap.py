@@ -27,8 +27,9 @@ from app.services.evaluation.tracker import OutcomeTracker
 from app.services.exchange.base import FEE_PROFILES
 from app.services.exchange.registry import LivePolicy, VenueRegistry
 from app.services.execution.executor import Executor
-from app.services.execution.leases import AccountLocks
+from app.services.execution.leases import AccountLocks, process_name
 from app.services.execution.reconciler import Reconciler
+from app.services.limits.llm_gate import SharedLLMGate
 from app.services.llm.ab_testing import ExperimentService
 from app.services.llm.circuit_breaker import CircuitBreakerRegistry
 from app.services.llm.context_builder import CANDLES_FOR_INDICATORS, ContextBuilder
@@ -300,6 +301,7 @@ async def _wire(
     # The venue's rules are asked when the market first answers (MarketAvailability, or a venue built for a request),
     # not at start-up: a venue outage must not stop the agent. The executor reads them from the registry's table.
     market_status = MarketAvailability(market.name, venues.rules, alerts=alerts)
+    holder = process_name()  # this process, as the leases and model-call slots it holds in the database name it
     accounts = AccountService(periods_per_year=365 * 86400 / timeframe_seconds(settings.interval))
     prompts = PromptBuilder(interval=settings.interval, long_interval=settings.long_interval)
     llm = LLMService(
@@ -313,6 +315,17 @@ async def _wire(
         ),
         requests_per_minute=settings.llm_requests_per_minute,
         max_concurrency=settings.llm_max_concurrency,
+        # the request rate and the calls in flight are the agent's, not each process's: on PostgreSQL (where workers
+        # and API servers may share the work) they are counted in the database
+        gate=None
+        if settings.is_sqlite
+        else SharedLLMGate(
+            sessions,
+            wall_clock,
+            requests_per_minute=settings.llm_requests_per_minute,
+            max_concurrency=settings.llm_max_concurrency,
+            holder=holder,
+        ),
         store=llm_store,
         sessions=sessions,
         configured_model=settings.llm_model,
@@ -375,7 +388,10 @@ async def _wire(
         # On PostgreSQL other processes may share the database (workers, API servers): the accounts' locks are leases
         # in it. On SQLite there is one process.
         locks=AccountLocks(
-            sessions=None if settings.is_sqlite else sessions, wall_clock=wall_clock, lease_s=settings.account_lease_s
+            sessions=None if settings.is_sqlite else sessions,
+            wall_clock=wall_clock,
+            holder=holder,
+            lease_s=settings.account_lease_s,
         ),
     )
     loop = TradingLoop(

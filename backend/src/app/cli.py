@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -21,6 +21,9 @@ from app.commands.outcomes import outcomes_app
 from app.core.config import Settings
 from app.core.errors import ConfigurationError
 from app.schemas.decision_result import DecisionResult
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 app = typer.Typer(help="AI Trading Agent: an LLM decision engine for crypto perpetual futures.", no_args_is_help=True)
 db_app = typer.Typer(help="Database commands.", no_args_is_help=True)
@@ -54,9 +57,31 @@ def run(
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default API_HOST, 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default API_PORT, 8000)")] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="API server processes behind the one port (more than 1 needs PostgreSQL)")
+    ] = 1,
 ) -> None:
-    """Serve the API only (decisions are made on request)."""
+    """Serve the API only (decisions are made on request; with `scheduler` and `worker`, the API of a multi-process
+    agent)."""
+    if workers > 1:
+        import uvicorn
+
+        settings = _multiprocess_settings("serve --workers")
+        bind_host, bind_port = host or settings.api_host, port or settings.api_port
+        console.print(f"Dashboard on http://{bind_host}:{bind_port}/ ({workers} API server processes)")
+        # each process builds its own agent from the environment; they share nothing but the database
+        uvicorn.run(
+            "app.cli:api_server", factory=True, host=bind_host, port=bind_port, workers=workers, log_config=None
+        )
+        return
     _serve(host, port, run_loop=False)
+
+
+def api_server() -> FastAPI:
+    """One API server process of `serve --workers N` (uvicorn's factory)."""
+    from app.main import create_app
+
+    return create_app(_settings(), run_loop=False, freeze_startup=True)
 
 
 @app.command()

@@ -111,12 +111,14 @@ async def test_forced_decisions_are_limited_and_retried_in_wall_clock_seconds(cl
     wall.advance(timedelta(minutes=10))
     refused = await client.post("/api/v1/decisions/generate", json=forced)
     assert refused.status_code == 429
-    assert refused.headers["Retry-After"] == str(50 * 60), "the wall-clock seconds until the first one is an hour old"
+    # 2 an hour: one more every 30 minutes of the wall clock, 10 of which have passed
+    assert refused.headers["Retry-After"] == str(20 * 60), "the wall-clock seconds until the next one fits"
 
     market.advance(timedelta(hours=3))  # market time alone frees nothing
     assert (await client.post("/api/v1/decisions/generate", json=forced)).status_code == 429
-    wall.advance(timedelta(minutes=50))
+    wall.advance(timedelta(minutes=20))
     assert (await client.post("/api/v1/decisions/generate", json=forced)).status_code == 200
+    assert (await client.post("/api/v1/decisions/generate", json=forced)).status_code == 429
 
 
 async def test_mutations_are_limited_in_wall_clock_time(clocks: Clocks) -> None:

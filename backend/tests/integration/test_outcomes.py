@@ -117,6 +117,7 @@ async def _decide(
     *,
     status: str = "executed",
     holding: dict[str, dict[str, Any]] | None = None,
+    trigger: str = "loop",
 ) -> int:
     """A stored decision on BTC (and the assets of `holding`, which the model left out: fallback holds) as the
     engine stores one: validated, with what it saw."""
@@ -137,7 +138,7 @@ async def _decide(
     row = models.Decision(
         account_id=1,
         cycle_time=cycle,
-        trigger="loop",
+        trigger=trigger,
         status=status,
         symbols=list(seen),
         symbols_key="," + ",".join(seen) + ",",
@@ -303,7 +304,8 @@ async def test_a_missing_candle_holds_the_horizon_back_until_it_is_stored(agent:
         await session.execute(delete(models.CandleRow).where(models.CandleRow.open_time == at("19:35")))
     state = _seen(series, at("19:25"))
     decision = await _decide(agent, at("19:25"), _buy(state), state)
-    pending = await _decide(agent, at("19:25"), _buy(state), {"price": state["price"]}, status="pending")
+    # a second decision of the candle (the loop decides it once: this one came through the API)
+    pending = await _decide(agent, at("19:25"), _buy(state), {"price": state["price"]}, status="pending", trigger="api")
     tracker = _tracker(agent, store, horizons=(1, 4))
 
     assert await tracker.update(at("20:00")) == 1  # horizon 1 (19:25); horizon 4 needs 19:35

@@ -2,7 +2,8 @@
 
 `status` is `ok` only when nothing stops or spoils decisions; otherwise `degraded`, with every reason in
 `reasons`: the database cannot be reached, accounts' last cycles failed, the market cannot be reached, the
-replay's data has ended, or a model's circuit is open (or its provider refused the key when last asked).
+replay's data has ended, a model's circuit is open (or its provider refused the key when last asked), or, with
+workers (PostgreSQL), the job queue waits with no worker alive or is more than a candle behind (`queue`).
 `/health` needs no key: it never asks the provider about the key (that is the keyed `GET /api/v1/llm/health`)
 and shows only the key's status and a short detail, never its credit nor its fingerprint.
 """
@@ -16,7 +17,9 @@ from sqlalchemy import text
 
 from app.api.deps import get_agent
 from app.bootstrap import Agent
+from app.core.timeframes import timeframe_seconds
 from app.db.repositories.accounts import AccountRepository
+from app.jobs.stats import queue_status
 from app.services.llm.llm_metrics import HealthStatus
 from app.trading.loop import Heartbeat
 
@@ -38,6 +41,9 @@ async def health(agent: Annotated[Agent, Depends(get_agent)]) -> dict[str, Any]:
     reasons = _reasons(agent, database, beat, model)
     live = await _live_accounts(agent)
     reasons += [f"live account {a['id']} is not traded: {a['refused']}" for a in live if a["refused"]]
+    queue = await _queue(agent)
+    if queue is not None:
+        reasons += queue.pop("reasons")
     return {
         "status": "degraded" if reasons else "ok",
         "reasons": reasons,
@@ -60,6 +66,7 @@ async def health(agent: Annotated[Agent, Depends(get_agent)]) -> dict[str, Any]:
         "market": agent.market_status.snapshot(),
         "model": _public_model(agent, model),
         "live_accounts": live,
+        "queue": queue,
         "parts": [{"name": p.name, "what": p.what, "simulated": p.simulated, "why": p.why} for p in agent.parts],
     }
 
@@ -97,6 +104,53 @@ def _public_model(agent: Agent, model: HealthStatus) -> dict[str, Any]:
     else:
         public["key"] = {"status": "unchecked", "detail": "not asked yet (GET /api/v1/llm/health asks the provider)"}
     return public
+
+
+async def _queue(agent: Agent) -> dict[str, Any] | None:
+    """The job queue of a multi-process agent (None without one): depth, oldest job, each worker's throughput, and
+    why it is behind, if it is."""
+    try:
+        status = await queue_status(
+            agent.sessions, agent.wall_clock.now(), heartbeat_s=agent.settings.worker_heartbeat_s
+        )
+    except Exception as exc:  # report, never raise from the health check
+        return {"error": f"{type(exc).__name__}: {exc}", "reasons": [f"job queue: could not be read: {exc}"]}
+    if status is None:
+        return None
+    alive = [w for w in status.workers if w.alive]
+    reasons = []
+    if status.depth and not alive:
+        reasons.append(f"job queue: {status.depth} job(s) wait and no worker is alive (start `trading-agent worker`)")
+    interval_s = timeframe_seconds(agent.settings.interval)
+    if status.oldest_age_s > interval_s:
+        reasons.append(
+            f"job queue behind: the oldest waiting job has waited {status.oldest_age_s:.0f} s, more than one "
+            f"{agent.settings.interval} candle (add workers or raise --concurrency)"
+        )
+    return {
+        "waiting": status.depth,
+        "running": status.running,
+        "failed": status.failed,
+        "oldest_job_age_s": round(status.oldest_age_s, 3),
+        "decisions_per_s": round(status.decisions_per_s, 3),
+        "workers": [
+            {
+                "name": w.name,
+                "pid": w.pid,
+                "host": w.host,
+                "alive": w.alive,
+                "concurrency": w.concurrency,
+                "last_seen": w.last_seen.isoformat(),
+                "jobs": w.jobs,
+                "decisions": w.decisions,
+                "failures": w.failures,
+                "decisions_per_s": round(w.decisions_per_s, 3),
+                "cpu_s": round(w.cpu_s, 3),
+            }
+            for w in status.workers
+        ],
+        "reasons": reasons,
+    }
 
 
 def _reasons(agent: Agent, database: str, beat: Heartbeat, model: HealthStatus) -> list[str]:

@@ -144,7 +144,10 @@ class Settings(BaseSettings):
     secret_key_file: str = "data/secret.key"
     api_mutations_per_minute: int = Field(default=60, ge=1, description="Per API key, on mutating endpoints.")
     decision_refreshes_per_hour: int = Field(
-        default=12, ge=0, description="Per account: forced decisions (force_refresh) in any hour, each a model call."
+        default=12,
+        ge=0,
+        description="Per account: forced decisions (force_refresh, each a model call) an hour: this many at once, then "
+        "one every hour / this (0: none).",
     )
     api_max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     log_level: str = "INFO"

@@ -4,6 +4,7 @@ and decision outcomes (hits, returns and the calibration of confidence, per mode
 from __future__ import annotations
 
 import re
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 
@@ -16,6 +17,14 @@ def reason_class(reason: str) -> str:
     """A low-cardinality label for a rejection reason: the text before the first colon, without numbers."""
     head = reason.split(":")[0].split(";")[0]
     return _NUMBERS.sub("N", head).strip()[:60] or "other"
+
+
+class WorkerFigures(Protocol):
+    name: str
+    alive: bool
+    decisions_per_s: float
+    decisions: int
+    cpu_s: float
 
 
 class AgentMetrics:
@@ -81,6 +90,44 @@ class AgentMetrics:
             ["model"],
             registry=self.registry,
         )
+
+        # Multi-process mode (scheduler and workers on PostgreSQL): read from the database at each scrape, so every API
+        # server shows the same figures
+        self.queue_waiting = Gauge("agent_queue_jobs_waiting", "Jobs queued, not started", registry=self.registry)
+        self.queue_running = Gauge("agent_queue_jobs_running", "Jobs a worker runs now", registry=self.registry)
+        self.queue_failed = Gauge("agent_queue_jobs_failed", "Jobs that ended in failure", registry=self.registry)
+        self.queue_oldest = Gauge(
+            "agent_queue_oldest_job_age_seconds", "How long the oldest waiting job has waited", registry=self.registry
+        )
+        self.worker_alive = Gauge("agent_worker_alive", "1 while the worker beats", ["worker"], registry=self.registry)
+        self.worker_rate = Gauge(
+            "agent_worker_decisions_per_second",
+            "Decisions per second over the worker's last heartbeat interval",
+            ["worker"],
+            registry=self.registry,
+        )
+        self.worker_decisions = Gauge(
+            "agent_worker_decisions", "Decisions since the worker started", ["worker"], registry=self.registry
+        )
+        self.worker_cpu = Gauge(
+            "agent_worker_cpu_seconds", "The worker process's CPU time so far", ["worker"], registry=self.registry
+        )
+
+    def observe_queue(
+        self, *, waiting: int, running: int, failed: int, oldest_age_s: float, workers: list[WorkerFigures]
+    ) -> None:
+        """The queue and its workers as they are now (workers no longer listed disappear from the metrics)."""
+        self.queue_waiting.set(waiting)
+        self.queue_running.set(running)
+        self.queue_failed.set(failed)
+        self.queue_oldest.set(oldest_age_s)
+        for gauge in (self.worker_alive, self.worker_rate, self.worker_decisions, self.worker_cpu):
+            gauge.clear()
+        for worker in workers:
+            self.worker_alive.labels(worker.name).set(1 if worker.alive else 0)
+            self.worker_rate.labels(worker.name).set(worker.decisions_per_s)
+            self.worker_decisions.labels(worker.name).set(worker.decisions)
+            self.worker_cpu.labels(worker.name).set(worker.cpu_s)
 
     def observe_outcome(
         self,

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from datetime import datetime
 
 import procrastinate
@@ -24,7 +25,6 @@ from app.core.clock import Clock
 from app.core.config import Settings
 from app.db.models import Decision
 from app.jobs.queue import CHECK, DECIDE, enqueue, ensure_schema, queue_app, retry_stalled, unfinished
-from app.trading.loop import Heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,13 @@ class QueueCycles:
         wall_clock: Clock,
         *,
         stalled_after_s: float,
+        max_cycles: int = 0,
+        on_last_cycle: Callable[[], None] | None = None,
     ) -> None:
+        """`max_cycles` (0: no end): after that many cycles `on_last_cycle` is called (it stops the loop)."""
+        self.max_cycles = max_cycles
+        self.on_last_cycle = on_last_cycle
+        self.cycles = 0
         self.app = app
         self.sessions = sessions
         self.wall_clock = wall_clock
@@ -67,6 +73,9 @@ class QueueCycles:
         log.info(
             "cycle %s: %d job(s) queued (%d decisions, %d checks)", candle, len(ids), len(account_ids), len(guarded)
         )
+        self.cycles += 1
+        if self.max_cycles and self.cycles >= self.max_cycles and self.on_last_cycle is not None:
+            self.on_last_cycle()  # the loop stops before the next candle
         if not wait:
             self._pending.extend(ids)
             return 0, 0
@@ -115,17 +124,24 @@ async def run_scheduler(settings: Settings, *, cycles: int = 0) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         async with app.open_async():
-            jobs = QueueCycles(app, agent.sessions, agent.wall_clock, stalled_after_s=settings.worker_stalled_s)
+            jobs = QueueCycles(
+                app,
+                agent.sessions,
+                agent.wall_clock,
+                stalled_after_s=settings.worker_stalled_s,
+                max_cycles=cycles,
+                on_last_cycle=agent.loop.stop,
+            )
             agent.loop.jobs = jobs
             print(agent.describe().replace("AI Trading Agent:", "AI Trading Agent scheduler:", 1), flush=True)
             maintaining = asyncio.create_task(jobs.maintain())
             running = asyncio.create_task(agent.loop.run_forever())
-            watching = asyncio.create_task(_until(agent.loop.heartbeat, cycles, stop))
-            await asyncio.wait({running, watching}, return_when=asyncio.FIRST_COMPLETED)
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
             agent.loop.stop()
             await running
-            watching.cancel()
-            if cycles and not stop.is_set():
+            stopping.cancel()
+            if not stop.is_set():  # the last cycle ran: its jobs are done before the exit
                 await jobs.drain()
             maintaining.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -135,13 +151,3 @@ async def run_scheduler(settings: Settings, *, cycles: int = 0) -> int:
             loop.remove_signal_handler(sig)
         await agent.close()
     return agent.loop.heartbeat.cycles
-
-
-async def _until(heartbeat: Heartbeat, cycles: int, stop: asyncio.Event) -> None:
-    """Until a stop signal, or until `cycles` cycles have run (0: never)."""
-    while not stop.is_set():
-        if cycles and heartbeat.cycles >= cycles:
-            return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(POLL_S):
-                await stop.wait()

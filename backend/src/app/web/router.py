@@ -282,7 +282,7 @@ async def _checked_form(request: Request, principal: Principal, account_id: int)
     if not csrf_ok(request, form.get("csrf")):
         raise HTTPException(status_code=403, detail="the form has expired: reload the page and try again")
     ensure_scope(principal, account_id)
-    request.app.state.mutation_limiter.take(principal, _agent(request).wall_clock.now())
+    await request.app.state.mutation_limiter.take(principal, _agent(request).wall_clock.now())
     return form
 
 

@@ -254,6 +254,18 @@ class TradingRepository:
         query = select(Position).where(Position.account_id == account_id, Position.status == "open")
         return list((await self.session.scalars(query.order_by(Position.id))).all())
 
+    async def last_leverage(self, account_id: int) -> dict[str, float]:
+        """Each symbol's leverage as last set: that of its newest position, open or closed (a restored venue keeps
+        it for symbols that are flat now)."""
+        newest = (
+            select(Position.symbol, func.max(Position.id).label("id"))
+            .where(Position.account_id == account_id)
+            .group_by(Position.symbol)
+            .subquery()
+        )
+        query = select(Position.symbol, Position.leverage).join(newest, Position.id == newest.c.id)
+        return {symbol: leverage for symbol, leverage in await self.session.execute(query)}
+
     # ------------------------------------------------------------------------------------------- equity
     async def first_equity_since(self, account_id: int, since: datetime) -> float | None:
         """Equity at the first snapshot at or after `since` (the start of the day's book)."""

@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # ccxt is imported only when a live account trades: the offli
     from app.services.exchange.live import LiveExchange
 
 MAX_REPLAY_CANDLES = 500
+_KEPT_UNTILS = 2  # moments whose candles are kept for the other accounts (see `_candles`)
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +270,14 @@ class VenueRegistry:
             order_rows = await repo.open_orders(account_id)
             curve = await repo.equity_curve(account_id, limit=1)
             highest_number = await repo.highest_venue_number(account_id)
+            leverage = await repo.last_leverage(account_id)
+        # The venue saw the candle that closed at its last snapshot: its marks and volumes are that candle's (the
+        # candles after it are replayed by `advance`).
+        seen = curve[-1].taken_at if curve else None
+        symbols = sorted({*self.assets, *(r.symbol for r in position_rows)})
+        last = {s: await self._candles(s, 1, seen) for s in symbols} if seen is not None else {}
+        marks = {s: float(c.close[-1]) for s, c in last.items() if len(c)}
+        volumes = {s: float(c.volume[-1] * c.close[-1]) for s, c in last.items() if len(c)}
         profile = FEE_PROFILES[account.venue]
         venue = PaperVenue(
             initial_balance=account.initial_balance, rules=await self.rules(), fees=profile, clock=self.clock
@@ -283,7 +292,7 @@ class VenueRegistry:
                 margin=r.margin,
                 liquidation_price=r.liquidation_price,
                 opened_at=r.opened_at,
-                mark_price=r.entry_price,
+                mark_price=marks.get(r.symbol, r.entry_price),
             )
             for r in position_rows
         ]
@@ -315,8 +324,10 @@ class VenueRegistry:
             funding_paid=funding_paid,
             funding_received=funding_received,
             funding_settled=funding_settled,
-            leverage={p.symbol: p.leverage for p in positions},
+            leverage=leverage,
             next_order_seq=highest_number + 1,  # ids are never reused, whatever was filled or cancelled
+            marks=marks,
+            quote_volumes=volumes,
         )
         if curve:
             # Candles closed after the last snapshot were not seen by the venue: replay them.
@@ -355,12 +366,15 @@ class VenueRegistry:
 
     async def _candles(self, symbol: str, limit: int, until: datetime) -> CandleSeries:
         """The market's last `limit` closed candles by `until`: every account in step asks the same, so the
-        answer is kept for the others (only for the newest `until`)."""
+        answer is kept for the others (for the two newest `until`s: a cycle's and, for venues restored in it, the one
+        before)."""
         key = (symbol, limit, until)
         cached = self._recent.get(key)
         if cached is None:
-            if any(k[2] != until for k in self._recent):
-                self._recent.clear()
+            kept = sorted({k[2] for k in self._recent} | {until})[-_KEPT_UNTILS:]
+            if until not in kept:  # an old moment: asked, not kept
+                return await self.market.fetch_candles(symbol, self.interval, limit=limit, until=until)
+            self._recent = {k: v for k, v in self._recent.items() if k[2] in kept}
             cached = self._recent[key] = await self.market.fetch_candles(
                 symbol, self.interval, limit=limit, until=until
             )

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections import defaultdict, deque
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -43,6 +42,7 @@ from app.services.execution.executor import ExecutionReport, Executor, OrderRun
 from app.services.execution.leases import AccountLocks
 from app.services.execution.reconciler import Reconciler
 from app.services.execution.watchdog import StopWatchdog
+from app.services.limits import SharedBuckets
 from app.services.llm.context_builder import ContextBuilder
 from app.services.llm.decision_validator import DecisionValidator, fallback_hold
 from app.services.llm.experiment_plan import AccountPlan, ExperimentPlans, VariantSpec, variant_spent_since
@@ -172,7 +172,7 @@ class DecisionEngine:
         self.refreshes_per_hour = refreshes_per_hour
         # forced refreshes, the daily LLM budget and the model calls' times run in real time, not market time
         self.wall_clock = wall_clock or WallClock()
-        self._refreshes: defaultdict[int, deque[datetime]] = defaultdict(deque)  # account -> forced decisions
+        self._buckets = SharedBuckets(sessions)  # forced refreshes, counted in the database
         self.metrics = metrics
         self.sessions = sessions
         self.clock = clock
@@ -491,7 +491,7 @@ class DecisionEngine:
                 account_model = variant.model  # the experiment's variant decides for this account
             strategy_id = strategy_override or (variant.strategy_id if variant else None) or account.strategy_id
             if force_refresh:
-                self._take_refresh(account_id)
+                await self._take_refresh(account_id)
             else:
                 cached = await self._cached(session, account_id, cycle_time, assets, strategy_id)
                 if cached is not None:
@@ -913,23 +913,26 @@ class DecisionEngine:
         for event in events:
             self.alerts.emit(event)
 
-    def _take_refresh(self, account_id: int) -> None:
-        """Count a forced decision (it bypasses the per-candle cache and costs a model call): at most
-        `refreshes_per_hour` per account in any hour of the wall clock (a rate limit protects real money and real
-        time: on an accelerated market clock an hour passes in seconds, and Retry-After must be real seconds)."""
-        now = self.wall_clock.now()
-        window = self._refreshes[account_id]
-        while window and (now - window[0]).total_seconds() >= 3600:
-            window.popleft()
-        if len(window) >= self.refreshes_per_hour:
-            retry = max(1, math.ceil(3600 - (now - window[0]).total_seconds())) if window else 3600
-            raise DecisionRateLimitedError(
-                f"account {account_id} made {len(window)} forced decisions in the last hour, the limit "
-                f"(DECISION_REFRESHES_PER_HOUR) is {self.refreshes_per_hour}; the cached decision of this candle "
-                f"is still available without force_refresh",
-                retry_after_s=retry,
+    async def _take_refresh(self, account_id: int) -> None:
+        """Count a forced decision (it bypasses the per-candle cache and costs a model call): `refreshes_per_hour` per
+        account at once, then one more every hour / `refreshes_per_hour`, on the wall clock (a rate limit protects real
+        money and real time: on an accelerated market clock an hour passes in seconds, and Retry-After must be real
+        seconds). A bucket in the database, so every process sharing it (API servers, workers) counts the same."""
+        limit = self.refreshes_per_hour
+        wait = (
+            await self._buckets.take(
+                f"refresh:account:{account_id}", capacity=limit, per_second=limit / 3600, now=self.wall_clock.now()
             )
-        window.append(now)
+            if limit
+            else 3600.0
+        )
+        if wait is not None:
+            raise DecisionRateLimitedError(
+                f"account {account_id} used its forced decisions: at most {limit} an hour "
+                f"(DECISION_REFRESHES_PER_HOUR), the next in {math.ceil(wait)} s; the cached decision of this candle "
+                "is still available without force_refresh",
+                retry_after_s=max(1, math.ceil(wait - 1e-9)),
+            )
 
     async def _budget_exhausted(self, account_id: int, budget: float | None) -> str | None:
         """A note when the account's LLM spend today reached its budget: real money on the real day (UTC, wall

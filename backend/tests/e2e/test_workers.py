@@ -56,7 +56,13 @@ class Process:
     """One `trading-agent` process on the test's database."""
 
     def __init__(
-        self, args: list[str], database_url: str, workdir: Path, model: FakeOpenRouter | None, label: str
+        self,
+        args: list[str],
+        database_url: str,
+        workdir: Path,
+        model: FakeOpenRouter | None,
+        label: str,
+        env_extra: dict[str, str] | None = None,
     ) -> None:
         env = {k: v for k, v in os.environ.items() if k not in ("OPENROUTER_API_KEY", "LLM_BASE_URL", "ASSETS")}
         if model is not None:
@@ -73,6 +79,7 @@ class Process:
                 "SHUTDOWN_GRACE_S": "20",
                 "DB_POOL_SIZE": "4",
                 **FAST,
+                **(env_extra or {}),
             }
         )
         self.label = label
@@ -300,7 +307,14 @@ async def test_health_and_metrics_show_the_queue_and_each_worker(
     ]
     await queue.job_manager.batch_defer_jobs_async(jobs)
     port = free_port()
-    api = Process(["serve", "--port", str(port)], database_url, tmp_path, None, "api")
+    api = Process(
+        ["serve", "--port", str(port), "--workers", "2"],
+        database_url,
+        tmp_path,
+        None,
+        "api",
+        {"API_MUTATIONS_PER_MINUTE": "6"},
+    )
     processes.append(api)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
         health = await _get_when_up(client, api, "/health")
@@ -323,6 +337,13 @@ async def test_health_and_metrics_show_the_queue_and_each_worker(
         assert 'agent_worker_decisions{worker="counted"} 2.0' in metrics
         assert 'agent_worker_alive{worker="counted"} 1.0' in metrics
         assert "agent_worker_decisions_per_second" in metrics
+
+        # two API processes behind the port share one limit of changes per key (API_MUTATIONS_PER_MINUTE=6)
+        statuses = [
+            (await client.post(f"/api/v1/accounts/{accounts[0]}/pause", headers={"X-API-Key": ADMIN_KEY})).status_code
+            for _ in range(7)
+        ]
+        assert statuses == [200] * 6 + [429]
 
 
 async def _get_when_up(client: httpx.AsyncClient, api: Process, path: str) -> Any:

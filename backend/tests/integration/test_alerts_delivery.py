@@ -166,7 +166,7 @@ async def test_every_alert_fires_once_through_its_code_path_and_reaches_the_rece
         venue = await agent.venues.exchange_for(1)
         await venue.set_leverage("ETH", 2)
         by_hand = await venue.place_order(OrderRequest("by-hand-1", "ETH", "buy", "market", 0.5))
-        assert by_hand.status == "filled"
+        assert by_hand.status == "filled", by_hand
         await _generate(client, 1)
 
         # an entry whose stop the venue refuses (its trigger sent on the wrong side): rejected, position closed

@@ -615,6 +615,7 @@ class AccountLease(Base):
     purpose: Mapped[str] = mapped_column(String(16), primary_key=True)  # decide | execute
     holder: Mapped[str] = mapped_column(String(120))
     until: Mapped[datetime] = mapped_column(UTCDateTime)
+    version: Mapped[int] = mapped_column(Integer)  # counts the takes: a holder sees whether anyone held it between
 
 
 class RateBucket(Base):

@@ -29,6 +29,8 @@ from app.jobs.queue import CHECK, DECIDE, enqueue, ensure_schema, queue_app, ret
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2  # how often the scheduler asks whether a candle's jobs are done
+KEEP_JOBS_H = 1  # succeeded jobs are kept this long (hours), then deleted
+CLEAN_EVERY_S = 300.0
 
 
 class QueueCycles:
@@ -101,10 +103,17 @@ class QueueCycles:
         await self.wait_for(pending)
 
     async def maintain(self) -> None:
-        """Forever: jobs of workers whose heartbeat stopped go back to the queue."""
+        """Forever: jobs of workers whose heartbeat stopped go back to the queue, and the jobs that succeeded more than
+        KEEP_JOBS_H hours ago are deleted (every account's every candle is a row: the table would grow without end;
+        the decisions themselves are the record). Failed jobs are kept for a look."""
+        cleaned = 0.0
         while True:
             try:
                 await retry_stalled(self.app, stalled_after_s=self.stalled_after_s)
+                now = asyncio.get_running_loop().time()
+                if now - cleaned >= CLEAN_EVERY_S:
+                    await self.app.job_manager.delete_old_jobs(nb_hours=KEEP_JOBS_H)
+                    cleaned = now
             except Exception:  # the database hiccuped: next time
                 log.warning("could not look for stalled jobs", exc_info=True)
             await asyncio.sleep(max(0.2, self.stalled_after_s / 3))

@@ -1,9 +1,9 @@
 """Per-account locks that hold across processes: who decides for an account, or sends its orders, right now.
 
 In one process an `asyncio.Lock` per account is enough. When several processes share the database (workers and API
-servers on PostgreSQL), the lock is also a lease row in `account_leases` (account, purpose): taken by one process
-until a moment on the wall clock, renewed while it is held, and given back when done. A process killed while it
-holds one leaves the row behind; the lease ends at `until` and the next process takes it then. Nobody waits for a
+servers on PostgreSQL), the lock is also a lease row per account in `account_leases`: taken by one process until a
+moment on the wall clock, renewed while it is held, and given back (ended, the row kept) when done. A process killed
+while it holds one leaves it running; it ends at `until` and the next process takes it then. Nobody waits for a
 lease forever: `wait_s` bounds the wait, then `AccountBusyError` says who holds it.
 """
 
@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import Clock, WallClock
@@ -49,7 +49,9 @@ class AccountLocks:
     account held while any of them is. The lease is this process's: a decision's execution nested in the decision
     takes no second lease, and a halt from another process waits until the decision in flight there is done (its
     status is read again before any order is sent, so the decision sends none). `on_take(account_id)` runs each time
-    the lease is newly taken: what this process cached about the account may have been changed by another one."""
+    the lease is taken after another process held it (or for the first time): what this process cached about the
+    account may have been changed. Each take counts up the row's `version`, so a process that finds the version one
+    past its own last take knows nobody held the account between, and keeps what it cached."""
 
     def __init__(
         self,
@@ -70,6 +72,7 @@ class AccountLocks:
         self._locks: defaultdict[tuple[str, int], asyncio.Lock] = defaultdict(asyncio.Lock)
         self._guards: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)  # taking or giving back a lease
         self._holding: dict[int, tuple[int, asyncio.Task[None]]] = {}  # account -> (users in this process, renewal)
+        self._versions: dict[int, int] = {}  # account -> the lease's version when this process last took it
 
     @property
     def shared(self) -> bool:
@@ -99,9 +102,9 @@ class AccountLocks:
             if held is not None:
                 self._holding[account_id] = (held[0] + 1, held[1])
                 return
-            await self._take(account_id)
+            changed_hands = await self._take(account_id)
             self._holding[account_id] = (1, asyncio.create_task(self._renew(account_id)))
-        if self.on_take is not None:
+        if changed_hands and self.on_take is not None:
             self.on_take(account_id)
 
     async def _leave(self, account_id: int) -> None:
@@ -116,33 +119,39 @@ class AccountLocks:
                 await renewal
             await self._give(account_id)
 
-    async def _take(self, account_id: int) -> None:
-        """Take the lease (free, or its holder's time is up), asking again every POLL_S up to `wait_s`."""
+    async def _take(self, account_id: int) -> bool:
+        """Take the lease (free, or its holder's time is up), asking again every POLL_S up to `wait_s`; True when
+        another process held it since this one last did (or this one never did)."""
         deadline = asyncio.get_running_loop().time() + self.wait_s
-        while not await self._try_take(account_id):
+        while (version := await self._try_take(account_id)) is None:
             if asyncio.get_running_loop().time() >= deadline:
                 raise AccountBusyError(
                     f"account {account_id} is busy: another process ({await self.holder_of(account_id)}) has held "
                     f"it for over {self.wait_s:g} s; try again later"
                 )
             await asyncio.sleep(POLL_S)
+        held_between = self._versions.get(account_id) != version - 1
+        self._versions[account_id] = version
+        return held_between
 
-    async def _try_take(self, account_id: int) -> bool:
+    async def _try_take(self, account_id: int) -> int | None:
+        """The lease's new version when this process took it (it was free, or its holder's time was up), else None."""
         assert self.sessions is not None
         now = self.wall_clock.now()
         async with self.sessions.begin() as session:
             insert = insert_for(session)
             statement = (
                 insert(AccountLease)
-                .values(account_id=account_id, purpose=LEASE, holder=self.holder, until=self._until(now))
+                .values(account_id=account_id, purpose=LEASE, holder=self.holder, until=self._until(now), version=1)
                 .on_conflict_do_update(
                     index_elements=["account_id", "purpose"],
-                    set_={"holder": self.holder, "until": self._until(now)},
+                    set_={"holder": self.holder, "until": self._until(now), "version": AccountLease.version + 1},
                     where=AccountLease.until < now,
                 )
-                .returning(AccountLease.holder)
+                .returning(AccountLease.holder, AccountLease.version)
             )
-            return (await session.execute(statement)).scalar_one_or_none() == self.holder
+            row = (await session.execute(statement)).one_or_none()
+        return row[1] if row is not None and row[0] == self.holder else None
 
     def _until(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self.lease_s)
@@ -161,15 +170,18 @@ class AccountLocks:
                 log.warning("could not renew the lease of account %s", account_id, exc_info=True)
 
     async def _give(self, account_id: int) -> None:
+        """End the lease now (the row stays, with its version: the next taker knows whether anyone held it between)."""
         assert self.sessions is not None
         try:
             async with self.sessions.begin() as session:
                 await session.execute(
-                    delete(AccountLease).where(
+                    update(AccountLease)
+                    .where(
                         AccountLease.account_id == account_id,
                         AccountLease.purpose == LEASE,
                         AccountLease.holder == self.holder,
                     )
+                    .values(until=self.wall_clock.now())
                 )
         except Exception:  # the lease ends by itself at `until`
             log.warning("could not give back the lease of account %s", account_id, exc_info=True)

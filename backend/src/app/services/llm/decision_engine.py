@@ -805,9 +805,13 @@ class DecisionEngine:
     async def _variant_spent_today(self, variant_id: int) -> float:
         """What the variant's decisions spent on model calls today (UTC, wall clock): read from the database once a
         day, then counted as this process stores their calls (`_count_variant_spend`), so that a check before every
-        decision is not a query over every decision the variant made."""
+        decision is not a query over every decision the variant made; read every time when other processes share the
+        database (they spend too)."""
         today = floor_time(self.wall_clock.now(), "1d")
         key = (variant_id, today)
+        if self.locks.shared:  # other processes spend on the variant too: what is stored is the only count
+            async with self.sessions() as session:
+                return await variant_spent_since(session, variant_id, today)
         if key not in self._variant_spend:
             async with self.sessions() as session:
                 spent = await variant_spent_since(session, variant_id, today)

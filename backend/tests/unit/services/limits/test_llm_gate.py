@@ -36,18 +36,26 @@ def shared(sessions: Sessions, clock: ManualClock, *, holder: str = "p1", **kw: 
     )
 
 
-async def most_in_flight(gate: LLMGate, calls: list[bool]) -> int:
-    """Run a call per entry (True: a shadow) at once; the most that were inside their slot together."""
+async def most_in_flight(gate: LLMGate, calls: list[bool], cap: int) -> int:
+    """Run a call per entry (True: a shadow) at once; the most that were inside their slot together. A call stays in
+    its slot until `cap` calls are inside together (or 1 s has passed): on a busy machine the calls still overlap, and
+    a gate that lets more in shows it."""
     inside = most = 0
+    full = asyncio.Event()
 
     async def call(shadow: bool) -> None:
         nonlocal inside, most
         async with gate.slot(shadow=shadow):
             inside += 1
             most = max(most, inside)
-            for _ in range(3):
-                await asyncio.sleep(0.001)
+            if inside >= cap:
+                full.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(full.wait(), 1.0)
+            await asyncio.sleep(0.001)
             inside -= 1
+            if inside == 0:
+                full.clear()
 
     await asyncio.gather(*(call(s) for s in calls))
     assert inside == 0
@@ -61,13 +69,13 @@ async def rows(sessions: Sessions) -> list[tuple[int, str | None, datetime | Non
 
 
 async def test_the_local_gate_caps_calls() -> None:
-    assert await most_in_flight(LocalLLMGate(1000, 2), [i % 3 == 0 for i in range(12)]) == 2
+    assert await most_in_flight(LocalLLMGate(1000, 2), [i % 3 == 0 for i in range(12)], 2) == 2
 
 
 @pytest.mark.db
 async def test_the_shared_gate_caps_calls_and_frees_its_slots(sessions: Sessions) -> None:
     gate = shared(sessions, ManualClock(T0), max_concurrency=2)
-    assert await most_in_flight(gate, [False] * 8) == 2
+    assert await most_in_flight(gate, [False] * 8, 2) == 2
     assert await rows(sessions) == [(0, None, None), (1, None, None)], "every slot freed after its call"
 
 
@@ -85,7 +93,7 @@ async def test_a_shadow_leaves_one_slot_for_executed_calls(sessions: Sessions) -
 @pytest.mark.db
 async def test_with_one_slot_a_shadow_takes_it_when_free(sessions: Sessions) -> None:
     gate = shared(sessions, ManualClock(T0), max_concurrency=1)
-    assert await most_in_flight(gate, [True, True, True]) == 1
+    assert await most_in_flight(gate, [True, True, True], 1) == 1
 
 
 @pytest.mark.db

@@ -4,8 +4,9 @@
   (account_id, cycle_time) over the loop's executed decisions (`trigger = 'loop'`, not a shadow, not `interrupted`:
   an interrupted candle may be decided again). Rows an older version stored twice for one candle (a restart after a
   strategy switch inside the candle) keep their content; all but the first are relabelled `loop-repeat`.
-- `account_leases`: which process decides or sends orders for an account now (`purpose`), until when (wall clock):
-  the per-account locks across processes; a lease of a killed process ends at `until`.
+- `account_leases`: which process holds an account now (deciding it or sending its orders), until when (wall clock),
+  and how many times it was taken (`version`): the per-account locks across processes; a lease of a killed process
+  ends at `until`.
 - `rate_buckets`: leaky buckets shared by every process (per-key API changes, forced refreshes, model requests).
 - `llm_slots`: the model calls in flight, across processes (the global concurrency cap), each leased until a time.
 - `worker_stats`: each worker process's counters and heartbeat, for `/metrics` and `/health`.
@@ -50,6 +51,7 @@ def upgrade() -> None:
         sa.Column("purpose", sa.String(length=16), nullable=False),
         sa.Column("holder", sa.String(length=120), nullable=False),
         sa.Column("until", _TIME, nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("account_id", "purpose", name=op.f("pk_account_leases")),
     )
     op.create_table(

@@ -48,6 +48,9 @@ so a slower cycle is the worker's own CPU (or the database), which is what the s
 and LLM_REQUESTS_PER_MINUTE are set far above that, so neither cap is the limit. DB_POOL_SIZE (`--db-pool-size`,
 per process) is chosen so every process fits in PostgreSQL's 100 connections.
 
+At 10,000 accounts a whole run takes about 45 minutes on the 2-core machine (three databases, each with its
+start-up checks and its cycle); `--accounts 200` takes about a minute.
+
 Run: make bench   (or: cd backend && .venv/bin/python benchmarks/bench_workers.py [--accounts 200] [--workers 1,2])
 """
 
@@ -351,14 +354,18 @@ def agent_env(
     url: str, args: argparse.Namespace, fake: FakeOpenRouterProcess, secret_key: str, db_pool_size: int
 ) -> dict[str, str]:
     """The settings every agent process of the run gets (nothing else from this environment but PATH-like basics)."""
-    env = {key: value for key, value in os.environ.items() if key in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH")
+    }
     env.update(
         DATABASE_URL=url,
         OPENROUTER_API_KEY="sk-or-bench-not-a-key",
         OPENROUTER_BASE_URL=fake.base_url,
         LLM_MODEL=MODEL,
         LLM_REQUESTS_PER_MINUTE="10000000",
-        LLM_MAX_CONCURRENCY="100000",
+        LLM_MAX_CONCURRENCY="1000",  # on PostgreSQL one llm_slots row per slot
         LLM_MAX_ATTEMPTS="1",  # a failed call is a failure in the figures, not a retry hidden in the time
         MARKET_SOURCE="simulated",
         SIM_SPEED=str(args.sim_speed),
@@ -714,6 +721,12 @@ async def main(args: argparse.Namespace) -> int:
         return 0
     secret_key = Fernet.generate_key().decode()
     results: list[RunResult] = []
+    # SIGTERM (and SIGINT, which a background job ignores) cancel the run: the `finally` blocks stop the processes
+    # started here and drop the database
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, main_task.cancel)
     with tempfile.TemporaryDirectory(prefix="bench_workers_") as tmp:
         folder = Path(tmp)
         fake = FakeOpenRouterProcess(args.delay, folder)
@@ -764,4 +777,8 @@ def parse_args() -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(parse_args())))
+    try:
+        sys.exit(asyncio.run(main(parse_args())))
+    except asyncio.CancelledError:  # SIGTERM or SIGINT: what it started is stopped, its database dropped
+        print("bench_workers: stopped", file=sys.stderr)
+        sys.exit(1)

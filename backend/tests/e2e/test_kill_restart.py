@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import ADMIN_KEY
 from tests.e2e.invariants import check_records, check_stopped_cleanly
+from tests.e2e.process_env import agent_env
 from tests.e2e.server import free_port
 from tests.e2e.sql import rows, scalar
 from tests.fakes.openrouter_server import FakeOpenRouter, chat_completion, hold_all
@@ -44,7 +45,6 @@ KILL, TERM = signal.SIGKILL, signal.SIGTERM
 # (model, signal) of each round: both signals with both models; the moment of each is the seed's choice.
 ROUNDS = [("baseline", KILL), ("slow", KILL), ("baseline", TERM), ("slow", KILL), ("slow", TERM), ("baseline", KILL)]
 SLOW_ANSWER_S = 1.0
-FAKE_KEY = "sk-or-v1-kill-test-0123456789abcdef"
 HANG_GUARD_S = 90  # a process that does not start or stop within this is a failure, not a slow machine
 FILLED_ENTRIES = "SELECT count(*) FROM orders WHERE kind = 'entry' AND status = 'filled'"
 
@@ -60,23 +60,7 @@ class Agent:
         env_extra: dict[str, str] | None = None,
     ) -> None:
         self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if k not in ("OPENROUTER_API_KEY", "LLM_BASE_URL", "ASSETS")}
-        if model is not None:
-            env.update(
-                {"OPENROUTER_API_KEY": FAKE_KEY, "OPENROUTER_BASE_URL": model.base_url, "LLM_MODEL": "openai/gpt-5"}
-            )
-        env.update(
-            {
-                "DATABASE_URL": database_url,
-                "ADMIN_API_KEY": ADMIN_KEY,
-                "API_PORT": str(self.port),
-                "SIM_SPEED": "3000",
-                "LOG_LEVEL": "WARNING",
-                "SECRET_KEY_FILE": str(workdir / "secret.key"),
-                "SHUTDOWN_GRACE_S": "20",
-            }
-        )
-        env.update(env_extra or {})
+        env = agent_env(database_url, workdir, model, API_PORT=str(self.port), **(env_extra or {}))
         self.log = (workdir / f"agent-{self.port}.log").open("w+")
         self.proc = subprocess.Popen([BIN, "run"], env=env, cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT)
 

@@ -15,15 +15,9 @@ from app.db import models
 from app.services.exchange.registry import LiveAccountRefusedError
 from tests.conftest import ADMIN_KEY
 from tests.e2e.live_support import VENUES, LiveRig, credentials_of, live_agent, secrets_of
-from tests.fakes.webhook_receiver import WebhookReceiver, webhook_receiver
+from tests.fakes.webhook_receiver import WebhookReceiver, receiver_fixture  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.db
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    async with webhook_receiver() as running:
-        yield running
 
 
 @pytest.fixture(params=VENUES)

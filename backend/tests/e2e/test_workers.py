@@ -38,6 +38,7 @@ from app.jobs.queue import DECIDE, ensure_schema, queue_app
 from app.services.account.new_account import new_account
 from tests.conftest import ADMIN_KEY
 from tests.e2e.invariants import check_records, check_stopped_cleanly
+from tests.e2e.process_env import agent_env
 from tests.e2e.server import free_port
 from tests.e2e.sql import rows, scalar
 from tests.fakes.openrouter_server import FakeOpenRouter, chat_completion, hold_all
@@ -47,7 +48,6 @@ pytestmark = [pytest.mark.db, pytest.mark.parametrize("database_url", ["postgres
 BIN = Path(sys.executable).parent / "trading-agent"
 SEED = int(os.environ.get("KILL_TEST_SEED", "20261206"))
 HANG_GUARD_S = 120  # a process that does not start, finish or stop within this is a failure, not a slow machine
-FAKE_KEY = "sk-or-v1-workers-test-0123456789abcdef"
 # fast heartbeats, so that a killed worker's jobs go back to the queue after 2 s and its accounts' leases end after 3 s
 FAST = {"WORKER_HEARTBEAT_S": "0.5", "WORKER_STALLED_S": "2", "ACCOUNT_LEASE_S": "3"}
 
@@ -64,24 +64,7 @@ class Process:
         label: str,
         env_extra: dict[str, str] | None = None,
     ) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in ("OPENROUTER_API_KEY", "LLM_BASE_URL", "ASSETS")}
-        if model is not None:
-            env.update(
-                {"OPENROUTER_API_KEY": FAKE_KEY, "OPENROUTER_BASE_URL": model.base_url, "LLM_MODEL": "openai/gpt-5"}
-            )
-        env.update(
-            {
-                "DATABASE_URL": database_url,
-                "ADMIN_API_KEY": ADMIN_KEY,
-                "SIM_SPEED": "3000",
-                "LOG_LEVEL": "INFO",
-                "SECRET_KEY_FILE": str(workdir / "secret.key"),
-                "SHUTDOWN_GRACE_S": "20",
-                "DB_POOL_SIZE": "4",
-                **FAST,
-                **(env_extra or {}),
-            }
-        )
+        env = agent_env(database_url, workdir, model, LOG_LEVEL="INFO", DB_POOL_SIZE="4", **FAST, **(env_extra or {}))
         self.label = label
         self.log = (workdir / f"{label}-{time.monotonic_ns()}.log").open("w+")
         self.proc = subprocess.Popen([BIN, *args], env=env, cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT)

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 
@@ -71,3 +72,11 @@ async def webhook_receiver() -> AsyncIterator[WebhookReceiver]:
     finally:
         receiver.release()
         await runner.cleanup()
+
+
+@pytest.fixture(name="receiver")
+async def receiver_fixture() -> AsyncIterator[WebhookReceiver]:
+    """The `receiver` fixture: a running receiver for one test. Import `receiver_fixture` into a test module or a
+    conftest (`# noqa: F401`) and ask for `receiver`."""
+    async with webhook_receiver() as running:
+        yield running

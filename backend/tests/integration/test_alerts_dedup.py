@@ -6,36 +6,23 @@ delivery that fails is recorded with its reason, without the URL's secrets, and 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import ManualClock
-from app.db import models
 from app.db.repositories.alerts import AlertRepository
 from app.services.alerts.center import AlertCenter
 from app.services.alerts.events import AlertEvent, AlertKind
 from tests.conftest import START
-from tests.fakes.webhook_receiver import WebhookReceiver, webhook_receiver
+from tests.fakes.webhook_receiver import WebhookReceiver, receiver_fixture  # noqa: F401 (fixture)
+from tests.integration.alerts_support import stored_alerts
 
 pytestmark = pytest.mark.db
 
 SECRET = "Sup3rSecretPassw0rd"
 HALT = AlertEvent(AlertKind.ACCOUNT_HALTED, "account 1", "Account 1 halted", "halted by the test", "critical", None)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    async with webhook_receiver() as running:
-        yield running
-
-
-async def _rows(sessions: async_sessionmaker[AsyncSession]) -> list[models.Alert]:
-    async with sessions() as session:
-        return list((await session.scalars(select(models.Alert).order_by(models.Alert.id))).all())
 
 
 async def test_once_then_repeats_counted_then_again_after_the_quiet_period(
@@ -46,7 +33,7 @@ async def test_once_then_repeats_counted_then_again_after_the_quiet_period(
     assert center.configured
     center.emit(HALT)
     await center.flush()
-    [row] = await _rows(sessions)
+    [row] = await stored_alerts(sessions)
     assert (row.kind, row.subject, row.repeats, row.delivery) == ("account_halted", "account 1", 0, "delivered")
     assert row.first_at == START and row.delivered_at == START
     [sent] = receiver.received
@@ -57,7 +44,7 @@ async def test_once_then_repeats_counted_then_again_after_the_quiet_period(
         wall.set(START + timedelta(minutes=minutes))
         center.emit(HALT)
     await center.flush()
-    [row] = await _rows(sessions)
+    [row] = await stored_alerts(sessions)
     assert row.repeats == 2 and row.last_at == START + timedelta(minutes=59) and row.first_at == START
     assert len(receiver.received) == 1
 
@@ -66,7 +53,7 @@ async def test_once_then_repeats_counted_then_again_after_the_quiet_period(
     wall.set(START + timedelta(minutes=61))  # the quiet period of the first one is over
     center.emit(HALT)
     await center.flush()
-    rows = await _rows(sessions)
+    rows = await stored_alerts(sessions)
     assert [(r.subject, r.repeats, r.delivery) for r in rows] == [
         ("account 1", 2, "delivered"),
         ("account 2", 0, "delivered"),
@@ -87,7 +74,7 @@ async def test_the_quiet_period_survives_a_restart(
     second = AlertCenter(sessions, wall, urls=[receiver.url()])  # a new process on the same database
     second.emit(HALT)
     await second.close()
-    [row] = await _rows(sessions)
+    [row] = await stored_alerts(sessions)
     assert row.repeats == 1 and len(receiver.received) == 1
 
 
@@ -98,9 +85,9 @@ async def test_a_failed_delivery_is_recorded_without_secrets_and_never_raises(
     failing = receiver.url("fail", user="alerts", password=SECRET)
     center = AlertCenter(sessions, wall, urls=[failing], secrets=[SECRET])
     center.emit(HALT)  # returns at once: nothing has been stored nor sent yet
-    assert await _rows(sessions) == []
+    assert await stored_alerts(sessions) == []
     await center.flush()
-    [row] = await _rows(sessions)
+    [row] = await stored_alerts(sessions)
     assert row.delivery.startswith("failed: JSON json://***:****@127.0.0.1:") and "error=500" in row.delivery
     assert SECRET not in row.delivery and row.delivered_at is None
     assert receiver.received[0].headers["Authorization"].startswith("Basic ")  # the password did go to the receiver
@@ -109,7 +96,7 @@ async def test_a_failed_delivery_is_recorded_without_secrets_and_never_raises(
     down = AlertCenter(sessions, wall, urls=["json://127.0.0.1:9/hook"])
     down.emit(AlertEvent(AlertKind.LOOP_BEHIND, "loop", "Loop behind", "late", "warning"))
     await down.flush()
-    last = (await _rows(sessions))[-1]
+    last = (await stored_alerts(sessions))[-1]
     assert last.kind == "loop_behind" and last.delivery.startswith("failed: ") and "onnection" in last.delivery
     await center.close()
     await down.close()
@@ -121,7 +108,7 @@ async def test_without_urls_alerts_are_stored_as_not_configured(sessions: async_
     assert center.describe().startswith("not configured")
     center.emit(HALT)
     await center.close()
-    [row] = await _rows(sessions)
+    [row] = await stored_alerts(sessions)
     assert row.delivery == "not configured"
 
 
@@ -138,7 +125,7 @@ async def test_secrets_in_a_message_are_not_stored_nor_sent(
     )
     center.emit(leaky)
     await center.close()
-    [row] = await _rows(sessions)
+    [row] = await stored_alerts(sessions)
     for text in (row.message, receiver.received[0].raw):
         assert SECRET not in text and "abcdef123456" not in text and "x" * 30 not in text
         assert "bad signature" in text
@@ -153,14 +140,14 @@ async def test_a_slow_receiver_holds_up_neither_emit_nor_the_storing_of_other_al
     await asyncio.wait_for(receiver.arrived.wait(), 30)  # the first delivery is at the receiver, unanswered
     center.emit(AlertEvent(AlertKind.LOOP_BEHIND, "loop", "Loop behind", "late"))
     for _ in range(3000):  # stored while the first delivery still waits
-        if len(await _rows(sessions)) == 2:
+        if len(await stored_alerts(sessions)) == 2:
             break
         await asyncio.sleep(0.01)
-    rows = await _rows(sessions)
+    rows = await stored_alerts(sessions)
     assert [r.delivery for r in rows] == ["pending", "pending"]
     receiver.release()
     await center.flush()
-    assert [r.delivery for r in await _rows(sessions)] == ["delivered", "delivered"]
+    assert [r.delivery for r in await stored_alerts(sessions)] == ["delivered", "delivered"]
 
 
 async def test_recent_newest_first_and_counts(sessions: async_sessionmaker[AsyncSession]) -> None:

@@ -13,7 +13,7 @@ wall clock (candles skipped)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import timedelta
 
 import httpx
@@ -40,7 +40,7 @@ from tests import factories as f
 from tests.conftest import ADMIN_KEY, START, IsolatedSettings
 from tests.e2e.server import free_port, serve
 from tests.fakes.scripted_model import answer
-from tests.fakes.webhook_receiver import WebhookReceiver, webhook_receiver
+from tests.fakes.webhook_receiver import WebhookReceiver, receiver_fixture  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.db
 
@@ -73,12 +73,6 @@ class Switchboard:
                 for asset in assets
             ]
         return answer(request, f.trading_decision(items), served_by=self.name)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    async with webhook_receiver() as running:
-        yield running
 
 
 async def _generate(client: httpx.AsyncClient, account_id: int) -> dict[str, object]:

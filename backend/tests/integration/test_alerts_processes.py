@@ -14,21 +14,19 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import signal
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from multiprocessing.synchronize import Barrier
 
 import pytest
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import ManualClock, WallClock
-from app.db import models
 from app.db.session import create_engine, create_session_factory
 from app.services.alerts.center import AlertCenter
 from app.services.alerts.events import AlertEvent, AlertKind
 from tests.conftest import START
-from tests.fakes.webhook_receiver import WebhookReceiver, webhook_receiver
+from tests.fakes.webhook_receiver import WebhookReceiver, receiver_fixture  # noqa: F401 (fixture)
+from tests.integration.alerts_support import stored_alerts
 
 pytestmark = pytest.mark.db
 
@@ -91,15 +89,6 @@ async def _join(process: multiprocessing.process.BaseProcess) -> int | None:
 
 
 # ------------------------------------------------------------------------------------ helpers
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    async with webhook_receiver() as running:
-        yield running
-
-
-async def _rows(sessions: async_sessionmaker[AsyncSession]) -> list[models.Alert]:
-    async with sessions() as session:
-        return list((await session.scalars(select(models.Alert).order_by(models.Alert.id))).all())
 
 
 async def _sender_at_the_receiver(receiver: WebhookReceiver, database_url: str) -> multiprocessing.Process:
@@ -134,7 +123,7 @@ async def test_processes_raising_one_alert_at_once_store_and_send_it_once(
     codes = [await _join(process) for process in processes]
     assert codes == [0] * PROCESSES
 
-    rows = await _rows(sessions)
+    rows = await stored_alerts(sessions)
     subjects = [r.subject for r in rows]
     assert sorted(subjects) == sorted(_stale(n).subject for n in range(ROUNDS)), subjects  # one row each
     assert all(r.repeats == PROCESSES - 1 for r in rows), [(r.subject, r.repeats) for r in rows]
@@ -150,7 +139,7 @@ async def test_an_alert_a_live_process_is_sending_is_not_sent_again_by_another(
     try:
         other = AlertCenter(sessions, WallClock(), urls=[receiver.url("b")], claim_s=LONG_CLAIM_S)
         assert await other.resend_unsent() == 0  # it is being sent: its sender's claim has not ended
-        [row] = await _rows(sessions)
+        [row] = await stored_alerts(sessions)
         assert row.delivery == "pending" and row.sending_by is not None
         assert row.sending_by.split(":")[1] == str(sender.pid)  # host:pid:id
         receiver.release()
@@ -159,7 +148,7 @@ async def test_an_alert_a_live_process_is_sending_is_not_sent_again_by_another(
     finally:
         if sender.is_alive():
             sender.kill()
-    [row] = await _rows(sessions)
+    [row] = await stored_alerts(sessions)
     assert row.delivery == "delivered" and row.sending_by is None and row.sending_until is None
     assert [r.path for r in receiver.received] == ["/a"] and _resends(receiver) == []
 
@@ -171,7 +160,7 @@ async def test_an_alert_whose_sender_was_killed_is_sent_again_once_its_claim_has
     sender.kill()  # SIGKILL while its send waits for an answer: no chance to record anything
     assert await _join(sender) == -signal.SIGKILL
     receiver.release()
-    [row] = await _rows(sessions)
+    [row] = await stored_alerts(sessions)
     assert row.delivery == "pending"
 
     # Two other processes' resenders (an engine each), on clocks of their own
@@ -196,7 +185,7 @@ async def test_an_alert_whose_sender_was_killed_is_sent_again_once_its_claim_has
             await resender.close()
         for engine in engines:
             await engine.dispose()
-    [row] = await _rows(sessions)
+    [row] = await stored_alerts(sessions)
     assert row.delivery == "delivered" and row.sending_by is None
     assert len(_resends(receiver)) == 1, _resends(receiver)
 
@@ -211,13 +200,13 @@ async def test_a_slow_send_keeps_its_claim_renewed(
     sender = AlertCenter(sessions, wall, urls=[receiver.url("a")], claim_s=0.3)
     sender.emit(HALT)
     await asyncio.wait_for(receiver.arrived.wait(), HANG_GUARD_S)
-    [row] = await _rows(sessions)
+    [row] = await stored_alerts(sessions)
     first_end = row.sending_until
     wall.advance(timedelta(minutes=10))  # far past the first claim's end
     async with asyncio.timeout(HANG_GUARD_S):  # until the sender renews its claim (its next renewal)
         while first_end is not None and row.sending_until == first_end:
             await asyncio.sleep(0.05)
-            [row] = await _rows(sessions)
+            [row] = await stored_alerts(sessions)
     other = AlertCenter(sessions, ManualClock(wall.now()), urls=[receiver.url("b")], claim_s=LONG_CLAIM_S)
     assert await other.resend_unsent() == 0
     assert first_end == START + timedelta(seconds=0.3)
@@ -226,7 +215,7 @@ async def test_a_slow_send_keeps_its_claim_renewed(
     await sender.flush()
     await other.close()
     await sender.close()
-    [row] = await _rows(sessions)
+    [row] = await stored_alerts(sessions)
     assert row.delivery == "delivered" and _resends(receiver) == []
 
 
@@ -240,12 +229,12 @@ async def test_a_send_cut_short_by_close_is_sent_again_at_once(
     stopping.emit(HALT)
     await asyncio.wait_for(receiver.arrived.wait(), HANG_GUARD_S)
     await stopping.close(wait_s=0)
-    [row] = await _rows(sessions)
+    [row] = await stored_alerts(sessions)
     assert row.delivery == "pending" and row.sending_by is None and row.sending_until is None
     receiver.release()
     restarted = AlertCenter(sessions, wall, urls=[receiver.url("b")], claim_s=LONG_CLAIM_S)
     assert await restarted.resend_unsent() == 1
     await restarted.flush()
     await restarted.close()
-    [row] = await _rows(sessions)
+    [row] = await stored_alerts(sessions)
     assert row.delivery == "delivered" and _resends(receiver) == ["/b"]

@@ -63,10 +63,13 @@ def create_app(
         jobs = app.state.backtest_jobs = BacktestJobs(settings, agent.sessions, agent.wall_clock)
         task: asyncio.Task[None] | None = None
         if run_loop:
-            # One loop per database: what is still pending now was left by a run that stopped or crashed.
+            # One loop per database: what is still pending now was left by a run that stopped or crashed, and so are
+            # the accounts' leases and the model-call slots still held (a killed run's would hold them their full time)
             await agent.engine.interrupt_orphans(
                 "interrupted: the agent stopped or crashed before this decision completed (found at start-up)"
             )
+            await agent.engine.locks.release_all()
+            await agent.llm.gate.release_all()
             resent = await agent.alerts.resend_unsent()  # what a stopped or killed run was still sending
             if resent:
                 log.warning("%d alert(s) left unsent by a stopped run: sent again", resent)

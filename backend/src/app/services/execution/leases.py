@@ -188,6 +188,14 @@ class AccountLocks:
         except Exception:  # the lease ends by itself at `until`
             log.warning("could not give back the lease of account %s", account_id, exc_info=True)
 
+    async def release_all(self) -> None:
+        """End every account's lease, whoever holds it: only for a process that is the one process on its database, at
+        its start (what is held was left by its killed predecessor, which would otherwise hold it `lease_s` more)."""
+        if self.sessions is None:
+            return
+        async with self.sessions.begin() as session:
+            await session.execute(update(AccountLease).values(until=RELEASED))
+
     async def holder_of(self, account_id: int) -> str | None:
         if self.sessions is None:
             return None

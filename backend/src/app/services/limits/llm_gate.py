@@ -41,6 +41,10 @@ class LLMGate(Protocol):
     async def pace(self) -> None:
         """Wait until the request rate allows one more request, and count it."""
 
+    async def release_all(self) -> None:
+        """Free every slot, whoever leased it: only for a process that is the one process on its database, at its
+        start (what is leased was left by its killed predecessor)."""
+
 
 class CallSlots:
     """The concurrency cap on model calls in one process, executed decisions first: a shadow call takes a free slot
@@ -89,6 +93,9 @@ class LocalLLMGate:
 
     async def pace(self) -> None:
         await self._limiter.acquire()
+
+    async def release_all(self) -> None:
+        """Nothing outlives this process."""
 
 
 class SharedLLMGate:
@@ -201,6 +208,10 @@ class SharedLLMGate:
                 .returning(LLMSlot.slot)
             )
             return taken.scalar_one_or_none()
+
+    async def release_all(self) -> None:
+        async with self.sessions.begin() as session:
+            await session.execute(update(LLMSlot).values(holder=None, until=None))
 
     async def _free(self, slot: int, lease: str) -> None:
         try:

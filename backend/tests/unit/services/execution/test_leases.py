@@ -81,3 +81,19 @@ async def test_a_killed_holders_lease_ends_at_its_time_and_a_waiter_gives_up_wit
     wall.advance(timedelta(seconds=2))
     await asyncio.wait_for(task, 10)
     assert entered.is_set() and taken == ["next:3"]
+
+
+async def test_the_one_process_of_a_database_frees_at_start_what_its_killed_predecessor_held(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    wall, taken = ManualClock(START), []
+    killed = _process(sessions, wall, "killed", taken, lease_s=30)
+    assert await killed._take(4)
+    restarted = _process(sessions, wall, "restarted", taken, wait_s=0.3)
+    with pytest.raises(AccountBusyError):
+        async with restarted.decide(4):
+            pass
+    await restarted.release_all()  # `run` starting: it is the only process on the database
+    async with restarted.decide(4):
+        pass
+    assert taken == ["restarted:4"]

@@ -189,3 +189,18 @@ async def test_the_service_calls_through_its_gate() -> None:
     request = ModelRequest(["BTC"], None, None, "system", "user", "test/model")  # type: ignore[arg-type]
     await service.generate(request, shadow=True)
     assert recorder.events == ["slot shadow=True", "paced", "asked test/model", "freed"]
+
+
+@pytest.mark.db
+async def test_the_one_process_of_a_database_frees_at_start_the_slots_its_killed_predecessor_held(
+    sessions: Sessions,
+) -> None:
+    killed = shared(sessions, ManualClock(T0), holder="killed", max_concurrency=2)
+    await killed._make_rows()
+    assert await killed._try_take("call-1", shadow=False) is not None
+    assert await killed._try_take("call-2", shadow=False) is not None  # never freed: the process died
+    restarted = shared(sessions, ManualClock(T0), holder="restarted", max_concurrency=2)
+    assert await restarted._try_take("call-3", shadow=False) is None
+    await restarted.release_all()
+    assert await rows(sessions) == [(0, None, None), (1, None, None)]
+    assert await restarted._try_take("call-3", shadow=False) is not None

@@ -143,6 +143,8 @@ async def run_scheduler(settings: Settings, *, cycles: int = 0) -> int:
             )
             agent.loop.jobs = jobs
             print(agent.describe().replace("AI Trading Agent:", "AI Trading Agent scheduler:", 1), flush=True)
+            # alerts a killed worker (or scheduler) was sending go out again, once their sender's claim has ended
+            await agent.alerts.resend_unsent()
             maintaining = asyncio.create_task(jobs.maintain())
             running = asyncio.create_task(agent.loop.run_forever())
             stopping = asyncio.create_task(stop.wait())

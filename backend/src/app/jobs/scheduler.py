@@ -28,7 +28,7 @@ from app.jobs.queue import CHECK, DECIDE, enqueue, ensure_schema, queue_app, ret
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.2  # how often the scheduler asks whether a candle's jobs are done
+POLL_S = 0.5  # how often the scheduler asks whether a candle's jobs are done
 KEEP_JOBS_H = 1  # succeeded jobs are kept this long (hours), then deleted
 CLEAN_EVERY_S = 300.0
 

@@ -28,6 +28,13 @@ class AccountRepository:
         cycle, as ids only (the account objects were built and dropped)."""
         return list((await self.session.scalars(_TRADABLE_IDS)).all())
 
+    async def checked_at_start_ids(self) -> list[int]:
+        """The accounts a start-up check has something to do for: live ones (their venue is the truth, read before
+        the first cycle) and those with open positions (their stops). A flat paper account has nothing to check."""
+        open_position = select(Position.id).where(Position.account_id == Account.id, Position.status == "open")
+        query = select(Account.id).where((Account.mode == "live") | open_position.exists()).order_by(Account.id)
+        return list((await self.session.scalars(query)).all())
+
     async def guarded_ids(self) -> list[int]:
         """Accounts the loop does not decide for (paused, halted) that still hold open positions: their stops are
         checked every cycle all the same."""

@@ -163,8 +163,8 @@ class DecisionEngine:
         locks: AccountLocks | None = None,
     ) -> None:
         """`locks`: the per-account locks (shared with other processes through the database when they are; see
-        `AccountLocks`). Each time this process newly holds an account, what it cached of it (the paper venue, the
-        mirror's revision) is dropped: another process may have traded it."""
+        `AccountLocks`). When this process takes an account another process held since, what it cached of it (the
+        paper venue, the mirror's revision) is dropped and rebuilt from the database: the other may have traded it."""
         self.alerts = alerts  # a trader hears of a spent budget, the daily loss limit, refused orders and stops
         self.daily_budget_usd = daily_budget_usd
         self.watchdog = watchdog or StopWatchdog()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 import procrastinate
@@ -63,23 +62,6 @@ async def ensure_schema(database_url: str) -> bool:
             return True
         finally:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (_SCHEMA_LOCK,))
-
-
-@dataclass(frozen=True)
-class JobArgs:
-    """What a job says: whose cycle, which candle, and when it was queued (wall clock)."""
-
-    account_id: int
-    cycle_time: datetime
-    enqueued_at: datetime
-
-    @classmethod
-    def of(cls, kwargs: dict[str, object]) -> JobArgs:
-        return cls(
-            account_id=int(kwargs["account_id"]),  # type: ignore[call-overload]
-            cycle_time=datetime.fromisoformat(str(kwargs["cycle_time"])),
-            enqueued_at=datetime.fromisoformat(str(kwargs["enqueued_at"])),
-        )
 
 
 async def enqueue(

@@ -18,12 +18,13 @@ import contextlib
 import logging
 import os
 import socket
+from datetime import datetime
 
 from app.core.config import Settings
 from app.core.errors import TemporaryError
 from app.core.timeframes import timeframe_delta
 from app.jobs.clock import JobClock
-from app.jobs.queue import CHECK, DECIDE, JobArgs, ensure_schema, queue_app
+from app.jobs.queue import CHECK, DECIDE, ensure_schema, queue_app
 from app.jobs.stats import WorkerStatsWriter
 
 log = logging.getLogger(__name__)
@@ -52,17 +53,17 @@ async def run_worker(settings: Settings, *, concurrency: int, name: str | None =
     engine = agent.engine
 
     async def decide(account_id: int, cycle_time: str, enqueued_at: str) -> None:
-        job = JobArgs.of({"account_id": account_id, "cycle_time": cycle_time, "enqueued_at": enqueued_at})
+        candle = datetime.fromisoformat(cycle_time)
         stats.counters.jobs += 1
-        if realtime and agent.wall_clock.now() >= job.cycle_time + step:
+        if realtime and agent.wall_clock.now() >= candle + step:
             stats.counters.skipped += 1
             log.warning(
                 "account %s: the job of candle %s came after the next candle closed: skipped", account_id, cycle_time
             )
             return
-        with clock.at(job.cycle_time):
+        with clock.at(candle):
             try:
-                result = await engine.make_trading_decision(None, job.account_id, trigger="loop")
+                result = await engine.make_trading_decision(None, account_id, trigger="loop")
                 await engine.shadows_done()
             except Exception as exc:
                 stats.counters.failures += 1
@@ -77,10 +78,9 @@ async def run_worker(settings: Settings, *, concurrency: int, name: str | None =
         log.info("decision %s account %s candle %s: %s", result.id, account_id, cycle_time, result.status)
 
     async def check(account_id: int, cycle_time: str, enqueued_at: str) -> None:
-        job = JobArgs.of({"account_id": account_id, "cycle_time": cycle_time, "enqueued_at": enqueued_at})
         stats.counters.jobs += 1
-        with clock.at(job.cycle_time):
-            await engine.check_account(job.account_id)
+        with clock.at(datetime.fromisoformat(cycle_time)):
+            await engine.check_account(account_id)
 
     app.task(name=DECIDE)(decide)
     app.task(name=CHECK)(check)

@@ -185,6 +185,7 @@ class DecisionEngine:
         self.executor = executor
         self.reconciler = reconciler
         self.venues = venues
+        self._handed_over: set[int] = set()  # accounts another process held since this one last did
         self.locks = locks or AccountLocks()
         if self.locks.on_take is None:
             self.locks.on_take = self._forget_account
@@ -232,7 +233,8 @@ class DecisionEngine:
         """Run one decision cycle for `account_id` over `symbols` and return what it produced."""
         assets = self.resolve_symbols(symbols)
         async with self.locks.decide(account_id):
-            if self.locks.shared:
+            if account_id in self._handed_over:  # another process held it: it may have been killed mid-cycle
+                self._handed_over.discard(account_id)
                 await self._interrupt_orphans_of(account_id)
             try:
                 return await self._decide(assets, account_id, strategy_override, trigger, force_refresh)
@@ -244,7 +246,7 @@ class DecisionEngine:
     async def _interrupt_orphans_of(self, account_id: int) -> None:
         """Decisions of the account left pending by a process that was killed mid-cycle: this process holds the
         account now, so nobody else is deciding it (on a shared database the start of one process cannot tell the
-        pending decisions of the others from orphans)."""
+        pending decisions of the others from orphans). Asked only after the account changed hands, not every cycle."""
         async with self.sessions.begin() as session:
             repo = DecisionRepository(session)
             orphans = [i for i in await repo.pending_ids(account_id) if i not in self._in_flight]
@@ -256,7 +258,9 @@ class DecisionEngine:
         self._count_ended("interrupted", ended)
 
     def _forget_account(self, account_id: int) -> None:
-        """What this process cached of the account is rebuilt from the database at its next use."""
+        """What this process cached of the account is rebuilt from the database at its next use, and its decisions left
+        pending are looked for at its next decision."""
+        self._handed_over.add(account_id)
         self.venues.forget_paper(account_id)
         self.reconciler.forget(account_id)
 

@@ -298,7 +298,9 @@ class DecisionValidator:
                 if block is not None:
                     draft.reject(block, position)
                     return
-                self._cap_increase(draft, context.account_state, position, padj)
+                current = draft.final.position_adjustment  # with the stop `_check_stop` may have tightened
+                assert current is not None
+                self._cap_increase(draft, context.account_state, position, current)
                 grown = draft.final.position_adjustment
                 if draft.rejected or grown is None:
                     return

@@ -510,6 +510,25 @@ def test_a_moved_stop_wider_than_the_strategy_allows_is_tightened() -> None:
     assert "widest stop" in v.reasons[0]
 
 
+def test_a_stop_tightened_on_an_increase_stays_tightened_when_the_increase_is_capped() -> None:
+    """Both rules change one `position_adjustment`: capping the amount must keep the tightened stop (it used to
+    start again from the model's, so a stop wider than the strategy allows went through)."""
+    sol = f.position("SOL", "short", leverage=1.0, stop_loss=None)
+    context = context_with(sol, max_position_size=sol.margin_usd + 50.0)
+    widest = context.account_state.active_strategy.risk_parameters.stop_loss_percentage
+    price = context.market_data.assets["SOL"].current_price
+    adj = PositionAdjustment(
+        adjustment_type="increase", adjustment_amount_usd=5_000.0, new_sl_price=price * (1 + 1.5 * widest / 100)
+    )
+    result = validate([f.decision("SOL", "adjust_position", position_adjustment=adj)], context)
+
+    v = verdict(result, "SOL")
+    final = v.final.position_adjustment
+    assert v.status == "adjusted" and final is not None, v.reasons
+    assert final.adjustment_amount_usd <= 50.0
+    assert final.new_sl_price == pytest.approx(price * (1 + widest / 100))
+
+
 def test_a_moved_stop_beyond_the_liquidation_price_is_rejected() -> None:
     btc = f.position("BTC").model_copy(update={"liquidation_price": 99_800.0})  # a stop at 99,500 never fires
     adj = PositionAdjustment(adjustment_type="decrease", adjustment_amount_usd=100.0, new_sl_price=99_500.0)

@@ -62,6 +62,12 @@ def entry_leverage(
     return max(1.0, min(caps))
 
 
+def crossed(position: Position, level: float) -> bool:
+    """True when the market is already at or beyond `level` (a stop there would fire at once)."""
+    mark = position.mark_price or position.entry_price
+    return mark <= level if position.side == "long" else mark >= level
+
+
 class OrderRun:
     """The orders of one origin (a decision's execution, a watchdog pass, a halt) on one account: each gets the client
     id of its (asset, leg), numbered when a leg repeats."""
@@ -285,10 +291,19 @@ class Executor:
             run.report.errors.append(f"{item.asset}: entry filled but the venue shows no position")
             return
         assert item.sl_price is not None  # the validator rejects entries without a stop
-        stop = await run.protect_surely(position, "stop_loss", item.sl_price)
+        if crossed(position, item.sl_price):  # the price moved past the stop while the entry filled
+            stop, why = (
+                None,
+                (
+                    f"the market ({position.mark_price or position.entry_price:g}) is already past the stop "
+                    f"{item.sl_price:g}; the entry filled at {entry.avg_fill_price or position.entry_price:g}"
+                ),
+            )
+        else:
+            stop = await run.protect_surely(position, "stop_loss", item.sl_price)
+            why = (stop.reject_reason or "refused") if stop is not None else "the venue did not answer"
         if stop is None or stop.status == "rejected":
             await run.close(position)
-            why = stop.reject_reason if stop is not None else "the venue did not answer"
             log.error("%s: the stop could not be placed (%s), so the position was closed", item.asset, why)
             run.report.errors.append(f"{item.asset}: the stop could not be placed ({why}), so the position was closed")
             run.report.alerts.append(

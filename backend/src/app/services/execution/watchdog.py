@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from app.services.alerts.events import stop_failed
 from app.services.exchange.base import Exchange, Order, Position
-from app.services.execution.executor import OrderRun
+from app.services.execution.executor import OrderRun, crossed
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +45,6 @@ def default_level(position: Position, stop_loss_percentage: float) -> float:
     """The stop at the strategy's default distance from the entry."""
     direction = 1.0 if position.side == "long" else -1.0
     return position.entry_price * (1 - direction * stop_loss_percentage / 100.0)
-
-
-def crossed(position: Position, level: float) -> bool:
-    """True when the market is already at or beyond `level` (a stop there would fire at once)."""
-    mark = position.mark_price or position.entry_price
-    return mark <= level if position.side == "long" else mark >= level
 
 
 class StopWatchdog:

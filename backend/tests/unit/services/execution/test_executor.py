@@ -11,7 +11,8 @@ import pytest
 from app.core.clock import ManualClock
 from app.schemas.trading_decision import AssetDecision, OrderAdjustment, PositionAdjustment
 from app.schemas.validation import AssetVerdict, VerdictStatus
-from app.services.exchange.base import FEE_PROFILES, Order, Position
+from app.services.alerts.events import AlertKind
+from app.services.exchange.base import FEE_PROFILES, Order, OrderRequest, Position
 from app.services.exchange.paper import PaperVenue
 from app.services.execution.executor import ExecutionReport, Executor, entry_leverage
 from app.services.market_data.base import MarketRules
@@ -27,7 +28,29 @@ STRATEGY = f.strategy(max_leverage=3.0)
 
 
 class GuardedVenue(PaperVenue):
-    """The paper venue, refusing to let a cancel take an open position's last resting stop."""
+    """The paper venue, refusing to let a cancel take an open position's last resting stop; with `refuse_stops`
+    set it refuses every stop order, as a venue may for its own reasons."""
+
+    refuse_stops = False
+
+    async def place_order(self, request: OrderRequest) -> Order:
+        if self.refuse_stops and request.type == "stop_market":
+            return Order(
+                request.client_order_id,
+                "",
+                request.symbol,
+                request.side,
+                request.type,
+                request.quantity,
+                "rejected",
+                T0,
+                T0,
+                trigger_price=request.trigger_price,
+                reduce_only=request.reduce_only,
+                reason=request.reason,
+                reject_reason="stop orders are suspended",
+            )
+        return await super().place_order(request)
 
     async def _stops(self, symbol: str) -> int:
         return sum(o.type == "stop_market" for o in await self.fetch_open_orders(symbol))
@@ -142,16 +165,13 @@ async def test_an_entry_without_a_target_gets_only_the_stop(venue: PaperVenue) -
 # ---- the protective-stop guarantee ---------------------------------------------------------------------
 
 
-async def test_when_the_venue_refuses_the_stop_the_position_is_closed_at_once(venue: PaperVenue) -> None:
-    # the model decided at 100k with a stop at 98k, but the market has fallen to 97k by the time the order
-    # goes out: a sell stop at 98k would be above the mark, and the venue refuses it
-    venue.set_mark_price("BTC", 97_000.0)
+async def test_when_the_venue_refuses_the_stop_the_position_is_closed_at_once(venue: GuardedVenue) -> None:
+    venue.refuse_stops = True
     report = await run(venue, buy(sl=98_000.0))
 
     entry, stop, close = report.orders
     assert entry.status == "filled"
     assert stop.status == "rejected" and stop.reason == "stop_loss"
-    assert "wrong side" in (stop.reject_reason or "")
     assert (close.type, close.side, close.status, close.reason, close.reduce_only) == (
         "market",
         "sell",
@@ -162,20 +182,32 @@ async def test_when_the_venue_refuses_the_stop_the_position_is_closed_at_once(ve
     assert close.filled_quantity == entry.filled_quantity
     assert await position_of(venue) is None
     assert await venue.fetch_open_orders() == []  # no take-profit left behind either
-    assert any("stop_loss order rejected" in e and "wrong side" in e for e in report.errors)
-    assert any("position was closed" in e for e in report.errors)
+    assert any("stop_loss order rejected" in e and "suspended" in e for e in report.errors)
+    assert any("stop could not be placed (stop orders are suspended)" in e for e in report.errors)
+    assert [a.kind for a in report.alerts] == [AlertKind.ORDER_REJECTED, AlertKind.STOP_FAILED]
     assert report.executed_assets == []
     assert "BTC" not in report.intents
 
 
-async def test_when_a_shorts_stop_is_refused_the_short_is_closed(venue: PaperVenue) -> None:
-    venue.set_mark_price("BTC", 103_000.0)  # a buy stop at 102k is now below the mark
-    report = await run(venue, sell(sl=102_000.0))
+@pytest.mark.parametrize(("side", "mark", "close_side"), [("buy", 97_000.0, "sell"), ("sell", 103_000.0, "buy")])
+async def test_an_entry_filled_past_its_stop_is_closed_at_once_without_sending_the_stop(
+    venue: PaperVenue, side: Literal["buy", "sell"], mark: float, close_side: str
+) -> None:
+    # the model decided at 100k with its stop 2k away, but the market moved past the stop by the time the entry
+    # filled: a stop there would fire at once (a venue refuses it), so the position is closed as the stop would
+    venue.set_mark_price("BTC", mark)
+    report = await run(venue, buy(sl=98_000.0) if side == "buy" else sell(sl=102_000.0))
 
-    assert [o.status for o in report.orders] == ["filled", "rejected", "filled"]
-    assert report.orders[-1].side == "buy"
+    entry, close = report.orders
+    assert (entry.status, entry.reason) == ("filled", "entry")
+    assert (close.side, close.status, close.reason, close.reduce_only) == (close_side, "filled", "close", True)
+    assert close.filled_quantity == entry.filled_quantity
     assert await position_of(venue) is None
-    assert report.errors
+    assert await venue.fetch_open_orders() == []
+    [error] = report.errors
+    assert f"the market ({mark:g}) is already past the stop" in error and "position was closed" in error
+    assert [a.kind for a in report.alerts] == [AlertKind.STOP_FAILED]  # no order was refused: nothing was sent
+    assert report.executed_assets == []
 
 
 async def test_an_entry_larger_than_the_balance_is_trimmed_to_what_fits(venue: PaperVenue) -> None:

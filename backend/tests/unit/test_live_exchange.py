@@ -94,6 +94,23 @@ def test_scrub_removes_signatures_keys_and_secrets() -> None:
         ),
         (ccxt.InvalidOrder('binanceusdm {"code":-2022,"msg":"ReduceOnly Order is rejected."}'), "refused", "reduce"),
         (
+            ccxt.OperationRejected(
+                'binanceusdm {"code":-4118,"msg":"ReduceOnly Order Failed. Please check your existing position and '
+                'open orders."}'
+            ),
+            "refused",
+            "reduce-only order refused",
+        ),
+        (ccxt.BadRequest('binanceusdm {"code":-4045,"msg":"Reach max stop order limit."}'), "refused", "stop orders"),
+        (
+            ccxt.PermissionDenied(
+                'binanceusdm {"code":-4400,"msg":"Futures Trading Quantitative Rules violated, only reduceOnly order '
+                'is allowed, please try again later."}'
+            ),
+            "refused",
+            "only reduce-only",
+        ),
+        (
             ccxt.OrderImmediatelyFillable('binanceusdm {"code":-2021,"msg":"Order would immediately trigger."}'),
             "refused",
             "would trigger immediately",

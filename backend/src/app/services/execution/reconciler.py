@@ -15,7 +15,7 @@ from app.db import models
 from app.db.inserts import insert_rows
 from app.db.repositories.trading import TradingRepository
 from app.services.alerts.events import NO_ALERTS, AlertSink, reconciliation
-from app.services.exchange.base import Balance, Exchange, Fill, Order
+from app.services.exchange.base import Balance, Exchange, Fill, Order, Position
 from app.services.execution.client_ids import account_of, decision_of
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,17 @@ async def _own_decision(session: AsyncSession, account_id: int, client_order_id:
         return None
     row = await session.get(models.Decision, decision_id)
     return decision_id if row is not None and row.account_id == account_id else None
+
+
+def _reopened(position: Position, fills: Sequence[models.Fill]) -> bool:
+    """True when the venue's position, on the side of a row that began before it, is a new one: the row's fills
+    (`fills`, from its start) have an exit before the position's start and a fill at that start. Both are needed: a
+    venue that cannot tell when its position began gives the time of the read, when nothing filled, or the first
+    fill its history still holds (an increase of a position older than the history)."""
+    start = position.opened_at
+    return any(f.filled_at == start for f in fills) and any(
+        f.filled_at < start and f.reason not in ("entry", "increase") for f in fills
+    )
 
 
 class Reconciler:
@@ -201,9 +212,15 @@ class Reconciler:
 
         for symbol, stale in rows.items():
             position = venue.get(symbol)
-            if position is not None and position.side == stale.side:
+            if position is not None and position.side == stale.side and position.opened_at <= stale.opened_at:
                 continue
             own = await repo.position_fills(account_id, symbol, stale.opened_at)
+            if position is not None and position.side == stale.side:
+                if not _reopened(position, own):
+                    continue
+                # closed at the venue (a stop fired) and opened again on the same side since the last sync: the row
+                # is closed with the fills before the new position, which gets a row of its own below
+                own = [f for f in own if f.filled_at < position.opened_at]
             exits = [f for f in own if f.reason not in ("entry", "increase")]
             stale.status = "closed"
             stale.realized_pnl = sum(f.realized_pnl for f in own)

@@ -44,7 +44,9 @@ Fills: the venue's trades (Binance `userTrades` per asset, Hyperliquid `userFill
 Reason: a liquidation -> "liquidation"; our id -> its leg (`client_ids.reason_of`); another id of a stop /
 take-profit order -> stop_loss / take_profit; otherwise from the position walk (entry, increase, decrease,
 close). The adapter reads the whole fill history the venue gives (Binance: the last 7 days) once, then only
-what is new.
+what is new. Binance answers orders and fills per symbol: the adapter reads those of its assets and of every other
+asset in which the account holds a position or placed an order (a position opened by hand in another coin is
+protected and mirrored like the others).
 
 Positions: the venue's (one-way, isolated), `opened_at` the first fill of the current position when the fill
 history shows it, else now; `realized_pnl` from the fills since then. Balance: wallet, unrealized, margin used
@@ -279,6 +281,10 @@ class LiveExchange:
         self.venue: VenueId = venue
         self.network: Network = network
         self.assets = list(dict.fromkeys(a.strip().upper() for a in assets if a.strip()))
+        # Binance reads orders and fills per asset: these assets, then any other one holding a position or an order
+        # of ours (a position opened by hand in another coin), for as long as the adapter lives
+        self._watched: dict[str, None] = dict.fromkeys(self.assets)
+        self._trades_read_assets: set[str] = set()
         self._settle = VENUES[venue].settle
         self._clock: Clock = wall_clock or WallClock()
         self._lookup_attempts = max(1, lookup_attempts)
@@ -441,6 +447,7 @@ class LiveExchange:
         if asset not in self._ex_markets_assets():
             return self._rejected(request, request.quantity, f"unknown symbol {request.symbol} on {self.name}")
         rules = await self.market_rules(asset)
+        self._watched.setdefault(asset)
         quantity = round_down(request.quantity, rules.lot_size)
         if quantity <= 0:
             return self._rejected(
@@ -570,7 +577,7 @@ class LiveExchange:
         orders: list[Order] = []
         if self.venue == "binanceusdm":
             # asked per asset: Binance weighs a symbol's open orders 1, every symbol's 40 (ccxt waits accordingly)
-            symbols = [market_symbol] if market_symbol is not None else [self._market_symbol(a) for a in self.assets]
+            symbols = [market_symbol] if market_symbol is not None else [self._market_symbol(a) for a in self._watched]
             for each in symbols:
                 for params in ({}, {"trigger": True}):
                     raw = await self._read("open orders", self._ex.fetch_open_orders, each, None, None, params)
@@ -596,6 +603,10 @@ class LiveExchange:
                 position = self._binance_position(item, runs)
                 if position is not None:
                     positions.append(position)
+            if any(p.symbol not in self._watched for p in positions):  # its orders and fills are read from now on
+                self._watched.update(dict.fromkeys(p.symbol for p in positions))
+                runs = await self._runs()  # with the new asset's fills: its position's start and PnL
+                positions = [p for p in (self._binance_position(item, runs) for item in raw or []) if p is not None]
         else:
             state = await self._account()
             for item in state.get("assetPositions") or []:
@@ -1121,9 +1132,14 @@ class LiveExchange:
         since = self._trades_high_ms if self._trades_read and self._trades_high_ms and fresh else None
         if self.venue == "binanceusdm":
             raw: list[Any] = []
-            for asset in self.assets:
+            for asset in list(self._watched):
                 symbol = self._market_symbol(asset)
-                raw.extend(await self._read(f"fills of {asset}", self._ex.fetch_my_trades, symbol, since, 1000) or [])
+                first = asset not in self._trades_read_assets  # an asset watched since the last read: all it has
+                read = await self._read(
+                    f"fills of {asset}", self._ex.fetch_my_trades, symbol, None if first else since, 1000
+                )
+                raw.extend(read or [])
+                self._trades_read_assets.add(asset)
         else:
             raw = list(await self._read("fills", self._ex.fetch_my_trades, None, since) or [])
         for item in raw:

@@ -3,6 +3,8 @@ decide for (paused, halted) that still hold positions; on the real engine, datab
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import select
 
@@ -10,6 +12,8 @@ from app.bootstrap import Agent
 from app.db import models
 from app.db.repositories.accounts import AccountRepository
 from app.services.exchange.base import OrderRequest
+from app.services.llm.llm_exceptions import ContextBuildingError
+from app.services.llm.strategy_manager import StrategyUnavailableError
 
 pytestmark = pytest.mark.db
 
@@ -76,3 +80,37 @@ async def test_a_stop_cancelled_by_hand_comes_back_at_its_own_level(agent: Agent
     [second] = await _stops(agent)
     assert second.client_order_id != first.client_order_id
     assert second.trigger_price == level, "the level last placed, not the strategy's default distance"
+
+
+@pytest.mark.parametrize("failure", ["context", "strategy"])
+async def test_an_account_whose_decision_ends_before_the_model_still_gets_its_stop_every_cycle(
+    agent: Agent, failure: str
+) -> None:
+    """An active account's decision stored as an error before any model call (the market context cannot be built,
+    or its strategy was deactivated) still gives its positions the watchdog's pass, each cycle."""
+    await _bare_position(agent)
+    if failure == "context":
+
+        async def unusable(*_args: object, **_kwargs: object) -> None:
+            raise ContextBuildingError("no usable market data")
+
+        agent.engine.context_builder.build_with_history = unusable  # type: ignore[method-assign,assignment]
+    else:
+
+        async def unavailable(strategy_id: str) -> None:
+            raise StrategyUnavailableError(strategy_id, "deactivated")
+
+        agent.engine.strategies.runnable_strategy = unavailable  # type: ignore[method-assign,assignment]
+    assert await agent.loop.run_cycle() == 1
+    [stop] = await _stops(agent)
+    assert stop.client_order_id.startswith("a1-w") and stop.quantity == pytest.approx(0.05)
+    async with agent.sessions() as session:
+        [decision] = (await session.scalars(select(models.Decision))).all()
+    assert decision.status == "error" and failure in (decision.error or "")
+
+    venue = await agent.venues.exchange_for(1)
+    await venue.cancel_order("BTC", stop.client_order_id)  # cancelled by hand: the next cycle puts it back
+    agent.clock.advance(timedelta(minutes=5))
+    await agent.loop.run_cycle()
+    [again] = await _stops(agent)
+    assert again.client_order_id != stop.client_order_id and again.trigger_price == stop.trigger_price

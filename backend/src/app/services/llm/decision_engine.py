@@ -120,6 +120,14 @@ class _AlreadyDecided(Exception):
         self.result = result
 
 
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A decision that ended before its model call (no market context, the strategy unavailable): stored as an error.
+    Its positions still get the stop watchdog's pass, as every cycle gives them."""
+
+    result: DecisionResult
+
+
 @dataclass(slots=True)
 class _Prepared:
     """A decision ready for its model call: the pending row (stored) and what the rest of the cycle needs."""
@@ -352,7 +360,8 @@ class DecisionEngine:
 
     async def check_account(self, account_id: int) -> None:
         """Reconcile the account with its venue and make sure every open position has a protective stop, outside any
-        decision (start-up): the watchdog's orders are named after the wall-clock moment (`w{ms}`)."""
+        decision's execution (start-up; a paused or halted account's cycle; a decision that ended before its model
+        call): the watchdog's orders are named after the wall-clock moment (`w{ms}`)."""
         async with self.execution_lock(account_id):
             await self._check_account(account_id)
 
@@ -371,7 +380,7 @@ class DecisionEngine:
         levels = await self._known_stop_levels(account_id)
         guard = await self.watchdog.check(exchange, run, levels=levels, stop_loss_percentage=stop_pct)
         for problem in guard.problems:
-            log.warning("account %s at start-up: %s", account_id, problem)
+            log.warning("account %s, stop watchdog: %s", account_id, problem)
         self._alert(run.report.alerts)
         if run.report.orders:
             async with self.sessions.begin() as session:
@@ -409,8 +418,11 @@ class DecisionEngine:
             self._waiting_to_prepare -= 1
             if not self._waiting_to_prepare:
                 self._all_prepared.set()
-        if isinstance(prepared, DecisionResult):  # from the cache, or the context could not be built
+        if isinstance(prepared, DecisionResult):  # from the cache
             return prepared
+        if isinstance(prepared, _Held):
+            await self.check_account(account_id)
+            return prepared.result
         # Every log line from here on (model calls, orders) carries the decision and the account.
         decision_id = prepared.row.id
         structlog.contextvars.bind_contextvars(decision_id=decision_id, account_id=account_id)
@@ -476,7 +488,7 @@ class DecisionEngine:
         trigger: str,
         force_refresh: bool,
         now: datetime,
-    ) -> DecisionResult | _Prepared:
+    ) -> DecisionResult | _Held | _Prepared:
         """Everything before the model call: the account, the cache, the context, the prompt and the pending
         row (stored before the call, so a crash while the model thinks still leaves a trace)."""
         cycle_time = floor_time(now, self.interval)
@@ -525,7 +537,7 @@ class DecisionEngine:
             row.status, row.is_fallback, row.model_requested = "error", True, None
             row.error = f"strategy: {unavailable}; {HOLD_NOTICE}"
             await self._store_new(row)
-            return self._counted(to_result(row, []))
+            return _Held(self._counted(to_result(row, [])))
         try:
             context, history = await self.context_builder.build_with_history(
                 assets, account_id, strategy, account=account
@@ -534,7 +546,7 @@ class DecisionEngine:
             self.alerts.emit(alert.market_stale(self.context_builder.market.name, f"account {account_id}: {exc}"))
             row.status, row.error, row.is_fallback = "error", f"context: {exc}", True
             await self._store_new(row)
-            return self._counted(to_result(row, []))
+            return _Held(self._counted(to_result(row, [])))
 
         request = self.llm.request_for(
             assets,

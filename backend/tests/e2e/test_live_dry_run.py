@@ -1,0 +1,167 @@
+"""The README's "Dry run against the fakes" (## Live trading), followed as written, each step a real process or a
+real HTTP call: the standalone fake Binance USD-M with a position opened by hand, `trading-agent run` with the
+README's environment, then the README's API calls (create the account, store the fake's credentials, ask for a
+decision, list the positions, halt). The fake's printed lines must show what the README shows: the position adopted
+and given a STOP_MARKET, then the halt's MARKET close filled.
+
+Two departures, both to run beside other tests: the ports are free ones instead of 9100 and 8000 (`--port` for the
+fake, API_PORT for the agent), and the agent runs in a temporary directory instead of `backend/`, so its default
+database (`./data/`, SQLite) and secret key file are the test's, not the checkout's. SQLite only: the README's dry
+run uses the default database."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from app.core.config import Settings
+from tests.e2e.server import free_port
+
+BACKEND = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent / "trading-agent"
+KEY = "dry-run-admin-key-0123456789"  # the README's
+HANG_GUARD_S = 180  # a hang guard, not a performance assertion
+
+# the README's expected output of the fake, as patterns (times, ids and prices vary)
+OPENED = re.compile(r"^\d\d:\d\d:\d\d filled BUY 0\.01 BTC @ (?P<price>[\d.]+) order (?P<id>\d+)$")
+STOP = re.compile(
+    r"^\d\d:\d\d:\d\d placed STOP_MARKET SELL 0\.01 BTC trigger (?P<trigger>[\d.]+) algo (?P<id>\d+) "
+    r"client a2-d(?P<decision>\d+)-BTC-sl$"
+)
+CLOSE = re.compile(
+    r"^\d\d:\d\d:\d\d placed MARKET SELL 0\.01 BTC id (?P<id>\d+) client (?P<client>a2-h\d+-BTC-cl) -> filled$"
+)
+CLOSED = "filled SELL 0.01 BTC @ {price} order {id}"
+
+
+class Lines:
+    """A process's output, line by line, read as it comes."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, found: Callable[[list[str]], bool], what: str) -> None:
+        deadline = time.monotonic() + HANG_GUARD_S
+        while not found(list(self.lines)):
+            assert time.monotonic() < deadline, f"{what}: not printed:\n" + "\n".join(self.lines)
+            time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def _process(args: list[str], *, cwd: Path, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], Lines]]:
+    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    try:
+        yield proc, Lines(proc.stdout)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _fresh_env(**readme: str) -> dict[str, str]:
+    """The caller's environment without any of the agent's settings (a fresh shell), plus the README's."""
+    settings = {name.upper() for name in Settings.model_fields}
+    env = {k: v for k, v in os.environ.items() if k.upper() not in settings}
+    env.update({"COLUMNS": "250", **readme})
+    return env
+
+
+def test_the_readme_dry_run_adopts_the_position_stops_it_and_the_halt_closes_it(tmp_path: Path) -> None:
+    fake_port, api_port = free_port(), free_port()
+    fake_cmd = [sys.executable, "-m", "tests.fakes.binance_trading", "--port", str(fake_port), "--open-by-hand"]
+    with _process([*fake_cmd, "BTC:0.01"], cwd=BACKEND, env=_fresh_env()) as (_fake, fake_out):
+        fake_out.wait_for(lambda lines: any(line.startswith("Ctrl-C to stop") for line in lines), "the fake's start")
+        printed = "\n".join(fake_out.lines)
+        key_found = re.search(r"^api key:\s+(\S+)$", printed, re.M)
+        secret_found = re.search(r"^api secret:\s+(\S+)\s", printed, re.M)
+        assert key_found and secret_found, printed
+        api_key, api_secret = key_found[1], secret_found[1]
+        assert "opened by hand, no stop: buy 0.01 BTC" in printed
+
+        env = _fresh_env(
+            TRADING_MODE="live",
+            MARKET_SOURCE="binanceusdm",
+            VENUE_API_URL=f"http://127.0.0.1:{fake_port}",
+            ADMIN_API_KEY=KEY,
+            API_PORT=str(api_port),
+        )
+        with _process([str(BIN), "run"], cwd=tmp_path, env=env) as (agent, agent_out):
+            base = f"http://127.0.0.1:{api_port}"
+            deadline = time.monotonic() + HANG_GUARD_S
+            while True:
+                assert agent.poll() is None, "\n".join(agent_out.lines)
+                with contextlib.suppress(httpx.TransportError):
+                    if httpx.get(f"{base}/health", timeout=10).status_code == 200:
+                        break
+                assert time.monotonic() < deadline, "\n".join(agent_out.lines)
+                time.sleep(0.3)
+
+            with httpx.Client(base_url=base, headers={"X-API-Key": KEY}, timeout=120) as api:
+                created = api.post(
+                    "/api/v1/accounts", json={"name": "binance-demo", "mode": "live", "venue": "binanceusdm"}
+                )
+                assert created.status_code == 201, created.text
+                assert created.json()["id"] == 2, created.json()  # the README's next calls name account 2
+                assert (created.json()["mode"], created.json()["network"]) == ("live", "testnet")
+                stored = api.put("/api/v1/accounts/2/credentials", json={"api_key": api_key, "api_secret": api_secret})
+                assert stored.status_code == 204, stored.text
+                decided = api.post("/api/v1/decisions/generate", json={"account_id": 2, "force_refresh": True})
+                assert decided.status_code == 200, decided.text
+                positions = api.get("/api/v1/accounts/2/positions")
+                assert positions.status_code == 200, positions.text
+                [held] = [p for p in positions.json() if p["status"] == "open"]
+                fake_out.wait_for(lambda lines: any(STOP.match(line) for line in lines), "the adopted position's stop")
+                halted = api.post("/api/v1/accounts/2/halt")  # as the README's curl: no body
+                assert halted.status_code == 200, halted.text
+                assert halted.json()["status"] == "HALTED"
+                after = api.get("/api/v1/accounts/2/positions").json()
+                orders = api.get("/api/v1/accounts/2/orders").json()
+                history = api.get("/api/v1/decisions/history", params={"account_id": 2}).json()
+        agent_printed = "\n".join(agent_out.lines)
+
+        fake_out.wait_for(lambda lines: any(CLOSE.match(line) for line in lines), "the halt's close")
+        lines = [line for line in fake_out.lines if re.match(r"^\d\d:\d\d:\d\d ", line)]
+
+    # the position opened by hand, adopted by the agent
+    assert (held["symbol"], held["side"], held["size"]) == ("BTC", "long", 0.01), held
+    assert held["stop_loss"] is not None and held["stop_loss"] < held["entry_price"], held
+
+    # the fake's lines, in the README's order: opened by hand, stopped by the agent, closed by the halt
+    [opened] = [(i, m) for i, line in enumerate(lines) if (m := OPENED.match(line))]
+    [stop] = [(i, m) for i, line in enumerate(lines) if (m := STOP.match(line))]
+    [close] = [(i, m) for i, line in enumerate(lines) if (m := CLOSE.match(line))]
+    filled = CLOSED.format(price=r"[\d.]+", id=close[1]["id"])
+    [closed] = [i for i, line in enumerate(lines) if re.search(rf" {filled}$", line)]
+    assert opened[0] < stop[0] < close[0] <= closed, "\n".join(lines)
+    close_id = close[1]["client"]
+    assert float(stop[1]["trigger"]) == held["stop_loss"] < float(opened[1]["price"])
+    assert int(stop[1]["decision"]) in {d["id"] for d in history}, "the stop is not one of account 2's decisions"
+    # no other order of ours was placed; the halt leaves no position and no open order (the fake's book drops a
+    # reduce-only stop whose position is gone by itself, so it prints no cancel line for it)
+    assert len([line for line in lines if " placed " in line]) == 2, "\n".join(lines)
+    assert not [p for p in after if p["status"] == "open"], after
+    assert {o["client_order_id"]: o["status"] for o in orders} == {
+        f"a2-d{stop[1]['decision']}-BTC-sl": "canceled",
+        close_id: "filled",
+    }, orders
+    assert api_secret not in agent_printed, "the venue secret was printed by the agent"

@@ -7,6 +7,7 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import ClassVar
 
 import ccxt.async_support as ccxt
 import pytest
@@ -635,6 +636,40 @@ async def test_an_order_placed_by_hand_without_a_client_id_can_be_cancelled(live
     cancelled = await live.exchange.cancel_order("BTC", listed.client_order_id)
     assert cancelled.status == "canceled" and await live.exchange.fetch_open_orders("BTC") == []
     assert [o.status for o in live.fake.book.orders()] == ["canceled"]
+
+
+class _Binance75(FakeBinanceFutures):
+    """BTC's top leverage bracket at 75x (the fake's default is 125x, the adapter's fallback when brackets are
+    unreadable is 125x too): a maximum only the brackets can give."""
+
+    MAX_LEVERAGE: ClassVar[dict[str, int]] = {**FakeBinanceFutures.MAX_LEVERAGE, "BTC": 75}
+
+
+async def test_binance_max_leverage_is_the_top_of_the_symbols_leverage_brackets() -> None:
+    """Binance's maximum leverage comes from the signed `/fapi/v1/leverageBracket` (the markets do not carry it): the
+    top bracket's 75x; an entry asking for more is set at 75x, and the position at the venue is at 75x."""
+    with _Binance75(["BTC"], balance=1_000.0) as fake:
+        [top, *rest] = fake._brackets("BTC")
+        assert top["initialLeverage"] == 75 and all(b["initialLeverage"] < 75 for b in rest)
+        fake.book.set_price("BTC", fake.book.mark("BTC"))  # the position's mark is its entry: leverage = 75 exactly
+        exchange = _adapter("binanceusdm", fake)
+        try:
+            await exchange.start()
+            rules = await exchange.market_rules("BTC")
+            assert rules.max_leverage == 75
+            assert [r.status for r in fake.matching("GET /fapi/v1/leverageBracket")] == [200]
+            assert await exchange.set_leverage("BTC", 100) == 75
+            [asked] = fake.matching("POST /fapi/v1/leverage")
+            assert (asked.query["symbol"], asked.query["leverage"], asked.status) == ("BTCUSDT", "75", 200)
+            assert fake.book.leverage("BTC") == 75
+            live = Live("binanceusdm", fake, exchange)
+            assert (await exchange.place_order(live.market("a1-d1-BTC-en"))).status == "filled"
+            [position] = await exchange.fetch_positions()
+            assert position.leverage == pytest.approx(75)
+            [venue_position] = fake.book.positions()
+            assert venue_position.margin == pytest.approx(venue_position.size * venue_position.entry_price / 75)
+        finally:
+            await exchange.close()
 
 
 # ---- review fixes: a venue-wide rate limit, late market fills, Hyperliquid funding pages, per-symbol trade ids ----

@@ -1,12 +1,14 @@
 """Client order ids: derived from (account, origin, asset, leg), so a repeat is recognised by the venue (a duplicate
 client id is refused there) and by us (the order is looked up by its id, never sent again).
 
-    a{account}-{origin}-{asset}-{leg}   e.g. a3-d1207-BTC-en, a3-d1207-BTC-sl, a3-d1207-BTC-sl2, a3-w1772452800-ETH-sl
+    a{account}-{origin}-{asset}-{leg}   e.g. a3-d1207-BTC-en, a3-d1207-BTC-sl2, a3-w1772452800000-ETH-sl
 
-`origin` is what caused the order: `d{decision id}` (a decision's execution), `w{cycle time, epoch seconds}` (the
-protective-stop watchdog) or `h{halt time, epoch seconds}` (the kill switch). `leg` names the order's role, with a
-number when a role repeats within one origin (the second stop of a decision is `sl2`). Binance allows 36 characters
-of `[.A-Z:/a-z0-9_-]`; Hyperliquid takes a 128-bit hex `cloid`, derived from this id by the live adapter.
+`origin` is what caused the order: `d{decision id}` (a decision's execution), `w{check time, epoch milliseconds}`
+(the protective-stop watchdog) or `h{halt time, epoch milliseconds}` (the kill switch). `leg` names the order's
+role, with a number when a role repeats within one origin (the second stop of a decision is `sl2`). Binance allows
+36 characters of `[.A-Z:/a-z0-9_-]`; Hyperliquid takes a 128-bit hex `cloid`, derived from this id by the live
+adapter. An id over 36 characters raises ValueError (for every venue): with a `w`/`h` origin (13 digits) and a
+3-character leg (`sl3`, `inc`), the account id and the asset share 15 characters (6 digits leave 9 for the asset).
 """
 
 from __future__ import annotations

@@ -135,10 +135,11 @@ def credentials_of(fake: Any) -> tuple[str, str]:
 
 
 def secrets_of(fake: Any) -> list[str]:
-    """What must never appear in a log, a database column or an API answer."""
+    """What must never appear in a log, a database column or an API answer: Hyperliquid's private key; Binance's API
+    secret and its API key (the key alone identifies the account and is sent in a header, never to be shown)."""
     if isinstance(fake, FakeHyperliquidPerps):
         return [fake.PRIVATE_KEY, fake.PRIVATE_KEY.removeprefix("0x")]
-    return [fake.API_SECRET]
+    return [fake.API_SECRET, fake.API_KEY]
 
 
 def live_settings(

@@ -26,7 +26,8 @@ paper venue with a rejected order; either way the original is kept and nothing i
 Live harnesses: `LiveExchange` over the fake Binance USD-M (`FakeBinanceFutures`) and Hyperliquid
 (`FakeHyperliquidPerps`) servers, real sockets and the real ccxt client; `set_price` pins the fake's book price,
 `restart` builds a new adapter on the same account and gives it the client ids the old one knew (as the engine
-does from its database: Hyperliquid's cloids are hashes of them).
+does from its database: Hyperliquid's cloids are hashes of them). A market move is a new moment: `set_price` calls
+`refresh()`, as the engine does at each cycle (a live adapter keeps its reads until its next write or `refresh()`).
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class PaperHarness:
 
     async def set_price(self, price: float) -> None:
         self.exchange.set_mark_price(self.symbol, price)
+        self.exchange.refresh()
 
     async def restart(self) -> Exchange:
         fresh = PaperVenue(initial_balance=0.0, rules=self.rules, fees=self.exchange.fees, clock=self.clock)
@@ -127,6 +129,7 @@ class LiveHarness:
 
     async def set_price(self, price: float) -> None:
         self.fake.book.set_price(self.symbol, price)
+        self.exchange.refresh()  # a new moment: the adapter's kept reads are of the old one
 
     async def restart(self) -> Exchange:
         fresh = self.make()

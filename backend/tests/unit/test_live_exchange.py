@@ -440,6 +440,7 @@ async def test_stops_are_reduce_only_and_their_fills_carry_their_reason(live: Li
     assert len(live.fake.matching(CREATE_STOP[live.venue])) >= 2
     assert {o.client_order_id for o in await ex.fetch_open_orders("BTC")} == {"a1-d1-BTC-sl", "a1-d1-BTC-tp"}
     live.fake.book.set_price("BTC", live.mark * 0.96)
+    ex.refresh()  # a new moment (the engine's next cycle): the kept reads are of the last one
     fired = await ex.fetch_order("BTC", "a1-d1-BTC-sl")
     assert fired is not None
     assert (fired.status, fired.filled_quantity) == ("filled", pytest.approx(live.quantity))
@@ -484,6 +485,7 @@ async def test_a_liquidation_is_reported_as_one(live: Live) -> None:
     [position] = await live.exchange.fetch_positions()
     assert position.liquidation_price is not None and position.leverage == 20
     live.fake.book.set_price("BTC", position.liquidation_price * 0.99)
+    live.exchange.refresh()
     assert await live.exchange.fetch_positions() == []
     fills = await live.exchange.fetch_fills()
     assert [f.reason for f in fills] == ["entry", "liquidation"]

@@ -62,6 +62,7 @@ async def test_a_position_outside_the_assets_gets_one_stop_and_its_stop_fill_is_
             assert (stop.symbol, stop.reason, stop.quantity) == ("ETH", "stop_loss", position.size)
 
             fake.book.set_price("ETH", stops[0].trigger * 0.99)  # the stop fires at the venue
+            exchange.refresh()
             assert await exchange.fetch_positions() == []
             fills = [f for f in await exchange.fetch_fills() if f.symbol == "ETH"]
             assert [(f.side, f.reason) for f in fills] == [("buy", "entry"), ("sell", "stop_loss")]

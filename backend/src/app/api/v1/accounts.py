@@ -233,6 +233,7 @@ async def _flatten(agent: Agent, account_id: int) -> None:
     try:
         async with agent.engine.execution_lock(account_id):
             exchange = await agent.venues.exchange_for(account_id)
+            exchange.refresh()
             report = await flatten(exchange, account_id, f"h{int(agent.wall_clock.now().timestamp() * 1000)}")
             for event in report.alerts:  # closes the venue refused
                 agent.alerts.emit(event)

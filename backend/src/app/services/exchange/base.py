@@ -192,6 +192,13 @@ class Exchange(Protocol):
         the venue cannot tell (every reconciliation then reads everything)."""
         ...
 
+    def refresh(self) -> None:
+        """Read the venue anew from now on. A live adapter keeps the answers of its reads (positions, orders, fills,
+        balance, funding) until its next write or this call, so one cycle does not ask the venue the same thing many
+        times; call it where a new moment begins (a cycle's reconciliation, its execution after the model's answer,
+        a halt). The paper venue keeps nothing."""
+        ...
+
     async def set_leverage(self, symbol: str, leverage: float) -> float: ...
 
     async def place_order(self, request: OrderRequest) -> Order: ...

@@ -160,6 +160,11 @@ def reset_rate_limits() -> None:
 
 
 _SINCE_WINDOW_MS = 6 * 86_400_000
+# Reads whose answers are kept until the adapter's next write or `refresh()` (at most READ_CACHE_S): one cycle reads
+# the positions, open orders, fills, balance and funding from its reconciliation, execution, stop watchdog and mirror,
+# and each of these would otherwise ask the venue again, against its request weight limit.
+_CACHED_READS = frozenset({"open orders", "positions", "balance", "account", "account state", "funding history"})
+READ_CACHE_S = 5.0
 HL_FUNDING_PAGE = 500  # Hyperliquid userFunding: at most this many payments per answer, oldest first
 HL_FUNDING_WINDOW_MS = (
     7 * 86_400_000
@@ -307,6 +312,9 @@ class LiveExchange:
         self._hl_funding: dict[tuple[str, int], FundingPayment] = {}  # Hyperliquid payments seen, by (asset, time)
         self._hl_funding_high_ms: int | None = None
         self._margin_set: set[str] = set()
+        self._epoch = 0  # moves on at every write and `refresh()`: answers read before are not used again
+        self._answers: dict[tuple[str, str], tuple[int, datetime, Any]] = {}
+        self._trades_epoch, self._trades_until = -1, _EPOCH  # the fills were read in this epoch, kept until then
         self._leverage: dict[str, float] = {}
         self._block_key = (venue, network, (api_url or "").rstrip("/") or "default")
 
@@ -316,6 +324,12 @@ class LiveExchange:
     @property
     def revision(self) -> int | None:
         return None
+
+    def refresh(self) -> None:
+        """Forget the answers kept for this moment: the next reads ask the venue (the registry calls it whenever
+        it hands the adapter out; every write does it too)."""
+        self._epoch += 1
+        self._answers.clear()
 
     @property
     def client_ids(self) -> list[str]:
@@ -739,9 +753,10 @@ class LiveExchange:
         _BLOCKS[self._block_key] = until if current is None else max(current, until)
         return wait
 
-    async def _request(self, what: str, func: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    async def _request(self, what: str, func: Callable[..., Awaitable[Any]], *args: Any, read: bool = False) -> Any:
         """One call to the venue: refused while rate limited; ccxt errors become `_VenueError`s (a rate limit
-        becomes ExchangeUnavailableError and blocks further requests)."""
+        becomes ExchangeUnavailableError and blocks further requests). Anything but a read forgets the kept answers,
+        whatever its outcome: the venue may have changed."""
         self._check_block()
         try:
             return await func(*args)
@@ -753,13 +768,26 @@ class LiveExchange:
                     f"{self.name}: {what}: {classified.reason}: retry after {math.ceil(wait)} s", wait
                 ) from None
             raise _VenueError(what, classified) from None
+        finally:
+            if not read:
+                self.refresh()
 
     async def _read(self, what: str, func: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         """A read: retried once after a clock re-sync; not-found stays a `_VenueError` (callers decide);
-        ambiguous -> ExchangeUnavailableError; other refusals -> ExchangeError."""
+        ambiguous -> ExchangeUnavailableError; other refusals -> ExchangeError. The answers of `_CACHED_READS` are
+        kept (see `refresh`); one read while a write was under way is not."""
+        key = (what, repr(args)) if what in _CACHED_READS else None
+        if key is not None and (kept := self._answers.get(key)) is not None:
+            epoch, until, answer = kept
+            if epoch == self._epoch and self._clock.now() < until:
+                return answer
+        epoch = self._epoch
         for attempt in (1, 2):
             try:
-                return await self._request(what, func, *args)
+                answer = await self._request(what, func, *args, read=True)
+                if key is not None and epoch == self._epoch:
+                    self._answers[key] = (epoch, self._clock.now() + timedelta(seconds=READ_CACHE_S), answer)
+                return answer
             except _VenueError as exc:
                 kind = exc.classified.kind
                 if kind == "clock" and attempt == 1:
@@ -1124,7 +1152,11 @@ class LiveExchange:
     # ---- internals: fills and positions ------------------------------------------------------------------
 
     async def _sync_trades(self) -> None:
-        """Read the venue's fills: all it gives the first time, then from the latest one seen."""
+        """Read the venue's fills: all it gives the first time, then from the latest one seen; once per moment (see
+        `refresh`)."""
+        if self._trades_epoch == self._epoch and self._clock.now() < self._trades_until:
+            return
+        epoch = self._epoch
         # From the newest fill seen; from the venue's default window (Binance: the last 7 days) when none was seen yet
         # or the newest is older than the window a `since` may open (Binance reads 7 days from it: newer fills would
         # be missed).
@@ -1148,6 +1180,8 @@ class LiveExchange:
                 self._trades[trade.id] = trade
                 self._trades_high_ms = max(self._trades_high_ms, trade.time_ms)
         self._trades_read = True
+        if epoch == self._epoch:
+            self._trades_epoch, self._trades_until = epoch, self._clock.now() + timedelta(seconds=READ_CACHE_S)
 
     async def _trade(self, item: dict[str, Any]) -> _Trade | None:
         info = item.get("info") or {}

@@ -137,6 +137,9 @@ class PaperVenue:
         self._seq = 0
         self._revision = 0
 
+    def refresh(self) -> None:
+        """Nothing to forget: every read is the venue's state now."""
+
     @property
     def revision(self) -> int:
         """Changes whenever an order, a fill, a position or a funding payment changes (not with the mark):

@@ -116,8 +116,12 @@ class Reconciler:
             self._record_order(repo, account_id, order, decision_id, known_orders)
         await session.flush()
 
-        for row in await repo.open_orders(account_id):
-            venue_order = await exchange.fetch_order(row.symbol, row.client_order_id)
+        venue_open = await exchange.fetch_open_orders()
+        still_open = {o.client_order_id: o for o in venue_open}
+        for row in await repo.open_orders(account_id):  # those no longer open are looked up one by one
+            venue_order = still_open.get(row.client_order_id) or await exchange.fetch_order(
+                row.symbol, row.client_order_id
+            )
             if venue_order is None:
                 row.status = "canceled"
                 row.reject_reason = "not found on the venue during reconciliation"
@@ -125,7 +129,6 @@ class Reconciler:
                 _apply_order(row, venue_order)
         # Open orders the database does not know: placed by a process killed before it recorded them, or whose
         # answer was lost (found later by client id), or placed by hand. Recorded, so the database equals the venue.
-        venue_open = await exchange.fetch_open_orders()
         unknown = [o for o in venue_open if o.client_order_id not in known_orders]
         known_orders.update(await repo.orders_by_client_ids([o.client_order_id for o in unknown]))
         for order in unknown:

@@ -326,6 +326,7 @@ class DecisionEngine:
         reconciled (its venue does not answer or refuses) is not traded: the reason is recorded (`/health`, the
         account) and the cycle stops here, before any model call or order."""
         exchange = await self.venues.exchange_for(account_id)
+        exchange.refresh()  # a new moment: what was read before (the last cycle, before the model call) is old
         await self.venues.advance(account_id, self.clock.now())
         if self.reconciler.is_current(account_id, exchange):
             return
@@ -625,6 +626,7 @@ class DecisionEngine:
         async with self.execution_lock(account_id):
             status = await self._status_now(account_id, status)
             exchange = await self.venues.exchange_for(account_id)
+            exchange.refresh()  # the venue may have moved while the model thought
             run = OrderRun(exchange, account_id, f"d{decision_id}", ExecutionReport(), decision_id)
             report = run.report  # what was sent is kept even when the venue fails mid-way
             if status in TRADABLE:

@@ -41,6 +41,14 @@ LiveExchange's `rate_limit_ms` is for tests that build it in-process). The agent
 `sitecustomize` (on PYTHONPATH, written by the test) that sets ccxt's `rateLimit` to `CCXT_RATE_LIMIT_MS`: a speed
 knob like SIM_SPEED, the only change to the process under test; the throttle is not what this test is about.
 
+Killed mid-flatten (per venue, on its own database): a live account with positions in BTC, ETH and SOL, each with
+its stop and target, is halted (`POST /api/v1/accounts/{id}/halt`: the kill switch closes each position, then
+cancels its reduce-only orders left) and the venue is frozen at one moment of that flatten (`Freeze`: after the 1st
+close, its answer withheld; after the 1st cancel; after the 2nd close) while the agent is SIGKILLed; once more with a
+SIGTERM, which must let the halt in flight finish. The restart must find the account still HALTED, every position
+left protected, the orders left on closed positions cancelled and the database equal to the venue; halting again
+closes the rest, with one close request per position in all.
+
 The moments and signals come from a seeded generator (KILL_TEST_SEED, printed on failure) so a failing run can be
 replayed.
 """
@@ -125,8 +133,8 @@ def now_ms() -> int:
 
 # ------------------------------------------------------------------------------------------------- the model
 class VenueModel:
-    """The fake model's answers, read off the fake venue: buy BTC when flat, else close (with probability
-    `close_p`, seeded) or hold."""
+    """The fake model's answers, read off the fake venue: for each of the venue's assets, buy when flat, else close
+    (with probability `close_p`, seeded) or hold."""
 
     def __init__(self, fake: Any, rng: random.Random) -> None:
         self.fake = fake
@@ -135,29 +143,33 @@ class VenueModel:
         self.answers: list[str] = []
 
     def __call__(self, body: Any) -> Scripted:
-        positioned = any(p.asset == "BTC" for p in self.fake.book.positions())
-        # The venue's (pinned) price, and the closes the agent's context may show as the price: the levels are on
-        # the right side of all of them (a stop above the venue's price would trigger at once).
+        held = {p.asset for p in self.fake.book.positions()}
         now = self.fake.now_ms
-        prices = [self.fake.book.mark("BTC"), *(row[4] for row in self.fake.candles("BTC", "5m", now - 600_000, now))]
-        item: dict[str, Any] = {
-            "asset": "BTC",
-            "exit_plan": "stop or take-profit",
-            "rationale": "kill test",
-            "confidence": 70,
-            "risk_level": "medium",
-            "allocation_usd": 0,
-        }
-        if not positioned:
-            sl, tp = min(prices) * 0.99, max(prices) * 1.08
-            item |= {"action": "buy", "allocation_usd": 300, "sl_price": sl, "tp_price": tp}
-        else:
-            item["action"] = "close_position" if self.rng.random() < self.close_p else "hold"
-        self.answers.append(item["action"])
+        items: list[dict[str, Any]] = []
+        for asset in self.fake.assets:
+            # The venue's (pinned) price, and the closes the agent's context may show as the price: the levels are
+            # on the right side of all of them (a stop above the venue's price would trigger at once).
+            candles = self.fake.candles(asset, "5m", now - 600_000, now)
+            prices = [self.fake.book.mark(asset), *(row[4] for row in candles)]
+            item: dict[str, Any] = {
+                "asset": asset,
+                "exit_plan": "stop or take-profit",
+                "rationale": "kill test",
+                "confidence": 70,
+                "risk_level": "medium",
+                "allocation_usd": 0,
+            }
+            if asset not in held:
+                sl, tp = min(prices) * 0.99, max(prices) * 1.08
+                item |= {"action": "buy", "allocation_usd": 300, "sl_price": sl, "tp_price": tp}
+            else:
+                item["action"] = "close_position" if self.rng.random() < self.close_p else "hold"
+            self.answers.append(item["action"])
+            items.append(item)
         content = {
-            "decisions": [item],
+            "decisions": items,
             "portfolio_rationale": "kill test",
-            "total_allocation_usd": item["allocation_usd"],
+            "total_allocation_usd": sum(item["allocation_usd"] for item in items),
             "portfolio_risk_level": "medium",
         }
         return Scripted(200, chat_completion(json.dumps(content)))
@@ -187,7 +199,7 @@ class Agent:
                 "MARKET_SOURCE": fake.name,
                 "VENUE": fake.name,
                 "VENUE_API_URL": fake.base_url,
-                "ASSETS": "BTC",
+                "ASSETS": ",".join(fake.assets),
                 "INTERVAL": "5m",
                 "OPENROUTER_API_KEY": FAKE_KEY,
                 "OPENROUTER_BASE_URL": model.base_url,
@@ -237,6 +249,10 @@ class Agent:
 
     async def stop(self, sig: signal.Signals) -> int:
         self.proc.send_signal(sig)
+        return await self.exited()
+
+    async def exited(self) -> int:
+        """Wait for the process to exit (a signal was sent); its exit code."""
         try:
             code = await asyncio.to_thread(self.proc.wait, HANG_GUARD_S)
         finally:
@@ -303,9 +319,10 @@ class Venue:
         known = [cid for (cid,) in await rows(db, "SELECT client_order_id FROM orders")]
         [(last,)] = await rows(db, "SELECT coalesce(max(id), 0) FROM decisions")
         for decision in range(1, last + 1):
-            for leg in client_ids.LEGS:
-                for repeat in range(1, 5):
-                    known.append(client_ids.client_order_id(self.account_id, f"d{decision}", "BTC", leg, repeat))
+            for asset in self.fake.assets:
+                for leg in client_ids.LEGS:
+                    for repeat in range(1, 5):
+                        known.append(client_ids.client_order_id(self.account_id, f"d{decision}", asset, leg, repeat))
         self._ours.update({self.at_fake(cid): cid for cid in known})
 
     def ours(self, order: BookOrder) -> str | None:
@@ -708,3 +725,241 @@ async def test_killing_a_live_agent_leaves_every_position_protected_and_the_data
         assert len(entered) >= 3, "positions hardly opened: the test proved little"
         assert mid_decision >= 1, "no random kill landed while a decision was in flight: the test proved little"
         assert "close_position" in brain.answers, "no position was closed by a decision: the test proved little"
+
+
+# ------------------------------------------------------------------------------------------------- killed mid-flatten
+FLATTEN_ASSETS = ["BTC", "ETH", "SOL"]
+
+
+def _closed_assets(fake: Any, method: str, path: str, query: dict[str, str], body: Any) -> list[str]:
+    """The assets a request closes: a reduce-only market order's create request (the kill switch's close)."""
+    if isinstance(fake, FakeHyperliquidPerps):
+        action = body.get("action") if path == "/exchange" and isinstance(body, dict) else None
+        if not isinstance(action, dict) or action.get("type") != "order":
+            return []
+        orders = [o for o in action.get("orders") or [] if isinstance(o, dict)]
+        return [fake._asset_at(o["a"]) for o in orders if o.get("r") and "trigger" not in (o.get("t") or {})]
+    plain_reduce = method == "POST" and path == "/fapi/v1/order" and query.get("reduceOnly", "").lower() == "true"
+    return [query["symbol"].removesuffix("USDT")] if plain_reduce and query.get("type") == "MARKET" else []
+
+
+def _is_cancel(fake: Any, method: str, path: str, query: dict[str, str], body: Any) -> bool:
+    """A request cancelling an order (Binance: a plain or an algo order; Hyperliquid: by oid or by cloid)."""
+    if isinstance(fake, FakeHyperliquidPerps):
+        action = body.get("action") if path == "/exchange" and isinstance(body, dict) else None
+        return isinstance(action, dict) and action.get("type") in ("cancel", "cancelByCloid")
+    return method == "DELETE" and path in ("/fapi/v1/order", "/fapi/v1/algoOrder")
+
+
+class Freeze:
+    """Freezes the fake venue at one moment of a flatten: once the `nth` request that `matches` is processed, every
+    later request is held before it is processed (with `answered=False` that request's own answer is held too), so
+    the agent is caught waiting for the venue with the venue's state exactly as that request left it. `frozen` is set
+    once something is held. `thaw()` lets the held requests go: answered 503 unprocessed (the agent that sent them was
+    killed: a dead process's order must not reach the book), or with `process` handled as usual (a graceful stop
+    finishing what it was doing). The fake's own routing (`_route`) is wrapped while the freeze lasts."""
+
+    def __init__(self, fake: Any, matches: Any, nth: int, *, answered: bool) -> None:
+        self.fake, self.matches, self.nth, self.answered = fake, matches, nth, answered
+        self.frozen = threading.Event()
+        self._thawed = threading.Event()
+        self._process = False
+        self._lock = threading.Lock()
+        self._seen = 0
+        self._shadowed = fake.__dict__.get("_route")
+        self._original = fake._route
+        fake._route = self._route
+
+    def _route(self, method: str, path: str, query: dict[str, str], body: Any) -> Any:
+        with self._lock:
+            hold = self._seen >= self.nth and not self._thawed.is_set()
+        if hold:
+            self.frozen.set()
+            self._thawed.wait(HANG_GUARD_S)
+            if not self._process:
+                return 503, {"code": -1001, "msg": "frozen by the kill test, not processed"}, {}
+        answer = self._original(method, path, query, body)
+        if self.matches(method, path, query, body):
+            with self._lock:
+                self._seen += 1
+                withhold = self._seen == self.nth and not self.answered
+            if withhold:
+                self.frozen.set()
+                self._thawed.wait(HANG_GUARD_S)
+        return answer
+
+    def thaw(self, *, process: bool = False) -> None:
+        self._process = process
+        self._thawed.set()
+        if self._shadowed is None:
+            del self.fake._route
+        else:
+            self.fake._route = self._shadowed
+
+
+async def _shutting_down(agent: Agent) -> bool:
+    """True once the agent's API refuses new connections (a graceful stop begins by closing its listening socket)."""
+    try:
+        _reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
+    except OSError:
+        return True
+    writer.close()
+    return False
+
+
+def _orphans(fake: Any) -> list[BookOrder]:
+    """Open reduce-only orders of assets the account holds no position in (they would act on the next position)."""
+    held = {p.asset for p in fake.book.positions()}
+    return [o for o in fake.book.open_orders() if (o.reduce_only or o.close_position) and o.asset not in held]
+
+
+# (what the freeze counts, its number, whether that request is answered, the signal)
+FLATTEN_KILLS: list[tuple[str, int, bool, signal.Signals]] = [
+    ("close", 1, False, KILL),  # the 1st close processed at the venue, its answer withheld
+    ("cancel", 1, True, KILL),  # the 1st cancel (the closed position's stop or target) done, the next request held
+    ("close", 2, True, KILL),  # the 2nd close done, the next request held
+    ("close", 1, True, TERM),  # the 1st close done, then a graceful stop: the halt in flight must finish
+]
+
+
+@pytest.mark.parametrize("venue_name", VENUES)
+async def test_killing_a_live_agent_mid_flatten_keeps_the_halt_and_halting_again_finishes_it(
+    venue_name: VenueName, database_url: str, db: AsyncEngine, tmp_path: Path
+) -> None:
+    """The kill switch (`POST /accounts/{id}/halt`) of a live account with positions in three assets, each with its
+    stop and target, killed while it flattens: the venue is frozen at one moment of the flatten (`Freeze`; what
+    `FLATTEN_KILLS` names) and the agent gets SIGKILL (or SIGTERM) while it waits for the venue. The venue keeps the
+    stop and target of a closed position (`keeps_orphans`, as Binance does), so the flatten has cancels to be killed
+    at: for each position a close, then the cancels of its reduce-only orders left.
+
+    At the kill: at least one position closed and at least one still open at the fake, the halt not answered. After
+    the restart's start-up check, counted at the fake: no client id sent twice and no order that is not ours, every
+    position still open covered by a reduce-only stop, no reduce-only order left on an asset without a position (the
+    start-up check cancels them), the account still HALTED (the halt was stored before the first order), the
+    database equal to the venue (positions, open orders, fills), nothing pending. Halting again finishes the flatten:
+    answered 200 (nothing remains), no position and no open order left at the fake, and each position was closed by
+    one close request in all (none sent again, under its id or a new one). After a SIGTERM the halt in flight is
+    answered before the process exits, and there is nothing left to do."""
+    with fake_venue(venue_name, FLATTEN_ASSETS) as fake, FakeOpenRouter() as model:
+        fake.book.keeps_orphans = True
+        brain = VenueModel(fake, random.Random(SEED))
+        brain.close_p = 0.0  # buy every flat asset, hold the others
+        model.responder = brain
+        checkpoints: list[int] = []
+        agents: list[Agent] = []
+        seen: list[str] = []  # what each kill left and what the restart did (printed at the end)
+
+        def start() -> Agent:
+            agent = Agent(database_url, tmp_path, fake, model)
+            agents.append(agent)
+            return agent
+
+        agent = start()
+        where = "first run"
+        try:
+            checkpoints.append(await agent.ready())
+            account_id = await _set_up_account(agent, fake)
+            venue = Venue(fake, account_id)
+            halt_path = f"/api/v1/accounts/{account_id}/halt"
+
+            async def status() -> str:
+                return str((await agent.call("GET", f"/api/v1/accounts/{account_id}"))["status"])
+
+            for round_no, (counted, nth, answered, sig) in enumerate(FLATTEN_KILLS):
+                moment = f"{sig.name} after the {counted} #{nth} {'answered' if answered else 'processed, unanswered'}"
+                where = f"mid-flatten round {round_no} ({moment})"
+                if round_no:
+                    await agent.call("POST", f"/api/v1/accounts/{account_id}/resume", {"reason": "next round"})
+                result = await agent.decide(account_id)
+                checkpoints.append(now_ms() + 1)
+                assert sorted(p.asset for p in fake.book.positions()) == FLATTEN_ASSETS, (
+                    f"{where}: the decision did not open every position: {json.dumps(result)[:3000]}"
+                )
+                _check_protected(fake, f"{where}, before the halt")
+                round_began = len(fake.requests)
+
+                # The halt, frozen at the venue at the round's moment, and the signal while the agent waits.
+                if counted == "close":
+                    matches: Any = lambda *request: bool(_closed_assets(fake, *request))  # noqa: E731
+                else:
+                    matches = lambda *request: _is_cancel(fake, *request)  # noqa: E731
+                freeze = Freeze(fake, matches, nth, answered=answered)
+                halting = asyncio.create_task(agent.call("POST", halt_path, {"reason": "kill test"}))
+
+                def at_moment(freeze: Freeze = freeze, halting: asyncio.Task[Any] = halting) -> bool:
+                    return freeze.frozen.is_set() or halting.done()
+
+                await _wait_for(at_moment, f"{where}: the moment", agent)
+                assert not halting.done(), f"{where}: the halt was answered before the moment: the round proved nothing"
+                left = sorted(p.asset for p in fake.book.positions())
+                orphaned = sorted(f"{o.asset} {o.type}" for o in _orphans(fake))
+                assert 0 < len(left) < len(FLATTEN_ASSETS), f"{where}: not mid-flatten at the kill: open {left}"
+                if sig == KILL:
+                    assert await agent.stop(KILL) == -KILL
+                    freeze.thaw()
+                    with pytest.raises(httpx.TransportError):
+                        await halting
+                else:
+                    agent.proc.send_signal(TERM)
+                    deadline = time.monotonic() + HANG_GUARD_S
+                    while not await _shutting_down(agent):
+                        assert time.monotonic() < deadline, f"{where}: the agent did not begin to stop"
+                        await asyncio.sleep(0.01)
+                    freeze.thaw(process=True)
+                    answer = await halting  # the graceful stop finished the halt in flight (200: nothing remains)
+                    assert answer["status"] == "HALTED", answer
+                    code = await agent.exited()
+                    assert code in (0, -TERM), f"{where}: exit {code}\n{agent.output()[-3000:]}"
+                    assert "Traceback" not in agent.output(), f"{where}:\n{agent.output()[-4000:]}"
+                    assert not fake.book.positions() and not fake.book.open_orders(), f"{where}: the halt was cut short"
+                    await _check_nothing_pending(db, f"{where}, after the graceful stop")
+                at_kill = f"open {left}, orphans {orphaned}"
+
+                # The restart: its start-up check done, the account still halted and the venue's state mirrored.
+                orders_before = {o.id for o in fake.book.orders()}
+                open_before = {o.id for o in fake.book.open_orders()}
+                agent = start()
+                checkpoints.append(await agent.ready())
+                assert await status() == "HALTED", f"{where}: the halt did not survive the {sig.name}"
+                placed = sorted(f"{o.asset} {o.type}" for o in fake.book.orders() if o.id not in orders_before)
+                ended = sorted(
+                    f"{o.asset} {o.type} {o.status}"
+                    for o in fake.book.orders()
+                    if o.id in open_before and o.status != "open"
+                )
+                assert not _orphans(fake), f"{where}: reduce-only orders left without a position: {_orphans(fake)}"
+                await _check_all(db, venue, checkpoints, f"{where}, after the restart")
+                restart_left = sorted(p.asset for p in fake.book.positions())
+                halts = await rows(db, "SELECT client_order_id, status FROM orders WHERE client_order_id LIKE '%-h%'")
+                seen.append(
+                    f"{where}: at the kill {at_kill}; after the restart open {restart_left}, placed {placed}, "
+                    f"ended {ended}; the halts' orders in the database {sorted(halts)}"
+                )
+
+                # Halting again finishes the flatten; each position closed by exactly one close request.
+                answer = await agent.call("POST", halt_path, {"reason": "kill test, again"})
+                assert answer["status"] == "HALTED", answer
+                assert not fake.book.positions(), f"{where}: positions left after the second halt"
+                assert not fake.book.open_orders(), f"{where}: orders left after the second halt"
+                closes: dict[str, int] = {}
+                for request in list(fake.requests)[round_began:]:
+                    for asset in _closed_assets(fake, request.method, request.path, request.query, request.json):
+                        closes[asset] = closes.get(asset, 0) + 1
+                assert closes == dict.fromkeys(FLATTEN_ASSETS, 1), f"{where}: close requests per asset {closes}"
+                await venue.learn_ids(db)
+                _check_orders_at_fake(venue, f"{where}, after halting again")
+                await _check_db_equals_exchange(db, venue, f"{where}, after halting again")
+                await _check_nothing_pending(db, f"{where}, after halting again")
+
+            where = "last graceful stop"
+            code = await agent.stop(TERM)
+            assert code in (0, -TERM), f"{where}: exit {code}\n{agent.output()[-3000:]}"
+        except BaseException:
+            print(f"{where}; the agent's output:\n{agent.output()[-4000:]}")
+            raise
+        finally:
+            for running in agents:
+                if running.proc.poll() is None:
+                    running.proc.kill()
+                    running.proc.wait()
+        print("\n".join(seen))

@@ -4,7 +4,8 @@ limits (Binance: at most 36 characters of `[.A-Z:/a-z0-9_-]`; Hyperliquid hashes
 The budget, worked out: `a{account}-{origin}-{asset}-{leg}{n}` with a watchdog's or a halt's origin (`w`/`h` and a
 13-digit epoch-milliseconds time) and a 3-character leg (`sl3`, a stop's last of `STOP_ATTEMPTS` tries; `inc`) leaves
 36 - 21 = 15 characters for the account id and the asset together: a 6-digit account id and a 9-character asset fit;
-past that `client_order_id` raises ValueError rather than send an id the venue would refuse.
+past that the asset is written shorter (its first letters and 4 hex digits of its hash), so no order goes unsent for
+its id; an account id longer than the database's 10 digits may raise ValueError.
 """
 
 from __future__ import annotations
@@ -107,25 +108,38 @@ def test_six_digit_accounts_and_nine_character_assets_fit_the_binance_limit_for_
 @pytest.mark.parametrize("account_id", [1, 42, 9_999, MAX_ACCOUNT_6_DIGITS, 1_000_000, MAX_DECISION_ID])
 @pytest.mark.parametrize("origin", [*every_origin(), "d1", f"w{MS_2026}"])
 @pytest.mark.parametrize("asset", ["BTC", "1000CHEEMS", "BROCCOLI714", "A" * 20])
-def test_an_id_is_never_longer_than_the_limit_it_raises_instead(account_id: int, origin: str, asset: str) -> None:
+def test_an_id_is_never_longer_than_the_limit_a_long_asset_is_written_shorter(
+    account_id: int, origin: str, asset: str
+) -> None:
+    ids = set()
     for leg in LEGS:
-        for repeat in (1, STOP_ATTEMPTS, 10):
-            expected = f"a{account_id}-{origin}-{asset}-{leg}{repeat if repeat > 1 else ''}"
-            if len(expected) > MAX_LENGTH:
-                with pytest.raises(ValueError, match=re.escape(expected)):
-                    client_order_id(account_id, origin, asset, leg, repeat)
-            else:
-                assert client_order_id(account_id, origin, asset, leg, repeat) == expected
-                assert BINANCE_CLIENT_ID.match(expected)
+        for repeat in (1, STOP_ATTEMPTS):
+            full = f"a{account_id}-{origin}-{asset}-{leg}{repeat if repeat > 1 else ''}"
+            cid = client_order_id(account_id, origin, asset, leg, repeat)
+            assert BINANCE_CLIENT_ID.match(cid), cid
+            assert cid == full or (len(full) > MAX_LENGTH and len(cid) == MAX_LENGTH), (full, cid)
+            assert (account_of(cid), reason_of(cid)) == (account_id, LEGS[leg])
+            assert decision_of(cid) == (int(origin[1:]) if origin.startswith("d") else None)
+            ids.add(cid)
+    assert len(ids) == 2 * len(LEGS)  # every order of the origin still has an id of its own
 
 
-def test_the_first_character_over_the_limit_is_refused() -> None:
+def test_long_assets_written_shorter_keep_distinct_ids() -> None:
+    """Two long assets sharing their first letters get different ids (the hash part tells them apart)."""
+    origin = f"h{MS_2026}"
+    first = client_order_id(MAX_DECISION_ID, origin, "1000CHEEMS", "cl")
+    second = client_order_id(MAX_DECISION_ID, origin, "1000CATS", "cl")
+    assert first != second and len(first) == len(second) == MAX_LENGTH
+    assert first == client_order_id(MAX_DECISION_ID, origin, "1000CHEEMS", "cl")  # and the same one every time
+
+
+def test_the_first_character_over_the_limit_shortens_the_asset() -> None:
     fits = client_order_id(7, f"w{MS_2026}", "A" * 14, "sl", STOP_ATTEMPTS)  # 36 characters exactly
-    assert len(fits) == 36
-    with pytest.raises(ValueError, match="at most 36 characters"):
-        client_order_id(7, f"w{MS_2026}", "A" * 15, "sl", STOP_ATTEMPTS)
-    with pytest.raises(ValueError, match="at most 36 characters"):
-        client_order_id(70, f"w{MS_2026}", "A" * 14, "sl", STOP_ATTEMPTS)
+    assert fits == f"a7-w{MS_2026}-{'A' * 14}-sl3"
+    longer = client_order_id(7, f"w{MS_2026}", "A" * 15, "sl", STOP_ATTEMPTS)
+    assert len(longer) == 36 and longer.startswith(f"a7-w{MS_2026}-{'A' * 10}") and longer != fits
+    with pytest.raises(ValueError, match="over 36 characters even with the asset shortened"):
+        client_order_id(1_234_567_890_123, f"w{MS_2026}", "A" * 14, "sl", STOP_ATTEMPTS)
 
 
 @pytest.mark.parametrize(

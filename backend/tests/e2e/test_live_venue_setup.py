@@ -182,12 +182,6 @@ async def test_a_position_opened_without_set_up_shows_the_venues_defaults(venue:
         assert position.margin == pytest.approx(quantity * position.entry_price / VENUE_DEFAULT_LEVERAGE, rel=1e-9)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the executor sizes an entry at entry_leverage (strategy, account, the market data's rules and the fee "
-    "profile's cap: no Binance brackets) and ignores the leverage set_leverage returns; a top bracket below the "
-    "strategy's leverage sets the venue at the bracket, so the margin committed exceeds the model's allocation",
-)
 async def test_an_entry_under_a_bracket_below_the_strategys_leverage_commits_only_its_allocation(
     tmp_path: Path,
 ) -> None:

@@ -277,7 +277,8 @@ class Executor:
         leverage = entry_leverage(
             strategy, account_max_leverage, self.rules.get(item.asset), self.venue_max_leverage.get(item.asset)
         )
-        await exchange.set_leverage(item.asset, leverage)
+        # sized at the leverage the venue set: it may be lower (a venue's bracket, whole numbers only)
+        leverage = await exchange.set_leverage(item.asset, leverage)
         quantity = item.allocation_usd * leverage / price
         worst_price = price * (1 + self.slippage_allowance_bps / 10_000)
         available = (await exchange.fetch_balance()).available

@@ -15,6 +15,7 @@ import pytest
 from app.core.clock import ManualClock
 from app.services.exchange.base import ExchangeError, ExchangeUnavailableError, OrderRequest
 from app.services.exchange.live import (
+    READ_CACHE_S,
     LiveExchange,
     OutcomeUnknownError,
     RateLimitedError,
@@ -24,6 +25,8 @@ from app.services.exchange.live import (
     round_down,
 )
 from app.services.exchange.live_errors import classify, scrub
+from app.services.execution.executor import ExecutionReport, OrderRun
+from app.services.execution.watchdog import StopWatchdog
 from tests.fakes.binance_trading import FakeBinanceFutures
 from tests.fakes.exchange_servers import FakeBinance, FakeHyperliquid
 from tests.fakes.hyperliquid_trading import FakeHyperliquidPerps
@@ -301,8 +304,13 @@ def _adapter(venue: str, fake: FakeBinanceFutures | FakeHyperliquidPerps, **kw: 
         credentials = VenueCredentials(fake.API_KEY, fake.API_SECRET)
     else:
         credentials = VenueCredentials(fake.WALLET, fake.PRIVATE_KEY)
-    options: dict[str, object] = {"timeout_ms": 1_000, "lookup_backoff_s": 0.05, "rate_limit_ms": 1.0} | kw
-    return LiveExchange(venue, credentials, network="testnet", assets=["BTC"], api_url=fake.base_url, **options)  # type: ignore[arg-type]
+    options: dict[str, object] = {
+        "timeout_ms": 1_000,
+        "lookup_backoff_s": 0.05,
+        "rate_limit_ms": 1.0,
+        "assets": ["BTC"],
+    } | kw
+    return LiveExchange(venue, credentials, network="testnet", api_url=fake.base_url, **options)  # type: ignore[arg-type]
 
 
 class Live:
@@ -804,5 +812,98 @@ async def test_binance_fills_of_two_assets_with_the_same_trade_id_both_come_back
                 ("BTC", f"BTC-{btc.id}", "a1-d1-BTC-en"),
                 ("ETH", f"ETH-{btc.id}", "a1-d1-ETH-en"),
             ]
+        finally:
+            await exchange.close()
+
+
+# ---- other assets and kept reads -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("venue", ["binanceusdm", "hyperliquid"])
+async def test_a_position_outside_the_assets_gets_one_stop_and_its_stop_fill_is_read(venue: str) -> None:
+    """A position in an asset outside ASSETS (opened by hand in another coin, or left after ASSETS was narrowed): its
+    orders and fills are read too, so the stop watchdog protects it once (not with a new stop every cycle, which on
+    Binance ends at the venue's stop-order limit) and its stop's fill is in the history."""
+    fake_type = FakeBinanceFutures if venue == "binanceusdm" else FakeHyperliquidPerps
+    with fake_type(["BTC", "ETH"], balance=10_000.0) as fake:
+        exchange = _adapter(venue, fake)
+        await exchange.start()
+        try:
+            fake.book.place("ETH", "buy", "market", 0.5, client_id="web_by_hand")  # by hand, in a coin not traded
+            placed: list[list[str]] = []
+            for cycle in range(3):
+                run = OrderRun(exchange, 1, f"w{cycle}", ExecutionReport())
+                report = await StopWatchdog().check(exchange, run, levels={}, stop_loss_percentage=3.0)
+                placed.append(report.placed)
+                exchange.refresh()
+            stops = [o for o in fake.book.open_orders("ETH") if o.type == "stop_market"]
+            assert placed == [["ETH"], [], []]
+            assert len(stops) == 1, stops
+            [position] = await exchange.fetch_positions()
+            assert position.symbol == "ETH"
+            [stop] = await exchange.fetch_open_orders()
+            assert (stop.symbol, stop.reason, stop.quantity) == ("ETH", "stop_loss", position.size)
+
+            fake.book.set_price("ETH", stops[0].trigger * 0.99)  # the stop fires at the venue
+            exchange.refresh()
+            assert await exchange.fetch_positions() == []
+            fills = [f for f in await exchange.fetch_fills() if f.symbol == "ETH"]
+            assert [(f.side, f.reason) for f in fills] == [("buy", "entry"), ("sell", "stop_loss")]
+            assert await exchange.fetch_open_orders() == []
+        finally:
+            await exchange.close()
+
+
+async def _reads(fake: FakeBinanceFutures | FakeHyperliquidPerps, exchange: LiveExchange) -> int:
+    """How many requests one look at the account (positions, open orders, fills, balance) sends."""
+    before = len(fake.requests)
+    await exchange.fetch_positions()
+    await exchange.fetch_open_orders()
+    await exchange.fetch_fills()
+    await exchange.fetch_balance()
+    return len(fake.requests) - before
+
+
+@pytest.mark.parametrize("venue", ["binanceusdm", "hyperliquid"])
+async def test_reads_are_kept_until_a_write_a_refresh_or_their_time_is_up(venue: str) -> None:
+    """A cycle's reconciliation, execution, stop watchdog and mirror read the positions, orders, fills and balance many
+    times; asking the venue each time spent its request weight. The answers are kept until the adapter's next write
+    (whatever its outcome), `refresh()`, or READ_CACHE_S on the wall clock."""
+    clock = ManualClock(datetime.now(UTC))
+    fake_type = FakeBinanceFutures if venue == "binanceusdm" else FakeHyperliquidPerps
+    with fake_type(["BTC", "ETH"], balance=10_000.0) as fake:
+        exchange = _adapter(venue, fake, assets=["BTC", "ETH"], wall_clock=clock)
+        await exchange.start()
+        try:
+            exchange.refresh()
+            assert await _reads(fake, exchange) > 0
+            assert await _reads(fake, exchange) == 0, "the same moment: nothing asked again"
+
+            # a change at the venue the adapter did not make: seen after refresh(), not before
+            fake.book.place("ETH", "buy", "market", 0.5, client_id="web_by_hand")
+            assert await exchange.fetch_positions() == []
+            exchange.refresh()
+            assert [p.symbol for p in await exchange.fetch_positions()] == ["ETH"]
+
+            # the adapter's own write: everything after it is read anew, and shows the write
+            await exchange.set_leverage("BTC", 2)
+            order = await exchange.place_order(OrderRequest("a1-d1-BTC-en", "BTC", "buy", "market", 0.01))
+            assert order.status == "filled"
+            assert [p.symbol for p in await exchange.fetch_positions()] == ["BTC", "ETH"]
+            assert [f.client_order_id for f in await exchange.fetch_fills() if f.symbol == "BTC"] == ["a1-d1-BTC-en"]
+            await _reads(fake, exchange)
+            assert await _reads(fake, exchange) == 0
+
+            # a refused write changes nothing at the venue, but is not trusted to: read anew
+            refused = await exchange.place_order(OrderRequest("a1-d1-BTC-en2", "BTC", "buy", "market", 1_000.0))
+            assert refused.status == "rejected"
+            assert await _reads(fake, exchange) > 0
+
+            # on its own, the moment ends after READ_CACHE_S on the wall clock
+            fake.book.place("ETH", "sell", "market", 0.5, client_id="web_by_hand_close", reduce_only=True)
+            clock.advance(timedelta(seconds=READ_CACHE_S - 0.1))
+            assert [p.symbol for p in await exchange.fetch_positions()] == ["BTC", "ETH"]
+            clock.advance(timedelta(seconds=0.2))
+            assert [p.symbol for p in await exchange.fetch_positions()] == ["BTC"]
         finally:
             await exchange.close()

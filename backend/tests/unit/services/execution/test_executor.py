@@ -35,21 +35,7 @@ class GuardedVenue(PaperVenue):
 
     async def place_order(self, request: OrderRequest) -> Order:
         if self.refuse_stops and request.type == "stop_market":
-            return Order(
-                request.client_order_id,
-                "",
-                request.symbol,
-                request.side,
-                request.type,
-                request.quantity,
-                "rejected",
-                T0,
-                T0,
-                trigger_price=request.trigger_price,
-                reduce_only=request.reduce_only,
-                reason=request.reason,
-                reject_reason="stop orders are suspended",
-            )
+            return self._new_order(request, request.quantity, "stop orders are suspended")
         return await super().place_order(request)
 
     async def _stops(self, symbol: str) -> int:

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -49,6 +50,7 @@ from app.bootstrap import Agent, build_agent
 from app.core.config import ExplicitSettings, Settings
 from app.db import models
 from app.db.repositories.accounts import AccountRepository
+from app.main import create_app
 from app.schemas.decision_result import DecisionResult
 from app.schemas.trading_decision import AssetDecision, OrderAdjustment, TradingDecision
 from app.services.account.new_account import new_account
@@ -56,6 +58,7 @@ from app.services.exchange import live as live_module
 from app.services.exchange.live import cloid_for
 from app.services.llm.providers.base import ModelRequest, ModelResponse
 from tests.conftest import ADMIN_KEY
+from tests.e2e.server import serve
 from tests.fakes.binance_trading import FakeBinanceFutures
 from tests.fakes.exchange_servers import Recorded
 from tests.fakes.hyperliquid_trading import PRIVATE_INFO, FakeHyperliquidPerps
@@ -448,3 +451,26 @@ def no_position_left_unprotected(fake: Any) -> None:
     """Every stretch a position spent without a stop at the venue has ended (none is open now)."""
     spans = fake.book.unprotected_spans()
     assert all(end is not None for _, _, end in spans), f"a position is without a stop at the venue: {spans}"
+
+
+# ------------------------------------------------------------------------------------------------ the API
+
+
+@contextlib.asynccontextmanager
+async def served(settings: Settings, agent: Agent) -> AsyncIterator[httpx.AsyncClient]:
+    """The agent's HTTP API over a real socket, as an admin (no loop: the test runs the cycles). The app's shutdown
+    closes the agent."""
+
+    async def prebuilt(_s: Settings) -> Agent:
+        return agent
+
+    async with (
+        serve(create_app(settings, agent_factory=prebuilt)) as base_url,
+        httpx.AsyncClient(base_url=base_url, timeout=60, headers={"X-API-Key": ADMIN_KEY}) as client,
+    ):
+        yield client
+
+
+async def halt(client: httpx.AsyncClient, rig: LiveRig) -> httpx.Response:
+    """The kill switch through the API."""
+    return await client.post(f"/api/v1/accounts/{rig.account_id}/halt", json={"reason": "e2e kill switch"})

@@ -6,51 +6,27 @@ target; `POST /api/v1/accounts/{id}/halt` is sent while the venue does not answe
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from app.bootstrap import Agent
-from app.core.config import Settings
-from app.main import create_app
-from tests.conftest import ADMIN_KEY
 from tests.e2e.live_support import (
     VENUES,
     LiveRig,
     assert_db_matches_venue,
     db_orders,
     db_positions,
+    halt,
     live_agent,
     order_creates,
+    served,
     stops_at,
 )
-from tests.e2e.server import serve
 
 pytestmark = pytest.mark.db
 
-ADMIN = {"X-API-Key": ADMIN_KEY}
-
-
-@contextlib.asynccontextmanager
-async def served(settings: Settings, agent: Agent) -> AsyncIterator[httpx.AsyncClient]:
-    """The agent's HTTP API over a real socket, as an admin."""
-
-    async def prebuilt(_s: Settings) -> Agent:
-        return agent
-
-    async with (
-        serve(create_app(settings, agent_factory=prebuilt)) as base_url,
-        httpx.AsyncClient(base_url=base_url, timeout=60, headers=ADMIN) as client,
-    ):
-        yield client
-
-
-async def halt(client: httpx.AsyncClient, rig: LiveRig) -> httpx.Response:
-    return await client.post(f"/api/v1/accounts/{rig.account_id}/halt", json={"reason": "e2e kill switch"})
 
 
 async def assert_halted(client: httpx.AsyncClient, rig: LiveRig) -> None:

@@ -15,16 +15,15 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from app.bootstrap import Agent, build_agent
+from app.bootstrap import build_agent
 from app.core.config import Settings
-from app.main import create_app
 from app.services.exchange.registry import LiveAccountRefusedError
 from tests.conftest import ADMIN_KEY
 from tests.e2e.live_support import (
@@ -40,9 +39,10 @@ from tests.e2e.live_support import (
     live_settings,
     order_creates,
     private_requests,
+    served,
     stops_at,
 )
-from tests.e2e.server import free_port, serve
+from tests.e2e.server import free_port
 
 pytestmark = pytest.mark.db
 
@@ -186,20 +186,6 @@ async def test_start_up_and_health_say_which_live_accounts_trade_real_money(data
 # ------------------------------------------------------------------------------------- in-process helpers
 
 
-@contextlib.asynccontextmanager
-async def _served(settings: Settings, agent: Agent) -> AsyncIterator[httpx.AsyncClient]:
-    """The agent's API over a real socket, as an admin (no loop: the test runs the cycles)."""
-
-    async def prebuilt(_s: Settings) -> Agent:
-        return agent
-
-    async with (
-        serve(create_app(settings, agent_factory=prebuilt)) as base_url,
-        httpx.AsyncClient(base_url=base_url, timeout=60, headers=ADMIN) as client,
-    ):
-        yield client
-
-
 async def _live_state(client: httpx.AsyncClient, account_id: int) -> tuple[dict[str, Any], dict[str, Any], str | None]:
     """(/health, the account's /health entry, the account's live_refusal)."""
     health = (await client.get("/health")).json()
@@ -243,7 +229,7 @@ async def test_an_account_its_venue_cannot_read_is_refused_in_health_and_on_the_
         rig.model.opening = False
         await rig.cycle()  # the adapter is up, the account flat
         rig.model.opening = True  # asked, the model would buy
-        async with _served(rig.settings, rig.agent) as client:
+        async with served(rig.settings, rig.agent) as client:
             health, entry, refusal = await _live_state(client, account_id)
             assert entry["refused"] is None and refusal is None and health["status"] == "ok", health["reasons"]
 
@@ -283,7 +269,7 @@ async def test_a_live_account_created_without_a_network_is_on_the_test_network(
     with fast_live_requests(), fake_venue(venue) as fake:  # type: ignore[arg-type]
         settings = live_settings(fake, database_url=database_url, tmp_path=tmp_path)
         agent = await build_agent(settings, provider=FlatThenHold(at_price=fake.book.set_price))
-        async with _served(settings, agent) as client:
+        async with served(settings, agent) as client:
             created = await client.post("/api/v1/accounts", json={"name": "no-network", "mode": "live", "venue": venue})
             assert created.status_code == 201, created.text
             account_id = created.json()["id"]

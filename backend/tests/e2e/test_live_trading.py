@@ -10,7 +10,6 @@ so entries fill at a known price and nothing fires unless a test moves the price
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
@@ -43,6 +42,7 @@ from tests.e2e.live_support import (
     entries_at,
     fake_venue,
     fast_live_requests,
+    halt,
     is_entry_create,
     is_stop_create,
     live_agent,
@@ -51,6 +51,7 @@ from tests.e2e.live_support import (
     order_creates,
     private_requests,
     secrets_of,
+    served,
     stops_at,
 )
 from tests.e2e.server import serve
@@ -492,31 +493,13 @@ async def test_a_position_the_model_closes_is_closed_at_the_venue_and_in_the_dat
 # ------------------------------------------------------------------------------------------------- 10. halt
 
 
-@contextlib.asynccontextmanager
-async def served(settings: Settings, agent: Agent) -> AsyncIterator[httpx.AsyncClient]:
-    """The agent's HTTP API over a real socket, as an admin. The app's shutdown closes the agent."""
-
-    async def prebuilt(_s: Settings) -> Agent:
-        return agent
-
-    async with (
-        serve(create_app(settings, agent_factory=prebuilt)) as base_url,
-        httpx.AsyncClient(base_url=base_url, timeout=30, headers=ADMIN) as client,
-    ):
-        yield client
-
-
-async def _halt(client: httpx.AsyncClient, rig: LiveRig) -> httpx.Response:
-    return await client.post(f"/api/v1/accounts/{rig.account_id}/halt", json={"reason": "e2e kill switch"})
-
-
 async def test_halting_a_live_account_through_the_api_flattens_it(rig: LiveRig) -> None:
     fake = rig.fake
     opened = await rig.cycle()
     assert len(stops_at(fake)) == 1
 
     async with served(rig.settings, rig.agent) as client:
-        answer = await _halt(client, rig)
+        answer = await halt(client, rig)
         orders, positions = await db_orders(rig.agent, rig.account_id), await db_positions(rig.agent, rig.account_id)
         await assert_db_matches_venue(rig.agent, rig.account_id, fake)
         sent = len(order_creates(fake))
@@ -548,7 +531,7 @@ async def test_halting_cancels_an_entry_order_placed_by_hand(rig: LiveRig) -> No
     assert resting.status == "open"
 
     async with served(rig.settings, rig.agent) as client:
-        answer = await _halt(client, rig)
+        answer = await halt(client, rig)
 
     assert answer.status_code == 200, answer.text
     assert fake.book.order(order_id=resting.id).status == "canceled"

@@ -28,7 +28,6 @@ from tests.e2e.live_support import (
 pytestmark = pytest.mark.db
 
 
-
 async def assert_halted(client: httpx.AsyncClient, rig: LiveRig) -> None:
     """The account reads HALTED and its history says why."""
     account = await client.get(f"/api/v1/accounts/{rig.account_id}")

@@ -107,6 +107,7 @@ class DryRun:
     history: list[dict[str, Any]]
     agent_printed: str
     api_secret: str
+    others: list[str]  # the other assets decision 2 acted on (the baseline may open ETH or SOL on the fake's trend)
 
 
 def _dry_run(tmp_path: Path, **model: str) -> DryRun:
@@ -152,7 +153,10 @@ def _dry_run(tmp_path: Path, **model: str) -> DryRun:
                 assert stored.status_code == 204, stored.text
                 decided = api.post("/api/v1/decisions/generate", json={"account_id": 2, "force_refresh": True})
                 assert decided.status_code == 200, decided.text
-                assert decided.json()["status"] in ("executed", "no_action"), decided.text
+                body = decided.json()
+                assert body["status"] in ("executed", "no_action", "partial"), decided.text
+                if body["status"] == "partial":  # only the stop watchdog's note: the adopted position got its stop
+                    assert all("had no stop; one was placed" in e for e in body["execution_errors"]), decided.text
                 [btc] = [d for d in decided.json()["decision"]["decisions"] if d["asset"] == "BTC"]
                 positions = api.get("/api/v1/accounts/2/positions")
                 assert positions.status_code == 200, positions.text
@@ -177,6 +181,7 @@ def _dry_run(tmp_path: Path, **model: str) -> DryRun:
         history,
         "\n".join(agent_out.lines),
         api_secret,
+        [d["asset"] for d in body["decision"]["decisions"] if d["asset"] != "BTC" and d["action"] != "hold"],
     )
 
 
@@ -209,6 +214,24 @@ def _assert_adopted_stopped_then_closed_by_the_halt(run: DryRun) -> None:
     assert run.api_secret not in run.agent_printed, "the venue secret was printed by the agent"
 
 
+def _assert_every_entry_stopped_and_the_halt_flattened(run: DryRun) -> None:
+    """Whatever decision 2 did: every entry of it was followed by its STOP_MARKET, the adopted BTC got a stop unless the
+    decision closed it, and the halt left no position and no open order."""
+    lines = run.lines
+    placed = [line for line in lines if " placed " in line]
+    for asset in run.others:
+        opened = rf" placed MARKET (BUY|SELL) [\d.]+ {asset} .*-{asset}-en -> filled$"
+        entry = [i for i, line in enumerate(lines) if re.search(opened, line)]
+        stop = [i for i, line in enumerate(lines) if re.search(rf" placed STOP_MARKET (BUY|SELL) .*-{asset}-sl$", line)]
+        assert len(entry) == len(stop) == 1 and entry[0] < stop[0], "\n".join(placed)
+    btc = "-BTC-sl$" if run.btc_action == "hold" else "-BTC-cl -> filled$"
+    assert any(re.search(btc, line) for line in placed), "\n".join(placed)
+    assert run.halted.status_code == 200, run.halted.text
+    assert not [p for p in run.after if p["status"] == "open"], run.after
+    assert not [o for o in run.orders if o["status"] == "open"], run.orders
+    assert run.api_secret not in run.agent_printed, "the venue secret was printed by the agent"
+
+
 def test_the_readme_dry_run_adopts_the_position_stops_it_and_the_halt_closes_it(tmp_path: Path) -> None:
     """The README's steps with a model that holds (a fake OpenRouter): the README's expected output, line by line."""
     with FakeOpenRouter() as model:
@@ -228,6 +251,9 @@ def test_the_readme_dry_run_as_written_ends_flat_whatever_the_baseline_decides(t
     market trends down at that moment, closes it: then the fake shows decision 2's MARKET close, not a stop, and the
     halt has nothing left to close."""
     run = _dry_run(tmp_path)
+    if run.others:  # the baseline also traded other assets: each entry protected, and the halt leaves nothing
+        _assert_every_entry_stopped_and_the_halt_flattened(run)
+        return
     if run.btc_action == "hold":
         _assert_adopted_stopped_then_closed_by_the_halt(run)
         return

@@ -326,8 +326,8 @@ class LiveExchange:
         return None
 
     def refresh(self) -> None:
-        """Forget the answers kept for this moment: the next reads ask the venue (the registry calls it whenever
-        it hands the adapter out; every write does it too)."""
+        """Forget the answers kept for this moment: the next reads ask the venue (the engine calls it at a cycle's
+        reconciliation, at its execution and at a halt; every write does it too)."""
         self._epoch += 1
         self._answers.clear()
 

@@ -359,15 +359,17 @@ class DecisionEngine:
             account = await session.get(models.Account, account_id)
         return account.status if account is not None else before
 
-    async def check_account(self, account_id: int) -> None:
-        """Reconcile the account with its venue and make sure every open position has a protective stop, outside any
-        decision's execution (start-up; a paused or halted account's cycle; a decision that ended before its model
-        call): the watchdog's orders are named after the wall-clock moment (`w{ms}`)."""
+    async def check_account(self, account_id: int, *, synced: bool = False) -> None:
+        """Reconcile the account with its venue (unless `synced`: the caller just did) and make sure every open
+        position has a protective stop, outside any decision's execution (start-up; a paused or halted account's
+        cycle; a decision that ended before its model call): the watchdog's orders are named after the wall-clock
+        moment (`w{ms}`)."""
         async with self.execution_lock(account_id):
-            await self._check_account(account_id)
+            if not synced:
+                await self.sync_account(account_id)
+            await self._guard_account(account_id)
 
-    async def _check_account(self, account_id: int) -> None:
-        await self.sync_account(account_id)
+    async def _guard_account(self, account_id: int) -> None:
         exchange = await self.venues.exchange_for(account_id)
         async with self.sessions() as session:
             account = await session.get(models.Account, account_id)
@@ -421,8 +423,8 @@ class DecisionEngine:
                 self._all_prepared.set()
         if isinstance(prepared, DecisionResult):  # from the cache
             return prepared
-        if isinstance(prepared, _Held):
-            await self.check_account(account_id)
+        if isinstance(prepared, _Held):  # `_prepare` reconciled the account already
+            await self.check_account(account_id, synced=True)
             return prepared.result
         # Every log line from here on (model calls, orders) carries the decision and the account.
         decision_id = prepared.row.id

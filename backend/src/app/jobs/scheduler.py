@@ -54,12 +54,10 @@ class QueueCycles:
         self.sessions = sessions
         self.wall_clock = wall_clock
         self.stalled_after_s = stalled_after_s
-        self.enqueued = 0
         self._pending: list[int] = []  # jobs queued without waiting (the wall clock), until they are done
 
     async def check(self, candle: datetime, account_ids: list[int], *, wait: bool) -> None:
         ids = await enqueue(self.app, CHECK, account_ids, candle, now=self.wall_clock.now())
-        self.enqueued += len(ids)
         log.info("start-up: %d account check(s) queued", len(ids))
         if wait:
             await self.wait_for(ids)
@@ -71,7 +69,6 @@ class QueueCycles:
     ) -> tuple[int, int]:
         ids = await enqueue(self.app, DECIDE, account_ids, candle, now=self.wall_clock.now())
         ids += await enqueue(self.app, CHECK, guarded, candle, now=self.wall_clock.now())
-        self.enqueued += len(ids)
         log.info(
             "cycle %s: %d job(s) queued (%d decisions, %d checks)", candle, len(ids), len(account_ids), len(guarded)
         )

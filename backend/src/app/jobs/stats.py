@@ -34,7 +34,6 @@ class WorkerCounters:
     jobs: int = 0
     decisions: int = 0
     failures: int = 0
-    skipped: int = 0  # jobs of a candle already gone by (the wall clock): not decided
 
 
 class WorkerStatsWriter:

@@ -56,7 +56,6 @@ async def run_worker(settings: Settings, *, concurrency: int, name: str | None =
         candle = datetime.fromisoformat(cycle_time)
         stats.counters.jobs += 1
         if realtime and agent.wall_clock.now() >= candle + step:
-            stats.counters.skipped += 1
             log.warning(
                 "account %s: the job of candle %s came after the next candle closed: skipped", account_id, cycle_time
             )

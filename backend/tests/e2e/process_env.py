@@ -4,7 +4,9 @@ file, the accelerated clock, and, with a fake OpenRouter, that fake as the model
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import ADMIN_KEY
 from tests.fakes.openrouter_server import FakeOpenRouter
@@ -29,3 +31,13 @@ def agent_env(database_url: str, workdir: Path, model: FakeOpenRouter | None, **
         }
     )
     return env
+
+
+def stop_process(proc: subprocess.Popen[Any], grace_s: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL if the process has not ended within `grace_s`."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -31,6 +31,7 @@ from typing import IO, Any
 import httpx
 
 from app.core.config import Settings
+from tests.e2e.process_env import stop_process
 from tests.e2e.server import free_port
 from tests.fakes.openrouter_server import FakeOpenRouter, Scripted, chat_completion, hold_all
 
@@ -77,12 +78,7 @@ def _process(args: list[str], *, cwd: Path, env: dict[str, str]) -> Iterator[tup
     try:
         yield proc, Lines(proc.stdout)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def _fresh_env(**readme: str) -> dict[str, str]:

@@ -42,6 +42,7 @@ from tests.e2e.live_support import (
     served,
     stops_at,
 )
+from tests.e2e.process_env import stop_process
 from tests.e2e.server import free_port
 
 pytestmark = pytest.mark.db
@@ -85,12 +86,7 @@ def _running_agent(env: dict[str, str], workdir: Path, log: Path) -> Iterator[su
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def _after_first_cycle(

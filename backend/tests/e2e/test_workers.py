@@ -15,6 +15,7 @@ PostgreSQL only (the queue lives there): these tests skip without TEST_POSTGRES_
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -67,7 +68,9 @@ class Process:
         env = agent_env(database_url, workdir, model, LOG_LEVEL="INFO", DB_POOL_SIZE="4", **FAST, **(env_extra or {}))
         self.label = label
         self.log = (workdir / f"{label}-{time.monotonic_ns()}.log").open("w+")
-        self.proc = subprocess.Popen([BIN, *args], env=env, cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(  # its own process group: `serve --workers N` spawns its workers into it
+            [BIN, *args], env=env, cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def output(self) -> str:
         self.log.flush()
@@ -101,13 +104,14 @@ def scheduler(database_url: str, workdir: Path, cycles: int) -> Process:
 
 @pytest.fixture
 def processes() -> Iterator[list[Process]]:
-    """Every process a test starts (killed at the end, whatever happened)."""
+    """Every process a test starts, with the processes it started (killed at the end, whatever happened: a uvicorn
+    supervisor killed alone left its spawned workers running after the test)."""
     started: list[Process] = []
     yield started
     for process in started:
-        if process.alive():
-            process.proc.kill()
-            process.proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.proc.pid, signal.SIGKILL)
+        process.proc.wait()
 
 
 @pytest.fixture
